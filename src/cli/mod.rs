@@ -1,0 +1,89 @@
+//! The `tuma` command line: one binary, one subcommand per job.
+//!
+//! Every subcommand loads and validates the configuration first, so a bad
+//! setting stops the process before anything starts, with the key named.
+
+mod bench;
+mod jobs;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tuma",
+    version,
+    about = "A durable payout and collection engine for mobile money"
+)]
+struct Cli {
+    /// A TOML file overriding the built-in configuration (any subset of keys).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database if needed and apply pending migrations.
+    Migrate,
+    /// Run the engine: the job runner and the HTTP server, until SIGINT/SIGTERM.
+    Serve,
+    /// Measure the engine on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Inspect and steer jobs: list, re-run dead jobs, cancel, pause queues.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Run every scenario against the built-in provider simulator.
+    Demo,
+}
+
+/// Parses arguments, runs the subcommand on a multi-threaded runtime, and
+/// turns any error into one line on stderr and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tuma: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logs(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Migrate => migrate(&config).await,
+            Command::Serve => serve::run(config).await,
+            Command::Bench(command) => bench::run(config, command).await,
+            Command::Jobs(command) => jobs::run(config, command).await,
+            Command::Demo => Err(anyhow::anyhow!(
+                "the demo is not available in this build yet: it needs the payout workflows and \
+                 the provider simulator, which have not landed"
+            )),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tuma: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = crate::store::connect(&config.database).await?;
+    crate::store::migrate(&pool).await?;
+    println!("migrations applied to {}", crate::store::redact(&config.database.url));
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `tuma serve`: the job runner and the HTTP server in one process, stopped
+//! through one cancellation path on SIGINT or SIGTERM.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{router, HttpState};
+use crate::runner::Runner;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = crate::telemetry::metrics_handle();
+    let pool = crate::store::connect(&config.database).await?;
+    crate::store::migrate(&pool).await?;
+    let runner = Runner::new(
+        pool.clone(),
+        config.runner.clone(),
+        crate::jobs::registry(),
+        Clock::Database,
+    )
+    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let runner = runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_to_cancel(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    tracing::info!(listen = %config.http.listen, node = runner.node_id(), "tuma serve is up");
+    let app = router(HttpState {
+        pool: pool.clone(),
+        metrics,
+    });
+    let server_stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { server_stop.cancelled().await })
+        .await;
+
+    // Whether the server stopped on a signal or an error, stop the runner the
+    // same way: finish or release every job in flight.
+    shutdown.cancel();
+    let report = runner.shutdown().await;
+    pool.close().await;
+    tracing::info!(released = report.released, "tuma serve stopped");
+    served.context("HTTP server failed")
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+async fn signal_to_cancel(token: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+    token.cancel();
+}

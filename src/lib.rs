@@ -1,0 +1,15 @@
+//! Tuma: a durable payout and collection engine for mobile money.
+//!
+//! Product services hand Tuma money-movement intents; Tuma carries each one,
+//! as a persisted state machine advanced by a Postgres-backed job runner, to
+//! a final and provable outcome. See `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod jobs;
+pub mod runner;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,114 @@
+//! Scheduled jobs. Each node runs the same cron entries on a
+//! tokio-cron-scheduler; when an entry fires, the node enqueues its job and
+//! records `(entry, tick)` in `tuma_cron_ticks` in one transaction. The tick
+//! is the schedule's own instant, not the node's "now", so every node
+//! computes the same key and only the first insert commits a job.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use super::client::JobClient;
+use super::job::NewJob;
+use super::store;
+use crate::domain::JobId;
+
+type MakeJob = Arc<dyn Fn(DateTime<Utc>) -> NewJob + Send + Sync>;
+
+/// One scheduled entry: a name (stable, it is part of the tick key), a
+/// six-field cron expression with seconds (`sec min hour dom month dow`,
+/// UTC), and the job to enqueue for a tick.
+#[derive(Clone)]
+pub struct CronEntry {
+    name: String,
+    expression: String,
+    schedule: Cron,
+    make: MakeJob,
+}
+
+impl CronEntry {
+    pub fn new(
+        name: impl Into<String>,
+        expression: impl Into<String>,
+        make: impl Fn(DateTime<Utc>) -> NewJob + Send + Sync + 'static,
+    ) -> Result<CronEntry, String> {
+        let name = name.into();
+        let expression = expression.into();
+        // The same parser settings tokio-cron-scheduler uses, so both agree
+        // on which instants are ticks.
+        let schedule = CronParser::builder()
+            .seconds(Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(&expression)
+            .map_err(|e| format!("cron entry {name:?}: invalid schedule {expression:?}: {e}"))?;
+        Ok(CronEntry {
+            name,
+            expression,
+            schedule,
+            make: Arc::new(make),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tick a firing at `now` belongs to: the latest scheduled instant at
+    /// or before `now`.
+    pub fn tick_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Schedules have one-second resolution; croner keeps the sub-second
+        // part of its input, so without this two nodes firing a few
+        // milliseconds apart would compute two different "ticks".
+        let now = now.duration_trunc(TimeDelta::seconds(1)).ok()?;
+        self.schedule.find_previous_occurrence(&now, true).ok()
+    }
+}
+
+/// Enqueues `entry`'s job for `tick` unless some node already did. Returns
+/// the job id when this call fired the tick.
+pub async fn fire(client: &JobClient, entry: &CronEntry, tick: DateTime<Utc>) -> Result<Option<JobId>, sqlx::Error> {
+    let job = (entry.make)(tick);
+    let mut tx = client.pool().begin().await?;
+    let enqueued = client.enqueue(&mut tx, &job).await?;
+    if store::record_tick(&mut tx, &entry.name, tick, enqueued.id()).await? {
+        tx.commit().await?;
+        Ok(Some(enqueued.id()))
+    } else {
+        tx.rollback().await?;
+        Ok(None)
+    }
+}
+
+/// Starts a scheduler firing `entries` until the returned scheduler is shut
+/// down.
+pub(crate) async fn start_scheduler(client: JobClient, entries: &[CronEntry]) -> Result<JobScheduler, String> {
+    let scheduler = JobScheduler::new().await.map_err(|e| format!("cron scheduler: {e}"))?;
+    for entry in entries {
+        let name = entry.name.clone();
+        let expression = entry.expression.clone();
+        let entry = entry.clone();
+        let client = client.clone();
+        let job = Job::new_async(expression.as_str(), move |_, _| {
+            let entry = entry.clone();
+            let client = client.clone();
+            Box::pin(async move {
+                let Some(tick) = entry.tick_at_or_before(Utc::now()) else {
+                    return;
+                };
+                match fire(&client, &entry, tick).await {
+                    Ok(Some(job_id)) => tracing::debug!(entry = entry.name, %tick, %job_id, "cron tick fired"),
+                    Ok(None) => tracing::debug!(entry = entry.name, %tick, "cron tick already fired by another node"),
+                    Err(error) => tracing::error!(entry = entry.name, %tick, %error, "cron tick could not be recorded"),
+                }
+            })
+        })
+        .map_err(|e| format!("cron entry {name:?}: {e}"))?;
+        scheduler.add(job).await.map_err(|e| format!("cron scheduler: {e}"))?;
+    }
+    scheduler.start().await.map_err(|e| format!("cron scheduler: {e}"))?;
+    Ok(scheduler)
+}

@@ -1,0 +1,330 @@
+//! Running one claimed job, and deciding (purely) what its attempt means.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rand::Rng;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::RetryPolicy;
+use super::job::{JobContext, JobError};
+use super::store::{ClaimedJob, Finish};
+use super::Inner;
+
+/// Why the runner stopped an attempt from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    /// The node is shutting down and the grace period ran out: give the job
+    /// back without counting the attempt.
+    Shutdown,
+    /// Someone asked to cancel this job.
+    CancelRequested,
+    /// The heartbeat found the lease held by nobody or another node: the job
+    /// may already be running elsewhere, so this node records nothing.
+    LeaseLost,
+}
+
+/// A running attempt as the rest of the node sees it.
+#[derive(Clone)]
+pub(crate) struct InFlight {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<Interrupt>>>,
+}
+
+impl InFlight {
+    pub(crate) fn new() -> InFlight {
+        InFlight {
+            token: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Stops the attempt; the first reason given wins.
+    pub(crate) fn interrupt(&self, reason: Interrupt) {
+        let mut slot = self.reason.lock().expect("interrupt mutex poisoned");
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> Interrupt {
+        self.reason
+            .lock()
+            .expect("interrupt mutex poisoned")
+            .expect("a cancelled attempt always has a reason")
+    }
+}
+
+/// How an attempt ended, before deciding what that means.
+#[derive(Debug)]
+pub(crate) enum AttemptEnd {
+    Returned(Result<(), JobError>),
+    TimedOut(Duration),
+    Panicked(String),
+    Interrupted(Interrupt),
+}
+
+/// What to write for an attempt.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Completed,
+    Finish(Finish),
+    /// Write nothing: this node no longer owns the job.
+    Abandon,
+}
+
+/// An outcome on its way to the completer.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) id: i64,
+    pub(crate) kind: &'static str,
+    pub(crate) outcome: Outcome,
+}
+
+/// Kind label for jobs no worker is registered for.
+const UNREGISTERED: &str = "unregistered";
+
+/// Runs one claimed job to an outcome. Never panics: a panicking worker is a
+/// failed attempt like any other.
+pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFlight) -> Done {
+    let id = job.id.get();
+    let Some(worker) = inner.registry.get(&job.kind) else {
+        let error = JobError::Retryable(format!("no worker is registered for kind {:?} on this node", job.kind));
+        let outcome = decide(
+            &job,
+            AttemptEnd::Returned(Err(error)),
+            &inner.config.retry,
+            &mut rand::rng(),
+        );
+        return Done {
+            id,
+            kind: UNREGISTERED,
+            outcome,
+        };
+    };
+    let kind = worker.kind;
+    metrics::counter!("tuma_jobs_claimed_total", "kind" => kind).increment(1);
+    if let Ok(waited) = (chrono::Utc::now() - job.run_at).to_std() {
+        metrics::histogram!("tuma_job_start_latency_seconds", "kind" => kind).record(waited.as_secs_f64());
+    }
+    let ctx = JobContext {
+        id: job.id,
+        kind: Arc::from(kind),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        scheduled_at: job.run_at,
+        pool: inner.pool.clone(),
+        node: inner.node.clone(),
+        clock: inner.clock.clone(),
+    };
+    let timeout = worker
+        .timeout
+        .unwrap_or(Duration::from_millis(inner.config.default_timeout_ms));
+    let args = std::mem::take(&mut job.args);
+    let run = AssertUnwindSafe((worker.run)(ctx, args)).catch_unwind();
+    let end = tokio::select! {
+        biased;
+        () = in_flight.token.cancelled() => AttemptEnd::Interrupted(in_flight.reason()),
+        result = tokio::time::timeout(timeout, run) => match result {
+            Ok(Ok(returned)) => AttemptEnd::Returned(returned),
+            Ok(Err(panic)) => AttemptEnd::Panicked(panic_message(&panic)),
+            Err(_) => AttemptEnd::TimedOut(timeout),
+        },
+    };
+    // The worker's future is dropped by now, whatever happened: a timed-out
+    // or cancelled handler cannot keep running in the background.
+    if matches!(end, AttemptEnd::TimedOut(_)) {
+        metrics::counter!("tuma_jobs_timed_out_total", "kind" => kind).increment(1);
+        tracing::warn!(
+            job_id = id,
+            kind,
+            timeout_ms = timeout.as_millis() as u64,
+            "job attempt timed out"
+        );
+    }
+    let outcome = decide(&job, end, &inner.config.retry, &mut rand::rng());
+    Done { id, kind, outcome }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Decides what an attempt means for the job: a pure function of the job,
+/// how the attempt ended, the retry policy and a source of jitter.
+pub(crate) fn decide(job: &ClaimedJob, end: AttemptEnd, policy: &RetryPolicy, rng: &mut impl Rng) -> Outcome {
+    let error_entry = |kind: &str, error: &str| {
+        Some(json!({
+            "attempt": job.attempt,
+            "at": chrono::Utc::now(),
+            "kind": kind,
+            "error": error,
+        }))
+    };
+    let mut failed = |kind: &str, error: String| {
+        let exhausted = job.attempt >= job.max_attempts;
+        let attempt = u32::try_from(job.attempt.max(1)).unwrap_or(1);
+        Outcome::Finish(Finish {
+            id: job.id,
+            state: if exhausted { "dead" } else { "available" },
+            refund_attempt: false,
+            delay_ms: if exhausted {
+                0
+            } else {
+                policy.delay(attempt, rng).as_millis() as i64
+            },
+            error: error_entry(kind, &error),
+        })
+    };
+    match end {
+        AttemptEnd::Returned(Ok(())) => Outcome::Completed,
+        AttemptEnd::Returned(Err(JobError::Retryable(error))) => failed("error", error),
+        AttemptEnd::Returned(Err(JobError::Fatal(error))) => Outcome::Finish(Finish {
+            id: job.id,
+            state: "dead",
+            refund_attempt: false,
+            delay_ms: 0,
+            error: error_entry("fatal", &error),
+        }),
+        AttemptEnd::Returned(Err(JobError::Snooze(delay))) => Outcome::Finish(Finish {
+            id: job.id,
+            state: "available",
+            refund_attempt: true,
+            delay_ms: delay.as_millis() as i64,
+            error: None,
+        }),
+        AttemptEnd::Returned(Err(JobError::Cancel(reason))) => Outcome::Finish(Finish {
+            id: job.id,
+            state: "cancelled",
+            refund_attempt: false,
+            delay_ms: 0,
+            error: error_entry("cancelled", &reason),
+        }),
+        AttemptEnd::TimedOut(timeout) => failed("timeout", format!("timed out after {} ms", timeout.as_millis())),
+        AttemptEnd::Panicked(message) => failed("panic", format!("worker panicked: {message}")),
+        AttemptEnd::Interrupted(Interrupt::Shutdown) => Outcome::Finish(Finish {
+            id: job.id,
+            state: "available",
+            refund_attempt: true,
+            delay_ms: 0,
+            error: None,
+        }),
+        AttemptEnd::Interrupted(Interrupt::CancelRequested) => Outcome::Finish(Finish {
+            id: job.id,
+            state: "cancelled",
+            refund_attempt: false,
+            delay_ms: 0,
+            error: error_entry("cancelled", "cancelled on request while running"),
+        }),
+        AttemptEnd::Interrupted(Interrupt::LeaseLost) => Outcome::Abandon,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobId;
+    use rand::SeedableRng;
+
+    fn job(attempt: i32, max_attempts: i32) -> ClaimedJob {
+        ClaimedJob {
+            id: JobId::from(7),
+            kind: "k".into(),
+            queue: "default".into(),
+            args: json!({}),
+            attempt,
+            max_attempts,
+            run_at: chrono::Utc::now(),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn finish(outcome: Outcome) -> Finish {
+        match outcome {
+            Outcome::Finish(finish) => finish,
+            other => panic!("expected a finish, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_retryable_error_waits_inside_the_backoff_window_until_attempts_run_out() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for attempt in 1..5 {
+            let end = AttemptEnd::Returned(Err(JobError::retryable("provider 503")));
+            let f = finish(decide(&job(attempt, 5), end, &policy, &mut rng));
+            assert_eq!(f.state, "available");
+            assert!(f.delay_ms as u64 <= policy.window_ms(attempt as u32));
+            assert_eq!(f.error.unwrap()["error"], "provider 503");
+        }
+        let end = AttemptEnd::Returned(Err(JobError::retryable("provider 503")));
+        assert_eq!(finish(decide(&job(5, 5), end, &policy, &mut rng)).state, "dead");
+    }
+
+    #[test]
+    fn fatal_errors_timeouts_snoozes_and_interrupts_each_have_their_own_outcome() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let fatal = finish(decide(
+            &job(1, 5),
+            AttemptEnd::Returned(Err(JobError::fatal("bad args"))),
+            &policy,
+            &mut rng,
+        ));
+        assert_eq!((fatal.state, fatal.refund_attempt), ("dead", false));
+        let timeout = finish(decide(
+            &job(1, 5),
+            AttemptEnd::TimedOut(Duration::from_secs(3)),
+            &policy,
+            &mut rng,
+        ));
+        assert_eq!(timeout.state, "available");
+        assert_eq!(timeout.error.unwrap()["kind"], "timeout");
+        let snooze = finish(decide(
+            &job(1, 5),
+            AttemptEnd::Returned(Err(JobError::Snooze(Duration::from_secs(30)))),
+            &policy,
+            &mut rng,
+        ));
+        assert_eq!(
+            (snooze.state, snooze.refund_attempt, snooze.delay_ms),
+            ("available", true, 30_000)
+        );
+        let shutdown = finish(decide(
+            &job(5, 5),
+            AttemptEnd::Interrupted(Interrupt::Shutdown),
+            &policy,
+            &mut rng,
+        ));
+        assert_eq!((shutdown.state, shutdown.refund_attempt), ("available", true));
+        let cancelled = finish(decide(
+            &job(1, 5),
+            AttemptEnd::Interrupted(Interrupt::CancelRequested),
+            &policy,
+            &mut rng,
+        ));
+        assert_eq!(cancelled.state, "cancelled");
+        assert!(matches!(
+            decide(
+                &job(1, 5),
+                AttemptEnd::Interrupted(Interrupt::LeaseLost),
+                &policy,
+                &mut rng
+            ),
+            Outcome::Abandon
+        ));
+        assert!(matches!(
+            decide(&job(1, 5), AttemptEnd::Returned(Ok(())), &policy, &mut rng),
+            Outcome::Completed
+        ));
+    }
+}

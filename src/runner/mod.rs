@@ -1,0 +1,525 @@
+//! The durable Postgres job runner: everything Tuma does after accepting an
+//! intent is a job in `tuma_jobs`.
+//!
+//! Guarantees, and the mechanism behind each:
+//! - a job exists iff the transaction that enqueued it committed
+//!   ([`JobClient::enqueue`] takes the caller's transaction);
+//! - a job runs on one node at a time: claims take row locks with
+//!   `FOR UPDATE SKIP LOCKED` and set a lease (`locked_by`, `locked_until`);
+//!   the lease is renewed by heartbeat while the worker runs, so a long job is
+//!   never run twice for being long;
+//! - a job whose node died is run again: the rescuer re-queues jobs whose
+//!   lease ran out, counting the lost attempt;
+//! - every state write is a compare-and-set on state and lease owner, so a
+//!   late node, rescuer or completion never overwrites a newer outcome;
+//! - at least once, or exactly once for work that commits with
+//!   [`JobContext::complete_in`]: the job's completion and its writes share
+//!   one transaction.
+//!
+//! Each node runs, per configured queue, a *producer* that claims batches of
+//! jobs into free concurrency slots (and through the queue's token bucket);
+//! workers run as tasks; their outcomes go to one *completer* that writes them
+//! back in batches. Background services (heartbeat, rescuer, retention, queue
+//! statistics, the LISTEN connection and cron) each have a `*_once` step that
+//! tests call directly; their loops only sleep and repeat.
+
+mod backoff;
+mod client;
+mod config;
+mod cron;
+mod execute;
+mod job;
+mod registry;
+mod services;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use backoff::RetryPolicy;
+pub use client::JobClient;
+pub use config::{QueueConfig, RetentionConfig, RunnerConfig};
+pub use cron::{fire as fire_cron_tick, CronEntry};
+pub use job::{
+    EnqueueOutcome, JobArgs, JobContext, JobError, JobOptions, NewJob, Worker, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+};
+pub use registry::Registry;
+pub use store::{CancelOutcome, JobRow};
+
+use crate::clock::Clock;
+use execute::{execute, Done, InFlight, Interrupt, Outcome};
+
+/// Outcomes waiting for the completer, per node. When it is full, workers
+/// wait before freeing their slot: back-pressure instead of unbounded memory.
+const OUTCOME_CHANNEL_CAPACITY: usize = 20_000;
+
+/// Tries of one batched outcome write before giving up on it (the jobs' leases
+/// then run out and the rescuer runs them again: at least once, never lost).
+const OUTCOME_WRITE_TRIES: usize = 6;
+
+/// A job runner for one node. Build it with the pool, config and workers,
+/// then [`Runner::start`] it, or drive it step by step in tests.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) config: RunnerConfig,
+    pub(crate) registry: Registry,
+    pub(crate) node: Arc<str>,
+    pub(crate) clock: Clock,
+    pub(crate) in_flight: Mutex<HashMap<i64, InFlight>>,
+    queues: BTreeMap<String, Arc<QueueRuntime>>,
+    cron: Vec<CronEntry>,
+}
+
+/// A queue's local state on this node.
+struct QueueRuntime {
+    name: String,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Most jobs one claim may take: the token bucket's burst when limited.
+    max_claim: usize,
+}
+
+impl Runner {
+    /// A runner for the queues in `config`. The config is validated here too,
+    /// so a runner built in code is held to the same rules as `tuma serve`.
+    pub fn new(pool: PgPool, config: RunnerConfig, registry: Registry, clock: Clock) -> Result<Runner, String> {
+        config.validate()?;
+        let node: Arc<str> = if config.node_id.is_empty() {
+            default_node_id().into()
+        } else {
+            config.node_id.as_str().into()
+        };
+        let queues = config
+            .queues
+            .iter()
+            .map(|(name, queue)| {
+                (
+                    name.clone(),
+                    Arc::new(QueueRuntime::new(name, queue, config.claim_batch)),
+                )
+            })
+            .collect();
+        Ok(Runner {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                registry,
+                node,
+                clock,
+                in_flight: Mutex::new(HashMap::new()),
+                queues,
+                cron: Vec::new(),
+            }),
+        })
+    }
+
+    /// Adds cron entries, fired by every started node and deduplicated by tick.
+    pub fn with_cron(self, entries: Vec<CronEntry>) -> Runner {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_cron before the runner is shared"));
+        inner.cron = entries;
+        Runner { inner: Arc::new(inner) }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn client(&self) -> JobClient {
+        JobClient::new(self.inner.pool.clone(), self.inner.clock.clone())
+    }
+
+    /// Claims what `queue` has runnable now (up to its concurrency), runs it,
+    /// writes the outcomes, and returns how many jobs ran. For tests and
+    /// one-shot tools; a started runner does this continuously.
+    pub async fn work_once(&self, queue: &str) -> Result<usize, sqlx::Error> {
+        let runtime = self.inner.queue(queue);
+        let limit = runtime.slots.available_permits().min(runtime.max_claim).max(1);
+        let claimed = self.inner.claim(queue, limit).await?;
+        let count = claimed.len();
+        let mut running = tokio::task::JoinSet::new();
+        for job in claimed {
+            let flight = self.inner.track(job.id.get());
+            let inner = Arc::clone(&self.inner);
+            running.spawn(async move { execute(&inner, job, flight).await });
+        }
+        let mut done = Vec::with_capacity(count);
+        while let Some(result) = running.join_next().await {
+            done.push(result.expect("execute never panics"));
+        }
+        self.inner.write_outcomes(&mut done).await;
+        Ok(count)
+    }
+
+    /// One heartbeat: renews this node's leases and stops attempts that were
+    /// cancelled or whose lease was lost.
+    pub async fn heartbeat_once(&self) -> Result<(), sqlx::Error> {
+        services::heartbeat_once(&self.inner).await
+    }
+
+    /// One rescue pass; returns how many expired jobs it re-queued or buried.
+    pub async fn rescue_once(&self) -> Result<usize, sqlx::Error> {
+        services::rescue_once(&self.inner).await
+    }
+
+    /// One retention pass; returns how many finished jobs it deleted.
+    pub async fn retention_once(&self) -> Result<u64, sqlx::Error> {
+        services::retention_once(&self.inner).await
+    }
+
+    /// Starts producers, the completer and the background services.
+    pub async fn start(self) -> Result<RunningRunner, String> {
+        let inner = self.inner;
+        let stop_claiming = CancellationToken::new();
+        let stop_services = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (done_tx, done_rx) = mpsc::channel(OUTCOME_CHANNEL_CAPACITY);
+        let completer = tokio::spawn(complete(Arc::clone(&inner), done_rx));
+        let producers: Vec<JoinHandle<()>> = inner
+            .queues
+            .values()
+            .map(|queue| {
+                tokio::spawn(produce(
+                    Arc::clone(&inner),
+                    Arc::clone(queue),
+                    stop_claiming.clone(),
+                    tracker.clone(),
+                    done_tx.clone(),
+                ))
+            })
+            .collect();
+        drop(done_tx);
+        let services = services::spawn_all(&inner, &stop_services);
+        let scheduler = if inner.cron.is_empty() {
+            None
+        } else {
+            let client = JobClient::new(inner.pool.clone(), inner.clock.clone());
+            Some(cron::start_scheduler(client, &inner.cron).await?)
+        };
+        tracing::info!(node = %inner.node, queues = inner.queues.len(), "job runner started");
+        Ok(RunningRunner {
+            inner,
+            stop_claiming,
+            stop_services,
+            tracker,
+            producers,
+            completer,
+            services,
+            scheduler,
+        })
+    }
+}
+
+/// A started runner. Dropping it without [`RunningRunner::shutdown`] leaves
+/// its jobs to the rescuer, exactly like a crash.
+pub struct RunningRunner {
+    inner: Arc<Inner>,
+    stop_claiming: CancellationToken,
+    stop_services: CancellationToken,
+    tracker: TaskTracker,
+    producers: Vec<JoinHandle<()>>,
+    completer: JoinHandle<()>,
+    services: Vec<JoinHandle<()>>,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+}
+
+/// What a shutdown had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Attempts still running when the grace period ended, released back to
+    /// `available` without counting the attempt.
+    pub released: usize,
+}
+
+impl RunningRunner {
+    pub fn node_id(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn client(&self) -> JobClient {
+        JobClient::new(self.inner.pool.clone(), self.inner.clock.clone())
+    }
+
+    /// Wakes `queue`'s producer as a notification would.
+    pub fn wake(&self, queue: &str) {
+        self.inner.wake(queue);
+    }
+
+    /// Jobs currently held by this node (running or with an outcome not yet
+    /// written).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.lock().expect("in-flight mutex poisoned").len()
+    }
+
+    /// Stops claiming, lets running attempts finish for up to
+    /// `runner.shutdown_timeout_ms`, releases the rest, writes every outcome,
+    /// then stops the background services. Loses no job.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            if let Err(error) = scheduler.shutdown().await {
+                tracing::warn!(%error, "cron scheduler did not stop cleanly");
+            }
+        }
+        self.stop_claiming.cancel();
+        for producer in self.producers.drain(..) {
+            let _ = producer.await;
+        }
+        self.tracker.close();
+        let grace = Duration::from_millis(self.inner.config.shutdown_timeout_ms);
+        let mut released = 0;
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            released = self.tracker.len();
+            let running: Vec<InFlight> = self
+                .inner
+                .in_flight
+                .lock()
+                .expect("in-flight mutex poisoned")
+                .values()
+                .cloned()
+                .collect();
+            for flight in running {
+                flight.interrupt(Interrupt::Shutdown);
+            }
+            self.tracker.wait().await;
+        }
+        // Every sender is gone now, so the completer drains and returns.
+        let _ = (&mut self.completer).await;
+        self.stop_services.cancel();
+        for service in self.services.drain(..) {
+            let _ = service.await;
+        }
+        tracing::info!(node = %self.inner.node, released, "job runner stopped");
+        ShutdownReport { released }
+    }
+}
+
+impl QueueRuntime {
+    fn new(name: &str, config: &QueueConfig, claim_batch: u32) -> QueueRuntime {
+        let mut max_claim = claim_batch as usize;
+        let limiter = config.rate_per_s.map(|rate| {
+            let rate = NonZeroU32::new(rate).expect("validated: rate_per_s > 0");
+            let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rate);
+            max_claim = max_claim.min(burst.get() as usize);
+            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+        });
+        QueueRuntime {
+            name: name.to_owned(),
+            slots: Arc::new(Semaphore::new(config.concurrency as usize)),
+            wake: Notify::new(),
+            limiter,
+            max_claim,
+        }
+    }
+}
+
+impl Inner {
+    fn queue(&self, name: &str) -> Arc<QueueRuntime> {
+        Arc::clone(
+            self.queues
+                .get(name)
+                .unwrap_or_else(|| panic!("queue {name:?} is not configured on this node")),
+        )
+    }
+
+    pub(crate) fn wake(&self, queue: &str) {
+        if let Some(runtime) = self.queues.get(queue) {
+            runtime.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        for runtime in self.queues.values() {
+            runtime.wake.notify_one();
+        }
+    }
+
+    async fn claim(&self, queue: &str, limit: usize) -> Result<Vec<store::ClaimedJob>, sqlx::Error> {
+        store::claim(
+            &self.pool,
+            queue,
+            limit as i64,
+            &self.node,
+            self.config.lease_ms as i64,
+            self.clock.sql_now(),
+        )
+        .await
+    }
+
+    /// Registers a claimed job as held by this node (renewed by heartbeat
+    /// until its outcome is written).
+    fn track(&self, id: i64) -> InFlight {
+        let flight = InFlight::new();
+        self.in_flight
+            .lock()
+            .expect("in-flight mutex poisoned")
+            .insert(id, flight.clone());
+        flight
+    }
+
+    /// Writes a batch of outcomes: completions with one statement, every other
+    /// end with another. Retries database errors with backoff; if they
+    /// persist, the jobs stay leased until the rescuer re-queues them.
+    async fn write_outcomes(&self, batch: &mut Vec<Done>) {
+        let mut completed: Vec<i64> = Vec::new();
+        let mut finishes = Vec::new();
+        for done in batch.iter() {
+            match &done.outcome {
+                Outcome::Completed => completed.push(done.id),
+                Outcome::Finish(finish) => finishes.push(finish.clone()),
+                Outcome::Abandon => tracing::warn!(job_id = done.id, kind = done.kind, "lease lost; outcome discarded"),
+            }
+        }
+        let retry = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(OUTCOME_WRITE_TRIES);
+        let now = self.clock.sql_now();
+        if !completed.is_empty() {
+            let write = || store::complete_many(&self.pool, &completed, &self.node, now);
+            if let Err(error) = write.retry(retry).await {
+                tracing::error!(%error, jobs = completed.len(), "could not record completions; leases will expire and the jobs run again");
+            }
+        }
+        if !finishes.is_empty() {
+            let write = || store::finish_many(&self.pool, &finishes, &self.node, now);
+            if let Err(error) = write.retry(retry).await {
+                tracing::error!(%error, jobs = finishes.len(), "could not record job failures; leases will expire and the jobs run again");
+            }
+        }
+        record_outcome_metrics(batch);
+        let mut in_flight = self.in_flight.lock().expect("in-flight mutex poisoned");
+        for done in batch.drain(..) {
+            in_flight.remove(&done.id);
+        }
+    }
+}
+
+fn record_outcome_metrics(batch: &[Done]) {
+    for done in batch {
+        let name = match &done.outcome {
+            Outcome::Completed => "tuma_jobs_completed_total",
+            Outcome::Finish(finish) => match finish.state {
+                "available" if finish.refund_attempt => "tuma_jobs_snoozed_total",
+                "available" => "tuma_jobs_retried_total",
+                "dead" => "tuma_jobs_dead_total",
+                _ => "tuma_jobs_cancelled_total",
+            },
+            Outcome::Abandon => "tuma_jobs_abandoned_total",
+        };
+        metrics::counter!(name, "kind" => done.kind).increment(1);
+        if let Outcome::Finish(finish) = &done.outcome {
+            if finish.state == "dead" {
+                tracing::warn!(job_id = done.id, kind = done.kind, "job is dead");
+            }
+        }
+    }
+}
+
+/// Claims jobs of one queue into free slots until told to stop.
+async fn produce(
+    inner: Arc<Inner>,
+    queue: Arc<QueueRuntime>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    done_tx: mpsc::Sender<Done>,
+) {
+    let poll = Duration::from_millis(inner.config.poll_interval_ms);
+    loop {
+        let first = tokio::select! {
+            permit = Arc::clone(&queue.slots).acquire_owned() => permit.expect("slots are never closed"),
+            () = stop.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < queue.max_claim {
+            match Arc::clone(&queue.slots).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let wanted = permits.len();
+        let claimed = match inner.claim(&queue.name, wanted).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::error!(queue = queue.name, %error, "claim failed; retrying after the poll interval");
+                metrics::counter!("tuma_job_claim_errors_total", "queue" => queue.name.clone()).increment(1);
+                drop(permits);
+                tokio::select! { () = tokio::time::sleep(poll) => continue, () = stop.cancelled() => return }
+            }
+        };
+        let drained = claimed.len() < wanted;
+        let mut interrupted = false;
+        if let (Some(limiter), Some(n)) = (&queue.limiter, NonZeroU32::new(claimed.len() as u32)) {
+            tokio::select! {
+                ready = limiter.until_n_ready(n) => ready.expect("claims never exceed the burst"),
+                () = stop.cancelled() => interrupted = true,
+            }
+        }
+        for (job, permit) in claimed.into_iter().zip(permits.drain(..)) {
+            let flight = inner.track(job.id.get());
+            if interrupted {
+                flight.interrupt(Interrupt::Shutdown);
+            }
+            let inner = Arc::clone(&inner);
+            let done_tx = done_tx.clone();
+            tracker.spawn(async move {
+                let done = execute(&inner, job, flight).await;
+                // Free the slot only once the outcome is queued for writing.
+                let _ = done_tx.send(done).await;
+                drop(permit);
+            });
+        }
+        if interrupted {
+            return;
+        }
+        if drained {
+            tokio::select! {
+                () = queue.wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Writes outcomes in batches until every producer and worker is gone.
+async fn complete(inner: Arc<Inner>, mut done_rx: mpsc::Receiver<Done>) {
+    let max = inner.config.completion_batch as usize;
+    let mut batch = Vec::with_capacity(max);
+    while let Some(first) = done_rx.recv().await {
+        batch.push(first);
+        while batch.len() < max {
+            match done_rx.try_recv() {
+                Ok(done) => batch.push(done),
+                Err(_) => break,
+            }
+        }
+        inner.write_outcomes(&mut batch).await;
+    }
+}
+
+/// `host-pid-random`: readable in `locked_by`, unique across restarts.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("{host}-{}-{suffix}", std::process::id())
+}

@@ -1,0 +1,228 @@
+//! The runner's background services. Each has a `*_once` step that does one
+//! bounded pass and returns; `spawn_all` runs each step on its interval until
+//! told to stop. Errors are logged here, where they are handled, and the
+//! service tries again on its next tick.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::execute::{InFlight, Interrupt};
+use super::store;
+use super::Inner;
+
+/// Most expired jobs one rescue statement moves; a pass repeats up to
+/// `RESCUE_ROUNDS` times, so a mass crash is cleaned up in a few ticks
+/// without one huge transaction.
+const RESCUE_BATCH: i64 = 1_000;
+const RESCUE_ROUNDS: usize = 10;
+
+/// Cron tick records are kept at least this long (seconds); any node still
+/// firing a tick does so within seconds of it.
+const MIN_TICK_RETENTION_S: u64 = 3_600;
+
+pub(crate) async fn heartbeat_once(inner: &Inner) -> Result<(), sqlx::Error> {
+    // Snapshot first: every id in it was claimed (and committed) before the
+    // UPDATE below starts, so its absence from the result means the lease is
+    // really gone, not that the claim was too recent to see.
+    let snapshot: Vec<(i64, InFlight)> = inner
+        .in_flight
+        .lock()
+        .expect("in-flight mutex poisoned")
+        .iter()
+        .map(|(id, flight)| (*id, flight.clone()))
+        .collect();
+    if snapshot.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = snapshot.iter().map(|(id, _)| *id).collect();
+    let renewed: HashMap<i64, bool> = store::heartbeat(
+        &inner.pool,
+        &ids,
+        &inner.node,
+        inner.config.lease_ms as i64,
+        inner.clock.sql_now(),
+    )
+    .await?
+    .into_iter()
+    .map(|(id, cancel)| (id.get(), cancel))
+    .collect();
+    for (id, flight) in snapshot {
+        match renewed.get(&id) {
+            Some(true) => {
+                tracing::info!(job_id = id, "cancellation requested; stopping the attempt");
+                flight.interrupt(Interrupt::CancelRequested);
+            }
+            Some(false) => {}
+            None => {
+                // Not renewed: either its outcome was written meanwhile (then
+                // it has left the in-flight map) or another node owns it now.
+                let still_held = inner
+                    .in_flight
+                    .lock()
+                    .expect("in-flight mutex poisoned")
+                    .contains_key(&id);
+                if still_held {
+                    tracing::warn!(job_id = id, "lease lost; stopping the attempt");
+                    flight.interrupt(Interrupt::LeaseLost);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn rescue_once(inner: &Inner) -> Result<usize, sqlx::Error> {
+    let mut total = 0;
+    for _ in 0..RESCUE_ROUNDS {
+        let rescued = store::rescue_expired(&inner.pool, RESCUE_BATCH, inner.clock.sql_now()).await?;
+        for job in &rescued {
+            tracing::warn!(
+                job_id = job.id.get(),
+                kind = job.kind,
+                to = job.state,
+                "rescued a job whose lease expired"
+            );
+            let kind = inner.registry.get(&job.kind).map_or("unregistered", |w| w.kind);
+            metrics::counter!("tuma_jobs_rescued_total", "kind" => kind).increment(1);
+        }
+        total += rescued.len();
+        if (rescued.len() as i64) < RESCUE_BATCH {
+            break;
+        }
+    }
+    if total > 0 {
+        inner.wake_all();
+    }
+    Ok(total)
+}
+
+pub(crate) async fn retention_once(inner: &Inner) -> Result<u64, sqlx::Error> {
+    let retention = &inner.config.retention;
+    let now = inner.clock.sql_now();
+    let passes: [(&[&str], u64); 2] = [
+        (&["completed", "cancelled"], retention.completed_s),
+        (&["dead"], retention.dead_s),
+    ];
+    let mut total = 0;
+    for (states, age_s) in passes {
+        for _ in 0..retention.max_batches_per_run {
+            let deleted =
+                store::delete_finished(&inner.pool, states, age_s as i64, retention.batch as i64, now).await?;
+            total += deleted;
+            if deleted < u64::from(retention.batch) {
+                break;
+            }
+        }
+    }
+    let tick_age_s = retention.completed_s.max(MIN_TICK_RETENTION_S) as i64;
+    store::delete_old_ticks(&inner.pool, tick_age_s, retention.batch as i64, now).await?;
+    if total > 0 {
+        tracing::debug!(deleted = total, "retention deleted finished jobs");
+    }
+    Ok(total)
+}
+
+pub(crate) async fn stats_once(inner: &Inner) -> Result<(), sqlx::Error> {
+    let depths = store::queue_depths(&inner.pool, inner.clock.sql_now()).await?;
+    let mut seen: HashMap<&str, (i64, f64)> = depths.iter().map(|(q, n, lag)| (q.as_str(), (*n, *lag))).collect();
+    for name in inner.queues.keys() {
+        let (depth, lag_s) = seen.remove(name.as_str()).unwrap_or((0, 0.0));
+        metrics::gauge!("tuma_job_queue_depth", "queue" => name.clone()).set(depth as f64);
+        metrics::gauge!("tuma_job_queue_lag_seconds", "queue" => name.clone()).set(lag_s);
+    }
+    Ok(())
+}
+
+/// Holds one LISTEN connection and wakes producers on each notification.
+/// Whenever the connection is (re)established every queue is woken, since
+/// notifications sent while it was down are gone; the producers' poll
+/// interval covers the gap until then.
+async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
+    let retry = Duration::from_millis(inner.config.poll_interval_ms);
+    while !stop.is_cancelled() {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&inner.pool).await?;
+            listener.listen(store::NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match connected.await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "LISTEN connection failed; polling until it is back");
+                tokio::select! { () = tokio::time::sleep(retry) => continue, () = stop.cancelled() => return }
+            }
+        };
+        inner.wake_all();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => inner.wake(notification.payload()),
+                    // The connection dropped; the next call reconnects.
+                    Ok(None) => inner.wake_all(),
+                    Err(error) => {
+                        tracing::warn!(%error, "LISTEN connection lost");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Runs `step` every `interval` until `stop`; logs its errors.
+fn every<F, Fut, T>(name: &'static str, interval: Duration, stop: CancellationToken, step: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, sqlx::Error>> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            if let Err(error) = step().await {
+                tracing::error!(service = name, %error, "runner service step failed");
+            }
+        }
+    })
+}
+
+pub(crate) fn spawn_all(inner: &Arc<Inner>, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let config = &inner.config;
+    let ms = Duration::from_millis;
+    let (a, b, c, d) = (
+        Arc::clone(inner),
+        Arc::clone(inner),
+        Arc::clone(inner),
+        Arc::clone(inner),
+    );
+    vec![
+        every("heartbeat", ms(config.heartbeat_interval_ms), stop.clone(), move || {
+            let inner = Arc::clone(&a);
+            async move { heartbeat_once(&inner).await }
+        }),
+        every("rescuer", ms(config.rescue_interval_ms), stop.clone(), move || {
+            let inner = Arc::clone(&b);
+            async move { rescue_once(&inner).await }
+        }),
+        every("retention", ms(config.retention.interval_ms), stop.clone(), move || {
+            let inner = Arc::clone(&c);
+            async move { retention_once(&inner).await }
+        }),
+        every("stats", ms(config.stats_interval_ms), stop.clone(), move || {
+            let inner = Arc::clone(&d);
+            async move { stats_once(&inner).await }
+        }),
+        tokio::spawn(listen(Arc::clone(inner), stop.clone())),
+    ]
+}

@@ -1,0 +1,536 @@
+//! All of the runner's SQL. Every statement that reads time binds the
+//! [`Clock`](crate::clock::Clock)'s `sql_now()` as `coalesce($n, now())`.
+//!
+//! Each state change is a compare-and-set: completion and failure records
+//! require `state = 'running' AND locked_by = <this node>`, and the rescuer
+//! requires the lease to have run out under the same owner it read. So a
+//! late writer can never overwrite a job someone else has already moved on.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::job::{EnqueueOutcome, NewJob};
+use crate::domain::JobId;
+
+/// The channel enqueues notify on; the payload is the queue name.
+pub const NOTIFY_CHANNEL: &str = "tuma_jobs";
+
+/// Bounded retries of the insert-or-find-existing loop for unique jobs: the
+/// existing job can finish between our conflict and our lookup, freeing the
+/// key; three rounds make that race vanishingly rare without looping forever.
+const UNIQUE_INSERT_ROUNDS: usize = 3;
+
+/// A job leased to this node by a claim.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub kind: String,
+    pub queue: String,
+    pub args: Value,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job row as admins and tests see it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct JobRow {
+    pub id: JobId,
+    pub kind: String,
+    pub queue: String,
+    pub args: Value,
+    pub priority: i16,
+    pub state: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub unique_key: Option<String>,
+    pub errors: Value,
+}
+
+const JOB_COLUMNS: &str = "id, kind, queue, args, priority, state::text AS state, attempt, max_attempts, \
+     run_at, created_at, attempted_at, finished_at, locked_by, locked_until, unique_key, errors";
+
+/// Inserts one job in the caller's transaction and notifies listeners when it
+/// is runnable now (delivered by Postgres only if the transaction commits).
+pub async fn insert_job(
+    tx: &mut PgConnection,
+    job: &NewJob,
+    now: Option<DateTime<Utc>>,
+) -> Result<EnqueueOutcome, sqlx::Error> {
+    for _ in 0..UNIQUE_INSERT_ROUNDS {
+        let inserted: Option<(JobId, i64)> = sqlx::query_as(
+            "WITH inserted AS (
+                 INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key)
+                 VALUES ($1, $2, $3, $4, $5, coalesce($6, $7, now()), $8)
+                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+                 DO NOTHING
+                 RETURNING id, queue, run_at
+             ),
+             notified AS (
+                 SELECT pg_notify('tuma_jobs', queue) FROM inserted WHERE run_at <= coalesce($7, now())
+             )
+             SELECT id, (SELECT count(*) FROM notified) FROM inserted",
+        )
+        .bind(job.kind)
+        .bind(&job.queue)
+        .bind(&job.args)
+        .bind(job.priority)
+        .bind(job.max_attempts)
+        .bind(job.run_at)
+        .bind(now)
+        .bind(&job.unique_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((id, _)) = inserted {
+            return Ok(EnqueueOutcome::Inserted(id));
+        }
+        let existing: Option<JobId> = sqlx::query_scalar(
+            "SELECT id FROM tuma_jobs
+             WHERE unique_key = $1 AND state IN ('available', 'running')",
+        )
+        .bind(&job.unique_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = existing {
+            return Ok(EnqueueOutcome::Existing(id));
+        }
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "unique job {:?} kept changing state during {UNIQUE_INSERT_ROUNDS} enqueue rounds",
+        job.unique_key
+    )))
+}
+
+/// Inserts many jobs with one statement. Jobs whose unique key is held by a
+/// live job are skipped. Returns how many were inserted.
+pub async fn insert_many(
+    tx: &mut PgConnection,
+    jobs: &[NewJob],
+    now: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let args: Vec<&Value> = jobs.iter().map(|j| &j.args).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let unique_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
+    let (inserted, _notified): (i64, i64) = sqlx::query_as(
+        "WITH inserted AS (
+             INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key)
+             SELECT kind, queue, args, priority, max_attempts, coalesce(run_at, $8, now()), unique_key
+             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::timestamptz[], $7::text[])
+                  AS input(kind, queue, args, priority, max_attempts, run_at, unique_key)
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+             DO NOTHING
+             RETURNING queue, run_at
+         ),
+         notified AS (
+             SELECT pg_notify('tuma_jobs', queue)
+             FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= coalesce($8, now())) AS runnable
+         )
+         SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)",
+    )
+    .bind(&kinds)
+    .bind(&queues)
+    .bind(&args)
+    .bind(&priorities)
+    .bind(&max_attempts)
+    .bind(&run_ats)
+    .bind(&unique_keys)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(inserted as u64)
+}
+
+/// Leases up to `limit` runnable jobs of `queue` to `node`, in priority then
+/// run_at order, skipping rows other nodes are claiming at the same moment.
+/// A paused queue yields nothing.
+pub async fn claim(
+    pool: &PgPool,
+    queue: &str,
+    limit: i64,
+    node: &str,
+    lease_ms: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH picked AS (
+             SELECT id FROM tuma_jobs
+             WHERE state = 'available' AND queue = $1 AND run_at <= coalesce($5, now())
+               AND NOT EXISTS (SELECT 1 FROM tuma_job_queues q WHERE q.name = $1 AND q.paused_at IS NOT NULL)
+             ORDER BY priority, run_at, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE tuma_jobs j
+         SET state = 'running', attempt = j.attempt + 1, attempted_at = coalesce($5, now()),
+             locked_by = $3, locked_until = coalesce($5, now()) + $4 * interval '1 millisecond'
+         FROM picked
+         WHERE j.id = picked.id
+         RETURNING j.id, j.kind, j.queue, j.args, j.attempt, j.max_attempts, j.run_at, j.created_at",
+    )
+    .bind(queue)
+    .bind(limit)
+    .bind(node)
+    .bind(lease_ms)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks jobs completed, if this node still holds their leases. Returns how
+/// many it marked.
+pub async fn complete_many(
+    pool: &PgPool,
+    ids: &[i64],
+    node: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE tuma_jobs
+         SET state = 'completed', finished_at = coalesce($3, now()), locked_by = NULL, locked_until = NULL
+         WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+    )
+    .bind(ids)
+    .bind(node)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Marks one job completed inside a worker's transaction. `false` when this
+/// node no longer holds the lease.
+pub async fn complete_one(
+    tx: &mut Transaction<'_, Postgres>,
+    id: JobId,
+    node: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE tuma_jobs
+         SET state = 'completed', finished_at = coalesce($3, now()), locked_by = NULL, locked_until = NULL
+         WHERE id = $1 AND state = 'running' AND locked_by = $2",
+    )
+    .bind(id)
+    .bind(node)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One job's end other than plain completion, for [`finish_many`].
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: JobId,
+    /// `available` (retry or snooze), `dead` or `cancelled`.
+    pub state: &'static str,
+    /// Give back the attempt the claim counted (snooze, release on shutdown).
+    pub refund_attempt: bool,
+    /// For `available`: wait this long from now.
+    pub delay_ms: i64,
+    /// Appended to the job's error history when present.
+    pub error: Option<Value>,
+}
+
+/// Records retries, dead jobs, cancellations and releases in one statement,
+/// for jobs this node still holds. A job whose cancellation was requested
+/// meanwhile becomes `cancelled` instead of being retried.
+pub async fn finish_many(
+    pool: &PgPool,
+    finishes: &[Finish],
+    node: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<JobId> = finishes.iter().map(|f| f.id).collect();
+    let states: Vec<&str> = finishes.iter().map(|f| f.state).collect();
+    let refunds: Vec<i32> = finishes.iter().map(|f| i32::from(f.refund_attempt)).collect();
+    let delays: Vec<i64> = finishes.iter().map(|f| f.delay_ms).collect();
+    let errors: Vec<Option<&Value>> = finishes.iter().map(|f| f.error.as_ref()).collect();
+    let done = sqlx::query(
+        "UPDATE tuma_jobs j
+         SET state = CASE WHEN u.state = 'available' AND j.cancel_requested_at IS NOT NULL
+                          THEN 'cancelled'::tuma_job_state ELSE u.state::tuma_job_state END,
+             attempt = j.attempt - u.refund,
+             run_at = CASE WHEN u.state = 'available'
+                           THEN coalesce($7, now()) + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
+             finished_at = CASE WHEN u.state = 'available' AND j.cancel_requested_at IS NULL
+                                THEN NULL ELSE coalesce($7, now()) END,
+             locked_by = NULL, locked_until = NULL,
+             errors = CASE WHEN u.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.error) END
+         FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::jsonb[])
+              AS u(id, state, refund, delay_ms, error)
+         WHERE j.id = u.id AND j.state = 'running' AND j.locked_by = $6",
+    )
+    .bind(&ids)
+    .bind(&states)
+    .bind(&refunds)
+    .bind(&delays)
+    .bind(&errors)
+    .bind(node)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Extends the leases of the given jobs still held by `node`. Returns the
+/// ids renewed, each with whether a cancellation was requested for it.
+pub async fn heartbeat(
+    pool: &PgPool,
+    ids: &[i64],
+    node: &str,
+    lease_ms: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<(JobId, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tuma_jobs
+         SET locked_until = coalesce($4, now()) + $3 * interval '1 millisecond'
+         WHERE id = ANY($1) AND state = 'running' AND locked_by = $2
+         RETURNING id, cancel_requested_at IS NOT NULL",
+    )
+    .bind(ids)
+    .bind(node)
+    .bind(lease_ms)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// A job the rescuer moved, and where to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Rescued {
+    pub id: JobId,
+    pub kind: String,
+    pub state: String,
+}
+
+/// Re-queues up to `limit` running jobs whose lease ran out (their node
+/// crashed, was killed, or lost the database). The attempt the lost run used
+/// stays counted: a job out of attempts goes dead, a cancelled one cancelled.
+pub async fn rescue_expired(
+    pool: &PgPool,
+    limit: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<Rescued>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH expired AS (
+             SELECT id, locked_by FROM tuma_jobs
+             WHERE state = 'running' AND locked_until < coalesce($2, now())
+             ORDER BY locked_until
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE tuma_jobs j
+         SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'::tuma_job_state
+                          WHEN j.attempt >= j.max_attempts THEN 'dead'::tuma_job_state
+                          ELSE 'available'::tuma_job_state END,
+             finished_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempt < j.max_attempts
+                                THEN NULL ELSE coalesce($2, now()) END,
+             run_at = coalesce($2, now()),
+             locked_by = NULL, locked_until = NULL,
+             errors = j.errors || jsonb_build_array(jsonb_build_object(
+                 'attempt', j.attempt, 'at', coalesce($2, now()), 'kind', 'lease_expired',
+                 'error', 'lease held by ' || j.locked_by || ' expired without completion')),
+             cancel_requested_at = j.cancel_requested_at
+         FROM expired
+         WHERE j.id = expired.id AND j.state = 'running' AND j.locked_by = expired.locked_by
+           AND j.locked_until < coalesce($2, now())
+         RETURNING j.id, j.kind, j.state::text AS state",
+    )
+    .bind(limit)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes up to `limit` jobs in `states` that finished before `older_than_s`
+/// seconds ago. Returns how many it deleted.
+pub async fn delete_finished(
+    pool: &PgPool,
+    states: &[&str],
+    older_than_s: i64,
+    limit: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM tuma_jobs WHERE id IN (
+             SELECT id FROM tuma_jobs
+             WHERE state::text = ANY($1) AND finished_at < coalesce($4, now()) - $2 * interval '1 second'
+             ORDER BY finished_at
+             LIMIT $3
+         )",
+    )
+    .bind(states)
+    .bind(older_than_s)
+    .bind(limit)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes cron tick records older than `older_than_s` seconds; a tick that
+/// old can no longer be fired twice because no node would compute it again.
+pub async fn delete_old_ticks(
+    pool: &PgPool,
+    older_than_s: i64,
+    limit: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM tuma_cron_ticks WHERE (entry, tick_at) IN (
+             SELECT entry, tick_at FROM tuma_cron_ticks
+             WHERE tick_at < coalesce($3, now()) - $1 * interval '1 second'
+             LIMIT $2
+         )",
+    )
+    .bind(older_than_s)
+    .bind(limit)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Runnable jobs per queue and how long the oldest has waited, in seconds.
+pub async fn queue_depths(pool: &PgPool, now: Option<DateTime<Utc>>) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT queue, count(*),
+                coalesce(extract(epoch FROM coalesce($1, now()) - min(run_at))::float8, 0)
+         FROM tuma_jobs
+         WHERE state = 'available' AND run_at <= coalesce($1, now())
+         GROUP BY queue",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that cron `entry` fired for `tick`; `false` if another node
+/// already did (the caller then rolls back the job it enqueued).
+pub async fn record_tick(
+    tx: &mut PgConnection,
+    entry: &str,
+    tick: DateTime<Utc>,
+    job_id: JobId,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO tuma_cron_ticks (entry, tick_at, job_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(entry)
+    .bind(tick)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM tuma_jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Jobs in `state`, newest first, at most `limit`.
+pub async fn list_jobs(pool: &PgPool, state: &str, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM tuma_jobs WHERE state::text = $1 ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(state)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Re-runs a dead job now, with a fresh set of attempts; its error history is
+/// kept. `false` if the job is not dead.
+pub async fn retry_dead(pool: &PgPool, id: JobId, now: Option<DateTime<Utc>>) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE tuma_jobs
+         SET state = 'available', attempt = 0, run_at = coalesce($2, now()), finished_at = NULL,
+             cancel_requested_at = NULL
+         WHERE id = $1 AND state = 'dead'",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        sqlx::query("SELECT pg_notify('tuma_jobs', queue) FROM tuma_jobs WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting; it is now cancelled.
+    Cancelled,
+    /// It is running; its node will stop it at its next heartbeat.
+    Requested,
+    /// It had already finished (completed, dead or cancelled), or no such job.
+    AlreadyFinished,
+}
+
+pub async fn cancel(pool: &PgPool, id: JobId, now: Option<DateTime<Utc>>) -> Result<CancelOutcome, sqlx::Error> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE tuma_jobs
+         SET state = CASE WHEN state = 'available' THEN 'cancelled'::tuma_job_state ELSE state END,
+             finished_at = CASE WHEN state = 'available' THEN coalesce($2, now()) ELSE finished_at END,
+             cancel_requested_at = coalesce($2, now())
+         WHERE id = $1 AND state IN ('available', 'running')
+         RETURNING state::text",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match state.as_deref() {
+        Some("cancelled") => CancelOutcome::Cancelled,
+        Some(_) => CancelOutcome::Requested,
+        None => CancelOutcome::AlreadyFinished,
+    })
+}
+
+/// Pauses or resumes a queue on every node.
+pub async fn set_paused(
+    pool: &PgPool,
+    queue: &str,
+    paused: bool,
+    now: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tuma_job_queues (name, paused_at, updated_at)
+         VALUES ($1, CASE WHEN $2 THEN coalesce($3, now()) END, coalesce($3, now()))
+         ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at, updated_at = excluded.updated_at",
+    )
+    .bind(queue)
+    .bind(paused)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    if !paused {
+        sqlx::query("SELECT pg_notify('tuma_jobs', $1)")
+            .bind(queue)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}

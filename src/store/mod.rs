@@ -1,0 +1,142 @@
+//! The database: connecting (and creating the database when asked), and the
+//! schema migrations. Component SQL lives in each component's own store
+//! module (the runner's is `runner::store`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::config::DatabaseConfig;
+
+/// The schema, embedded at compile time from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Why the database could not be used. Messages never contain a password.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database.url is not a valid Postgres URL: {0}")]
+    BadUrl(String),
+    // The sqlx error is part of the message rather than a `source`, because
+    // its own message already includes its cause; chaining would repeat it.
+    #[error("cannot reach the database at {url}: {cause}")]
+    Unreachable { url: String, cause: sqlx::Error },
+    #[error("cannot create database {name:?} at {url}: {cause}")]
+    CreateFailed {
+        name: String,
+        url: String,
+        cause: sqlx::Error,
+    },
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Database names Tuma will create: a conservative identifier, so the name
+/// can be quoted into `CREATE DATABASE` without any chance of injection.
+fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unparseable URL)".to_owned(),
+    }
+}
+
+/// Connects a pool to the configured database, creating the database first
+/// when `create_if_missing` is set and it does not exist.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    let options = PgConnectOptions::from_str(&config.url).map_err(|e| DbError::BadUrl(e.to_string()))?;
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    if config.create_if_missing {
+        create_database_if_missing(&options, &config.url, timeout).await?;
+    }
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(|cause| DbError::Unreachable {
+            url: redact(&config.url),
+            cause,
+        })
+}
+
+/// Connects to the server's `postgres` database and creates the target one
+/// if it is missing. Safe against a concurrent creator.
+pub async fn create_database_if_missing(
+    options: &PgConnectOptions,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), DbError> {
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    if !is_plain_identifier(&name) {
+        return Err(DbError::BadUrl(format!(
+            "database name {name:?} must be letters, digits and '_' for Tuma to create it"
+        )));
+    }
+    let unreachable = |cause| DbError::Unreachable {
+        url: redact(url),
+        cause,
+    };
+    let admin = options.clone().database("postgres");
+    let mut conn = tokio::time::timeout(timeout, PgConnection::connect_with(&admin))
+        .await
+        .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
+        .map_err(unreachable)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(unreachable)?;
+    if !exists {
+        // The name was checked to be a plain identifier above.
+        let created = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await;
+        match created {
+            Ok(_) => tracing::info!(database = name, "created database"),
+            // 42P04: created concurrently by someone else; that is fine.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(cause) => {
+                return Err(DbError::CreateFailed {
+                    name,
+                    url: redact(url),
+                    cause,
+                })
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Drops a database (used by the benchmark for its scratch database).
+pub async fn drop_database(options: &PgConnectOptions, name: &str) -> Result<(), sqlx::Error> {
+    assert!(is_plain_identifier(name), "refusing to drop {name:?}");
+    let mut conn = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Applies pending migrations. Concurrent callers serialize on sqlx's
+/// advisory lock, so several nodes starting at once is safe.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

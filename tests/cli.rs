@@ -1,0 +1,145 @@
+//! The `tuma` binary as an operator meets it: configuration errors at
+//! start-up, and `tuma serve` answering health checks and stopping cleanly.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+
+fn tuma() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tuma"));
+    command.env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TUMA__")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+fn failing_start(command: &mut Command) -> String {
+    let output = command.arg("migrate").output().expect("tuma runs");
+    assert!(!output.status.success(), "tuma started with a bad configuration");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_unknown_configuration_key_stops_start_up_naming_the_key() {
+    let stderr = failing_start(tuma().env("TUMA__RUNNER__CONCURENCY", "8"));
+    assert!(
+        stderr.contains("runner.concurency") && stderr.contains("unknown field"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_negative_concurrency_stops_start_up_naming_the_key() {
+    let stderr = failing_start(tuma().env("TUMA__RUNNER__QUEUES__DEFAULT__CONCURRENCY", "-4"));
+    assert!(stderr.contains("runner.queues.default.concurrency"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_key_in_a_config_file_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("tuma-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:0\"\nport = 8080\n").unwrap();
+    let stderr = failing_start(tuma().arg("--config").arg(&file));
+    assert!(stderr.contains("http.port"), "{stderr}");
+    let stderr = failing_start(tuma().arg("--config").arg(dir.join("missing.toml")));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_database_stops_start_up_saying_where_it_looked() {
+    // Port 1 on loopback: nothing listens there.
+    let stderr = failing_start(tuma().env("DATABASE_URL", "postgres://tuma:secret@127.0.0.1:1/tuma"));
+    assert!(
+        stderr.contains("cannot reach the database at postgres://tuma:***@127.0.0.1:1/tuma"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_health_readiness_and_metrics_then_stops_cleanly_on_sigterm() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut child = tuma()
+        .arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("TUMA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TUMA__RUNNER__SHUTDOWN_TIMEOUT_MS", "2000")
+        .env("TUMA__RUNNER__STATS_INTERVAL_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Some(answer) = get(port, "/healthz") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "tuma serve did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "tuma serve exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(health.0, 200);
+    assert_eq!(get(port, "/readyz").unwrap().0, 200);
+    // The queue statistics service samples every 100 ms here; its gauge
+    // shows up on /metrics in Prometheus' text format.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, metrics) = get(port, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        if metrics.contains("tuma_job_queue_depth{queue=\"default\"} 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no queue depth on /metrics:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGTERM: the one cancellation path stops the server and the runner.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "tuma serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+}

@@ -1,0 +1,111 @@
+//! Cron entries fire each tick once, however many nodes run them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+use tuma::clock::Clock;
+use tuma::runner::{fire_cron_tick, CronEntry, JobArgs, JobClient, NewJob, Registry, Runner};
+
+use crate::common::{count, eventually, runner_config, TestDb};
+
+#[derive(Serialize, Deserialize)]
+struct Report {
+    tick: DateTime<Utc>,
+}
+
+impl JobArgs for Report {
+    const KIND: &'static str = "test.report";
+}
+
+fn every_second() -> CronEntry {
+    CronEntry::new("test-report", "* * * * * *", |tick| NewJob::new(&Report { tick })).unwrap()
+}
+
+#[tokio::test]
+async fn two_nodes_firing_the_same_tick_at_the_same_moment_enqueue_one_job() {
+    let db = TestDb::new().await;
+    let entry = CronEntry::new("daily-reminders", "0 0 6 * * *", |tick| NewJob::new(&Report { tick })).unwrap();
+    let tick = Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap();
+    assert_eq!(
+        entry.tick_at_or_before(tick + chrono::TimeDelta::milliseconds(700)),
+        Some(tick)
+    );
+
+    let barrier = Arc::new(Barrier::new(2));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let client = JobClient::new(db.node_pool(2).await, Clock::Database);
+        let (entry, barrier) = (entry.clone(), barrier.clone());
+        nodes.push(tokio::spawn(async move {
+            barrier.wait().await;
+            fire_cron_tick(&client, &entry, tick).await.unwrap()
+        }));
+    }
+    let fired: Vec<_> = futures::future::join_all(nodes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(fired.iter().filter(|f| f.is_some()).count(), 1, "{fired:?}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 1);
+
+    // Firing the same tick again later, after its job is long done, still
+    // enqueues nothing.
+    sqlx::query("UPDATE tuma_jobs SET state = 'completed', finished_at = now()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let client = JobClient::new(db.pool.clone(), Clock::Database);
+    assert_eq!(fire_cron_tick(&client, &entry, tick).await.unwrap(), None);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_running_schedulers_on_one_database_fire_each_tick_once() {
+    let db = TestDb::new().await;
+    // No queue works "test.report" here; the jobs stay available to count.
+    let config = runner_config("[runner.queues.other]\nconcurrency = 1");
+    let mut config = config;
+    config.queues.remove("default");
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let runner = Runner::new(db.node_pool(4).await, config.clone(), Registry::new(), Clock::Database)
+            .unwrap()
+            .with_cron(vec![every_second()]);
+        nodes.push(runner.start().await.unwrap());
+    }
+    eventually(Duration::from_secs(15), "three ticks fired", || async {
+        count(&db.pool, "SELECT count(*) FROM tuma_cron_ticks").await >= 3
+    })
+    .await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    let ticks = count(&db.pool, "SELECT count(*) FROM tuma_cron_ticks").await;
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM tuma_jobs").await,
+        ticks,
+        "a tick fired twice"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(DISTINCT date_trunc('second', tick_at)) FROM tuma_cron_ticks"
+        )
+        .await,
+        ticks,
+        "one second's tick was recorded under two keys"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM tuma_cron_ticks WHERE tick_at <> date_trunc('second', tick_at)"
+        )
+        .await,
+        0,
+        "a tick key is not the schedule's own instant"
+    );
+}
