@@ -5,7 +5,7 @@ use clap::Subcommand;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::JobId;
-use crate::runner::{CancelOutcome, JobClient};
+use crate::runner::{CancelOutcome, JobClient, RetryOutcome};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -49,13 +49,11 @@ pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
             Some(job) => println!("{}", serde_json::to_string_pretty(&job)?),
             None => anyhow::bail!("no job {id}"),
         },
-        JobsCommand::Retry { id } => {
-            anyhow::ensure!(
-                client.retry_dead(JobId::from(id)).await?,
-                "job {id} is not dead; only dead jobs are re-run"
-            );
-            println!("job {id} will run again");
-        }
+        JobsCommand::Retry { id } => match client.retry_dead(JobId::from(id)).await? {
+            RetryOutcome::Requeued => println!("job {id} will run again"),
+            RetryOutcome::NotDead => anyhow::bail!("job {id} is not dead; only dead jobs are re-run"),
+            RetryOutcome::KeyTaken => anyhow::bail!("job {id} stays dead: a live job holds its unique key"),
+        },
         JobsCommand::Cancel { id } => match client.cancel(JobId::from(id)).await? {
             CancelOutcome::Cancelled => println!("job {id} cancelled"),
             CancelOutcome::Requested => println!("job {id} is running; its node will stop it at the next heartbeat"),

@@ -58,10 +58,56 @@ uuid_id!(
     /// Identifies a money-movement intent (payout, collection, loan, reversal).
     IntentId
 );
-uuid_id!(
-    /// Identifies a party: a creator, NGO, worker, borrower or lender.
-    PartyId
-);
+/// Identifies a party (a creator, NGO, worker, borrower or lender) by the id
+/// the product service uses for it: 1 to 64 characters of letters, digits
+/// and `-_.:`, so it is safe in URLs, logs and keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PartyId(String);
+
+/// Longest party id accepted, in bytes.
+pub const MAX_PARTY_ID_BYTES: usize = 64;
+
+impl PartyId {
+    pub fn parse(id: &str) -> Result<PartyId, String> {
+        let valid = !id.is_empty()
+            && id.len() <= MAX_PARTY_ID_BYTES
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        if valid {
+            Ok(PartyId(id.to_owned()))
+        } else {
+            Err(format!(
+                "a party id is 1 to {MAX_PARTY_ID_BYTES} characters of letters, digits and '-', '_', '.', ':'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PartyId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        PartyId::parse(&value)
+    }
+}
+
+impl From<PartyId> for String {
+    fn from(id: PartyId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for PartyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Identifies a job in the runner's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]

@@ -3,7 +3,7 @@
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::job::{EnqueueOutcome, NewJob};
-use super::store::{self, CancelOutcome, JobRow};
+use super::store::{self, CancelOutcome, JobRow, RetryOutcome};
 use crate::clock::Clock;
 use crate::domain::JobId;
 
@@ -62,8 +62,8 @@ impl JobClient {
     }
 
     /// Re-runs a dead job with a fresh set of attempts (its error history is
-    /// kept). `false` if the job is not dead.
-    pub async fn retry_dead(&self, id: JobId) -> Result<bool, sqlx::Error> {
+    /// kept).
+    pub async fn retry_dead(&self, id: JobId) -> Result<RetryOutcome, sqlx::Error> {
         store::retry_dead(&self.pool, id, self.clock.sql_now()).await
     }
 

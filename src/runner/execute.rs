@@ -2,7 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rand::Rng;
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
 use super::job::{JobContext, JobError};
-use super::store::{ClaimedJob, Finish};
+use super::store::{ClaimedJob, Finish, Lease};
 use super::Inner;
 
 /// Why the runner stopped an attempt from outside.
@@ -30,16 +30,32 @@ pub(crate) enum Interrupt {
 /// A running attempt as the rest of the node sees it.
 #[derive(Clone)]
 pub(crate) struct InFlight {
+    pub(crate) lease: Lease,
     token: CancellationToken,
     reason: Arc<Mutex<Option<Interrupt>>>,
+    /// Until when this node knows the lease is its own, by its local clock:
+    /// the last successful claim or renewal plus the lease length. Past it,
+    /// another node may already be running the job, so the attempt is
+    /// stopped (self-fencing) even if the database cannot be reached.
+    confirmed_until: Arc<Mutex<Instant>>,
 }
 
 impl InFlight {
-    pub(crate) fn new() -> InFlight {
+    pub(crate) fn new(lease: Lease, confirmed_until: Instant) -> InFlight {
         InFlight {
+            lease,
             token: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
+            confirmed_until: Arc::new(Mutex::new(confirmed_until)),
         }
+    }
+
+    pub(crate) fn confirm_until(&self, until: Instant) {
+        *self.confirmed_until.lock().expect("lease mutex poisoned") = until;
+    }
+
+    pub(crate) fn confirmed_until(&self) -> Instant {
+        *self.confirmed_until.lock().expect("lease mutex poisoned")
     }
 
     /// Stops the attempt; the first reason given wins.
@@ -81,7 +97,7 @@ pub(crate) enum Outcome {
 /// An outcome on its way to the completer.
 #[derive(Debug)]
 pub(crate) struct Done {
-    pub(crate) id: i64,
+    pub(crate) lease: Lease,
     pub(crate) kind: &'static str,
     pub(crate) outcome: Outcome,
 }
@@ -89,20 +105,27 @@ pub(crate) struct Done {
 /// Kind label for jobs no worker is registered for.
 const UNREGISTERED: &str = "unregistered";
 
+/// How long a job of a kind this node does not know waits before it is
+/// offered again: long enough not to spin, short enough for a rolling deploy
+/// (a newer node knows the kind) to pick it up soon.
+const UNREGISTERED_SNOOZE: Duration = Duration::from_secs(60);
+
 /// Runs one claimed job to an outcome. Never panics: a panicking worker is a
 /// failed attempt like any other.
 pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFlight) -> Done {
     let id = job.id.get();
+    let lease = in_flight.lease;
     let Some(worker) = inner.registry.get(&job.kind) else {
-        let error = JobError::Retryable(format!("no worker is registered for kind {:?} on this node", job.kind));
-        let outcome = decide(
-            &job,
-            AttemptEnd::Returned(Err(error)),
-            &inner.config.retry,
-            &mut rand::rng(),
+        // Not the job's fault: snooze without using up an attempt.
+        tracing::warn!(
+            job_id = id,
+            kind = job.kind,
+            "no worker for this kind on this node; snoozing"
         );
+        let end = AttemptEnd::Returned(Err(JobError::Snooze(UNREGISTERED_SNOOZE)));
+        let outcome = decide(&job, end, &inner.config.retry, &mut rand::rng());
         return Done {
-            id,
+            lease,
             kind: UNREGISTERED,
             outcome,
         };
@@ -120,6 +143,7 @@ pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFli
         scheduled_at: job.run_at,
         pool: inner.pool.clone(),
         node: inner.node.clone(),
+        lease_seq: job.lease_seq,
         clock: inner.clock.clone(),
     };
     let timeout = worker
@@ -147,8 +171,20 @@ pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFli
             "job attempt timed out"
         );
     }
-    let outcome = decide(&job, end, &inner.config.retry, &mut rand::rng());
-    Done { id, kind, outcome }
+    let policy = job_policy(&job, &inner.config.retry);
+    let outcome = decide(&job, end, &policy, &mut rand::rng());
+    Done { lease, kind, outcome }
+}
+
+/// The job's own retry schedule when it has one, else the runner's.
+fn job_policy(job: &ClaimedJob, default: &RetryPolicy) -> RetryPolicy {
+    match (job.retry_base_ms, job.retry_max_ms) {
+        (Some(base_ms), Some(max_ms)) if base_ms > 0 && max_ms >= base_ms => RetryPolicy {
+            base_ms: base_ms as u64,
+            max_ms: max_ms as u64,
+        },
+        _ => *default,
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -174,7 +210,10 @@ pub(crate) fn decide(job: &ClaimedJob, end: AttemptEnd, policy: &RetryPolicy, rn
         let exhausted = job.attempt >= job.max_attempts;
         let attempt = u32::try_from(job.attempt.max(1)).unwrap_or(1);
         Outcome::Finish(Finish {
-            id: job.id,
+            lease: Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            },
             state: if exhausted { "dead" } else { "available" },
             refund_attempt: false,
             delay_ms: if exhausted {
@@ -189,21 +228,30 @@ pub(crate) fn decide(job: &ClaimedJob, end: AttemptEnd, policy: &RetryPolicy, rn
         AttemptEnd::Returned(Ok(())) => Outcome::Completed,
         AttemptEnd::Returned(Err(JobError::Retryable(error))) => failed("error", error),
         AttemptEnd::Returned(Err(JobError::Fatal(error))) => Outcome::Finish(Finish {
-            id: job.id,
+            lease: Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            },
             state: "dead",
             refund_attempt: false,
             delay_ms: 0,
             error: error_entry("fatal", &error),
         }),
         AttemptEnd::Returned(Err(JobError::Snooze(delay))) => Outcome::Finish(Finish {
-            id: job.id,
+            lease: Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            },
             state: "available",
             refund_attempt: true,
             delay_ms: delay.as_millis() as i64,
             error: None,
         }),
         AttemptEnd::Returned(Err(JobError::Cancel(reason))) => Outcome::Finish(Finish {
-            id: job.id,
+            lease: Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            },
             state: "cancelled",
             refund_attempt: false,
             delay_ms: 0,
@@ -212,14 +260,20 @@ pub(crate) fn decide(job: &ClaimedJob, end: AttemptEnd, policy: &RetryPolicy, rn
         AttemptEnd::TimedOut(timeout) => failed("timeout", format!("timed out after {} ms", timeout.as_millis())),
         AttemptEnd::Panicked(message) => failed("panic", format!("worker panicked: {message}")),
         AttemptEnd::Interrupted(Interrupt::Shutdown) => Outcome::Finish(Finish {
-            id: job.id,
+            lease: Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            },
             state: "available",
             refund_attempt: true,
             delay_ms: 0,
             error: None,
         }),
         AttemptEnd::Interrupted(Interrupt::CancelRequested) => Outcome::Finish(Finish {
-            id: job.id,
+            lease: Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            },
             state: "cancelled",
             refund_attempt: false,
             delay_ms: 0,
@@ -245,6 +299,10 @@ mod tests {
             max_attempts,
             run_at: chrono::Utc::now(),
             created_at: chrono::Utc::now(),
+            retry_base_ms: None,
+            retry_max_ms: None,
+            timeout_ms: None,
+            lease_seq: 1,
         }
     }
 

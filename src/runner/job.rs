@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::backoff::RetryPolicy;
 use super::store;
 use crate::domain::JobId;
 
@@ -69,7 +70,10 @@ pub struct NewJob {
     pub(crate) priority: i16,
     pub(crate) max_attempts: i32,
     pub(crate) run_at: Option<DateTime<Utc>>,
+    pub(crate) delay_ms: i64,
     pub(crate) unique_key: Option<String>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) timeout_ms: Option<i64>,
 }
 
 impl NewJob {
@@ -84,7 +88,10 @@ impl NewJob {
             priority: options.priority,
             max_attempts: options.max_attempts,
             run_at: None,
+            delay_ms: 0,
             unique_key: None,
+            retry: None,
+            timeout_ms: None,
         }
     }
 
@@ -107,6 +114,25 @@ impl NewJob {
     /// Run no earlier than `at`.
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
+        self
+    }
+
+    /// Run no earlier than `delay` from now, by the runner's clock (the
+    /// database's in production). Ignored when `run_at` is set.
+    pub fn run_after(mut self, delay: Duration) -> Self {
+        self.delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// This job's own retry schedule instead of `[runner.retry]`.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// This job's own attempt timeout instead of its kind's.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         self
     }
 
@@ -203,6 +229,7 @@ pub struct JobContext {
     pub scheduled_at: DateTime<Utc>,
     pub(crate) pool: PgPool,
     pub(crate) node: Arc<str>,
+    pub(crate) lease_seq: i32,
     pub(crate) clock: crate::clock::Clock,
 }
 
@@ -222,7 +249,11 @@ impl JobContext {
     /// Fails if this node no longer holds the job's lease (it was rescued and
     /// may be running elsewhere); the worker must then roll back.
     pub async fn complete_in(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), JobError> {
-        let held = store::complete_one(tx, self.id, &self.node, self.clock.sql_now()).await?;
+        let lease = store::Lease {
+            id: self.id.get(),
+            seq: self.lease_seq,
+        };
+        let held = store::complete_one(tx, lease, &self.node, self.clock.sql_now()).await?;
         if !held {
             return Err(JobError::Retryable(format!(
                 "job {} is no longer leased to this node; its work must not commit",

@@ -35,10 +35,12 @@ pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -55,18 +57,20 @@ pub use job::{
     DEFAULT_QUEUE,
 };
 pub use registry::Registry;
-pub use store::{CancelOutcome, JobRow};
+pub use store::{CancelOutcome, JobRow, RetryOutcome};
 
 use crate::clock::Clock;
 use execute::{execute, Done, InFlight, Interrupt, Outcome};
+use store::Lease;
 
 /// Outcomes waiting for the completer, per node. When it is full, workers
 /// wait before freeing their slot: back-pressure instead of unbounded memory.
 const OUTCOME_CHANNEL_CAPACITY: usize = 20_000;
 
-/// Tries of one batched outcome write before giving up on it (the jobs' leases
-/// then run out and the rescuer runs them again: at least once, never lost).
-const OUTCOME_WRITE_TRIES: usize = 6;
+/// Longest pause between tries of an outcome write that keeps failing. The
+/// completer never gives up on an outcome: the jobs stay in flight (their
+/// leases renewed while the database answers heartbeats) until it is written.
+const OUTCOME_WRITE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A job runner for one node. Build it with the pool, config and workers,
 /// then [`Runner::start`] it, or drive it step by step in tests.
@@ -76,7 +80,11 @@ pub struct Runner {
 }
 
 pub(crate) struct Inner {
+    /// Workers' pool, handed to jobs through their context.
     pub(crate) pool: PgPool,
+    /// The runner's own connections (claims, outcome writes, heartbeat,
+    /// rescuer), so that busy workers can never starve the heartbeat.
+    pub(crate) control: PgPool,
     pub(crate) config: RunnerConfig,
     pub(crate) registry: Registry,
     pub(crate) node: Arc<str>,
@@ -106,6 +114,12 @@ impl Runner {
         } else {
             config.node_id.as_str().into()
         };
+        // One connection per producer, plus the completer, the heartbeat and
+        // one shared by rescuer, retention and statistics.
+        let control = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(config.queues.len() as u32 + 3)
+            .acquire_timeout(Duration::from_millis(config.heartbeat_interval_ms))
+            .connect_lazy_with((*pool.connect_options()).clone());
         let queues = config
             .queues
             .iter()
@@ -119,6 +133,7 @@ impl Runner {
         Ok(Runner {
             inner: Arc::new(Inner {
                 pool,
+                control,
                 config,
                 registry,
                 node,
@@ -155,7 +170,7 @@ impl Runner {
         let count = claimed.len();
         let mut running = tokio::task::JoinSet::new();
         for job in claimed {
-            let flight = self.inner.track(job.id.get());
+            let flight = self.inner.track(&job);
             let inner = Arc::clone(&self.inner);
             running.spawn(async move { execute(&inner, job, flight).await });
         }
@@ -226,8 +241,8 @@ impl Runner {
     }
 }
 
-/// A started runner. Dropping it without [`RunningRunner::shutdown`] leaves
-/// its jobs to the rescuer, exactly like a crash.
+/// A started runner. Dropping it without [`RunningRunner::shutdown`] stops
+/// claiming and heart-beating and leaves its jobs to the rescuer.
 pub struct RunningRunner {
     inner: Arc<Inner>,
     stop_claiming: CancellationToken,
@@ -269,21 +284,27 @@ impl RunningRunner {
 
     /// Stops claiming, lets running attempts finish for up to
     /// `runner.shutdown_timeout_ms`, releases the rest, writes every outcome,
-    /// then stops the background services. Loses no job.
+    /// then stops the background services. Loses no job: if even the
+    /// outcomes cannot be written (the database is gone), the leases run out
+    /// and the rescuer of another node re-runs those jobs.
     pub async fn shutdown(mut self) -> ShutdownReport {
         if let Some(mut scheduler) = self.scheduler.take() {
             if let Err(error) = scheduler.shutdown().await {
                 tracing::warn!(%error, "cron scheduler did not stop cleanly");
             }
         }
+        let grace = Duration::from_millis(self.inner.config.shutdown_timeout_ms);
+        let deadline = tokio::time::Instant::now() + grace;
         self.stop_claiming.cancel();
-        for producer in self.producers.drain(..) {
-            let _ = producer.await;
+        for mut producer in self.producers.drain(..) {
+            // A producer stuck in a claim on an unreachable database.
+            if tokio::time::timeout_at(deadline, &mut producer).await.is_err() {
+                producer.abort();
+            }
         }
         self.tracker.close();
-        let grace = Duration::from_millis(self.inner.config.shutdown_timeout_ms);
         let mut released = 0;
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
             released = self.tracker.len();
             let running: Vec<InFlight> = self
                 .inner
@@ -298,14 +319,29 @@ impl RunningRunner {
             }
             self.tracker.wait().await;
         }
-        // Every sender is gone now, so the completer drains and returns.
-        let _ = (&mut self.completer).await;
+        // Every sender is gone now, so the completer drains and returns once
+        // the outcomes are written.
+        if tokio::time::timeout(grace, &mut self.completer).await.is_err() {
+            tracing::error!(
+                "job outcomes could not be written in time; their leases will expire and the jobs run again"
+            );
+            self.completer.abort();
+        }
         self.stop_services.cancel();
         for service in self.services.drain(..) {
             let _ = service.await;
         }
         tracing::info!(node = %self.inner.node, released, "job runner stopped");
         ShutdownReport { released }
+    }
+}
+
+impl Drop for RunningRunner {
+    /// Without a shutdown, the node stops claiming and heart-beating at once;
+    /// the jobs it held are left to the rescuer, as after a crash.
+    fn drop(&mut self) {
+        self.stop_claiming.cancel();
+        self.stop_services.cancel();
     }
 }
 
@@ -349,9 +385,13 @@ impl Inner {
         }
     }
 
+    pub(crate) fn lease_length(&self) -> Duration {
+        Duration::from_millis(self.config.lease_ms)
+    }
+
     async fn claim(&self, queue: &str, limit: usize) -> Result<Vec<store::ClaimedJob>, sqlx::Error> {
         store::claim(
-            &self.pool,
+            &self.control,
             queue,
             limit as i64,
             &self.node,
@@ -361,51 +401,74 @@ impl Inner {
         .await
     }
 
-    /// Registers a claimed job as held by this node (renewed by heartbeat
-    /// until its outcome is written).
-    fn track(&self, id: i64) -> InFlight {
-        let flight = InFlight::new();
-        self.in_flight
+    /// Registers a claimed job as held by this node: renewed by heartbeat
+    /// until its outcome is written. A stale entry for an older lease of the
+    /// same job (this node claimed it again after losing it) is stopped.
+    fn track(&self, job: &store::ClaimedJob) -> InFlight {
+        let lease = Lease {
+            id: job.id.get(),
+            seq: job.lease_seq,
+        };
+        let flight = InFlight::new(lease, std::time::Instant::now() + self.lease_length());
+        let previous = self
+            .in_flight
             .lock()
             .expect("in-flight mutex poisoned")
-            .insert(id, flight.clone());
+            .insert(lease.id, flight.clone());
+        if let Some(previous) = previous {
+            previous.interrupt(Interrupt::LeaseLost);
+        }
         flight
     }
 
+    /// Forgets a lease, unless the job has been claimed again since.
+    fn untrack(&self, lease: Lease) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight mutex poisoned");
+        if in_flight.get(&lease.id).is_some_and(|f| f.lease == lease) {
+            in_flight.remove(&lease.id);
+        }
+    }
+
     /// Writes a batch of outcomes: completions with one statement, every other
-    /// end with another. Retries database errors with backoff; if they
-    /// persist, the jobs stay leased until the rescuer re-queues them.
+    /// end with another. Retries until the database takes them; meanwhile the
+    /// jobs stay in flight, so their leases are renewed (or, if the database
+    /// is gone, fenced off locally and later rescued).
     async fn write_outcomes(&self, batch: &mut Vec<Done>) {
-        let mut completed: Vec<i64> = Vec::new();
+        let mut completed: Vec<Lease> = Vec::new();
         let mut finishes = Vec::new();
         for done in batch.iter() {
             match &done.outcome {
-                Outcome::Completed => completed.push(done.id),
+                Outcome::Completed => completed.push(done.lease),
                 Outcome::Finish(finish) => finishes.push(finish.clone()),
-                Outcome::Abandon => tracing::warn!(job_id = done.id, kind = done.kind, "lease lost; outcome discarded"),
+                Outcome::Abandon => {
+                    tracing::warn!(
+                        job_id = done.lease.id,
+                        kind = done.kind,
+                        "lease lost; outcome discarded"
+                    )
+                }
             }
         }
+        completed.sort_by_key(|lease| lease.id);
         let retry = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(20))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(OUTCOME_WRITE_TRIES);
+            .with_max_delay(OUTCOME_WRITE_MAX_BACKOFF)
+            .without_max_times();
         let now = self.clock.sql_now();
+        let notify = |error: &sqlx::Error, wait: Duration| {
+            tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "could not record job outcomes; retrying");
+        };
         if !completed.is_empty() {
-            let write = || store::complete_many(&self.pool, &completed, &self.node, now);
-            if let Err(error) = write.retry(retry).await {
-                tracing::error!(%error, jobs = completed.len(), "could not record completions; leases will expire and the jobs run again");
-            }
+            let write = || store::complete_many(&self.control, &completed, &self.node, now);
+            let _ = write.retry(retry).notify(notify).await;
         }
         if !finishes.is_empty() {
-            let write = || store::finish_many(&self.pool, &finishes, &self.node, now);
-            if let Err(error) = write.retry(retry).await {
-                tracing::error!(%error, jobs = finishes.len(), "could not record job failures; leases will expire and the jobs run again");
-            }
+            let write = || store::finish_many(&self.control, &finishes, &self.node, now);
+            let _ = write.retry(retry).notify(notify).await;
         }
         record_outcome_metrics(batch);
-        let mut in_flight = self.in_flight.lock().expect("in-flight mutex poisoned");
         for done in batch.drain(..) {
-            in_flight.remove(&done.id);
+            self.untrack(done.lease);
         }
     }
 }
@@ -425,7 +488,7 @@ fn record_outcome_metrics(batch: &[Done]) {
         metrics::counter!(name, "kind" => done.kind).increment(1);
         if let Outcome::Finish(finish) = &done.outcome {
             if finish.state == "dead" {
-                tracing::warn!(job_id = done.id, kind = done.kind, "job is dead");
+                tracing::warn!(job_id = done.lease.id, kind = done.kind, "job is dead");
             }
         }
     }
@@ -442,8 +505,9 @@ async fn produce(
     let poll = Duration::from_millis(inner.config.poll_interval_ms);
     loop {
         let first = tokio::select! {
-            permit = Arc::clone(&queue.slots).acquire_owned() => permit.expect("slots are never closed"),
+            biased;
             () = stop.cancelled() => return,
+            permit = Arc::clone(&queue.slots).acquire_owned() => permit.expect("slots are never closed"),
         };
         let mut permits = vec![first];
         while permits.len() < queue.max_claim {
@@ -459,28 +523,46 @@ async fn produce(
                 tracing::error!(queue = queue.name, %error, "claim failed; retrying after the poll interval");
                 metrics::counter!("tuma_job_claim_errors_total", "queue" => queue.name.clone()).increment(1);
                 drop(permits);
-                tokio::select! { () = tokio::time::sleep(poll) => continue, () = stop.cancelled() => return }
+                tokio::select! { biased; () = stop.cancelled() => return, () = tokio::time::sleep(poll) => continue }
             }
         };
         let drained = claimed.len() < wanted;
+        // Track first: jobs waiting for the token bucket are this node's and
+        // must have their leases renewed while they wait.
+        let flights: Vec<InFlight> = claimed.iter().map(|job| inner.track(job)).collect();
         let mut interrupted = false;
         if let (Some(limiter), Some(n)) = (&queue.limiter, NonZeroU32::new(claimed.len() as u32)) {
             tokio::select! {
-                ready = limiter.until_n_ready(n) => ready.expect("claims never exceed the burst"),
+                biased;
                 () = stop.cancelled() => interrupted = true,
+                ready = limiter.until_n_ready(n) => ready.expect("claims never exceed the burst"),
             }
         }
-        for (job, permit) in claimed.into_iter().zip(permits.drain(..)) {
-            let flight = inner.track(job.id.get());
+        for ((job, flight), permit) in claimed.into_iter().zip(flights).zip(permits.drain(..)) {
             if interrupted {
                 flight.interrupt(Interrupt::Shutdown);
             }
             let inner = Arc::clone(&inner);
             let done_tx = done_tx.clone();
             tracker.spawn(async move {
-                let done = execute(&inner, job, flight).await;
-                // Free the slot only once the outcome is queued for writing.
-                let _ = done_tx.send(done).await;
+                let lease = flight.lease;
+                // `execute` catches worker panics; this catches the rest (a
+                // worker panicking while being dropped), so that no entry is
+                // left renewing a lease for an attempt that is gone.
+                let done = AssertUnwindSafe(execute(&inner, job, flight)).catch_unwind().await;
+                match done {
+                    Ok(done) => {
+                        // Free the slot only once the outcome is queued.
+                        if done_tx.send(done).await.is_err() {
+                            tracing::error!(job_id = lease.id, "completer gone; leaving the job to the rescuer");
+                            inner.untrack(lease);
+                        }
+                    }
+                    Err(_) => {
+                        tracing::error!(job_id = lease.id, "job task panicked; leaving the job to the rescuer");
+                        inner.untrack(lease);
+                    }
+                }
                 drop(permit);
             });
         }
@@ -489,9 +571,10 @@ async fn produce(
         }
         if drained {
             tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
                 () = queue.wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
-                () = stop.cancelled() => return,
             }
         }
     }

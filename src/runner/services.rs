@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::execute::{InFlight, Interrupt};
 use super::store;
+use super::store::{Lease, LeaseStatus};
 use super::Inner;
 
 /// Most expired jobs one rescue statement moves; a pass repeats up to
@@ -27,60 +28,81 @@ const RESCUE_ROUNDS: usize = 10;
 const MIN_TICK_RETENTION_S: u64 = 3_600;
 
 pub(crate) async fn heartbeat_once(inner: &Inner) -> Result<(), sqlx::Error> {
-    // Snapshot first: every id in it was claimed (and committed) before the
-    // UPDATE below starts, so its absence from the result means the lease is
-    // really gone, not that the claim was too recent to see.
-    let snapshot: Vec<(i64, InFlight)> = inner
+    // Snapshot first: every lease in it was claimed (and committed) before
+    // the statement below starts, so its absence from the result means the
+    // lease is really gone, not that the claim was too recent to see.
+    let snapshot: Vec<InFlight> = inner
         .in_flight
         .lock()
         .expect("in-flight mutex poisoned")
-        .iter()
-        .map(|(id, flight)| (*id, flight.clone()))
+        .values()
+        .cloned()
         .collect();
     if snapshot.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = snapshot.iter().map(|(id, _)| *id).collect();
-    let renewed: HashMap<i64, bool> = store::heartbeat(
-        &inner.pool,
-        &ids,
+    let leases: Vec<Lease> = snapshot.iter().map(|f| f.lease).collect();
+    let sent_at = Instant::now();
+    // Bounded by the heartbeat interval: a hung statement must not stop the
+    // fencing below from running.
+    let interval = Duration::from_millis(inner.config.heartbeat_interval_ms);
+    let renewal = store::heartbeat(
+        &inner.control,
+        &leases,
         &inner.node,
         inner.config.lease_ms as i64,
         inner.clock.sql_now(),
-    )
-    .await?
-    .into_iter()
-    .map(|(id, cancel)| (id.get(), cancel))
-    .collect();
-    for (id, flight) in snapshot {
-        match renewed.get(&id) {
-            Some(true) => {
-                tracing::info!(job_id = id, "cancellation requested; stopping the attempt");
-                flight.interrupt(Interrupt::CancelRequested);
+    );
+    let result = match tokio::time::timeout(interval, renewal).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    };
+    let statuses: HashMap<Lease, LeaseStatus> = match &result {
+        Ok(statuses) => statuses.iter().map(|(lease, status)| (*lease, *status)).collect(),
+        Err(_) => HashMap::new(),
+    };
+    for flight in snapshot {
+        match statuses.get(&flight.lease) {
+            Some(LeaseStatus::Renewed { cancel_requested }) => {
+                flight.confirm_until(sent_at + inner.lease_length());
+                if *cancel_requested {
+                    tracing::info!(job_id = flight.lease.id, "cancellation requested; stopping the attempt");
+                    flight.interrupt(Interrupt::CancelRequested);
+                }
             }
-            Some(false) => {}
-            None => {
-                // Not renewed: either its outcome was written meanwhile (then
-                // it has left the in-flight map) or another node owns it now.
+            Some(LeaseStatus::Lost) => {
+                // Either its outcome was written meanwhile (then it has left
+                // the in-flight map) or the lease is gone.
                 let still_held = inner
                     .in_flight
                     .lock()
                     .expect("in-flight mutex poisoned")
-                    .contains_key(&id);
+                    .get(&flight.lease.id)
+                    .is_some_and(|f| f.lease == flight.lease);
                 if still_held {
-                    tracing::warn!(job_id = id, "lease lost; stopping the attempt");
+                    tracing::warn!(job_id = flight.lease.id, "lease lost; stopping the attempt");
                     flight.interrupt(Interrupt::LeaseLost);
                 }
             }
+            Some(LeaseStatus::Busy) | None => {}
+        }
+        // Self-fencing: a lease this node could not renew in time may already
+        // belong to someone else, so the attempt stops here too.
+        if flight.confirmed_until() <= Instant::now() {
+            tracing::warn!(
+                job_id = flight.lease.id,
+                "lease not confirmed in time; stopping the attempt"
+            );
+            flight.interrupt(Interrupt::LeaseLost);
         }
     }
-    Ok(())
+    result.map(|_| ())
 }
 
 pub(crate) async fn rescue_once(inner: &Inner) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     for _ in 0..RESCUE_ROUNDS {
-        let rescued = store::rescue_expired(&inner.pool, RESCUE_BATCH, inner.clock.sql_now()).await?;
+        let rescued = store::rescue_expired(&inner.control, RESCUE_BATCH, inner.clock.sql_now()).await?;
         for job in &rescued {
             tracing::warn!(
                 job_id = job.id.get(),
@@ -113,7 +135,7 @@ pub(crate) async fn retention_once(inner: &Inner) -> Result<u64, sqlx::Error> {
     for (states, age_s) in passes {
         for _ in 0..retention.max_batches_per_run {
             let deleted =
-                store::delete_finished(&inner.pool, states, age_s as i64, retention.batch as i64, now).await?;
+                store::delete_finished(&inner.control, states, age_s as i64, retention.batch as i64, now).await?;
             total += deleted;
             if deleted < u64::from(retention.batch) {
                 break;
@@ -121,7 +143,7 @@ pub(crate) async fn retention_once(inner: &Inner) -> Result<u64, sqlx::Error> {
         }
     }
     let tick_age_s = retention.completed_s.max(MIN_TICK_RETENTION_S) as i64;
-    store::delete_old_ticks(&inner.pool, tick_age_s, retention.batch as i64, now).await?;
+    store::delete_old_ticks(&inner.control, tick_age_s, retention.batch as i64, now).await?;
     if total > 0 {
         tracing::debug!(deleted = total, "retention deleted finished jobs");
     }
@@ -129,7 +151,7 @@ pub(crate) async fn retention_once(inner: &Inner) -> Result<u64, sqlx::Error> {
 }
 
 pub(crate) async fn stats_once(inner: &Inner) -> Result<(), sqlx::Error> {
-    let depths = store::queue_depths(&inner.pool, inner.clock.sql_now()).await?;
+    let depths = store::queue_depths(&inner.control, inner.clock.sql_now()).await?;
     let mut seen: HashMap<&str, (i64, f64)> = depths.iter().map(|(q, n, lag)| (q.as_str(), (*n, *lag))).collect();
     for name in inner.queues.keys() {
         let (depth, lag_s) = seen.remove(name.as_str()).unwrap_or((0, 0.0));

@@ -32,6 +32,22 @@ pub struct ClaimedJob {
     pub max_attempts: i32,
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    pub retry_base_ms: Option<i64>,
+    pub retry_max_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    /// Names this lease; every write for it checks it.
+    pub lease_seq: i32,
+}
+
+/// One lease: a job id and the claim that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub id: i64,
+    pub seq: i32,
+}
+
+fn split(leases: &[Lease]) -> (Vec<i64>, Vec<i32>) {
+    leases.iter().map(|l| (l.id, l.seq)).unzip()
 }
 
 /// A job row as admins and tests see it.
@@ -68,8 +84,10 @@ pub async fn insert_job(
     for _ in 0..UNIQUE_INSERT_ROUNDS {
         let inserted: Option<(JobId, i64)> = sqlx::query_as(
             "WITH inserted AS (
-                 INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key)
-                 VALUES ($1, $2, $3, $4, $5, coalesce($6, $7, now()), $8)
+                 INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key,
+                                        retry_base_ms, retry_max_ms, timeout_ms)
+                 VALUES ($1, $2, $3, $4, $5, coalesce($6, coalesce($7, now()) + $9 * interval '1 millisecond'), $8,
+                         $10, $11, $12)
                  ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
                  DO NOTHING
                  RETURNING id, queue, run_at
@@ -87,6 +105,10 @@ pub async fn insert_job(
         .bind(job.run_at)
         .bind(now)
         .bind(&job.unique_key)
+        .bind(job.delay_ms)
+        .bind(job.retry.map(|r| r.base_ms as i64))
+        .bind(job.retry.map(|r| r.max_ms as i64))
+        .bind(job.timeout_ms)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((id, _)) = inserted {
@@ -123,12 +145,21 @@ pub async fn insert_many(
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
     let unique_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
+    let delays: Vec<i64> = jobs.iter().map(|j| j.delay_ms).collect();
+    let retry_bases: Vec<Option<i64>> = jobs.iter().map(|j| j.retry.map(|r| r.base_ms as i64)).collect();
+    let retry_maxes: Vec<Option<i64>> = jobs.iter().map(|j| j.retry.map(|r| r.max_ms as i64)).collect();
+    let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout_ms).collect();
     let (inserted, _notified): (i64, i64) = sqlx::query_as(
         "WITH inserted AS (
-             INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key)
-             SELECT kind, queue, args, priority, max_attempts, coalesce(run_at, $8, now()), unique_key
-             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::timestamptz[], $7::text[])
-                  AS input(kind, queue, args, priority, max_attempts, run_at, unique_key)
+             INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key,
+                                    retry_base_ms, retry_max_ms, timeout_ms)
+             SELECT kind, queue, args, priority, max_attempts,
+                    coalesce(run_at, coalesce($8, now()) + delay_ms * interval '1 millisecond'), unique_key,
+                    retry_base_ms, retry_max_ms, timeout_ms
+             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::timestamptz[], $7::text[],
+                         $9::int8[], $10::int8[], $11::int8[], $12::int8[])
+                  AS input(kind, queue, args, priority, max_attempts, run_at, unique_key,
+                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms)
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
              DO NOTHING
              RETURNING queue, run_at
@@ -147,6 +178,10 @@ pub async fn insert_many(
     .bind(&run_ats)
     .bind(&unique_keys)
     .bind(now)
+    .bind(&delays)
+    .bind(&retry_bases)
+    .bind(&retry_maxes)
+    .bind(&timeouts)
     .fetch_one(&mut *tx)
     .await?;
     Ok(inserted as u64)
@@ -173,11 +208,12 @@ pub async fn claim(
              FOR UPDATE SKIP LOCKED
          )
          UPDATE tuma_jobs j
-         SET state = 'running', attempt = j.attempt + 1, attempted_at = coalesce($5, now()),
+         SET state = 'running', attempt = j.attempt + 1, lease_seq = j.lease_seq + 1, attempted_at = coalesce($5, now()),
              locked_by = $3, locked_until = coalesce($5, now()) + $4 * interval '1 millisecond'
          FROM picked
          WHERE j.id = picked.id
-         RETURNING j.id, j.kind, j.queue, j.args, j.attempt, j.max_attempts, j.run_at, j.created_at",
+         RETURNING j.id, j.kind, j.queue, j.args, j.attempt, j.max_attempts, j.run_at, j.created_at,
+                   j.retry_base_ms, j.retry_max_ms, j.timeout_ms, j.lease_seq",
     )
     .bind(queue)
     .bind(limit)
@@ -188,20 +224,30 @@ pub async fn claim(
     .await
 }
 
-/// Marks jobs completed, if this node still holds their leases. Returns how
-/// many it marked.
+/// Marks jobs completed, for the leases this node still holds. Rows are
+/// locked in id order, like every multi-row write here, so two writers can
+/// never deadlock on each other. Returns how many it marked.
 pub async fn complete_many(
     pool: &PgPool,
-    ids: &[i64],
+    leases: &[Lease],
     node: &str,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
+    let (ids, seqs) = split(leases);
     let done = sqlx::query(
-        "UPDATE tuma_jobs
-         SET state = 'completed', finished_at = coalesce($3, now()), locked_by = NULL, locked_until = NULL
-         WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+        "WITH target AS (
+             SELECT j.id FROM tuma_jobs j
+             JOIN unnest($1::int8[], $2::int4[]) AS u(id, seq) ON j.id = u.id AND j.lease_seq = u.seq
+             WHERE j.state = 'running' AND j.locked_by = $3
+             ORDER BY j.id
+             FOR UPDATE OF j
+         )
+         UPDATE tuma_jobs j
+         SET state = 'completed', finished_at = coalesce($4, now()), locked_by = NULL, locked_until = NULL
+         FROM target WHERE j.id = target.id",
     )
-    .bind(ids)
+    .bind(&ids)
+    .bind(&seqs)
     .bind(node)
     .bind(now)
     .execute(pool)
@@ -213,16 +259,17 @@ pub async fn complete_many(
 /// node no longer holds the lease.
 pub async fn complete_one(
     tx: &mut Transaction<'_, Postgres>,
-    id: JobId,
+    lease: Lease,
     node: &str,
     now: Option<DateTime<Utc>>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE tuma_jobs
-         SET state = 'completed', finished_at = coalesce($3, now()), locked_by = NULL, locked_until = NULL
-         WHERE id = $1 AND state = 'running' AND locked_by = $2",
+         SET state = 'completed', finished_at = coalesce($4, now()), locked_by = NULL, locked_until = NULL
+         WHERE id = $1 AND lease_seq = $2 AND state = 'running' AND locked_by = $3",
     )
-    .bind(id)
+    .bind(lease.id)
+    .bind(lease.seq)
     .bind(node)
     .bind(now)
     .execute(&mut **tx)
@@ -233,7 +280,7 @@ pub async fn complete_one(
 /// One job's end other than plain completion, for [`finish_many`].
 #[derive(Debug, Clone)]
 pub struct Finish {
-    pub id: JobId,
+    pub lease: Lease,
     /// `available` (retry or snooze), `dead` or `cancelled`.
     pub state: &'static str,
     /// Give back the attempt the claim counted (snooze, release on shutdown).
@@ -253,13 +300,26 @@ pub async fn finish_many(
     node: &str,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
-    let ids: Vec<JobId> = finishes.iter().map(|f| f.id).collect();
+    let mut finishes: Vec<&Finish> = finishes.iter().collect();
+    finishes.sort_by_key(|f| f.lease.id);
+    let ids: Vec<i64> = finishes.iter().map(|f| f.lease.id).collect();
+    let seqs: Vec<i32> = finishes.iter().map(|f| f.lease.seq).collect();
     let states: Vec<&str> = finishes.iter().map(|f| f.state).collect();
     let refunds: Vec<i32> = finishes.iter().map(|f| i32::from(f.refund_attempt)).collect();
     let delays: Vec<i64> = finishes.iter().map(|f| f.delay_ms).collect();
     let errors: Vec<Option<&Value>> = finishes.iter().map(|f| f.error.as_ref()).collect();
     let done = sqlx::query(
-        "UPDATE tuma_jobs j
+        "WITH u AS (
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::jsonb[], $8::int4[])
+                 AS u(id, state, refund, delay_ms, error, seq)
+         ),
+         target AS (
+             SELECT j.id FROM tuma_jobs j JOIN u ON j.id = u.id AND j.lease_seq = u.seq
+             WHERE j.state = 'running' AND j.locked_by = $6
+             ORDER BY j.id
+             FOR UPDATE OF j
+         )
+         UPDATE tuma_jobs j
          SET state = CASE WHEN u.state = 'available' AND j.cancel_requested_at IS NOT NULL
                           THEN 'cancelled'::tuma_job_state ELSE u.state::tuma_job_state END,
              attempt = j.attempt - u.refund,
@@ -269,9 +329,8 @@ pub async fn finish_many(
                                 THEN NULL ELSE coalesce($7, now()) END,
              locked_by = NULL, locked_until = NULL,
              errors = CASE WHEN u.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.error) END
-         FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::jsonb[])
-              AS u(id, state, refund, delay_ms, error)
-         WHERE j.id = u.id AND j.state = 'running' AND j.locked_by = $6",
+         FROM u JOIN target ON target.id = u.id
+         WHERE j.id = u.id",
     )
     .bind(&ids)
     .bind(&states)
@@ -280,32 +339,89 @@ pub async fn finish_many(
     .bind(&errors)
     .bind(node)
     .bind(now)
+    .bind(&seqs)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
 
-/// Extends the leases of the given jobs still held by `node`. Returns the
-/// ids renewed, each with whether a cancellation was requested for it.
+/// What a heartbeat learned about one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Renewed; `true` when a cancellation was requested.
+    Renewed { cancel_requested: bool },
+    /// Still this node's, but its row is locked (a worker's transaction is
+    /// completing it); not renewed this time, not lost either.
+    Busy,
+    /// No longer held under this lease.
+    Lost,
+}
+
+/// Extends the given leases that `node` still holds. Skips rows another
+/// transaction has locked instead of waiting behind it, so one slow worker
+/// transaction cannot stall a node's heartbeat.
 pub async fn heartbeat(
     pool: &PgPool,
-    ids: &[i64],
+    leases: &[Lease],
     node: &str,
     lease_ms: i64,
     now: Option<DateTime<Utc>>,
-) -> Result<Vec<(JobId, bool)>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE tuma_jobs
-         SET locked_until = coalesce($4, now()) + $3 * interval '1 millisecond'
-         WHERE id = ANY($1) AND state = 'running' AND locked_by = $2
-         RETURNING id, cancel_requested_at IS NOT NULL",
+) -> Result<Vec<(Lease, LeaseStatus)>, sqlx::Error> {
+    let (ids, seqs) = split(leases);
+    let renewed: Vec<(i64, i32, bool)> = sqlx::query_as(
+        "WITH mine AS (
+             SELECT j.id FROM tuma_jobs j
+             JOIN unnest($1::int8[], $2::int4[]) AS u(id, seq) ON j.id = u.id AND j.lease_seq = u.seq
+             WHERE j.state = 'running' AND j.locked_by = $3
+             ORDER BY j.id
+             FOR UPDATE OF j SKIP LOCKED
+         )
+         UPDATE tuma_jobs j
+         SET locked_until = coalesce($5, now()) + $4 * interval '1 millisecond'
+         FROM mine WHERE j.id = mine.id
+         RETURNING j.id, j.lease_seq, j.cancel_requested_at IS NOT NULL",
     )
-    .bind(ids)
+    .bind(&ids)
+    .bind(&seqs)
     .bind(node)
     .bind(lease_ms)
     .bind(now)
     .fetch_all(pool)
-    .await
+    .await?;
+    let renewed: std::collections::HashMap<Lease, bool> = renewed
+        .into_iter()
+        .map(|(id, seq, cancel)| (Lease { id, seq }, cancel))
+        .collect();
+    let missing: Vec<Lease> = leases.iter().copied().filter(|l| !renewed.contains_key(l)).collect();
+    let busy: std::collections::HashSet<Lease> = if missing.is_empty() {
+        Default::default()
+    } else {
+        let (ids, seqs) = split(&missing);
+        sqlx::query_as::<_, (i64, i32)>(
+            "SELECT j.id, j.lease_seq FROM tuma_jobs j
+             JOIN unnest($1::int8[], $2::int4[]) AS u(id, seq) ON j.id = u.id AND j.lease_seq = u.seq
+             WHERE j.state = 'running' AND j.locked_by = $3",
+        )
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(node)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(id, seq)| Lease { id, seq })
+        .collect()
+    };
+    Ok(leases
+        .iter()
+        .map(|lease| {
+            let status = match renewed.get(lease) {
+                Some(&cancel_requested) => LeaseStatus::Renewed { cancel_requested },
+                None if busy.contains(lease) => LeaseStatus::Busy,
+                None => LeaseStatus::Lost,
+            };
+            (*lease, status)
+        })
+        .collect())
 }
 
 /// A job the rescuer moved, and where to.
@@ -365,12 +481,16 @@ pub async fn delete_finished(
     now: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
+        // The rows are locked by the subquery and checked again by the
+        // DELETE, so a job re-run by an admin meanwhile is never deleted.
         "DELETE FROM tuma_jobs WHERE id IN (
              SELECT id FROM tuma_jobs
-             WHERE state::text = ANY($1) AND finished_at < coalesce($4, now()) - $2 * interval '1 second'
+             WHERE state = ANY($1::text[]::tuma_job_state[])
+               AND finished_at < coalesce($4, now()) - $2 * interval '1 second'
              ORDER BY finished_at
              LIMIT $3
-         )",
+             FOR UPDATE SKIP LOCKED
+         ) AND state = ANY($1::text[]::tuma_job_state[])",
     )
     .bind(states)
     .bind(older_than_s)
@@ -456,26 +576,45 @@ pub async fn list_jobs(pool: &PgPool, state: &str, limit: i64) -> Result<Vec<Job
     .await
 }
 
+/// What re-running a dead job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// It is available again, with a fresh set of attempts.
+    Requeued,
+    /// It is not dead (or does not exist); nothing changed.
+    NotDead,
+    /// Another live job holds its unique key; re-running it would do the
+    /// same work twice, so it stays dead.
+    KeyTaken,
+}
+
 /// Re-runs a dead job now, with a fresh set of attempts; its error history is
-/// kept. `false` if the job is not dead.
-pub async fn retry_dead(pool: &PgPool, id: JobId, now: Option<DateTime<Utc>>) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+/// kept.
+pub async fn retry_dead(pool: &PgPool, id: JobId, now: Option<DateTime<Utc>>) -> Result<RetryOutcome, sqlx::Error> {
+    let requeued = sqlx::query_scalar::<_, String>(
         "UPDATE tuma_jobs
          SET state = 'available', attempt = 0, run_at = coalesce($2, now()), finished_at = NULL,
              cancel_requested_at = NULL
-         WHERE id = $1 AND state = 'dead'",
+         WHERE id = $1 AND state = 'dead'
+         RETURNING queue",
     )
     .bind(id)
     .bind(now)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() == 1 {
-        sqlx::query("SELECT pg_notify('tuma_jobs', queue) FROM tuma_jobs WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await?;
+    .fetch_optional(pool)
+    .await;
+    match requeued {
+        Ok(Some(queue)) => {
+            sqlx::query("SELECT pg_notify('tuma_jobs', $1)")
+                .bind(queue)
+                .execute(pool)
+                .await?;
+            Ok(RetryOutcome::Requeued)
+        }
+        Ok(None) => Ok(RetryOutcome::NotDead),
+        // 23505: the live-unique index refused it.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(RetryOutcome::KeyTaken),
+        Err(e) => Err(e),
     }
-    Ok(done.rows_affected() == 1)
 }
 
 /// What a cancel request found.

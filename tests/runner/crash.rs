@@ -257,3 +257,65 @@ async fn shutdown_with_jobs_in_flight_loses_none() {
     running.shutdown().await;
     assert_eq!(quick_runs.load(Ordering::SeqCst), 19);
 }
+
+#[tokio::test]
+async fn a_late_outcome_for_an_old_lease_never_lands_on_a_newer_lease_of_the_same_node() {
+    use tuma::runner::store::{self, Lease};
+    let db = TestDb::new().await;
+    let clock = ManualClock::starting_now();
+    let client = JobClient::new(db.pool.clone(), Clock::Manual(clock.clone()));
+    enqueue(&client, 1).await;
+    let now = Some(clock.now());
+    let first = store::claim(&db.pool, "default", 1, "node-x", 1_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    // node-x stalls past its lease; the rescuer re-queues the job, and
+    // node-x itself claims it again.
+    clock.advance(Duration::from_millis(1_001));
+    assert_eq!(
+        store::rescue_expired(&db.pool, 10, Some(clock.now()))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let second = store::claim(&db.pool, "default", 1, "node-x", 1_000, Some(clock.now()))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.id, second.id);
+    assert_ne!(first.lease_seq, second.lease_seq);
+
+    let old = Lease {
+        id: first.id.get(),
+        seq: first.lease_seq,
+    };
+    let new = Lease {
+        id: second.id.get(),
+        seq: second.lease_seq,
+    };
+    assert_eq!(
+        store::complete_many(&db.pool, &[old], "node-x", Some(clock.now()))
+            .await
+            .unwrap(),
+        0,
+        "the stale attempt completed the new one"
+    );
+    let statuses = store::heartbeat(&db.pool, &[old, new], "node-x", 1_000, Some(clock.now()))
+        .await
+        .unwrap();
+    assert_eq!(statuses[0].1, store::LeaseStatus::Lost);
+    assert!(matches!(
+        statuses[1].1,
+        store::LeaseStatus::Renewed {
+            cancel_requested: false
+        }
+    ));
+    assert_eq!(
+        store::complete_many(&db.pool, &[new], "node-x", Some(clock.now()))
+            .await
+            .unwrap(),
+        1
+    );
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tuma::clock::{Clock, ManualClock};
-use tuma::runner::{JobArgs, JobContext, JobError, JobOptions, NewJob, Registry, RetryPolicy, Runner, Worker};
+use tuma::runner::{
+    JobArgs, JobContext, JobError, JobOptions, NewJob, Registry, RetryOutcome, RetryPolicy, Runner, Worker,
+};
 
 use crate::common::{count, runner_config, TestDb};
 
@@ -107,8 +109,12 @@ async fn a_failing_job_is_retried_on_the_backoff_schedule_then_dies_with_its_err
     assert_eq!(runner.work_once("default").await.unwrap(), 0);
 
     healthy.store(true, Ordering::SeqCst);
-    assert!(client.retry_dead(id).await.unwrap());
-    assert!(!client.retry_dead(id).await.unwrap(), "only a dead job can be re-run");
+    assert_eq!(client.retry_dead(id).await.unwrap(), RetryOutcome::Requeued);
+    assert_eq!(
+        client.retry_dead(id).await.unwrap(),
+        RetryOutcome::NotDead,
+        "only a dead job can be re-run"
+    );
     assert_eq!(runner.work_once("default").await.unwrap(), 1);
     let job = client.get(id).await.unwrap().unwrap();
     assert_eq!((job.state.as_str(), job.attempt), ("completed", 1));
@@ -245,18 +251,26 @@ async fn a_job_of_unknown_kind_or_with_undecodable_arguments_is_not_silently_dro
     });
     let runner = Runner::new(db.pool.clone(), runner_config(""), registry, Clock::Database).unwrap();
     assert_eq!(runner.work_once("default").await.unwrap(), 2);
-    let rows: Vec<(String, String, serde_json::Value)> =
-        sqlx::query_as("SELECT kind, state::text, errors FROM tuma_jobs ORDER BY kind")
+    let rows: Vec<(String, String, i32, serde_json::Value)> =
+        sqlx::query_as("SELECT kind, state::text, attempt, errors FROM tuma_jobs ORDER BY kind")
             .fetch_all(&db.pool)
             .await
             .unwrap();
     // Bad arguments cannot get better: dead at once, with the reason.
     assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("test.flaky", "dead"));
-    assert!(rows[0].2[0]["error"].as_str().unwrap().contains("do not decode"));
-    // An unknown kind may be known to a newer node: retried, not buried.
-    assert_eq!((rows[1].0.as_str(), rows[1].1.as_str()), ("test.nobody", "available"));
-    assert!(rows[1].2[0]["error"]
-        .as_str()
-        .unwrap()
-        .contains("no worker is registered"));
+    assert!(rows[0].3[0]["error"].as_str().unwrap().contains("do not decode"));
+    // An unknown kind may be known to a newer node (a rolling deploy): it
+    // waits for one without using up its attempts.
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1.as_str(), rows[1].2),
+        ("test.nobody", "available", 0)
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM tuma_jobs WHERE kind = 'test.nobody' AND run_at > now() + interval '30 seconds'"
+        )
+        .await,
+        1
+    );
 }
