@@ -10,6 +10,11 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
+use crate::domain::Currency;
 use crate::runner::RunnerConfig;
 
 /// The built-in defaults, compiled in so the binary runs from any directory.
@@ -22,6 +27,53 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub runner: RunnerConfig,
+    pub api: ApiConfig,
+    pub workflows: WorkflowsConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub body_limit_bytes: usize,
+    pub idempotency_ttl_s: u64,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    pub metadata_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowsConfig {
+    /// A directory of workflow files; empty means the built-in ones.
+    pub dir: String,
+}
+
+/// What one provider can carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Whether the provider takes whole units only (no cents).
+    pub whole_units: bool,
+    pub currencies: BTreeMap<Currency, AmountLimits>,
+}
+
+/// Per-transaction limits, in major units of the currency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmountLimits {
+    pub payout_min: Decimal,
+    pub payout_max: Decimal,
+    pub collection_min: Decimal,
+    pub collection_max: Decimal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The provider used when an intent names none.
+    pub default_provider: BTreeMap<Currency, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +149,39 @@ impl Config {
         }
         if self.database.connect_timeout_ms == 0 {
             return Err(ConfigError("database.connect_timeout_ms must be greater than 0".into()));
+        }
+        if self.api.body_limit_bytes < 1024 || self.api.max_page_size == 0 || self.api.default_page_size == 0 {
+            return Err(ConfigError(
+                "api.body_limit_bytes must be at least 1024, and page sizes positive".into(),
+            ));
+        }
+        if self.api.default_page_size > self.api.max_page_size {
+            return Err(ConfigError(
+                "api.default_page_size must not exceed api.max_page_size".into(),
+            ));
+        }
+        for (name, provider) in &self.providers {
+            for (currency, limits) in &provider.currencies {
+                let key = format!("providers.{name}.currencies.{currency}");
+                let positive = limits.payout_min > Decimal::ZERO && limits.collection_min > Decimal::ZERO;
+                let ordered = limits.payout_min <= limits.payout_max && limits.collection_min <= limits.collection_max;
+                if !positive || !ordered {
+                    return Err(ConfigError(format!(
+                        "{key}: minimums must be positive and at most the maximums"
+                    )));
+                }
+            }
+        }
+        for (currency, provider) in &self.routing.default_provider {
+            let serves = self
+                .providers
+                .get(provider)
+                .is_some_and(|p| p.currencies.contains_key(currency));
+            if !serves {
+                return Err(ConfigError(format!(
+                    "routing.default_provider.{currency}: provider {provider:?} is not configured for {currency}"
+                )));
+            }
         }
         self.runner.validate().map_err(ConfigError)
     }

@@ -4,12 +4,15 @@
 //! as a persisted state machine advanced by a Postgres-backed job runner, to
 //! a final and provable outcome. See `ARCHITECTURE.md` for the map.
 
+pub mod api;
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod http;
 pub mod jobs;
+pub mod notify;
 pub mod runner;
 pub mod store;
 pub mod telemetry;
+pub mod workflow;

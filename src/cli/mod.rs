@@ -5,7 +5,9 @@
 
 mod bench;
 mod jobs;
+mod keys;
 mod serve;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,12 @@ enum Command {
     /// Inspect and steer jobs: list, re-run dead jobs, cancel, pause queues.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Show workflows as Mermaid diagrams, or check workflow files.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
     /// Run every scenario against the built-in provider simulator.
     Demo,
 }
@@ -66,6 +74,8 @@ pub fn main() -> ExitCode {
             Command::Serve => serve::run(config).await,
             Command::Bench(command) => bench::run(config, command).await,
             Command::Jobs(command) => jobs::run(config, command).await,
+            Command::Keys(command) => keys::run(config, command).await,
+            Command::Workflows(command) => workflows::run(&config, command),
             Command::Demo => Err(anyhow::anyhow!(
                 "the demo is not available in this build yet: it needs the payout workflows and \
                  the provider simulator, which have not landed"

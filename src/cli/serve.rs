@@ -6,35 +6,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{router, HttpState};
-use crate::runner::Runner;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = crate::telemetry::metrics_handle();
+    let listen = config.http.listen;
     let pool = crate::store::connect(&config.database).await?;
     crate::store::migrate(&pool).await?;
-    let runner = Runner::new(
-        pool.clone(),
-        config.runner.clone(),
-        crate::jobs::registry(),
-        Clock::Database,
-    )
-    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let runner = runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
+    let app = crate::app::assemble(config, pool.clone(), Clock::Database)?;
+    let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_to_cancel(shutdown.clone()));
 
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
-    tracing::info!(listen = %config.http.listen, node = runner.node_id(), "tuma serve is up");
-    let app = router(HttpState {
-        pool: pool.clone(),
-        metrics,
-    });
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    tracing::info!(%listen, node = runner.node_id(), "tuma serve is up");
     let server_stop = shutdown.clone();
-    let served = axum::serve(listener, app)
+    let served = axum::serve(listener, crate::api::router(app.state))
         .with_graceful_shutdown(async move { server_stop.cancelled().await })
         .await;
 

@@ -109,6 +109,13 @@ impl Runner {
     /// so a runner built in code is held to the same rules as `tuma serve`.
     pub fn new(pool: PgPool, config: RunnerConfig, registry: Registry, clock: Clock) -> Result<Runner, String> {
         config.validate()?;
+        for (kind, queue) in registry.default_queues() {
+            if !config.queues.contains_key(queue) {
+                return Err(format!(
+                    "job kind {kind} runs on queue {queue:?}, which runner.queues does not configure on this node"
+                ));
+            }
+        }
         let node: Arc<str> = if config.node_id.is_empty() {
             default_node_id().into()
         } else {

@@ -17,6 +17,8 @@ pub(crate) struct Registered {
     pub(crate) kind: &'static str,
     pub(crate) run: ErasedRun,
     pub(crate) timeout: Option<Duration>,
+    /// The queue jobs of this kind go to by default.
+    pub(crate) queue: String,
 }
 
 /// Kind name → worker. Built before the runner starts; read-only after.
@@ -43,10 +45,12 @@ impl Registry {
                 worker.work(ctx, args).await
             })
         });
+        let options = <W::Args as JobArgs>::options();
         let registered = Registered {
             kind,
             run,
-            timeout: <W::Args as JobArgs>::options().timeout,
+            timeout: options.timeout,
+            queue: options.queue,
         };
         let previous = self.workers.insert(kind, registered);
         assert!(previous.is_none(), "job kind {kind:?} registered twice");
@@ -59,5 +63,10 @@ impl Registry {
 
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.workers.keys().copied()
+    }
+
+    /// Each registered kind with the queue its jobs go to by default.
+    pub fn default_queues(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.workers.values().map(|w| (w.kind, w.queue.as_str()))
     }
 }

@@ -1,6 +1,11 @@
-//! The database: connecting (and creating the database when asked), and the
-//! schema migrations. Component SQL lives in each component's own store
-//! module (the runner's is `runner::store`).
+//! The database: connecting (and creating the database when asked), the
+//! schema migrations, and the SQL of intents, API keys, idempotency records
+//! and webhooks. The runner keeps its own SQL in `runner::store`.
+
+pub mod idempotency;
+pub mod intents;
+pub mod keys;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -12,6 +12,8 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tuma::config::{Config, DEFAULT_TOML};
 use tuma::runner::RunnerConfig;
 
+pub mod app;
+
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/tuma";
 
 /// The server tests run against: `DATABASE_URL` or the local default.

@@ -1,5 +1,4 @@
-//! The HTTP server of `tuma serve`. Today: health, readiness and metrics;
-//! the intents API mounts here as it arrives.
+//! Health, readiness and metrics: what orchestrators and Prometheus call.
 
 use std::time::Duration;
 
@@ -8,24 +7,17 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::PgPool;
+
+use super::AppState;
 
 /// How long `/readyz` waits for the database before answering "not ready".
 const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Clone)]
-pub struct HttpState {
-    pub pool: PgPool,
-    pub metrics: PrometheusHandle,
-}
-
-pub fn router(state: HttpState) -> Router {
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
 }
 
 /// Alive: the process answers. Says nothing about dependencies, so an
@@ -35,7 +27,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready: the database answers within the timeout.
-async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
     match tokio::time::timeout(READINESS_DB_TIMEOUT, ping).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
@@ -47,7 +39,7 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -1,0 +1,69 @@
+//! Reading JSON request bodies into typed requests, with every failure
+//! turned into the right problem: 413 over the size limit, 415 without a
+//! JSON content type, 400 for broken JSON, 422 (with the field's path) for
+//! unknown fields, missing fields and wrong types.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::problem::{ApiError, FieldError};
+
+/// Parses a body into `T`, also returning the parsed JSON (for hashing).
+pub fn parse<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit_bytes: usize,
+) -> Result<(T, Value), ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge(limit_bytes)
+        } else {
+            ApiError::MalformedJson(rejection.body_text())
+        }
+    })?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("", "not_an_object", "the body must be a JSON object"));
+    }
+    let typed = serde_path_to_error::deserialize(value.clone()).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        ApiError::Invalid(vec![field_error(&path, &message)])
+    })?;
+    Ok((typed, value))
+}
+
+/// Names the field a serde error is about and classifies it.
+fn field_error(path: &str, message: &str) -> FieldError {
+    let base = if path == "." { "" } else { path };
+    let quoted = message.split('`').nth(1).unwrap_or_default();
+    let join = |name: &str| {
+        if base.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{base}.{name}")
+        }
+    };
+    if message.starts_with("unknown field") {
+        // The path already ends at the unknown field.
+        FieldError::new(base, "unknown_field", message)
+    } else if message.starts_with("missing field") {
+        FieldError::new(&join(quoted), "missing_field", "this field is required")
+    } else {
+        FieldError::new(base, "invalid_type", message)
+    }
+}

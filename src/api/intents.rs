@@ -1,0 +1,357 @@
+//! `/v1/payouts` and `/v1/collections`: create (idempotently), get, list,
+//! cancel.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::auth::{Caller, Scope};
+use super::problem::{ApiError, FieldError, Problem};
+use super::validate::{validate, CreateCollection, CreatePayout, IntentInput};
+use super::views::{EventView, IntentDetail, IntentPage, IntentView};
+use super::{body, AppState};
+use crate::store::{idempotency, intents};
+use crate::workflow::engine::{Applied, Cause, Event};
+
+/// Longest Idempotency-Key accepted.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// Something that can be created through the API.
+trait CreateRequest: DeserializeOwned {
+    fn input(&self) -> IntentInput<'_>;
+}
+
+impl CreateRequest for CreatePayout {
+    fn input(&self) -> IntentInput<'_> {
+        CreatePayout::input(self)
+    }
+}
+
+impl CreateRequest for CreateCollection {
+    fn input(&self) -> IntentInput<'_> {
+        CreateCollection::input(self)
+    }
+}
+
+/// Create a payout.
+#[utoipa::path(post, path = "/v1/payouts", tag = "payouts", request_body = CreatePayout,
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended payout; a replay returns the first response")),
+    responses(
+        (status = 201, description = "Created", body = IntentView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "Idempotency-Key reused with a different body", body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_payout(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    create::<CreatePayout>(state, caller, headers, body).await
+}
+
+/// Create a collection (a payment prompt to the payer's phone).
+#[utoipa::path(post, path = "/v1/collections", tag = "collections", request_body = CreateCollection,
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended collection; a replay returns the first response")),
+    responses(
+        (status = 201, description = "Created", body = IntentView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_collection(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    create::<CreateCollection>(state, caller, headers, body).await
+}
+
+async fn create<R: CreateRequest>(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::IntentsWrite)?;
+    let key = idempotency_key(&headers)?;
+    let (request, json) = body::parse::<R>(&headers, body, state.config.api.body_limit_bytes)?;
+    let new = validate(&request.input(), &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
+    let request_hash = Sha256::digest(serde_json::to_vec(&json).expect("a JSON value serializes")).to_vec();
+
+    let clock = state.engine.jobs().clock().sql_now();
+    let mut tx = state.pool.begin().await?;
+    let ttl_s = state.config.api.idempotency_ttl_s as i64;
+    if let Some(first) = idempotency::claim(&mut tx, &caller.owner, &key, &request_hash, ttl_s, clock).await? {
+        tx.rollback().await?;
+        if first.request_hash != request_hash {
+            return Err(ApiError::IdempotencyConflict);
+        }
+        let status = StatusCode::from_u16(first.response_status as u16).map_err(|e| ApiError::Internal(e.into()))?;
+        let mut response = (status, Json(first.response_body)).into_response();
+        response
+            .headers_mut()
+            .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+    let row = state
+        .engine
+        .create(&mut tx, new)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let view = serde_json::to_value(IntentView::from_row(&row)).map_err(|e| ApiError::Internal(e.into()))?;
+    idempotency::store_response(&mut tx, &caller.owner, &key, StatusCode::CREATED.as_u16() as i16, &view).await?;
+    tx.commit().await?;
+    let location = format!("/v1/{}s/{}", row.kind, row.id);
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get("Idempotency-Key")
+        .ok_or_else(|| ApiError::IdempotencyKey("the Idempotency-Key header is required on creates".into()))?;
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::IdempotencyKey("the Idempotency-Key must be printable ASCII".into()))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(ApiError::IdempotencyKey(format!(
+            "the Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        )));
+    }
+    Ok(key.to_owned())
+}
+
+/// Get a payout with its history.
+#[utoipa::path(get, path = "/v1/payouts/{id}", tag = "payouts",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentDetail), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get_payout(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<IntentDetail>, ApiError> {
+    get(state, caller, id, "payout").await
+}
+
+/// Get a collection with its history.
+#[utoipa::path(get, path = "/v1/collections/{id}", tag = "collections",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentDetail), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get_collection(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<IntentDetail>, ApiError> {
+    get(state, caller, id, "collection").await
+}
+
+async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    kind: &str,
+) -> Result<Json<IntentDetail>, ApiError> {
+    caller.require(Scope::IntentsRead)?;
+    let row = find(&state, &caller, &id, kind).await?;
+    let events = intents::events(&state.pool, row.id).await?;
+    Ok(Json(IntentDetail {
+        intent: IntentView::from_row(&row),
+        events: events.iter().map(EventView::from).collect(),
+    }))
+}
+
+async fn find(state: &AppState, caller: &Caller, id: &str, kind: &str) -> Result<intents::IntentRow, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no {kind} {id}"));
+    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    intents::get_owned(&state.pool, &caller.owner, kind, id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// List payouts, newest first.
+#[utoipa::path(get, path = "/v1/payouts", tag = "payouts",
+    params(
+        ("state" = Option<String>, Query, description = "Only intents in this state"),
+        ("party_id" = Option<String>, Query),
+        ("created_from" = Option<DateTime<Utc>>, Query, description = "RFC 3339, inclusive"),
+        ("created_to" = Option<DateTime<Utc>>, Query, description = "RFC 3339, exclusive"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = IntentPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn list_payouts(
+    state: State<AppState>,
+    caller: Caller,
+    query: Query<HashMap<String, String>>,
+) -> Result<Json<IntentPage>, ApiError> {
+    list(state, caller, query, "payout").await
+}
+
+/// List collections, newest first.
+#[utoipa::path(get, path = "/v1/collections", tag = "collections",
+    params(
+        ("state" = Option<String>, Query), ("party_id" = Option<String>, Query),
+        ("created_from" = Option<DateTime<Utc>>, Query), ("created_to" = Option<DateTime<Utc>>, Query),
+        ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = IntentPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn list_collections(
+    state: State<AppState>,
+    caller: Caller,
+    query: Query<HashMap<String, String>>,
+) -> Result<Json<IntentPage>, ApiError> {
+    list(state, caller, query, "collection").await
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+    kind: &str,
+) -> Result<Json<IntentPage>, ApiError> {
+    caller.require(Scope::IntentsRead)?;
+    let mut errors = Vec::new();
+    let mut filter = intents::ListFilter::default();
+    let mut limit = state.config.api.default_page_size;
+    let time = |name: &str, value: &str, errors: &mut Vec<FieldError>| {
+        DateTime::parse_from_rfc3339(value)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                errors.push(FieldError::new(
+                    name,
+                    "invalid_time",
+                    "an RFC 3339 time, e.g. 2026-11-23T10:00:00Z",
+                ))
+            })
+            .ok()
+    };
+    for (name, value) in &query {
+        match name.as_str() {
+            "state" => filter.state = Some(value.clone()),
+            "party_id" => filter.party_id = Some(value.clone()),
+            "created_from" => filter.created_from = time(name, value, &mut errors),
+            "created_to" => filter.created_to = time(name, value, &mut errors),
+            "cursor" => match Uuid::parse_str(value) {
+                Ok(id) => filter.before = Some(id),
+                Err(_) => errors.push(FieldError::new(
+                    "cursor",
+                    "invalid_cursor",
+                    "use next_cursor from a previous page",
+                )),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n) if (1..=state.config.api.max_page_size).contains(&n) => limit = n,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    "invalid_limit",
+                    format!("between 1 and {}", state.config.api.max_page_size),
+                )),
+            },
+            other => errors.push(FieldError::new(
+                other,
+                "unknown_parameter",
+                "known: state, party_id, created_from, created_to, cursor, limit",
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    // One extra row tells whether there is a next page.
+    let mut rows = intents::list(&state.pool, &caller.owner, kind, &filter, i64::from(limit) + 1).await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(IntentPage {
+        data: rows.iter().map(IntentView::from_row).collect(),
+        next_cursor,
+    }))
+}
+
+/// Cancel a payout that has not been handed to the provider yet.
+#[utoipa::path(post, path = "/v1/payouts/{id}/cancel", tag = "payouts",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Past the point of cancelling", body = Problem)),
+    security(("api_key" = [])))]
+pub async fn cancel_payout(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<IntentView>, ApiError> {
+    cancel(state, caller, id, "payout").await
+}
+
+/// Cancel a collection whose prompt has not been sent yet.
+#[utoipa::path(post, path = "/v1/collections/{id}/cancel", tag = "collections",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn cancel_collection(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<IntentView>, ApiError> {
+    cancel(state, caller, id, "collection").await
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    kind: &str,
+) -> Result<Json<IntentView>, ApiError> {
+    caller.require(Scope::IntentsWrite)?;
+    let row = find(&state, &caller, &id, kind).await?;
+    let mut tx = state.pool.begin().await?;
+    let event = Event::new("cancel", Cause::Api, &caller.name);
+    let applied = state
+        .engine
+        .apply(&mut tx, row.id, &event)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    // A rejected cancel is recorded too: commit either way.
+    tx.commit().await?;
+    match applied {
+        Applied::Moved { .. } => {
+            let row = find(&state, &caller, &id, kind).await?;
+            Ok(Json(IntentView::from_row(&row)))
+        }
+        Applied::Rejected { state: current, .. } => Err(ApiError::InvalidState(why_not_cancellable(kind, &current))),
+        Applied::Lost { .. } => Err(ApiError::InvalidState(format!(
+            "the {kind} changed state while it was being cancelled; fetch it and try again if it is still pending"
+        ))),
+    }
+}
+
+fn why_not_cancellable(kind: &str, state: &str) -> String {
+    match state {
+        "processing" => format!("the {kind} has been handed to the provider and can no longer be cancelled"),
+        "unresolved" => {
+            format!("the {kind} was handed to the provider and awaits reconciliation; it cannot be cancelled")
+        }
+        _ => format!("the {kind} is {state}; only a {kind} that has not been submitted can be cancelled"),
+    }
+}

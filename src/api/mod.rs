@@ -1,0 +1,57 @@
+//! The HTTP API (`/v1`, JSON, errors as problem+json), health and metrics
+//! endpoints, and the OpenAPI document, all on one axum router.
+
+mod auth;
+mod body;
+mod health;
+mod intents;
+pub mod openapi;
+pub mod problem;
+mod validate;
+pub mod views;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use utoipa::OpenApi;
+
+pub use auth::{authenticate, create_key, Caller, Scope};
+
+use crate::config::Config;
+use crate::workflow::engine::Engine;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub engine: Engine,
+    pub config: Arc<Config>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.api.body_limit_bytes;
+    let v1 = Router::new()
+        .route("/v1/payouts", post(intents::create_payout).get(intents::list_payouts))
+        .route("/v1/payouts/{id}", get(intents::get_payout))
+        .route("/v1/payouts/{id}/cancel", post(intents::cancel_payout))
+        .route(
+            "/v1/collections",
+            post(intents::create_collection).get(intents::list_collections),
+        )
+        .route("/v1/collections/{id}", get(intents::get_collection))
+        .route("/v1/collections/{id}/cancel", post(intents::cancel_collection))
+        .route("/v1/webhook-endpoints", post(webhooks::create_endpoint))
+        .layer(DefaultBodyLimit::max(body_limit));
+    Router::new()
+        .merge(v1)
+        .route("/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
+        .merge(health::router())
+        .fallback(|| async { problem::ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}

@@ -1,0 +1,42 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations and
+//! served at `/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{intents, problem, validate, views, webhooks};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tuma", description = "A durable payout and collection engine for mobile money. \
+        Errors are application/problem+json; creates need an Idempotency-Key."),
+    paths(
+        intents::create_payout, intents::list_payouts, intents::get_payout, intents::cancel_payout,
+        intents::create_collection, intents::list_collections, intents::get_collection, intents::cancel_collection,
+        webhooks::create_endpoint,
+    ),
+    components(schemas(
+        validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
+        views::IntentView, views::IntentDetail, views::IntentPage, views::EventView, views::PhoneView,
+        problem::Problem, problem::FieldError, webhooks::CreateEndpoint, webhooks::EndpointView,
+    )),
+    modifiers(&BearerKey),
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tuma_…")
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! Turning a create request into domain values, collecting every field
+//! problem at once so a client can fix them all in one go.
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::problem::FieldError;
+use crate::config::Config;
+use crate::domain::{Country, Currency, Money, MoneyError, Msisdn, PartyId};
+use crate::workflow::engine::NewIntent;
+
+/// Longest `reference`, in characters.
+const MAX_REFERENCE_CHARS: usize = 64;
+
+/// The phone side of a request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneInput {
+    /// As people type it: `0712 345 678`, `+254712345678`, `712345678`.
+    #[schema(example = "0712345678")]
+    pub msisdn: String,
+    /// `mpesa`, `airtel`, `mtn`, `vodacom_tz` or `tigo_tz`; defaults to the
+    /// currency's configured provider.
+    #[schema(example = "mpesa")]
+    pub provider: Option<String>,
+}
+
+/// `POST /v1/payouts`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayout {
+    /// Decimal string in major units.
+    #[schema(example = "1500.00")]
+    pub amount: String,
+    #[schema(example = "KES")]
+    pub currency: String,
+    pub recipient: PhoneInput,
+    /// Whose balance and limits apply.
+    #[schema(example = "creator-42")]
+    pub party_id: String,
+    /// Your reference for this payout (shown in reports).
+    #[schema(example = "earnings-2026-11")]
+    pub reference: String,
+    /// Free JSON object, returned as given.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// `POST /v1/collections`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    #[schema(example = "500")]
+    pub amount: String,
+    #[schema(example = "TZS")]
+    pub currency: String,
+    pub payer: PhoneInput,
+    #[schema(example = "vpn-customer-7")]
+    pub party_id: String,
+    #[schema(example = "bundle-30d")]
+    pub reference: String,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// The fields both kinds share, with the name of the phone field.
+pub struct IntentInput<'a> {
+    pub kind: &'static str,
+    pub amount: &'a str,
+    pub currency: &'a str,
+    pub phone_field: &'static str,
+    pub phone: &'a PhoneInput,
+    pub party_id: &'a str,
+    pub reference: &'a str,
+    pub metadata: &'a Option<Value>,
+}
+
+impl CreatePayout {
+    pub fn input(&self) -> IntentInput<'_> {
+        IntentInput {
+            kind: "payout",
+            amount: &self.amount,
+            currency: &self.currency,
+            phone_field: "recipient",
+            phone: &self.recipient,
+            party_id: &self.party_id,
+            reference: &self.reference,
+            metadata: &self.metadata,
+        }
+    }
+}
+
+impl CreateCollection {
+    pub fn input(&self) -> IntentInput<'_> {
+        IntentInput {
+            kind: "collection",
+            amount: &self.amount,
+            currency: &self.currency,
+            phone_field: "payer",
+            phone: &self.payer,
+            party_id: &self.party_id,
+            reference: &self.reference,
+            metadata: &self.metadata,
+        }
+    }
+}
+
+/// The country whose numbers a local currency's intents go to.
+fn home_country(currency: Currency) -> Option<Country> {
+    match currency {
+        Currency::KES => Some(Country::KE),
+        Currency::UGX => Some(Country::UG),
+        Currency::TZS => Some(Country::TZ),
+        Currency::RWF => Some(Country::RW),
+        Currency::USD => None,
+    }
+}
+
+/// Validates `input` for `owner`/`actor`; every problem is reported.
+pub fn validate(
+    input: &IntentInput<'_>,
+    config: &Config,
+    owner: &str,
+    actor: &str,
+) -> Result<NewIntent, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let phone = |name: &str| format!("{}.{name}", input.phone_field);
+
+    let currency = match input.currency.parse::<Currency>() {
+        Ok(currency) => Some(currency),
+        Err(_) => {
+            errors.push(FieldError::new(
+                "currency",
+                "unsupported_currency",
+                "supported currencies are KES, UGX, TZS, RWF and USD",
+            ));
+            None
+        }
+    };
+    let provider = match (&input.phone.provider, currency) {
+        (Some(name), _) if !config.providers.contains_key(name) => {
+            let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
+            errors.push(FieldError::new(
+                &phone("provider"),
+                "unknown_provider",
+                format!("known providers: {}", known.join(", ")),
+            ));
+            None
+        }
+        (Some(name), Some(currency)) if !config.providers[name].currencies.contains_key(&currency) => {
+            errors.push(FieldError::new(
+                &phone("provider"),
+                "currency_not_served",
+                format!("{name} does not carry {currency}"),
+            ));
+            None
+        }
+        (Some(name), Some(_)) => Some(name.clone()),
+        (None, Some(currency)) => match config.routing.default_provider.get(&currency) {
+            Some(name) => Some(name.clone()),
+            None => {
+                errors.push(FieldError::new(
+                    "currency",
+                    "unsupported_currency",
+                    format!("no provider pays out or collects {currency}"),
+                ));
+                None
+            }
+        },
+        (_, None) => None,
+    };
+
+    let amount = currency.and_then(|currency| match Money::parse(input.amount, currency) {
+        Ok(money) if !money.is_positive() => {
+            errors.push(FieldError::new(
+                "amount",
+                "amount_not_positive",
+                "the amount must be greater than zero",
+            ));
+            None
+        }
+        Ok(money) => Some(money),
+        Err(MoneyError::ExcessPrecision { minor_units, .. }) => {
+            errors.push(FieldError::new(
+                "amount",
+                "too_many_decimals",
+                format!("{currency} allows at most {minor_units} decimal places"),
+            ));
+            None
+        }
+        Err(_) => {
+            errors.push(FieldError::new(
+                "amount",
+                "invalid_amount",
+                "the amount must be a decimal string such as \"1500.00\"",
+            ));
+            None
+        }
+    });
+    if let (Some(money), Some(provider)) = (amount, &provider) {
+        check_provider_amount(input.kind, money, provider, config, &mut errors);
+    }
+
+    let default_country = currency.and_then(home_country).unwrap_or(Country::KE);
+    let msisdn = match Msisdn::parse(&input.phone.msisdn, default_country) {
+        Ok(msisdn) => {
+            if let Some(home) = currency.and_then(home_country) {
+                if msisdn.country() != home {
+                    errors.push(FieldError::new(
+                        &phone("msisdn"),
+                        "wrong_country",
+                        format!(
+                            "the number is in {:?}, but {} is paid in {home:?}",
+                            msisdn.country(),
+                            input.currency
+                        ),
+                    ));
+                }
+            }
+            Some(msisdn)
+        }
+        Err(error) => {
+            errors.push(FieldError::new(
+                &phone("msisdn"),
+                "invalid_phone_number",
+                error.to_string(),
+            ));
+            None
+        }
+    };
+    let party_id = PartyId::parse(input.party_id)
+        .map_err(|detail| errors.push(FieldError::new("party_id", "invalid_party_id", detail)))
+        .ok();
+    let reference_ok = !input.reference.trim().is_empty()
+        && input.reference.chars().count() <= MAX_REFERENCE_CHARS
+        && !input.reference.chars().any(char::is_control);
+    if !reference_ok {
+        errors.push(FieldError::new(
+            "reference",
+            "invalid_reference",
+            format!("1 to {MAX_REFERENCE_CHARS} printable characters"),
+        ));
+    }
+    let metadata = match input.metadata {
+        None => Value::Object(Default::default()),
+        Some(value @ Value::Object(_)) => {
+            let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > config.api.metadata_limit_bytes {
+                errors.push(FieldError::new(
+                    "metadata",
+                    "metadata_too_large",
+                    format!("at most {} bytes", config.api.metadata_limit_bytes),
+                ));
+            }
+            value.clone()
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                "metadata",
+                "invalid_type",
+                "metadata must be a JSON object",
+            ));
+            Value::Null
+        }
+    };
+
+    match (errors.is_empty(), amount, msisdn, party_id, provider) {
+        (true, Some(amount), Some(msisdn), Some(party_id), Some(provider)) => Ok(NewIntent {
+            kind: input.kind.to_owned(),
+            owner: owner.to_owned(),
+            created_by: actor.to_owned(),
+            party_id,
+            amount,
+            msisdn,
+            provider,
+            reference: input.reference.trim().to_owned(),
+            metadata,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The provider's whole-unit rule and per-transaction limits.
+fn check_provider_amount(kind: &str, money: Money, provider: &str, config: &Config, errors: &mut Vec<FieldError>) {
+    let Some(settings) = config.providers.get(provider) else {
+        return;
+    };
+    let Some(limits) = settings.currencies.get(&money.currency()) else {
+        return;
+    };
+    if settings.whole_units && !money.is_whole() {
+        errors.push(FieldError::new(
+            "amount",
+            "too_many_decimals",
+            format!("{provider} carries whole {} only", money.currency()),
+        ));
+        return;
+    }
+    let (min, max): (Decimal, Decimal) = if kind == "collection" {
+        (limits.collection_min, limits.collection_max)
+    } else {
+        (limits.payout_min, limits.payout_max)
+    };
+    if money.amount() < min || money.amount() > max {
+        errors.push(FieldError::new(
+            "amount",
+            "amount_out_of_range",
+            format!(
+                "{provider} {kind}s in {} must be between {min} and {max}",
+                money.currency()
+            ),
+        ));
+    }
+}

@@ -1,0 +1,144 @@
+//! What the API (and webhook deliveries) show of intents and their events.
+//! Phone numbers appear masked to their last three digits: product services
+//! know the full number they sent, and responses end up in logs.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::{Currency, Money, Msisdn};
+use crate::store::intents::{EventRow, IntentRow};
+
+/// The phone side of an intent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PhoneView {
+    /// The number with all but the last three digits masked.
+    #[schema(example = "*********678")]
+    pub msisdn: String,
+    #[schema(example = "mpesa")]
+    pub provider: String,
+}
+
+/// A payout or collection.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IntentView {
+    pub id: Uuid,
+    /// `payout` or `collection`.
+    pub kind: String,
+    /// The workflow state, e.g. `pending`, `processing`, `completed`.
+    pub state: String,
+    /// Decimal string in major units, at the currency's precision.
+    #[schema(example = "1500.00")]
+    pub amount: String,
+    #[schema(example = "KES")]
+    pub currency: String,
+    /// For payouts: who receives the money.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<PhoneView>,
+    /// For collections: who pays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payer: Option<PhoneView>,
+    pub party_id: String,
+    pub reference: String,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Tuma's request id toward the provider, once assigned.
+    pub provider_ref: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the intent reached a final state.
+    pub final_at: Option<DateTime<Utc>>,
+}
+
+impl IntentView {
+    pub fn from_row(row: &IntentRow) -> IntentView {
+        let amount = row
+            .currency
+            .parse::<Currency>()
+            .ok()
+            .and_then(|currency| Money::new(row.amount, currency).ok())
+            .map(|money| money.amount().to_string())
+            .unwrap_or_else(|| row.amount.normalize().to_string());
+        let masked = Msisdn::try_from(row.msisdn.clone())
+            .map(|m| m.masked())
+            .unwrap_or_else(|_| "***".to_owned());
+        let phone = PhoneView {
+            msisdn: masked,
+            provider: row.provider.clone(),
+        };
+        let (recipient, payer) = if row.kind == "collection" {
+            (None, Some(phone))
+        } else {
+            (Some(phone), None)
+        };
+        IntentView {
+            id: row.id,
+            kind: row.kind.clone(),
+            state: row.state.clone(),
+            amount,
+            currency: row.currency.clone(),
+            recipient,
+            payer,
+            party_id: row.party_id.clone(),
+            reference: row.reference.clone(),
+            metadata: row.metadata.clone(),
+            provider_ref: row.provider_ref.clone(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            final_at: row.final_at,
+        }
+    }
+}
+
+/// One entry of an intent's history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: i64,
+    pub event: String,
+    /// Absent for the creation.
+    pub from: Option<String>,
+    /// Absent when the event was rejected.
+    pub to: Option<String>,
+    /// `applied` or `rejected`.
+    pub outcome: String,
+    pub reason: Option<String>,
+    /// `api`, `callback`, `poll`, `timer`, `admin` or `policy`.
+    pub cause: String,
+    pub actor: String,
+    pub provider_ref: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<&EventRow> for EventView {
+    fn from(row: &EventRow) -> EventView {
+        EventView {
+            id: row.id,
+            event: row.event.clone(),
+            from: row.from_state.clone(),
+            to: row.to_state.clone(),
+            outcome: row.outcome.clone(),
+            reason: row.reason.clone(),
+            cause: row.cause.clone(),
+            actor: row.actor.clone(),
+            provider_ref: row.provider_ref.clone(),
+            at: row.at,
+        }
+    }
+}
+
+/// An intent with its full history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IntentDetail {
+    #[serde(flatten)]
+    pub intent: IntentView,
+    pub events: Vec<EventView>,
+}
+
+/// A page of intents, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IntentPage {
+    pub data: Vec<IntentView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}

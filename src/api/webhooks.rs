@@ -1,0 +1,88 @@
+//! `POST /v1/webhook-endpoints`: where product services hear about state
+//! changes.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Caller, Scope};
+use super::problem::{ApiError, Problem};
+use super::{body, AppState};
+use crate::store::webhooks;
+
+/// Shortest secret accepted from a client, in characters.
+const MIN_SECRET_CHARS: usize = 24;
+const MAX_URL_CHARS: usize = 2_048;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where deliveries are POSTed (http or https).
+    #[schema(example = "https://shop.example/hooks/tuma")]
+    pub url: String,
+    /// The signing secret; Tuma makes one when absent.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointView {
+    pub id: Uuid,
+    pub url: String,
+    /// Shown once, here: keep it to verify `Tuma-Signature`.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Register a webhook endpoint. Every state change of the caller's intents
+/// is then delivered to it, signed; see `Tuma-Signature` in the README.
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", request_body = CreateEndpoint,
+    responses((status = 201, body = EndpointView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
+    caller.require(Scope::IntentsWrite)?;
+    let (request, _) = body::parse::<CreateEndpoint>(&headers, body, state.config.api.body_limit_bytes)?;
+    let url_ok = url::Url::parse(&request.url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        && request.url.len() <= MAX_URL_CHARS;
+    if !url_ok {
+        return Err(ApiError::invalid("url", "invalid_url", "an absolute http or https URL"));
+    }
+    let secret = match request.secret {
+        Some(secret) if secret.chars().count() < MIN_SECRET_CHARS => {
+            return Err(ApiError::invalid(
+                "secret",
+                "secret_too_short",
+                format!("at least {MIN_SECRET_CHARS} characters"),
+            ));
+        }
+        Some(secret) => secret,
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            format!("whsec_{}", hex::encode(bytes))
+        }
+    };
+    let row = webhooks::insert_endpoint(&state.pool, &caller.owner, &request.url, &secret).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EndpointView {
+            id: row.id,
+            url: row.url,
+            secret: row.secret,
+            created_at: row.created_at,
+        }),
+    ))
+}

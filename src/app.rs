@@ -1,0 +1,60 @@
+//! Assembling the engine: workflows, actions, the runner's workers, the
+//! HTTP state. `tuma serve`, the tests and the demo all build it here, so
+//! they run the same code paths.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use crate::api::AppState;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::runner::{JobClient, Registry, Runner};
+use crate::workflow::engine::Engine;
+use crate::workflow::workers::built_in_actions;
+use crate::workflow::{KnownNames, Workflows};
+
+/// A ready-to-start engine.
+pub struct App {
+    pub engine: Engine,
+    pub runner: Runner,
+    pub state: AppState,
+}
+
+/// Loads the workflows named by the configuration (built-in or a directory),
+/// refusing to go on if any is invalid; each problem says file and line.
+pub fn load_workflows(config: &Config, known: &KnownNames) -> anyhow::Result<Workflows> {
+    let loaded = if config.workflows.dir.is_empty() {
+        Workflows::built_in(known)
+    } else {
+        Workflows::load_dir(Path::new(&config.workflows.dir), known)
+    };
+    loaded.map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!("invalid workflow definitions:\n{}", lines.join("\n"))
+    })
+}
+
+pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<App> {
+    let actions = built_in_actions();
+    let workflows = load_workflows(&config, &actions.known_names())?;
+    let jobs = JobClient::new(pool.clone(), clock.clone());
+    let engine = Engine::new(workflows, jobs);
+    let mut registry = Registry::new();
+    crate::jobs::register(&mut registry);
+    actions.register_workers(&engine, &mut registry);
+    registry.register(crate::notify::WebhookWorker::new());
+    let runner = Runner::new(pool.clone(), config.runner.clone(), registry, clock)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        .context("building the job runner")?
+        .with_cron(crate::jobs::cron_entries());
+    let state = AppState {
+        pool,
+        engine: engine.clone(),
+        config: Arc::new(config),
+        metrics: crate::telemetry::metrics_handle(),
+    };
+    Ok(App { engine, runner, state })
+}

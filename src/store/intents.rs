@@ -1,0 +1,220 @@
+//! SQL for intents and their events.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// An intent row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IntentRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: String,
+    pub state_version: i32,
+    pub owner: String,
+    pub created_by: String,
+    pub party_id: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub msisdn: String,
+    pub provider: String,
+    pub reference: String,
+    pub metadata: Value,
+    pub provider_ref: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub final_at: Option<DateTime<Utc>>,
+}
+
+/// One row of an intent's history.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub event: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub cause: String,
+    pub actor: String,
+    pub provider_ref: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+const INTENT_COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
+     provider, reference, metadata, provider_ref, created_at, updated_at, final_at";
+
+/// Inserts `row`, stamping it with the clock's time (`now`, else the
+/// database's); returns that time.
+pub async fn insert_intent(
+    conn: &mut PgConnection,
+    row: &IntentRow,
+    now: Option<DateTime<Utc>>,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn,
+                              provider, reference, metadata, provider_ref, created_at, updated_at, final_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                 coalesce($15, now()), coalesce($15, now()), NULL)
+         RETURNING created_at",
+    )
+    .bind(row.id)
+    .bind(&row.kind)
+    .bind(&row.state)
+    .bind(row.state_version)
+    .bind(&row.owner)
+    .bind(&row.created_by)
+    .bind(&row.party_id)
+    .bind(row.amount)
+    .bind(&row.currency)
+    .bind(&row.msisdn)
+    .bind(&row.provider)
+    .bind(&row.reference)
+    .bind(&row.metadata)
+    .bind(&row.provider_ref)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// An intent as its owner may see it; `None` for another owner's intent, so
+/// that ids cannot be probed across owners.
+pub async fn get_owned(pool: &PgPool, owner: &str, kind: &str, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1 AND owner = $2 AND kind = $3"
+    ))
+    .bind(id)
+    .bind(owner)
+    .bind(kind)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Moves `id` from `from` to `to` if it is still in `from` at `version`.
+/// Returns the new version, or `None` when someone else moved it first.
+pub async fn compare_and_set_state(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: &str,
+    version: i32,
+    to: &str,
+    is_final: bool,
+    now: Option<DateTime<Utc>>,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE intents
+         SET state = $4, state_version = state_version + 1, updated_at = coalesce($6, now()),
+             final_at = CASE WHEN $5 THEN coalesce($6, now()) ELSE NULL END
+         WHERE id = $1 AND state = $2 AND state_version = $3
+         RETURNING state_version",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(version)
+    .bind(to)
+    .bind(is_final)
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What an event row records.
+pub struct NewEvent<'a> {
+    pub intent_id: Uuid,
+    pub event: &'a str,
+    pub from_state: Option<&'a str>,
+    pub to_state: Option<&'a str>,
+    pub outcome: &'a str,
+    pub reason: Option<&'a str>,
+    pub cause: &'a str,
+    pub actor: &'a str,
+    pub provider_ref: Option<&'a str>,
+    pub payload_digest: Option<&'a str>,
+}
+
+pub async fn insert_event(
+    conn: &mut PgConnection,
+    event: &NewEvent<'_>,
+    now: Option<DateTime<Utc>>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
+                                    provider_ref, payload_digest, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
+         RETURNING id",
+    )
+    .bind(event.intent_id)
+    .bind(event.event)
+    .bind(event.from_state)
+    .bind(event.to_state)
+    .bind(event.outcome)
+    .bind(event.reason)
+    .bind(event.cause)
+    .bind(event.actor)
+    .bind(event.provider_ref)
+    .bind(event.payload_digest)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn events(pool: &PgPool, intent_id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event, from_state, to_state, outcome, reason, cause, actor, provider_ref, at
+         FROM intent_events WHERE intent_id = $1 ORDER BY id",
+    )
+    .bind(intent_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Filters of an intent listing; all optional.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub party_id: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    /// Only intents older than this id (the cursor: ids sort by creation).
+    pub before: Option<Uuid>,
+}
+
+/// One page of an owner's intents of a kind, newest first.
+pub async fn list(
+    pool: &PgPool,
+    owner: &str,
+    kind: &str,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {INTENT_COLUMNS} FROM intents
+         WHERE owner = $1 AND kind = $2
+           AND ($3::text IS NULL OR state = $3)
+           AND ($4::text IS NULL OR party_id = $4)
+           AND ($5::timestamptz IS NULL OR created_at >= $5)
+           AND ($6::timestamptz IS NULL OR created_at < $6)
+           AND ($7::uuid IS NULL OR id < $7)
+         ORDER BY id DESC
+         LIMIT $8"
+    ))
+    .bind(owner)
+    .bind(kind)
+    .bind(&filter.state)
+    .bind(&filter.party_id)
+    .bind(filter.created_from)
+    .bind(filter.created_to)
+    .bind(filter.before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,397 @@
+//! The transition engine: the only code that changes an intent's state.
+//!
+//! [`Engine::apply`] applies one event to one intent inside the caller's
+//! transaction: it looks the transition up in the loaded workflow, checks its
+//! guard, moves the state with a compare-and-set, appends the event to
+//! `intent_events`, and enqueues what the new state asks for (its on-enter
+//! actions, its timers) and the outbound notifications. Everything commits
+//! together or not at all.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::model::{Timer, Workflow};
+use super::Workflows;
+use crate::domain::{IntentId, Money, Msisdn, PartyId};
+use crate::runner::{JobArgs, JobClient, NewJob};
+use crate::store::intents::{self, IntentRow, NewEvent};
+
+/// What caused an event; recorded with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    Api,
+    Callback,
+    Poll,
+    Timer,
+    Admin,
+    Policy,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Api => "api",
+            Cause::Callback => "callback",
+            Cause::Poll => "poll",
+            Cause::Timer => "timer",
+            Cause::Admin => "admin",
+            Cause::Policy => "policy",
+        }
+    }
+}
+
+/// An event to apply.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    pub name: &'a str,
+    pub cause: Cause,
+    /// Who: an API key name, an admin, `timer:<name>`, `engine`.
+    pub actor: &'a str,
+    pub provider_ref: Option<&'a str>,
+    /// SHA-256 (hex) of what carried the event, e.g. a callback body.
+    pub payload_digest: Option<String>,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(name: &'a str, cause: Cause, actor: &'a str) -> Event<'a> {
+        Event {
+            name,
+            cause,
+            actor,
+            provider_ref: None,
+            payload_digest: None,
+        }
+    }
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The state moved.
+    Moved { from: String, to: String, event_id: i64 },
+    /// The event is not legal in the current state, or its guard said no;
+    /// recorded, state unchanged.
+    Rejected {
+        state: String,
+        reason: String,
+        event_id: i64,
+    },
+    /// Someone moved the intent between our read and our write. Normal
+    /// under concurrency; nothing was written.
+    Lost { expected: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no intent {0}")]
+    NotFound(Uuid),
+    #[error("no workflow for intent kind {0:?}")]
+    UnknownKind(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A guard: may this event move this intent? `Err` says why not.
+pub type Guard = fn(&IntentRow, &Event<'_>) -> Result<(), String>;
+
+/// Guards by the name workflow files use.
+pub fn built_in_guards() -> BTreeMap<&'static str, Guard> {
+    BTreeMap::from([("actor_is_not_creator", actor_is_not_creator as Guard)])
+}
+
+/// Maker-checker: whoever created an intent cannot approve or reject it.
+fn actor_is_not_creator(intent: &IntentRow, event: &Event<'_>) -> Result<(), String> {
+    if intent.created_by == event.actor {
+        Err(format!(
+            "{} created this intent and cannot also decide on it",
+            event.actor
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A new intent, already parsed into domain values.
+#[derive(Debug, Clone)]
+pub struct NewIntent {
+    pub kind: String,
+    pub owner: String,
+    pub created_by: String,
+    pub party_id: PartyId,
+    pub amount: Money,
+    pub msisdn: Msisdn,
+    pub provider: String,
+    pub reference: String,
+    pub metadata: serde_json::Value,
+}
+
+/// Job arguments: run a workflow action for one visit to a state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionJob {
+    pub intent_id: Uuid,
+    pub action: String,
+    pub state: String,
+    pub version: i32,
+}
+
+impl JobArgs for ActionJob {
+    const KIND: &'static str = "workflow.action";
+}
+
+/// Job arguments: a state's timer firing for the `fire`th time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimerJob {
+    pub intent_id: Uuid,
+    pub state: String,
+    pub version: i32,
+    pub timer: String,
+    pub fire: u32,
+}
+
+impl JobArgs for TimerJob {
+    const KIND: &'static str = "workflow.timer";
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    workflows: Workflows,
+    guards: BTreeMap<&'static str, Guard>,
+    jobs: JobClient,
+}
+
+impl Engine {
+    pub fn new(workflows: Workflows, jobs: JobClient) -> Engine {
+        Engine {
+            inner: Arc::new(EngineInner {
+                workflows,
+                guards: built_in_guards(),
+                jobs,
+            }),
+        }
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        &self.inner.workflows
+    }
+
+    pub fn jobs(&self) -> &JobClient {
+        &self.inner.jobs
+    }
+
+    fn workflow(&self, kind: &str) -> Result<&Arc<Workflow>, EngineError> {
+        self.inner
+            .workflows
+            .get(kind)
+            .ok_or_else(|| EngineError::UnknownKind(kind.to_owned()))
+    }
+
+    /// Creates an intent in its workflow's initial state, records the
+    /// creation as its first event, and starts what that state asks for.
+    pub async fn create(&self, tx: &mut Transaction<'_, Postgres>, new: NewIntent) -> Result<IntentRow, EngineError> {
+        let workflow = Arc::clone(self.workflow(&new.kind)?);
+        let now = self.inner.jobs.clock().sql_now();
+        let mut row = IntentRow {
+            id: IntentId::new().as_uuid(),
+            kind: new.kind,
+            state: workflow.initial.clone(),
+            state_version: 0,
+            owner: new.owner,
+            created_by: new.created_by,
+            party_id: new.party_id.as_str().to_owned(),
+            amount: new.amount.amount(),
+            currency: new.amount.currency().code().to_owned(),
+            msisdn: new.msisdn.digits().to_owned(),
+            provider: new.provider,
+            reference: new.reference,
+            metadata: new.metadata,
+            provider_ref: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+            final_at: None,
+        };
+        row.created_at = intents::insert_intent(tx, &row, now).await?;
+        row.updated_at = row.created_at;
+        let event_id = intents::insert_event(
+            tx,
+            &NewEvent {
+                intent_id: row.id,
+                event: "create",
+                from_state: None,
+                to_state: Some(&row.state),
+                outcome: "applied",
+                reason: None,
+                cause: Cause::Api.as_str(),
+                actor: &row.created_by,
+                provider_ref: None,
+                payload_digest: None,
+            },
+            now,
+        )
+        .await?;
+        self.enter_state(tx, &workflow, &row, &row.state, row.state_version, event_id)
+            .await?;
+        tracing::info!(intent_id = %row.id, kind = row.kind, state = row.state, "intent created");
+        Ok(row)
+    }
+
+    /// Applies `event` to intent `id` in the caller's transaction.
+    pub async fn apply(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: Uuid,
+        event: &Event<'_>,
+    ) -> Result<Applied, EngineError> {
+        let intent = intents::get(tx, id).await?.ok_or(EngineError::NotFound(id))?;
+        let workflow = Arc::clone(self.workflow(&intent.kind)?);
+        let now = self.inner.jobs.clock().sql_now();
+        let refusal = match workflow.transition(&intent.state, event.name) {
+            None => Err(format!(
+                "event {:?} is not allowed in state {:?} (allowed: {})",
+                event.name,
+                intent.state,
+                workflow.events_from(&intent.state).join(", ")
+            )),
+            Some(transition) => match &transition.guard {
+                Some(guard) => (self.inner.guards[guard.as_str()])(&intent, event).map(|()| transition),
+                None => Ok(transition),
+            },
+        };
+        let transition = match refusal {
+            Ok(transition) => transition,
+            Err(reason) => {
+                let event_id = self
+                    .record(tx, &intent, event, None, "rejected", Some(&reason), now)
+                    .await?;
+                tracing::info!(intent_id = %id, state = intent.state, event = event.name, reason, "event rejected");
+                return Ok(Applied::Rejected {
+                    state: intent.state,
+                    reason,
+                    event_id,
+                });
+            }
+        };
+        let to = transition.to.clone();
+        let is_final = workflow.state(&to).is_some_and(|s| s.is_final);
+        let Some(version) =
+            intents::compare_and_set_state(tx, id, &intent.state, intent.state_version, &to, is_final, now).await?
+        else {
+            tracing::info!(intent_id = %id, expected = intent.state, event = event.name, "state changed concurrently; event not applied");
+            return Ok(Applied::Lost { expected: intent.state });
+        };
+        let event_id = self.record(tx, &intent, event, Some(&to), "applied", None, now).await?;
+        self.enter_state(tx, &workflow, &intent, &to, version, event_id).await?;
+        tracing::info!(intent_id = %id, from = intent.state, to, event = event.name, cause = event.cause.as_str(), "transition");
+        Ok(Applied::Moved {
+            from: intent.state,
+            to,
+            event_id,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        intent: &IntentRow,
+        event: &Event<'_>,
+        to: Option<&str>,
+        outcome: &str,
+        reason: Option<&str>,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<i64, sqlx::Error> {
+        intents::insert_event(
+            tx,
+            &NewEvent {
+                intent_id: intent.id,
+                event: event.name,
+                from_state: Some(&intent.state),
+                to_state: to,
+                outcome,
+                reason,
+                cause: event.cause.as_str(),
+                actor: event.actor,
+                provider_ref: event.provider_ref,
+                payload_digest: event.payload_digest.as_deref(),
+            },
+            now,
+        )
+        .await
+    }
+
+    /// Enqueues what entering `state` (at `version`) asks for: its on-enter
+    /// actions, its timers, and a notification of the change.
+    async fn enter_state(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        workflow: &Workflow,
+        intent: &IntentRow,
+        state: &str,
+        version: i32,
+        event_id: i64,
+    ) -> Result<(), sqlx::Error> {
+        let spec = workflow
+            .state(state)
+            .expect("validated: transitions go to declared states");
+        let mut jobs = Vec::new();
+        for action in &spec.on_enter {
+            jobs.push(action_job(workflow, intent.id, action, state, version, None));
+        }
+        for timer in &spec.timers {
+            jobs.push(
+                NewJob::new(&TimerJob {
+                    intent_id: intent.id,
+                    state: state.to_owned(),
+                    version,
+                    timer: timer.name().to_owned(),
+                    fire: 1,
+                })
+                .run_after(timer.after())
+                .unique_key(format!("timer:{}:{}:{version}:1", intent.id, timer.name())),
+            );
+        }
+        self.inner.jobs.enqueue_many(tx, &jobs).await?;
+        crate::notify::enqueue_deliveries(&self.inner.jobs, tx, &intent.owner, event_id).await?;
+        Ok(())
+    }
+}
+
+/// The job that runs `action` for one visit to `state`; `fire` tells repeats
+/// of a timer's action apart.
+pub(crate) fn action_job(
+    workflow: &Workflow,
+    intent_id: Uuid,
+    action: &str,
+    state: &str,
+    version: i32,
+    fire: Option<u32>,
+) -> NewJob {
+    let spec = workflow.actions.get(action).expect("validated: actions are declared");
+    let key = match fire {
+        Some(fire) => format!("action:{intent_id}:{action}:{version}:{fire}"),
+        None => format!("action:{intent_id}:{action}:{version}"),
+    };
+    NewJob::new(&ActionJob {
+        intent_id,
+        action: action.to_owned(),
+        state: state.to_owned(),
+        version,
+    })
+    .max_attempts(spec.max_attempts as i32)
+    .timeout(spec.timeout)
+    .retry_policy(spec.retry)
+    .unique_key(key)
+}
+
+/// The timer named `name` of `state`, if the workflow declares it.
+pub(crate) fn find_timer<'w>(workflow: &'w Workflow, state: &str, name: &str) -> Option<&'w Timer> {
+    workflow.state(state)?.timers.iter().find(|t| t.name() == name)
+}

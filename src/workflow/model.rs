@@ -1,0 +1,105 @@
+//! The validated, in-memory form of a workflow. Built only by
+//! [`super::validate`], so every name in it refers to something that exists.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runner::RetryPolicy;
+
+/// One intent kind's state machine.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub kind: String,
+    pub description: String,
+    pub initial: String,
+    pub states: BTreeMap<String, State>,
+    pub transitions: Vec<Transition>,
+    pub actions: BTreeMap<String, ActionSpec>,
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub name: String,
+    pub description: String,
+    pub is_final: bool,
+    pub late_exits: Vec<String>,
+    pub on_enter: Vec<String>,
+    pub timers: Vec<Timer>,
+}
+
+/// A timer armed when its state is entered and disarmed (ignored when it
+/// fires) once the intent has left that visit to the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// Apply `event` once, `after` entering the state (an expiry).
+    Once {
+        name: String,
+        after: Duration,
+        event: String,
+    },
+    /// Run `action` `after` entering the state, then every `every`, at most
+    /// `max_fires` times; one `every` after the last, apply
+    /// `exhausted_event` (status polls, then `unresolved`).
+    Repeat {
+        name: String,
+        after: Duration,
+        every: Duration,
+        max_fires: u32,
+        action: String,
+        exhausted_event: String,
+    },
+}
+
+impl Timer {
+    pub fn name(&self) -> &str {
+        match self {
+            Timer::Once { name, .. } | Timer::Repeat { name, .. } => name,
+        }
+    }
+
+    pub fn after(&self) -> Duration {
+        match self {
+            Timer::Once { after, .. } | Timer::Repeat { after, .. } => *after,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub event: String,
+    pub from: Vec<String>,
+    pub to: String,
+    pub guard: Option<String>,
+}
+
+/// How the runner treats an action's job.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionSpec {
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Workflow {
+    /// The transition `event` takes from `state`, if it is legal there.
+    pub fn transition(&self, state: &str, event: &str) -> Option<&Transition> {
+        self.transitions
+            .iter()
+            .find(|t| t.event == event && t.from.iter().any(|f| f == state))
+    }
+
+    pub fn state(&self, name: &str) -> Option<&State> {
+        self.states.get(name)
+    }
+
+    /// Events legal in `state`, for error messages.
+    pub fn events_from(&self, state: &str) -> Vec<&str> {
+        self.transitions
+            .iter()
+            .filter(|t| t.from.iter().any(|f| f == state))
+            .map(|t| t.event.as_str())
+            .collect()
+    }
+}

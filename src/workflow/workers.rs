@@ -1,0 +1,235 @@
+//! The job workers that drive workflows: actions (named in workflow files,
+//! registered here by name) and timers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::engine::{action_job, find_timer, ActionJob, Applied, Cause, Engine, Event, TimerJob};
+use super::model::Timer;
+use super::KnownNames;
+use crate::runner::{JobContext, JobError, NewJob, Registry, Worker};
+use crate::store::intents::{self, IntentRow};
+
+/// What an action runs with.
+pub struct ActionContext {
+    pub engine: Engine,
+    pub job: JobContext,
+    pub intent: IntentRow,
+}
+
+/// A named step of a workflow, run as a job when its state is entered (or by
+/// a repeating timer). Actions must be idempotent or finish in one
+/// transaction with `job.complete_in`, like every job.
+pub trait Action: Send + Sync + 'static {
+    fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>>;
+}
+
+/// Actions by the name workflow files use.
+#[derive(Clone, Default)]
+pub struct Actions {
+    by_name: BTreeMap<&'static str, Arc<dyn Action>>,
+}
+
+impl Actions {
+    pub fn register(&mut self, name: &'static str, action: impl Action) -> &mut Self {
+        let previous = self.by_name.insert(name, Arc::new(action));
+        assert!(previous.is_none(), "action {name:?} registered twice");
+        self
+    }
+
+    /// The names workflows may use: these actions and the engine's guards.
+    pub fn known_names(&self) -> KnownNames {
+        KnownNames {
+            actions: self.by_name.keys().map(|n| n.to_string()).collect(),
+            guards: super::engine::built_in_guards().keys().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    /// Registers the workers that run actions and timers on `registry`.
+    pub fn register_workers(&self, engine: &Engine, registry: &mut Registry) {
+        registry.register(ActionWorker {
+            engine: engine.clone(),
+            actions: self.clone(),
+        });
+        registry.register(TimerWorker { engine: engine.clone() });
+    }
+}
+
+/// The actions this build has. Provider calls (`submit`, `prompt`,
+/// `query_status`) wait for the provider adapters: until one serves an
+/// intent's provider, its intent stays where it is and says so in the log.
+pub fn built_in_actions() -> Actions {
+    let mut actions = Actions::default();
+    actions.register("release", Release);
+    for name in ["submit", "prompt", "query_status"] {
+        actions.register(name, NoProviderAdapter { action: name });
+    }
+    actions
+}
+
+/// `release`: a pending payout goes on to the provider. The policy gates
+/// (limits, approvals, float) decide here once they exist.
+struct Release;
+
+impl Action for Release {
+    fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>> {
+        Box::pin(async move {
+            let mut tx = ctx.job.pool().begin().await?;
+            let event = Event::new("release", Cause::Policy, "engine");
+            let applied = ctx
+                .engine
+                .apply(&mut tx, ctx.intent.id, &event)
+                .await
+                .map_err(JobError::retryable)?;
+            ctx.job.complete_in(&mut tx).await?;
+            tx.commit().await?;
+            if let Applied::Rejected { reason, .. } = applied {
+                tracing::warn!(intent_id = %ctx.intent.id, reason, "release was not applied");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Stands for a provider call while no adapter for the intent's provider is
+/// built in: the intent keeps waiting for the provider's word, which is the
+/// truthful state; nothing is invented.
+struct NoProviderAdapter {
+    action: &'static str,
+}
+
+impl Action for NoProviderAdapter {
+    fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>> {
+        let action = self.action;
+        Box::pin(async move {
+            tracing::warn!(
+                intent_id = %ctx.intent.id,
+                provider = ctx.intent.provider,
+                action,
+                "no adapter for this provider in this build; the intent waits"
+            );
+            Ok(())
+        })
+    }
+}
+
+struct ActionWorker {
+    engine: Engine,
+    actions: Actions,
+}
+
+impl Worker for ActionWorker {
+    type Args = ActionJob;
+
+    async fn work(&self, ctx: JobContext, args: ActionJob) -> Result<(), JobError> {
+        let Some(action) = self.actions.by_name.get(args.action.as_str()).cloned() else {
+            return Err(JobError::fatal(format!("no action {:?} is registered", args.action)));
+        };
+        let mut conn = ctx.pool().acquire().await?;
+        let Some(intent) = intents::get(&mut conn, args.intent_id).await? else {
+            return Err(JobError::fatal(format!("intent {} does not exist", args.intent_id)));
+        };
+        drop(conn);
+        if intent.state != args.state || intent.state_version != args.version {
+            // The intent has moved on since this action was enqueued.
+            tracing::debug!(intent_id = %intent.id, action = args.action, "stale action skipped");
+            return Ok(());
+        }
+        action
+            .run(ActionContext {
+                engine: self.engine.clone(),
+                job: ctx,
+                intent,
+            })
+            .await
+    }
+}
+
+struct TimerWorker {
+    engine: Engine,
+}
+
+impl Worker for TimerWorker {
+    type Args = TimerJob;
+
+    async fn work(&self, ctx: JobContext, args: TimerJob) -> Result<(), JobError> {
+        let mut tx = ctx.pool().begin().await?;
+        let Some(intent) = intents::get(&mut tx, args.intent_id).await? else {
+            return Err(JobError::fatal(format!("intent {} does not exist", args.intent_id)));
+        };
+        if intent.state != args.state || intent.state_version != args.version {
+            // Disarmed: the intent left the state this timer belongs to.
+            ctx.complete_in(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        let workflow = self
+            .engine
+            .workflows()
+            .get(&intent.kind)
+            .cloned()
+            .ok_or_else(|| JobError::fatal(format!("no workflow {:?}", intent.kind)))?;
+        let Some(timer) = find_timer(&workflow, &args.state, &args.timer) else {
+            return Err(JobError::fatal(format!(
+                "state {:?} has no timer {:?}",
+                args.state, args.timer
+            )));
+        };
+        let actor = format!("timer:{}", args.timer);
+        match timer {
+            Timer::Once { event, .. } => {
+                self.fire_event(&mut tx, &intent, event, &actor).await?;
+            }
+            Timer::Repeat {
+                every,
+                max_fires,
+                action,
+                exhausted_event,
+                ..
+            } => {
+                if args.fire > *max_fires {
+                    self.fire_event(&mut tx, &intent, exhausted_event, &actor).await?;
+                } else {
+                    let jobs = [
+                        action_job(&workflow, intent.id, action, &args.state, args.version, Some(args.fire)),
+                        NewJob::new(&TimerJob {
+                            fire: args.fire + 1,
+                            ..args.clone()
+                        })
+                        .run_after(*every)
+                        .unique_key(format!(
+                            "timer:{}:{}:{}:{}",
+                            intent.id,
+                            args.timer,
+                            args.version,
+                            args.fire + 1
+                        )),
+                    ];
+                    self.engine.jobs().enqueue_many(&mut tx, &jobs).await?;
+                }
+            }
+        }
+        ctx.complete_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl TimerWorker {
+    async fn fire_event(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        intent: &IntentRow,
+        event: &str,
+        actor: &str,
+    ) -> Result<(), JobError> {
+        let event = Event::new(event, Cause::Timer, actor);
+        self.engine
+            .apply(tx, intent.id, &event)
+            .await
+            .map_err(JobError::retryable)?;
+        Ok(())
+    }
+}

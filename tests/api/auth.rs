@@ -1,0 +1,103 @@
+//! Every route checks the API key and its scope.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::app::{payout_body, spawn_app};
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_unauthorized() {
+    let app = spawn_app().await;
+    let no_key = app.http.get(app.url("/v1/payouts")).send().await.unwrap();
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(no_key.headers()["content-type"], "application/problem+json");
+    let forged = format!("{}0", &app.key[..app.key.len() - 1]);
+    for key in ["nonsense", "tuma_zzzzzzzz_00", forged.as_str()] {
+        let response = app.get("/v1/payouts", key).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{key}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:tuma:problem:unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn each_route_demands_its_scope() {
+    let app = spawn_app().await;
+    let body = payout_body("2500", "0712345678");
+    let refused = app.create("/v1/payouts", &app.read_key, "k", &body).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:forbidden");
+    assert!(problem["detail"].as_str().unwrap().contains("intents:write"));
+    assert_eq!(app.count("SELECT count(*) FROM intents").await, 0);
+
+    let created: Value = app
+        .create("/v1/payouts", &app.write_key, "k", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    for path in [
+        format!("/v1/payouts/{id}"),
+        "/v1/payouts".to_owned(),
+        "/v1/collections".to_owned(),
+    ] {
+        assert_eq!(
+            app.get(&path, &app.write_key).await.status(),
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+        assert_eq!(app.get(&path, &app.read_key).await.status(), StatusCode::OK, "{path}");
+    }
+    let cancel = app.post(&format!("/v1/payouts/{id}/cancel"), &app.read_key).await;
+    assert_eq!(cancel.status(), StatusCode::FORBIDDEN);
+    let endpoint = app
+        .http
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&app.read_key)
+        .json(&serde_json::json!({ "url": "http://127.0.0.1:9/hook" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/v1/payouts", "post"),
+        ("/v1/payouts", "get"),
+        ("/v1/payouts/{id}", "get"),
+        ("/v1/payouts/{id}/cancel", "post"),
+        ("/v1/collections", "post"),
+        ("/v1/collections", "get"),
+        ("/v1/collections/{id}", "get"),
+        ("/v1/collections/{id}/cancel", "post"),
+        ("/v1/webhook-endpoints", "post"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from /openapi.json"
+        );
+    }
+    assert_eq!(
+        paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(),
+        expected.len()
+    );
+    let missing = app.get("/v1/nothing-here", &app.key).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+}

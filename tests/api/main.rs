@@ -1,0 +1,13 @@
+//! The intents API, the transition engine and the workflow files, through
+//! the same router and engine `tuma serve` runs, on a fresh database each.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod idempotency;
+mod intents;
+mod transitions;
+mod validation;
+mod webhooks;
+mod workflow_files;

@@ -1,0 +1,303 @@
+//! The transition engine driving both workflows through every declared
+//! transition, with timers on a controlled clock; illegal events and lost
+//! races recorded as what they are.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tuma::workflow::engine::{Applied, Cause, Event};
+use uuid::Uuid;
+
+use crate::common::app::{collection_body, payout_body, spawn_app, TestApp};
+
+async fn create(app: &TestApp, kind: &str) -> Uuid {
+    let (path, body) = match kind {
+        "payout" => ("/v1/payouts", payout_body("1500", "0712345678")),
+        _ => ("/v1/collections", collection_body("5000", "0754123456")),
+    };
+    let created: Value = app
+        .create(path, &app.key, &Uuid::new_v4().to_string(), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn apply(app: &TestApp, id: Uuid, event: &str, cause: Cause, actor: &str) -> Applied {
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let applied = app
+        .engine
+        .apply(&mut tx, id, &Event::new(event, cause, actor))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    applied
+}
+
+async fn state(app: &TestApp, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+fn moved(applied: &Applied, to: &str) {
+    assert!(
+        matches!(applied, Applied::Moved { to: t, .. } if t == to),
+        "expected a move to {to}, got {applied:?}"
+    );
+}
+
+/// (from, event) of every transition a workflow declares.
+fn declared(app: &TestApp, kind: &str) -> BTreeSet<(String, String)> {
+    let workflow = app.engine.workflows().get(kind).unwrap();
+    workflow
+        .transitions
+        .iter()
+        .flat_map(|t| t.from.iter().map(|f| (f.clone(), t.event.clone())))
+        .collect()
+}
+
+async fn exercised(app: &TestApp, kind: &str) -> BTreeSet<(String, String)> {
+    sqlx::query_as::<_, (String, String)>(
+        "SELECT DISTINCT e.from_state, e.event FROM intent_events e JOIN intents i ON i.id = e.intent_id
+         WHERE i.kind = $1 AND e.outcome = 'applied' AND e.from_state IS NOT NULL",
+    )
+    .bind(kind)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test]
+async fn every_payout_transition_runs_as_declared() {
+    let app = spawn_app().await;
+    let admin = "admin-amina";
+
+    // pending --release--> processing --provider_succeeded--> completed
+    let paid = create(&app, "payout").await;
+    app.work("default").await;
+    assert_eq!(state(&app, paid).await, "processing");
+    moved(
+        &apply(&app, paid, "provider_succeeded", Cause::Callback, "mpesa").await,
+        "completed",
+    );
+
+    // Approval: the creator cannot approve its own payout; another admin can.
+    let approved = create(&app, "payout").await;
+    moved(
+        &apply(&app, approved, "require_approval", Cause::Policy, "engine").await,
+        "awaiting_approval",
+    );
+    let own = apply(&app, approved, "approve", Cause::Admin, "shop-backend").await;
+    assert!(
+        matches!(&own, Applied::Rejected { reason, .. } if reason.contains("cannot also decide")),
+        "{own:?}"
+    );
+    moved(&apply(&app, approved, "approve", Cause::Admin, admin).await, "pending");
+    app.work("default").await;
+    assert_eq!(state(&app, approved).await, "processing");
+    moved(
+        &apply(&app, approved, "provider_failed", Cause::Callback, "mpesa").await,
+        "failed",
+    );
+
+    let rejected = create(&app, "payout").await;
+    apply(&app, rejected, "require_approval", Cause::Policy, "engine").await;
+    moved(&apply(&app, rejected, "reject", Cause::Admin, admin).await, "rejected");
+
+    let cancelled_in_approval = create(&app, "payout").await;
+    apply(&app, cancelled_in_approval, "require_approval", Cause::Policy, "engine").await;
+    moved(
+        &apply(&app, cancelled_in_approval, "cancel", Cause::Api, "shop-backend").await,
+        "cancelled",
+    );
+
+    let cancelled = create(&app, "payout").await;
+    moved(
+        &apply(&app, cancelled, "cancel", Cause::Api, "shop-backend").await,
+        "cancelled",
+    );
+
+    let refused = create(&app, "payout").await;
+    moved(
+        &apply(&app, refused, "policy_rejected", Cause::Policy, "engine").await,
+        "failed",
+    );
+
+    // An approval nobody gives expires after three days, by its timer.
+    let lapsed = create(&app, "payout").await;
+    apply(&app, lapsed, "require_approval", Cause::Policy, "engine").await;
+    app.work("default").await;
+    app.advance(Duration::from_secs(259_199));
+    app.work("default").await;
+    assert_eq!(state(&app, lapsed).await, "awaiting_approval", "expired a second early");
+    app.advance(Duration::from_secs(1));
+    app.work("default").await;
+    assert_eq!(state(&app, lapsed).await, "expired");
+
+    // No word from the provider: ten status polls 30 s apart, then unresolved.
+    let (unknown_a, unknown_b) = (create(&app, "payout").await, create(&app, "payout").await);
+    app.work("default").await;
+    for _ in 0..10 {
+        app.advance(Duration::from_secs(30));
+        app.work("default").await;
+        assert_eq!(state(&app, unknown_a).await, "processing");
+    }
+    app.advance(Duration::from_secs(30));
+    app.work("default").await;
+    assert_eq!(state(&app, unknown_a).await, "unresolved");
+    assert_eq!(state(&app, unknown_b).await, "unresolved");
+    let polls = app
+        .count("SELECT count(*) FROM tuma_jobs WHERE kind = 'workflow.action' AND args->>'action' = 'query_status' AND state = 'completed'")
+        .await;
+    assert_eq!(polls, 20, "ten polls per payout");
+    moved(
+        &apply(&app, unknown_a, "resolved_succeeded", Cause::Admin, admin).await,
+        "completed",
+    );
+    moved(
+        &apply(&app, unknown_b, "resolved_failed", Cause::Admin, admin).await,
+        "failed",
+    );
+
+    assert_eq!(exercised(&app, "payout").await, declared(&app, "payout"));
+}
+
+#[tokio::test]
+async fn every_collection_transition_runs_as_declared_including_a_late_success_after_expiry() {
+    let app = spawn_app().await;
+    let paid = create(&app, "collection").await;
+    moved(
+        &apply(&app, paid, "prompted", Cause::Callback, "vodacom_tz").await,
+        "processing",
+    );
+    moved(
+        &apply(&app, paid, "provider_succeeded", Cause::Callback, "vodacom_tz").await,
+        "completed",
+    );
+
+    let cancelled = create(&app, "collection").await;
+    moved(
+        &apply(&app, cancelled, "cancel", Cause::Api, "shop-backend").await,
+        "cancelled",
+    );
+
+    let declined = create(&app, "collection").await;
+    apply(&app, declined, "prompted", Cause::Callback, "vodacom_tz").await;
+    moved(
+        &apply(&app, declined, "provider_failed", Cause::Callback, "vodacom_tz").await,
+        "failed",
+    );
+
+    // Nobody answers the prompt: it expires after five minutes; the
+    // provider's late word that the money moved is still accepted.
+    let late = create(&app, "collection").await;
+    apply(&app, late, "prompted", Cause::Callback, "vodacom_tz").await;
+    for _ in 0..9 {
+        app.advance(Duration::from_secs(30));
+        app.work("default").await;
+    }
+    assert_eq!(state(&app, late).await, "processing");
+    app.advance(Duration::from_secs(30));
+    app.work("default").await;
+    assert_eq!(state(&app, late).await, "expired");
+    moved(
+        &apply(&app, late, "provider_succeeded", Cause::Callback, "vodacom_tz").await,
+        "completed",
+    );
+
+    let (lost_a, lost_b) = (create(&app, "collection").await, create(&app, "collection").await);
+    for id in [lost_a, lost_b] {
+        apply(&app, id, "prompted", Cause::Callback, "vodacom_tz").await;
+        moved(
+            &apply(&app, id, "polls_exhausted", Cause::Timer, "timer:status_poll").await,
+            "unresolved",
+        );
+    }
+    moved(
+        &apply(&app, lost_a, "resolved_succeeded", Cause::Admin, "admin-amina").await,
+        "completed",
+    );
+    moved(
+        &apply(&app, lost_b, "resolved_failed", Cause::Admin, "admin-amina").await,
+        "failed",
+    );
+
+    assert_eq!(exercised(&app, "collection").await, declared(&app, "collection"));
+}
+
+#[tokio::test]
+async fn an_illegal_event_is_recorded_as_rejected_and_changes_nothing() {
+    let app = spawn_app().await;
+    let id = create(&app, "payout").await;
+    let applied = apply(&app, id, "provider_succeeded", Cause::Callback, "mpesa").await;
+    let Applied::Rejected {
+        state: current, reason, ..
+    } = applied
+    else {
+        panic!("{applied:?}")
+    };
+    assert_eq!(current, "pending");
+    assert!(reason.contains("not allowed in state \"pending\""), "{reason}");
+    assert_eq!(state(&app, id).await, "pending");
+    let recorded: (String, Option<String>, String, String) = sqlx::query_as(
+        "SELECT outcome, to_state, cause, actor FROM intent_events WHERE intent_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, ("rejected".into(), None, "callback".into(), "mpesa".into()));
+    // A final state stays final: nothing but a declared late exit leaves it.
+    apply(&app, id, "cancel", Cause::Api, "shop-backend").await;
+    assert!(matches!(
+        apply(&app, id, "release", Cause::Policy, "engine").await,
+        Applied::Rejected { .. }
+    ));
+    assert_eq!(state(&app, id).await, "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_events_racing_for_one_intent_move_it_once() {
+    let app = Arc::new(spawn_app().await);
+    for _ in 0..10 {
+        let id = create(&app, "payout").await;
+        app.work("default").await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let racers: Vec<_> = ["provider_succeeded", "provider_failed"]
+            .into_iter()
+            .map(|event| {
+                let (app, barrier) = (app.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut tx = app.db.pool.begin().await.unwrap();
+                    barrier.wait().await;
+                    let applied = app
+                        .engine
+                        .apply(&mut tx, id, &Event::new(event, Cause::Callback, "mpesa"))
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                    applied
+                })
+            })
+            .collect();
+        let results: Vec<Applied> = futures::future::join_all(racers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let moves = results.iter().filter(|a| matches!(a, Applied::Moved { .. })).count();
+        assert_eq!(moves, 1, "{results:?}");
+        let applied = app
+            .count(&format!("SELECT count(*) FROM intent_events WHERE intent_id = '{id}' AND outcome = 'applied' AND from_state = 'processing'"))
+            .await;
+        assert_eq!(applied, 1);
+    }
+}
