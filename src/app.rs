@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::runner::{JobClient, Registry, Runner};
 use crate::workflow::engine::Engine;
-use crate::workflow::workers::built_in_actions;
+use crate::workflow::workers::{built_in_actions, ProviderClients};
 use crate::workflow::{KnownNames, Workflows};
 
 /// A ready-to-start engine.
@@ -38,7 +38,14 @@ pub fn load_workflows(config: &Config, known: &KnownNames) -> anyhow::Result<Wor
 }
 
 pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<App> {
-    let actions = built_in_actions();
+    let mpesa = match &config.mpesa {
+        Some(mpesa) => Some(Arc::new(
+            crate::providers::mpesa::MpesaClient::new(mpesa.clone())
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
+        )),
+        None => None,
+    };
+    let actions = built_in_actions(&ProviderClients { mpesa });
     let workflows = load_workflows(&config, &actions.known_names())?;
     let jobs = JobClient::new(pool.clone(), clock.clone());
     let engine = Engine::new(workflows, jobs);
@@ -46,6 +53,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     crate::jobs::register(&mut registry);
     actions.register_workers(&engine, &mut registry);
     registry.register(crate::notify::WebhookWorker::new());
+    registry.register(crate::providers::mpesa::callbacks::CallbackWorker { engine: engine.clone() });
     let runner = Runner::new(pool.clone(), config.runner.clone(), registry, clock)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
         .context("building the job runner")?

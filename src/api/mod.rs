@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod callbacks;
 mod health;
 mod intents;
 pub mod openapi;
@@ -24,6 +25,9 @@ pub use auth::{authenticate, create_key, Caller, Scope};
 
 use crate::config::Config;
 use crate::workflow::engine::Engine;
+
+/// Largest callback body stored; Daraja's are a few kilobytes.
+const CALLBACK_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -51,6 +55,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .route("/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
+        .route(
+            "/callbacks/mpesa/{kind}/{token}",
+            post(callbacks::mpesa).layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)),
+        )
         .merge(health::router())
         .fallback(|| async { problem::ApiError::NotFound("no such route".into()) })
         .with_state(state)

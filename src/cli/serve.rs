@@ -22,7 +22,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     tracing::info!(%listen, node = runner.node_id(), "tuma serve is up");
     let server_stop = shutdown.clone();
-    let served = axum::serve(listener, crate::api::router(app.state))
+    let service = crate::api::router(app.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(async move { server_stop.cancelled().await })
         .await;
 

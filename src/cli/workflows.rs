@@ -21,7 +21,7 @@ pub enum WorkflowsCommand {
 }
 
 pub fn run(config: &Config, command: WorkflowsCommand) -> anyhow::Result<()> {
-    let known = built_in_actions().known_names();
+    let known = built_in_actions(&Default::default()).known_names();
     match command {
         WorkflowsCommand::Show { name } => {
             let workflows = crate::app::load_workflows(config, &known)?;

@@ -23,6 +23,8 @@ pub struct IntentRow {
     pub reference: String,
     pub metadata: Value,
     pub provider_ref: Option<String>,
+    pub callback_token: Option<String>,
+    pub receipt: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub final_at: Option<DateTime<Utc>>,
@@ -44,7 +46,7 @@ pub struct EventRow {
 }
 
 const INTENT_COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
-     provider, reference, metadata, provider_ref, created_at, updated_at, final_at";
+     provider, reference, metadata, provider_ref, callback_token, receipt, created_at, updated_at, final_at";
 
 /// Inserts `row`, stamping it with the clock's time (`now`, else the
 /// database's); returns that time.
@@ -55,9 +57,10 @@ pub async fn insert_intent(
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn,
-                              provider, reference, metadata, provider_ref, created_at, updated_at, final_at)
+                              provider, reference, metadata, provider_ref, created_at, updated_at, final_at,
+                              callback_token)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 coalesce($15, now()), coalesce($15, now()), NULL)
+                 coalesce($15, now()), coalesce($15, now()), NULL, $16)
          RETURNING created_at",
     )
     .bind(row.id)
@@ -75,6 +78,7 @@ pub async fn insert_intent(
     .bind(&row.metadata)
     .bind(&row.provider_ref)
     .bind(now)
+    .bind(&row.callback_token)
     .fetch_one(conn)
     .await
 }
@@ -217,4 +221,37 @@ pub async fn list(
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// The intent a callback token belongs to, locked until the caller's
+/// transaction ends: callbacks of one intent are processed one at a time,
+/// so a duplicate always sees its twin's outcome.
+pub async fn by_callback_token(conn: &mut PgConnection, token: &str) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {INTENT_COLUMNS} FROM intents WHERE callback_token = $1 FOR UPDATE"
+    ))
+    .bind(token)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records the provider-side request id, unless one is already recorded;
+/// returns the id in force (ours or the one recorded before).
+pub async fn assign_provider_ref(conn: &mut PgConnection, id: Uuid, provider_ref: &str) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE intents SET provider_ref = coalesce(provider_ref, $2) WHERE id = $1 RETURNING provider_ref",
+    )
+    .bind(id)
+    .bind(provider_ref)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn set_receipt(conn: &mut PgConnection, id: Uuid, receipt: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE intents SET receipt = coalesce(receipt, $2) WHERE id = $1")
+        .bind(id)
+        .bind(receipt)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

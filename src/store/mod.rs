@@ -3,6 +3,7 @@
 //! and webhooks. The runner keeps its own SQL in `runner::store`.
 
 pub mod idempotency;
+pub mod inbox;
 pub mod intents;
 pub mod keys;
 pub mod webhooks;

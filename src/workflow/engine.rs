@@ -214,6 +214,8 @@ impl Engine {
             reference: new.reference,
             metadata: new.metadata,
             provider_ref: None,
+            callback_token: Some(new_callback_token()),
+            receipt: None,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
             final_at: None,
@@ -389,6 +391,15 @@ pub(crate) fn action_job(
     .timeout(spec.timeout)
     .retry_policy(spec.retry)
     .unique_key(key)
+}
+
+/// 128 random bits, hex: the secret path segment of an intent's callback
+/// URLs.
+fn new_callback_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// The timer named `name` of `state`, if the workflow declares it.

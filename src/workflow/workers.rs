@@ -57,16 +57,70 @@ impl Actions {
     }
 }
 
+/// The provider clients this node has; an absent one means intents of
+/// that provider wait (their adapter is not configured or not built yet).
+#[derive(Clone, Default)]
+pub struct ProviderClients {
+    pub mpesa: Option<Arc<crate::providers::mpesa::MpesaClient>>,
+}
+
 /// The actions this build has. Provider calls (`submit`, `prompt`,
-/// `query_status`) wait for the provider adapters: until one serves an
-/// intent's provider, its intent stays where it is and says so in the log.
-pub fn built_in_actions() -> Actions {
+/// `query_status`) go to the intent's provider's adapter; a provider
+/// without one leaves its intent where it is and says so in the log.
+pub fn built_in_actions(providers: &ProviderClients) -> Actions {
     let mut actions = Actions::default();
     actions.register("release", Release);
-    for name in ["submit", "prompt", "query_status"] {
-        actions.register(name, NoProviderAdapter { action: name });
+    for call in [ProviderCall::Submit, ProviderCall::Prompt, ProviderCall::QueryStatus] {
+        actions.register(
+            call.name(),
+            ProviderAction {
+                call,
+                providers: providers.clone(),
+            },
+        );
     }
     actions
+}
+
+#[derive(Clone, Copy)]
+enum ProviderCall {
+    Submit,
+    Prompt,
+    QueryStatus,
+}
+
+impl ProviderCall {
+    fn name(self) -> &'static str {
+        match self {
+            ProviderCall::Submit => "submit",
+            ProviderCall::Prompt => "prompt",
+            ProviderCall::QueryStatus => "query_status",
+        }
+    }
+}
+
+/// A provider call, routed to the intent's provider.
+struct ProviderAction {
+    call: ProviderCall,
+    providers: ProviderClients,
+}
+
+impl Action for ProviderAction {
+    fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>> {
+        use crate::providers::mpesa::actions as mpesa;
+        let call = self.call;
+        match (ctx.intent.provider.as_str(), &self.providers.mpesa) {
+            ("mpesa", Some(client)) => {
+                let client = Arc::clone(client);
+                match call {
+                    ProviderCall::Submit => Box::pin(mpesa::submit(ctx, client)),
+                    ProviderCall::Prompt => Box::pin(mpesa::prompt(ctx, client)),
+                    ProviderCall::QueryStatus => Box::pin(mpesa::query_status(ctx, client)),
+                }
+            }
+            _ => NoProviderAdapter { action: call.name() }.run(ctx),
+        }
+    }
 }
 
 /// `release`: a pending payout goes on to the provider. The policy gates

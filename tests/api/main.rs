@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod idempotency;
 mod intents;
+mod mpesa;
 mod transitions;
 mod validation;
 mod webhooks;

@@ -183,6 +183,12 @@ async fn every_collection_transition_runs_as_declared_including_a_late_success_a
         "completed",
     );
 
+    let refused = create(&app, "collection").await;
+    moved(
+        &apply(&app, refused, "prompt_failed", Cause::Api, "mpesa").await,
+        "failed",
+    );
+
     let cancelled = create(&app, "collection").await;
     moved(
         &apply(&app, cancelled, "cancel", Cause::Api, "shop-backend").await,

@@ -13,7 +13,7 @@ const PAYOUT: &str = BUILT_IN[0].1;
 fn problems_after(from: &str, to: &str) -> Vec<String> {
     assert!(PAYOUT.contains(from), "the fixture no longer contains {from:?}");
     let text = PAYOUT.replacen(from, to, 1);
-    let known = built_in_actions().known_names();
+    let known = built_in_actions(&Default::default()).known_names();
     match Workflows::from_sources([(PathBuf::from("workflows/payout.toml"), text)], &known) {
         Ok(_) => panic!("an invalid workflow was accepted after replacing {from:?}"),
         Err(problems) => problems.iter().map(ToString::to_string).collect(),
@@ -33,7 +33,7 @@ fn assert_reported(problems: &[String], expected: &str) {
 
 #[test]
 fn the_built_in_workflows_are_valid() {
-    let known = built_in_actions().known_names();
+    let known = built_in_actions(&Default::default()).known_names();
     let workflows = Workflows::built_in(&known).unwrap();
     assert_eq!(workflows.kinds().collect::<Vec<_>>(), vec!["collection", "payout"]);
 }
@@ -119,7 +119,7 @@ fn malformed_toml_and_unknown_keys_are_refused_at_their_line() {
 
 #[test]
 fn workflows_render_as_mermaid_state_diagrams() {
-    let known = built_in_actions().known_names();
+    let known = built_in_actions(&Default::default()).known_names();
     let workflows = Workflows::built_in(&known).unwrap();
     let payout = workflows.get("payout").unwrap();
     let diagram = mermaid::render(payout, Some("processing"));

@@ -8,6 +8,7 @@ use tuma::api::Scope;
 use tuma::app::App;
 use tuma::clock::{Clock, ManualClock};
 use tuma::runner::Runner;
+use tuma::simulator::mpesa::{SimConfig, SimHandle};
 use tuma::workflow::engine::Engine;
 
 use super::{config_with, TestDb};
@@ -27,17 +28,38 @@ pub struct TestApp {
     pub write_key: String,
     /// intents:write + intents:read, owner "other-shop".
     pub other_key: String,
+    /// The Daraja simulator, when M-Pesa is configured.
+    pub sim: Option<SimHandle>,
 }
 
 /// Starts the API with the runner *not* started: tests move intents along
-/// with [`TestApp::work`], so nothing happens behind their back.
+/// with [`TestApp::work`], so nothing happens behind their back. No
+/// provider adapter is configured: intents wait where a provider is needed.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with("").await
 }
 
 pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
+    let mut config = config_with(config_overrides);
+    config.mpesa = None;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start(config, listener, None).await
+}
+
+/// Starts the API with M-Pesa pointed at an in-process Daraja simulator.
+pub async fn spawn_mpesa_app(sim_config: SimConfig) -> TestApp {
+    let sim = SimHandle::spawn(sim_config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = config_with("");
+    let mpesa = config.mpesa.as_mut().expect("the built-in config has [mpesa]");
+    mpesa.base_url = sim.base_url.clone();
+    mpesa.callback_base_url = base;
+    start(config, listener, Some(sim)).await
+}
+
+async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, sim: Option<SimHandle>) -> TestApp {
     let db = TestDb::new().await;
-    let config = config_with(config_overrides);
     let clock = ManualClock::starting_now();
     let App { engine, runner, state } =
         tuma::app::assemble(config, db.pool.clone(), Clock::Manual(clock.clone())).expect("the app assembles");
@@ -54,9 +76,9 @@ pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
         &[Scope::IntentsWrite, Scope::IntentsRead],
     )
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, tuma::api::router(state)).await.unwrap() });
+    let service = tuma::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
     TestApp {
         db,
         base,
@@ -68,6 +90,7 @@ pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
         read_key,
         write_key,
         other_key,
+        sim,
     }
 }
 

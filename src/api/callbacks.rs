@@ -1,0 +1,101 @@
+//! `/callbacks/mpesa/{kind}/{token}`: where Daraja reports results. The
+//! handler only checks the source, stores the raw body and enqueues its
+//! processing, in one transaction, then answers the way Daraja expects.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+use crate::providers::mpesa::callbacks::{parse, ProcessCallback, KINDS};
+use crate::runner::NewJob;
+use crate::store::inbox::{self, NewCallback};
+
+/// Longest token accepted in a callback path.
+const MAX_TOKEN_CHARS: usize = 64;
+
+fn answer(status: StatusCode, code: i32, description: &str) -> Response {
+    (status, Json(json!({ "ResultCode": code, "ResultDesc": description }))).into_response()
+}
+
+pub async fn mpesa(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path((kind, token)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let allowlist = state
+        .config
+        .mpesa
+        .as_ref()
+        .map(|m| m.callback_allowlist.clone())
+        .unwrap_or_default();
+    let source_ok = allowlist.is_empty() || allowlist.iter().any(|ip| ip.trim() == remote.ip().to_string());
+    let kind_ok = KINDS.contains(&kind.as_str());
+    let token_ok = !token.is_empty() && token.len() <= MAX_TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_hexdigit());
+    let parsed = if kind_ok {
+        parse(&kind, &body).err()
+    } else {
+        Some(format!("unknown callback kind {kind:?}"))
+    };
+    let refusal = if !source_ok {
+        Some("refused_source")
+    } else if !token_ok {
+        Some("unknown_token")
+    } else if parsed.is_some() {
+        Some("malformed")
+    } else {
+        None
+    };
+    let remote_addr = remote.ip().to_string();
+    let stored = async {
+        let mut tx = state.pool.begin().await?;
+        let kind_stored: String = kind.chars().take(32).collect();
+        let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
+        let id = inbox::insert(
+            &mut tx,
+            &NewCallback {
+                provider: "mpesa",
+                kind: &kind_stored,
+                token: &token_stored,
+                body: &body,
+                parse_error: parsed.as_deref(),
+                remote_addr: Some(&remote_addr),
+                outcome: refusal,
+            },
+        )
+        .await?;
+        if refusal.is_none() {
+            state
+                .engine
+                .jobs()
+                .enqueue(&mut tx, &NewJob::new(&ProcessCallback { inbox_id: id }))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(id)
+    };
+    match stored.await {
+        Err(error) => {
+            // Not stored: make Daraja (and our polls) try again.
+            tracing::error!(%error, "could not store an M-Pesa callback");
+            answer(StatusCode::SERVICE_UNAVAILABLE, 1, "Try again")
+        }
+        Ok(id) => match refusal {
+            None => answer(StatusCode::OK, 0, "Accepted"),
+            Some("malformed") => {
+                tracing::warn!(inbox_id = id, "malformed M-Pesa callback stored");
+                answer(StatusCode::BAD_REQUEST, 1, "Malformed callback")
+            }
+            Some(reason) => {
+                tracing::warn!(inbox_id = id, reason, "M-Pesa callback refused and stored");
+                answer(StatusCode::FORBIDDEN, 1, "Rejected")
+            }
+        },
+    }
+}

@@ -1,0 +1,143 @@
+//! The workflow actions M-Pesa performs: `submit` (B2C), `prompt` (STK
+//! push) and `query_status` (transaction status, STK query).
+//!
+//! The money rules live here: the B2C request id is committed before the
+//! call; an ambiguous answer never fails a payout (it is re-sent under the
+//! same id, which Daraja refuses as a duplicate if the first one arrived,
+//! while the status polls find out what happened); only Daraja's word moves
+//! an intent to `completed` or `failed`.
+
+use std::sync::Arc;
+
+use rust_decimal::prelude::ToPrimitive;
+
+use super::{MpesaClient, MpesaError};
+use crate::providers::Outcome;
+use crate::runner::JobError;
+use crate::store::intents::{self, IntentRow};
+use crate::workflow::engine::{Cause, Event};
+use crate::workflow::workers::ActionContext;
+
+/// This engine's callback URL of `kind` for `intent`.
+fn callback_url(client: &MpesaClient, kind: &str, intent: &IntentRow) -> Result<String, JobError> {
+    let token = intent
+        .callback_token
+        .as_deref()
+        .ok_or_else(|| JobError::fatal("intent has no callback token"))?;
+    Ok(format!(
+        "{}/callbacks/mpesa/{kind}/{token}",
+        client.config().callback_base_url.trim_end_matches('/')
+    ))
+}
+
+fn whole_kes(intent: &IntentRow) -> Result<u64, JobError> {
+    if intent.currency != "KES" || !intent.amount.fract().is_zero() {
+        return Err(JobError::fatal(
+            "M-Pesa carries whole KES only; the intent should have been refused",
+        ));
+    }
+    intent
+        .amount
+        .to_u64()
+        .ok_or_else(|| JobError::fatal("amount out of range"))
+}
+
+/// Applies `event` and completes the job in one transaction.
+async fn apply(ctx: &ActionContext, event: &str, cause: Cause, provider_ref: Option<&str>) -> Result<(), JobError> {
+    let mut tx = ctx.job.pool().begin().await?;
+    if let Some(reference) = provider_ref {
+        intents::assign_provider_ref(&mut tx, ctx.intent.id, reference).await?;
+    }
+    let mut event = Event::new(event, cause, "mpesa");
+    event.provider_ref = provider_ref;
+    ctx.engine
+        .apply(&mut tx, ctx.intent.id, &event)
+        .await
+        .map_err(JobError::retryable)?;
+    ctx.job.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// B2C: pay the recipient.
+pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+    let intent = &ctx.intent;
+    let amount = whole_kes(intent)?;
+    // Rule 1: the request id exists, committed, before the call.
+    let originator = {
+        let mut conn = ctx.job.pool().acquire().await?;
+        let fresh = uuid::Uuid::now_v7().to_string();
+        intents::assign_provider_ref(&mut conn, intent.id, &fresh).await?
+    };
+    let result_url = callback_url(&client, "b2c-result", intent)?;
+    let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
+    match client
+        .b2c(
+            &originator,
+            &intent.msisdn,
+            amount,
+            &intent.reference,
+            &result_url,
+            &timeout_url,
+        )
+        .await
+    {
+        Ok(_) | Err(MpesaError::Duplicate) => Ok(()),
+        Err(MpesaError::Rejected { code, message }) => {
+            tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the payout request");
+            apply(&ctx, "provider_failed", Cause::Api, None).await
+        }
+        Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
+        // Maybe sent: the same id again is safe (a duplicate if it arrived).
+        Err(error @ MpesaError::Ambiguous(_)) => {
+            tracing::warn!(intent_id = %intent.id, %error, "ambiguous B2C answer; re-sending under the same id");
+            Err(JobError::retryable(error))
+        }
+        Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
+    }
+}
+
+/// STK push: prompt the payer.
+pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+    let intent = &ctx.intent;
+    let amount = whole_kes(intent)?;
+    let url = callback_url(&client, "stk", intent)?;
+    match client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await {
+        Ok(checkout_id) => apply(&ctx, "prompted", Cause::Api, Some(&checkout_id)).await,
+        Err(MpesaError::Rejected { code, message }) => {
+            tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the prompt");
+            apply(&ctx, "prompt_failed", Cause::Api, None).await
+        }
+        Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
+        // The prompt may be on the payer's phone: do not prompt again. Its
+        // callback (which names the intent by token) or its expiry decides.
+        Err(MpesaError::Ambiguous(_)) | Err(MpesaError::Duplicate) => apply(&ctx, "prompted", Cause::Api, None).await,
+        Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
+    }
+}
+
+/// Ask M-Pesa what became of the request.
+pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+    let intent = &ctx.intent;
+    let Some(reference) = intent.provider_ref.clone() else {
+        tracing::info!(intent_id = %intent.id, "no provider reference to query yet");
+        return Ok(());
+    };
+    if intent.kind == "collection" {
+        match client.stk_query(&reference).await {
+            Ok(Outcome::Succeeded) => apply(&ctx, "provider_succeeded", Cause::Poll, None).await,
+            Ok(Outcome::Failed { .. }) => apply(&ctx, "provider_failed", Cause::Poll, None).await,
+            Ok(Outcome::Pending) | Ok(Outcome::Unknown { .. }) => Ok(()),
+            Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
+            Err(error) => Err(JobError::retryable(error)),
+        }
+    } else {
+        let result_url = callback_url(&client, "status-result", intent)?;
+        let timeout_url = callback_url(&client, "status-timeout", intent)?;
+        match client.transaction_status(&reference, &result_url, &timeout_url).await {
+            Ok(()) => Ok(()),
+            Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
+            Err(error) => Err(JobError::retryable(error)),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Reading Daraja's callbacks into what they report, and the job that
+//! applies a stored callback to its intent.
+
+use serde::{Deserialize, Serialize};
+
+use super::codes;
+use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
+use crate::providers::Outcome;
+use crate::runner::{JobArgs, JobContext, JobError, Worker};
+use crate::store::{inbox, intents};
+use crate::workflow::engine::{Applied, Cause, Engine, Event};
+
+/// The callback URLs Tuma hands Daraja; the last path segment is the
+/// intent's token.
+pub const KINDS: [&str; 5] = ["stk", "b2c-result", "b2c-timeout", "status-result", "status-timeout"];
+
+/// How long a callback may wait for its intent to be ready for it (a
+/// prompt's callback that beat the prompt's own answer), in seconds.
+const MATCH_WINDOW_S: i64 = 600;
+/// How long to wait between tries of matching such a callback.
+const MATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What one callback says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The request id it answers: CheckoutRequestID (STK) or
+    /// OriginatorConversationID (B2C and status queries of it).
+    pub provider_ref: Option<String>,
+    pub outcome: Outcome,
+    pub receipt: Option<String>,
+    /// Provider ids that make two deliveries the same callback.
+    pub dedupe_key: String,
+    /// A status-query result, rather than the request's own result.
+    pub from_query: bool,
+}
+
+/// Parses a callback body of `kind`.
+pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
+    match kind {
+        "stk" => {
+            let envelope: StkCallbackEnvelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let callback = envelope.body.stk_callback;
+            Ok(Report {
+                dedupe_key: format!("stk:{}:{}", callback.checkout_request_id, callback.result_code.0),
+                outcome: codes::stk(&callback.result_code.0, &callback.result_desc),
+                receipt: callback.receipt(),
+                provider_ref: Some(callback.checkout_request_id),
+                from_query: false,
+            })
+        }
+        "b2c-result" => {
+            let result = serde_json::from_slice::<ResultEnvelope>(body)
+                .map_err(|e| e.to_string())?
+                .result;
+            let outcome = codes::b2c(&result.result_code.0, &result.result_desc);
+            let receipt = result
+                .parameter_str("TransactionReceipt")
+                .or(result.transaction_id.clone())
+                .filter(|_| outcome == Outcome::Succeeded);
+            Ok(Report {
+                dedupe_key: format!("b2c:{}:{}", result.originator_conversation_id, result.result_code.0),
+                outcome,
+                receipt,
+                provider_ref: Some(result.originator_conversation_id),
+                from_query: false,
+            })
+        }
+        "b2c-timeout" => {
+            // Two shapes are seen: a Result envelope, or an echo of the request.
+            let originator = match serde_json::from_slice::<ResultEnvelope>(body) {
+                Ok(envelope) => envelope.result.originator_conversation_id,
+                Err(_) => serde_json::from_slice::<B2cRequest>(body)
+                    .map_err(|e| e.to_string())?
+                    .originator_conversation_id
+                    .unwrap_or_default(),
+            };
+            Ok(Report {
+                dedupe_key: format!("b2c-timeout:{originator}"),
+                // A queue timeout proves nothing: the status query decides.
+                outcome: Outcome::Unknown {
+                    code: "queue-timeout".into(),
+                    detail: "B2C queue timeout".into(),
+                },
+                receipt: None,
+                provider_ref: Some(originator),
+                from_query: false,
+            })
+        }
+        "status-result" => {
+            let result = serde_json::from_slice::<ResultEnvelope>(body)
+                .map_err(|e| e.to_string())?
+                .result;
+            let original = result.parameter_str("OriginatorConversationID");
+            let outcome = if result.result_code.0 == "0" {
+                codes::transaction_status(&result.parameter_str("TransactionStatus").unwrap_or_default())
+            } else {
+                Outcome::Unknown {
+                    code: result.result_code.0.clone(),
+                    detail: result.result_desc.clone(),
+                }
+            };
+            Ok(Report {
+                dedupe_key: format!("status:{}", result.conversation_id),
+                receipt: result.parameter_str("ReceiptNo").filter(|r| !r.is_empty()),
+                outcome,
+                provider_ref: original,
+                from_query: true,
+            })
+        }
+        "status-timeout" => Ok(Report {
+            dedupe_key: format!("status-timeout:{}", String::from_utf8_lossy(body).len()),
+            outcome: Outcome::Unknown {
+                code: "queue-timeout".into(),
+                detail: "status query timed out".into(),
+            },
+            receipt: None,
+            provider_ref: None,
+            from_query: true,
+        }),
+        other => Err(format!("unknown callback kind {other:?}")),
+    }
+}
+
+/// Job arguments: process one stored M-Pesa callback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessCallback {
+    pub inbox_id: i64,
+}
+
+impl JobArgs for ProcessCallback {
+    const KIND: &'static str = "callback.mpesa";
+}
+
+pub struct CallbackWorker {
+    pub engine: Engine,
+}
+
+impl Worker for CallbackWorker {
+    type Args = ProcessCallback;
+
+    async fn work(&self, ctx: JobContext, args: ProcessCallback) -> Result<(), JobError> {
+        let mut tx = ctx.pool().begin().await?;
+        let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
+            return Err(JobError::fatal("inbox row is gone"));
+        };
+        let report = match parse(&row.kind, &row.body) {
+            Ok(report) => report,
+            Err(error) => {
+                inbox::finish(&mut tx, row.id, None, None, "malformed", Some(&error)).await?;
+                return finish(ctx, tx).await;
+            }
+        };
+        let Some(intent) = intents::by_callback_token(&mut tx, &row.token).await? else {
+            inbox::finish(&mut tx, row.id, None, Some(&report.dedupe_key), "unknown_token", None).await?;
+            tracing::warn!(
+                inbox_id = row.id,
+                "callback with an unknown token: stored, not processed"
+            );
+            return finish(ctx, tx).await;
+        };
+        if intent.provider_ref.is_none() && intent.state == "pending" {
+            // The callback beat the record of its own request (a prompt
+            // answered before Daraja's reply reached us): match it later.
+            let age_s = (chrono::Utc::now() - row.received_at).num_seconds();
+            if age_s < MATCH_WINDOW_S {
+                drop(tx);
+                return Err(JobError::Snooze(MATCH_RETRY));
+            }
+            inbox::finish(
+                &mut tx,
+                row.id,
+                Some(intent.id),
+                Some(&report.dedupe_key),
+                "unmatched",
+                Some("its request never recorded a provider reference"),
+            )
+            .await?;
+            return finish(ctx, tx).await;
+        }
+        if let (Some(expected), Some(got)) = (&intent.provider_ref, &report.provider_ref) {
+            if expected != got {
+                inbox::finish(
+                    &mut tx,
+                    row.id,
+                    Some(intent.id),
+                    Some(&report.dedupe_key),
+                    "reference_mismatch",
+                    Some(got),
+                )
+                .await?;
+                tracing::warn!(intent_id = %intent.id, "callback names another request than its intent's; not processed");
+                return finish(ctx, tx).await;
+            }
+        }
+        if let (None, Some(reference)) = (&intent.provider_ref, &report.provider_ref) {
+            // Our request's answer never arrived (ambiguous); the callback
+            // tells us its id.
+            intents::assign_provider_ref(&mut tx, intent.id, reference).await?;
+        }
+        if inbox::already_applied(&mut tx, "mpesa", &report.dedupe_key, row.id).await? {
+            inbox::finish(
+                &mut tx,
+                row.id,
+                Some(intent.id),
+                Some(&report.dedupe_key),
+                "duplicate",
+                None,
+            )
+            .await?;
+            return finish(ctx, tx).await;
+        }
+        let event = match &report.outcome {
+            Outcome::Succeeded => "provider_succeeded",
+            Outcome::Failed { .. } => "provider_failed",
+            Outcome::Pending | Outcome::Unknown { .. } => {
+                inbox::finish(
+                    &mut tx,
+                    row.id,
+                    Some(intent.id),
+                    Some(&report.dedupe_key),
+                    "ignored",
+                    Some(&format!("{:?}", report.outcome)),
+                )
+                .await?;
+                return finish(ctx, tx).await;
+            }
+        };
+        if let (Outcome::Succeeded, Some(receipt)) = (&report.outcome, &report.receipt) {
+            intents::set_receipt(&mut tx, intent.id, receipt).await?;
+        }
+        let mut applied_event = Event::new(
+            event,
+            if report.from_query {
+                Cause::Poll
+            } else {
+                Cause::Callback
+            },
+            "mpesa",
+        );
+        applied_event.provider_ref = report.receipt.as_deref();
+        applied_event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&row.body)));
+        let applied = self
+            .engine
+            .apply(&mut tx, intent.id, &applied_event)
+            .await
+            .map_err(JobError::retryable)?;
+        let outcome = match &applied {
+            Applied::Moved { .. } => "applied",
+            Applied::Rejected { .. } => "rejected",
+            Applied::Lost { .. } => {
+                return Err(JobError::retryable("the intent changed while the callback was applied"))
+            }
+        };
+        let detail = match (&report.outcome, &applied) {
+            (Outcome::Failed { code, reason }, _) => Some(format!("{code}: {reason}")),
+            (_, Applied::Rejected { reason, .. }) => Some(reason.clone()),
+            _ => None,
+        };
+        inbox::finish(
+            &mut tx,
+            row.id,
+            Some(intent.id),
+            Some(&report.dedupe_key),
+            outcome,
+            detail.as_deref(),
+        )
+        .await?;
+        finish(ctx, tx).await
+    }
+}
+
+async fn finish(ctx: JobContext, mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), JobError> {
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Safaricom M-Pesa (Daraja): B2C payouts and STK push collections, status
+//! queries, and the callbacks that carry their results. Only this module
+//! knows Daraja's wire format.
+
+pub mod actions;
+pub mod callbacks;
+pub mod client;
+pub mod codes;
+pub mod wire;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use client::{MpesaClient, MpesaError};
+
+/// `[mpesa]` in the configuration. Secrets are never printed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MpesaConfig {
+    /// Daraja's base URL (`https://api.safaricom.co.ke`), or the simulator's.
+    pub base_url: String,
+    pub consumer_key: String,
+    pub consumer_secret: SecretString,
+    /// The B2C (bulk disbursement) shortcode payouts are paid from.
+    pub b2c_shortcode: String,
+    pub initiator_name: String,
+    pub initiator_password: SecretString,
+    /// Safaricom's X.509 certificate (PEM file) for the security credential;
+    /// empty means the built-in simulator's certificate.
+    pub certificate_path: String,
+    /// `SalaryPayment`, `BusinessPayment` or `PromotionPayment`.
+    pub b2c_command_id: String,
+    /// The STK (Lipa na M-Pesa Online) shortcode and its passkey.
+    pub stk_shortcode: String,
+    pub passkey: SecretString,
+    /// `CustomerPayBillOnline` or `CustomerBuyGoodsOnline`.
+    pub stk_transaction_type: String,
+    /// For Buy Goods: the till number (PartyB); empty for PayBill.
+    pub till_number: String,
+    /// This engine's public base URL, where Daraja sends callbacks.
+    pub callback_base_url: String,
+    /// Callback source addresses accepted; empty accepts any (rely on the
+    /// per-intent token). Safaricom publishes its list.
+    pub callback_allowlist: Vec<String>,
+    /// How long one Daraja request may take before it is ambiguous.
+    pub request_timeout_ms: u64,
+    /// Refresh the OAuth token this long before it expires.
+    pub token_refresh_margin_s: u64,
+}
+
+/// The simulator's certificate, used when no Safaricom certificate is
+/// configured (development, tests, the demo).
+pub const SIMULATOR_CERTIFICATE: &str = include_str!("../../simulator/simulator_cert.pem");

@@ -1,0 +1,368 @@
+//! M-Pesa end to end: the HTTP API, the runner, the Daraja adapter and the
+//! in-process Daraja simulator, with callbacks travelling over real HTTP
+//! back into the engine. The engine's clock is manual; the simulator's
+//! callbacks are real requests, so tests wait for them to *happen*.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tuma::simulator::mpesa::SimConfig;
+use tuma::simulator::Chaos;
+
+use crate::common::app::{spawn_mpesa_app, TestApp};
+use crate::common::eventually;
+
+fn payout(msisdn: &str, amount: &str) -> Value {
+    json!({ "amount": amount, "currency": "KES", "recipient": { "msisdn": msisdn },
+            "party_id": "worker-7", "reference": "wages-nov" })
+}
+
+fn collection(msisdn: &str, amount: &str) -> Value {
+    json!({ "amount": amount, "currency": "KES", "payer": { "msisdn": msisdn },
+            "party_id": "donor-3", "reference": "campaign-9" })
+}
+
+async fn create(app: &TestApp, path: &str, body: &Value) -> String {
+    let response = app
+        .create(path, &app.key, &uuid::Uuid::new_v4().to_string(), body)
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn fetch(app: &TestApp, kind: &str, id: &str) -> Value {
+    app.get(&format!("/v1/{kind}s/{id}"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Works the default queue until the intent reaches `state` (callbacks
+/// arrive over HTTP in the background).
+async fn until_state(app: &TestApp, kind: &str, id: &str, state: &str) -> Value {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{kind} {id} to become {state}"),
+        || async {
+            app.work("default").await;
+            fetch(app, kind, id).await["state"] == state
+        },
+    )
+    .await;
+    fetch(app, kind, id).await
+}
+
+async fn provider_ref(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+fn events(intent: &Value) -> Vec<(String, String)> {
+    intent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "applied")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["cause"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b2c_payout_completes_on_its_result_callback_with_the_receipt_recorded() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let float_before = sim.float_kes();
+    let id = create(&app, "/v1/payouts", &payout("0712 345 678", "1500")).await;
+    let done = until_state(&app, "payout", &id, "completed").await;
+    let reference = provider_ref(&app, &id).await;
+    let paid = sim.payments_for(&reference);
+    assert_eq!(paid.len(), 1);
+    assert_eq!((paid[0].amount_kes, paid[0].msisdn.as_str()), (1500, "254712345678"));
+    assert_eq!(sim.float_kes(), float_before - 1500);
+    let receipt: Option<String> = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(receipt.as_deref(), Some(paid[0].receipt.as_str()));
+    assert_eq!(
+        events(&done),
+        vec![
+            ("create".into(), "api".into()),
+            ("release".into(), "policy".into()),
+            ("provider_succeeded".into(), "callback".into())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_stk_collection_completes_on_its_callback() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let id = create(&app, "/v1/collections", &collection("0722 000 111", "250")).await;
+    let done = until_state(&app, "collection", &id, "completed").await;
+    let reference = provider_ref(&app, &id).await;
+    assert!(reference.starts_with("ws_CO_"), "{reference}");
+    assert_eq!(app.sim.as_ref().unwrap().payments_for(&reference).len(), 1);
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "callback".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_callback_is_recovered_by_the_30_second_status_poll() {
+    let app = spawn_mpesa_app(SimConfig {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let paying = create(&app, "/v1/payouts", &payout("0712345678", "900")).await;
+    let collecting = create(&app, "/v1/collections", &collection("0712345679", "100")).await;
+    until_state(&app, "payout", &paying, "processing").await;
+    until_state(&app, "collection", &collecting, "processing").await;
+    assert_eq!(sim.callbacks_lost(), 2, "both results were lost");
+    // Daraja answers the status query with a result callback of its own.
+    sim.set_chaos(Chaos::default());
+    app.advance(Duration::from_secs(30));
+    let paid = until_state(&app, "payout", &paying, "completed").await;
+    let collected = until_state(&app, "collection", &collecting, "completed").await;
+    assert_eq!(
+        events(&paid).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(
+        events(&collected).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(sim.payments().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_callbacks_change_nothing_the_second_time() {
+    let app = spawn_mpesa_app(SimConfig {
+        chaos: Chaos {
+            callback_duplicate_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "700")).await;
+    until_state(&app, "payout", &id, "completed").await;
+    eventually(Duration::from_secs(10), "both deliveries processed", || async {
+        app.work("default").await;
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NOT NULL")
+            .await
+            == 2
+    })
+    .await;
+    let outcomes = tuma::store::inbox::outcomes(&app.db.pool).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![(Some("applied".into()), 1), (Some("duplicate".into()), 1)]
+    );
+    let done = fetch(&app, "payout", &id).await;
+    assert_eq!(done["events"].as_array().unwrap().len(), 3, "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
+    let chaos = Chaos {
+        callback_before_response: true,
+        ..Chaos::default()
+    };
+    let sim = SimConfig {
+        chaos,
+        response_delay: Duration::from_millis(1_500),
+        ..SimConfig::default()
+    };
+    let app = std::sync::Arc::new(spawn_mpesa_app(sim).await);
+    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+    // The prompt action waits for Daraja's answer; its callback is already here.
+    let prompting = {
+        let app = app.clone();
+        tokio::spawn(async move { app.work("default").await })
+    };
+    eventually(Duration::from_secs(10), "the early callback to be stored", || async {
+        app.count("SELECT count(*) FROM callback_inbox").await == 1
+    })
+    .await;
+    app.work("default").await;
+    assert_eq!(
+        fetch(&app, "collection", &id).await["state"],
+        "pending",
+        "the prompt's answer is still on its way"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NULL")
+            .await,
+        1,
+        "the early callback waits, unprocessed"
+    );
+    prompting.await.unwrap();
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "processing");
+    app.advance(Duration::from_secs(1));
+    let done = until_state(&app, "collection", &id, "completed").await;
+    assert_eq!(events(&done).last().unwrap().0, "provider_succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_and_paid_once() {
+    let chaos = Chaos {
+        timeout_after_money_permille: 1000,
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    };
+    let app = spawn_mpesa_app(SimConfig {
+        chaos,
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "2500")).await;
+    until_state(&app, "payout", &id, "processing").await;
+    let reference = provider_ref(&app, &id).await;
+    assert_eq!(
+        sim.payments_for(&reference).len(),
+        1,
+        "the money moved though the call timed out"
+    );
+    // The submit is re-sent under the same id: Daraja refuses the duplicate.
+    sim.set_chaos(Chaos::default());
+    app.advance(Duration::from_secs(2));
+    app.work("default").await;
+    assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
+    app.advance(Duration::from_secs(30));
+    let done = until_state(&app, "payout", &id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(sim.payments().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_end_in_failed_with_the_providers_reason() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let unregistered = create(&app, "/v1/payouts", &payout("0712345009", "1000")).await;
+    let cancelled = create(&app, "/v1/collections", &collection("0712345001", "100")).await;
+    let wrong_pin = create(&app, "/v1/collections", &collection("0712345002", "100")).await;
+    let broke = create(&app, "/v1/collections", &collection("0712345004", "100")).await;
+    for (kind, id) in [
+        ("payout", &unregistered),
+        ("collection", &cancelled),
+        ("collection", &wrong_pin),
+        ("collection", &broke),
+    ] {
+        until_state(&app, kind, id, "failed").await;
+    }
+    let details: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM callback_inbox WHERE outcome = 'applied' ORDER BY id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let details = details.join(" | ");
+    for code in ["2040", "1032", "2001", "1:"] {
+        assert!(details.contains(code), "{code} missing from {details}");
+    }
+    assert!(app.sim.as_ref().unwrap().payments().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_prompt_paid_late_is_completed_with_both_events_in_its_history() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/collections", &collection("0712345005", "450")).await;
+    until_state(&app, "collection", &id, "processing").await;
+    // Status polls hear "being processed" until the prompt expires.
+    for _ in 0..10 {
+        app.advance(Duration::from_secs(30));
+        app.work("default").await;
+    }
+    let expired = fetch(&app, "collection", &id).await;
+    assert_eq!(expired["state"], "expired");
+    sim.answer_prompt(&provider_ref(&app, &id).await, "0").await;
+    let done = until_state(&app, "collection", &id, "completed").await;
+    let history: Vec<String> = events(&done).into_iter().map(|(event, _)| event).collect();
+    assert_eq!(
+        history,
+        vec!["create", "prompted", "prompt_expired", "provider_succeeded"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_once_and_no_intent_fails() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let first = create(&app, "/v1/payouts", &payout("0712345678", "100")).await;
+    until_state(&app, "payout", &first, "completed").await;
+    assert_eq!(sim.live_tokens(), 1);
+    sim.expire_tokens();
+    let second = create(&app, "/v1/payouts", &payout("0712345678", "200")).await;
+    let third = create(&app, "/v1/payouts", &payout("0712345678", "300")).await;
+    until_state(&app, "payout", &second, "completed").await;
+    until_state(&app, "payout", &third, "completed").await;
+    assert_eq!(sim.live_tokens(), 1, "one refresh for both payouts");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE errors <> '[]'").await,
+        0,
+        "nothing failed along the way"
+    );
+}
+
+#[tokio::test]
+async fn malformed_forged_and_unknown_callbacks_are_stored_answered_and_never_applied() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let post = |path: String, body: &'static str| {
+        let http = app.http.clone();
+        let url = app.url(&path);
+        async move {
+            http.post(url)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let token = "0123456789abcdef0123456789abcdef";
+    let malformed = post(format!("/callbacks/mpesa/stk/{token}"), "{\"Body\": ").await;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.json::<Value>().await.unwrap()["ResultCode"], 1);
+    let stk = r#"{"Body":{"stkCallback":{"MerchantRequestID":"1","CheckoutRequestID":"ws_CO_1","ResultCode":0,"ResultDesc":"ok"}}}"#;
+    let unknown = post(format!("/callbacks/mpesa/stk/{token}"), stk).await;
+    assert_eq!(unknown.status(), StatusCode::OK);
+    let forged = post("/callbacks/mpesa/stk/not-a-token".into(), stk).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let bad_kind = post(format!("/callbacks/mpesa/refund/{token}"), stk).await;
+    assert_eq!(bad_kind.status(), StatusCode::BAD_REQUEST);
+    app.work("default").await;
+    let outcomes = tuma::store::inbox::outcomes(&app.db.pool).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![(Some("malformed".into()), 2), (Some("unknown_token".into()), 2)],
+        "every callback is stored with why it was not applied"
+    );
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT body FROM callback_inbox ORDER BY id LIMIT 1")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, b"{\"Body\": ", "the raw body is kept as received");
+}
