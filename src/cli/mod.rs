@@ -7,6 +7,7 @@ mod bench;
 mod jobs;
 mod keys;
 mod serve;
+mod simulate;
 mod workflows;
 
 use std::path::PathBuf;
@@ -48,6 +49,17 @@ enum Command {
     /// Show workflows as Mermaid diagrams, or check workflow files.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
+    /// Serve the provider simulator (Daraja) with chaos settings.
+    ///
+    /// Daraja's API (M-Pesa Kenya) on its real paths, at the root of
+    /// --listen, so Daraja client libraries work against it with only the
+    /// base URL changed. Subscribers behave by the last digits of their
+    /// number: …001 cancels the prompt (1032), …002 enters a wrong PIN
+    /// (2001), …003 never answers (1037 after --prompt-timeout-s), …004 has
+    /// too little money (1), …005 waits forever, …009 is not an M-Pesa
+    /// customer (B2C 2040). Everyone else pays. Its credentials are the
+    /// defaults of [mpesa] in config/default.toml.
+    Simulate(simulate::SimulateArgs),
     /// Run every scenario against the built-in provider simulator.
     Demo,
 }
@@ -76,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Jobs(command) => jobs::run(config, command).await,
             Command::Keys(command) => keys::run(config, command).await,
             Command::Workflows(command) => workflows::run(&config, command),
+            Command::Simulate(args) => simulate::run(args).await,
             Command::Demo => Err(anyhow::anyhow!(
                 "the demo is not available in this build yet: it needs the payout workflows and \
                  the provider simulator, which have not landed"

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod daraja_wire;
 mod idempotency;
 mod intents;
 mod mpesa;
