@@ -45,7 +45,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         )),
         None => None,
     };
-    let actions = built_in_actions(&ProviderClients { mpesa });
+    let actions = built_in_actions(&ProviderClients { mpesa: mpesa.clone() });
     let workflows = load_workflows(&config, &actions.known_names())?;
     let jobs = JobClient::new(pool.clone(), clock.clone());
     let engine = Engine::new(workflows, jobs);
@@ -53,11 +53,28 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     crate::jobs::register(&mut registry);
     actions.register_workers(&engine, &mut registry);
     registry.register(crate::notify::WebhookWorker::new());
-    registry.register(crate::providers::mpesa::callbacks::CallbackWorker { engine: engine.clone() });
+    registry.register(crate::providers::mpesa::callbacks::CallbackWorker {
+        engine: engine.clone(),
+        balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
+    });
+    let mut cron = crate::jobs::cron_entries();
+    if let Some(client) = &mpesa {
+        registry.register(crate::providers::mpesa::float::QueryBalanceWorker {
+            client: Arc::clone(client),
+        });
+        // Keeps the float report fresh; releases ask for one when needed too.
+        cron.push(
+            crate::runner::CronEntry::new("mpesa-float-report", "0 */5 * * * *", |_| {
+                crate::runner::NewJob::new(&crate::providers::mpesa::float::QueryBalance {})
+                    .unique_key("mpesa.query_balance")
+            })
+            .expect("a valid built-in schedule"),
+        );
+    }
     let runner = Runner::new(pool.clone(), config.runner.clone(), registry, clock)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
         .context("building the job runner")?
-        .with_cron(crate::jobs::cron_entries());
+        .with_cron(cron);
     let state = AppState {
         pool,
         engine: engine.clone(),

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::providers::mpesa::callbacks::{parse, ProcessCallback, KINDS};
+use crate::providers::mpesa::callbacks::{validate, ProcessCallback, KINDS};
 use crate::runner::NewJob;
 use crate::store::inbox::{self, NewCallback};
 
@@ -39,7 +39,7 @@ pub async fn mpesa(
     let kind_ok = KINDS.contains(&kind.as_str());
     let token_ok = !token.is_empty() && token.len() <= MAX_TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_hexdigit());
     let parsed = if kind_ok {
-        parse(&kind, &body).err()
+        validate(&kind, &body).err()
     } else {
         Some(format!("unknown callback kind {kind:?}"))
     };

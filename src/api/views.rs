@@ -45,6 +45,10 @@ pub struct IntentView {
     pub metadata: serde_json::Value,
     /// Tuma's request id toward the provider, once assigned.
     pub provider_ref: Option<String>,
+    /// The provider's transaction id (e.g. the M-Pesa receipt) once paid.
+    pub receipt: Option<String>,
+    /// Why a pending intent is being held back (e.g. the float is too low).
+    pub hold_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the intent reached a final state.
@@ -84,6 +88,8 @@ impl IntentView {
             reference: row.reference.clone(),
             metadata: row.metadata.clone(),
             provider_ref: row.provider_ref.clone(),
+            receipt: row.receipt.clone(),
+            hold_reason: row.hold_reason.clone(),
             created_at: row.created_at,
             updated_at: row.updated_at,
             final_at: row.final_at,

@@ -339,6 +339,7 @@ pub fn router(sim: SimHandle) -> Router {
         .route("/mpesa/b2c/v1/paymentrequest", post(b2c))
         .route("/mpesa/b2c/v3/paymentrequest", post(b2c))
         .route("/mpesa/transactionstatus/v1/query", post(transaction_status))
+        .route("/mpesa/accountbalance/v1/query", post(account_balance))
         .with_state(sim)
 }
 
@@ -755,5 +756,46 @@ async fn transaction_status(State(sim): State<Shared>, headers: HeaderMap, body:
     if let Some(callback) = callback {
         sim.deliver(request.result_url.clone(), callback).await;
     }
+    Json(reply).into_response()
+}
+
+async fn account_balance(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&sim, &headers) {
+        return invalid_token();
+    }
+    let request: Value = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(result_url) = request["ResultURL"].as_str().map(str::to_owned) else {
+        return daraja_error(StatusCode::BAD_REQUEST, "400.002.02", "Bad Request - Invalid ResultURL");
+    };
+    let (reply, callback) = {
+        let mut state = sim.lock();
+        let conversation_id = sim.next_id(&mut state, "AG_");
+        let originator_id = sim.next_id(&mut state, "AB_");
+        let float = state.float_kes;
+        let collected = state.collected_kes;
+        let packed = format!(
+            "Working Account|KES|{collected}.00|{collected}.00|0.00|0.00&Utility Account|KES|{float}.00|{float}.00|0.00|0.00&Charges Paid Account|KES|0.00|0.00|0.00|0.00"
+        );
+        let completed: u64 = crate::providers::mpesa::client::daraja_timestamp(chrono::Utc::now())
+            .parse()
+            .unwrap_or(0);
+        let callback = json!({ "Result": {
+            "ResultType": 0, "ResultCode": 0, "ResultDesc": "The service request is processed successfully.",
+            "OriginatorConversationID": originator_id, "ConversationID": conversation_id, "TransactionID": "OAK0000000",
+            "ResultParameters": { "ResultParameter": [
+                { "Key": "AccountBalance", "Value": packed },
+                { "Key": "BOCompletedTime", "Value": completed },
+            ]},
+        }});
+        let reply = json!({
+            "OriginatorConversationID": originator_id, "ConversationID": conversation_id,
+            "ResponseCode": "0", "ResponseDescription": "Accept the service request successfully.",
+        });
+        (reply, callback)
+    };
+    sim.deliver(result_url, callback).await;
     Json(reply).into_response()
 }

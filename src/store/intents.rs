@@ -25,6 +25,7 @@ pub struct IntentRow {
     pub provider_ref: Option<String>,
     pub callback_token: Option<String>,
     pub receipt: Option<String>,
+    pub hold_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub final_at: Option<DateTime<Utc>>,
@@ -46,7 +47,7 @@ pub struct EventRow {
 }
 
 const INTENT_COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
-     provider, reference, metadata, provider_ref, callback_token, receipt, created_at, updated_at, final_at";
+     provider, reference, metadata, provider_ref, callback_token, receipt, hold_reason, created_at, updated_at, final_at";
 
 /// Inserts `row`, stamping it with the clock's time (`now`, else the
 /// database's); returns that time.

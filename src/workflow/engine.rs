@@ -216,6 +216,7 @@ impl Engine {
             provider_ref: None,
             callback_token: Some(new_callback_token()),
             receipt: None,
+            hold_reason: None,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
             final_at: None,

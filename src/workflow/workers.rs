@@ -69,7 +69,12 @@ pub struct ProviderClients {
 /// without one leaves its intent where it is and says so in the log.
 pub fn built_in_actions(providers: &ProviderClients) -> Actions {
     let mut actions = Actions::default();
-    actions.register("release", Release);
+    actions.register(
+        "release",
+        Release {
+            providers: providers.clone(),
+        },
+    );
     for call in [ProviderCall::Submit, ProviderCall::Prompt, ProviderCall::QueryStatus] {
         actions.register(
             call.name(),
@@ -123,14 +128,44 @@ impl Action for ProviderAction {
     }
 }
 
-/// `release`: a pending payout goes on to the provider. The policy gates
-/// (limits, approvals, float) decide here once they exist.
-struct Release;
+/// `release`: a pending payout goes on to the provider, once nothing holds
+/// it back. Today that is the provider's float (M-Pesa); the policy gates
+/// (limits, approvals) join here.
+struct Release {
+    providers: ProviderClients,
+}
+
+/// How long a held payout waits before it is looked at again.
+const HOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Action for Release {
     fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>> {
+        let gate = match (
+            &self.providers.mpesa,
+            ctx.intent.kind.as_str(),
+            ctx.intent.provider.as_str(),
+        ) {
+            (Some(client), "payout", "mpesa") if client.config().float_check => Some(Arc::clone(client)),
+            _ => None,
+        };
         Box::pin(async move {
+            use crate::providers::mpesa::float;
             let mut tx = ctx.job.pool().begin().await?;
+            if let Some(client) = gate {
+                let now = ctx.job.clock().local_now();
+                match float::check(&mut tx, client.config(), ctx.intent.amount, now).await? {
+                    float::Gate::Hold(reason) => {
+                        tracing::info!(intent_id = %ctx.intent.id, reason, "payout held");
+                        crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, Some(&reason)).await?;
+                        float::request_report(ctx.engine.jobs(), &mut tx).await?;
+                        tx.commit().await?;
+                        return Err(JobError::Snooze(HOLD_RETRY));
+                    }
+                    float::Gate::Release => {
+                        crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, None).await?;
+                    }
+                }
+            }
             let event = Event::new("release", Cause::Policy, "engine");
             let applied = ctx
                 .engine

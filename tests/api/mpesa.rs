@@ -366,3 +366,56 @@ async fn malformed_forged_and_unknown_callbacks_are_stored_answered_and_never_ap
         .unwrap();
     assert_eq!(stored, b"{\"Body\": ", "the raw body is kept as received");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_float_is_topped_up() {
+    let app = crate::common::app::spawn_mpesa_app_with(
+        SimConfig {
+            float_kes: 1_000,
+            ..SimConfig::default()
+        },
+        true,
+    )
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "1500")).await;
+    // No report yet: held, and a report is asked for.
+    eventually(Duration::from_secs(20), "the first float report", || async {
+        app.work("default").await;
+        app.count("SELECT count(*) FROM provider_floats WHERE account = 'Utility Account' AND available = 1000")
+            .await
+            == 1
+    })
+    .await;
+    app.advance(Duration::from_secs(5));
+    app.work("default").await;
+    let held = fetch(&app, "payout", &id).await;
+    assert_eq!(held["state"], "pending");
+    assert_eq!(
+        held["hold_reason"],
+        "M-Pesa float too low: 1000.00 KES free, 1500.00 KES needed"
+    );
+    assert!(
+        sim.payments().is_empty(),
+        "nothing was sent that the float could not cover"
+    );
+
+    sim.set_float_kes(1_000_000);
+    let done = {
+        let mut state = String::new();
+        for _ in 0..100 {
+            app.advance(Duration::from_secs(5));
+            app.work("default").await;
+            state = fetch(&app, "payout", &id).await["state"].as_str().unwrap().to_owned();
+            if state == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        state
+    };
+    assert_eq!(done, "completed");
+    let paid = fetch(&app, "payout", &id).await;
+    assert!(paid["hold_reason"].is_null());
+    assert_eq!(sim.payments().len(), 1);
+}

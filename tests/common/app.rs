@@ -46,8 +46,13 @@ pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
     start(config, listener, None).await
 }
 
-/// Starts the API with M-Pesa pointed at an in-process Daraja simulator.
+/// Starts the API with M-Pesa pointed at an in-process Daraja simulator,
+/// without the float gate (its own tests turn it on).
 pub async fn spawn_mpesa_app(sim_config: SimConfig) -> TestApp {
+    spawn_mpesa_app_with(sim_config, false).await
+}
+
+pub async fn spawn_mpesa_app_with(sim_config: SimConfig, float_check: bool) -> TestApp {
     let sim = SimHandle::spawn(sim_config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -55,6 +60,7 @@ pub async fn spawn_mpesa_app(sim_config: SimConfig) -> TestApp {
     let mpesa = config.mpesa.as_mut().expect("the built-in config has [mpesa]");
     mpesa.base_url = sim.base_url.clone();
     mpesa.callback_base_url = base;
+    mpesa.float_check = float_check;
     start(config, listener, Some(sim)).await
 }
 

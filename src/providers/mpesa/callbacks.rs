@@ -12,7 +12,27 @@ use crate::workflow::engine::{Applied, Cause, Engine, Event};
 
 /// The callback URLs Tuma hands Daraja; the last path segment is the
 /// intent's token.
-pub const KINDS: [&str; 5] = ["stk", "b2c-result", "b2c-timeout", "status-result", "status-timeout"];
+pub const KINDS: [&str; 7] = [
+    "stk",
+    "b2c-result",
+    "b2c-timeout",
+    "status-result",
+    "status-timeout",
+    "balance-result",
+    "balance-timeout",
+];
+
+/// Whether a body of `kind` can be read at all (the HTTP handler refuses
+/// what cannot, after storing it).
+pub fn validate(kind: &str, body: &[u8]) -> Result<(), String> {
+    match kind {
+        "balance-result" => serde_json::from_slice::<ResultEnvelope>(body)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "balance-timeout" => Ok(()),
+        _ => parse(kind, body).map(|_| ()),
+    }
+}
 
 /// How long a callback may wait for its intent to be ready for it (a
 /// prompt's callback that beat the prompt's own answer), in seconds.
@@ -133,6 +153,8 @@ impl JobArgs for ProcessCallback {
 
 pub struct CallbackWorker {
     pub engine: Engine,
+    /// The token of balance reports ([`super::balance_token`]).
+    pub balance_token: Option<String>,
 }
 
 impl Worker for CallbackWorker {
@@ -143,6 +165,9 @@ impl Worker for CallbackWorker {
         let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
             return Err(JobError::fatal("inbox row is gone"));
         };
+        if row.kind.starts_with("balance-") {
+            return self.balance(ctx, tx, row).await;
+        }
         let report = match parse(&row.kind, &row.body) {
             Ok(report) => report,
             Err(error) => {
@@ -262,6 +287,56 @@ impl Worker for CallbackWorker {
             Some(intent.id),
             Some(&report.dedupe_key),
             outcome,
+            detail.as_deref(),
+        )
+        .await?;
+        finish(ctx, tx).await
+    }
+}
+
+impl CallbackWorker {
+    /// A balance report: records every account's available balance.
+    async fn balance(
+        &self,
+        ctx: JobContext,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        row: inbox::InboxRow,
+    ) -> Result<(), JobError> {
+        if self.balance_token.as_deref() != Some(row.token.as_str()) {
+            inbox::finish(&mut tx, row.id, None, None, "unknown_token", None).await?;
+            return finish(ctx, tx).await;
+        }
+        if row.kind == "balance-timeout" {
+            inbox::finish(&mut tx, row.id, None, None, "ignored", Some("balance query timed out")).await?;
+            return finish(ctx, tx).await;
+        }
+        let result = match serde_json::from_slice::<ResultEnvelope>(&row.body) {
+            Ok(envelope) => envelope.result,
+            Err(error) => {
+                inbox::finish(&mut tx, row.id, None, None, "malformed", Some(&error.to_string())).await?;
+                return finish(ctx, tx).await;
+            }
+        };
+        let packed = result.parameter_str("AccountBalance").unwrap_or_default();
+        let (accounts, skipped) = super::wire::parse_balances(&packed);
+        for account in &accounts {
+            crate::store::floats::record(
+                &mut tx,
+                "mpesa",
+                &account.name,
+                &account.currency,
+                account.available,
+                ctx.clock().sql_now(),
+            )
+            .await?;
+        }
+        let detail = (!skipped.is_empty()).then(|| format!("unreadable accounts: {}", skipped.join("; ")));
+        inbox::finish(
+            &mut tx,
+            row.id,
+            None,
+            Some(&format!("balance:{}", result.conversation_id)),
+            "applied",
             detail.as_deref(),
         )
         .await?;

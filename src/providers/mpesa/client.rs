@@ -382,6 +382,28 @@ impl MpesaClient {
     }
 }
 
+impl MpesaClient {
+    /// Asks for the organisation's account balances; the answer arrives at
+    /// `result_url`.
+    pub async fn account_balance(&self, result_url: &str, timeout_url: &str) -> Result<(), MpesaError> {
+        let request = serde_json::json!({
+            "Initiator": self.config.initiator_name,
+            "SecurityCredential": self.security_credential,
+            "CommandID": "AccountBalance",
+            "PartyA": self.config.b2c_shortcode,
+            "IdentifierType": "4",
+            "Remarks": "float check",
+            "QueueTimeOutURL": timeout_url,
+            "ResultURL": result_url,
+        });
+        let _: AcceptedResponse = self
+            .post("/mpesa/accountbalance/v1/query", &request)
+            .await
+            .map_err(Self::classify)?;
+        Ok(())
+    }
+}
+
 /// A failure before classification: either already classified, or
 /// Daraja's error envelope.
 enum Failure {

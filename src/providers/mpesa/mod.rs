@@ -6,6 +6,7 @@ pub mod actions;
 pub mod callbacks;
 pub mod client;
 pub mod codes;
+pub mod float;
 pub mod wire;
 
 use secrecy::SecretString;
@@ -46,6 +47,21 @@ pub struct MpesaConfig {
     pub request_timeout_ms: u64,
     /// Refresh the OAuth token this long before it expires.
     pub token_refresh_margin_s: u64,
+    /// Hold payouts in `pending` unless a recent float report covers them.
+    pub float_check: bool,
+    /// The account B2C pays from, as Daraja names it in balance reports.
+    pub float_account: String,
+    /// A float report older than this is refreshed before releasing.
+    pub float_max_age_s: u64,
+}
+
+/// The callback token of balance reports: stable for this app, and as
+/// unguessable as its consumer secret.
+pub fn balance_token(config: &MpesaConfig) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("tuma.balance.{}", config.consumer_secret.expose_secret()));
+    hex::encode(&digest[..16])
 }
 
 /// The simulator's certificate, used when no Safaricom certificate is

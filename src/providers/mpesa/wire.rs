@@ -299,9 +299,49 @@ impl ResultBody {
     }
 }
 
+/// One account of an `AccountBalance` result parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountBalance {
+    pub name: String,
+    pub currency: String,
+    pub available: rust_decimal::Decimal,
+}
+
+/// Parses Daraja's packed balance string: accounts separated by `&`, fields
+/// by `|`: `name|currency|balance|available|reserved|uncleared`. Accounts
+/// that do not parse are skipped (and named in the error list).
+pub fn parse_balances(packed: &str) -> (Vec<AccountBalance>, Vec<String>) {
+    let mut accounts = Vec::new();
+    let mut skipped = Vec::new();
+    for account in packed.split('&').filter(|a| !a.trim().is_empty()) {
+        let fields: Vec<&str> = account.split('|').map(str::trim).collect();
+        let available = fields.get(3).and_then(|v| v.parse::<rust_decimal::Decimal>().ok());
+        match (fields.first(), fields.get(1), available) {
+            (Some(name), Some(currency), Some(available)) => accounts.push(AccountBalance {
+                name: (*name).to_owned(),
+                currency: (*currency).to_owned(),
+                available,
+            }),
+            _ => skipped.push(account.chars().take(60).collect()),
+        }
+    }
+    (accounts, skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_balances_parse_by_account() {
+        let (accounts, skipped) = parse_balances(
+            "Working Account|KES|700000.00|700000.00|0.00|0.00&Utility Account|KES|228037.00|228000.50|37.00|0.00&Charges Paid Account|KES|-1540.00|-1540.00|0.00|0.00&garbage",
+        );
+        assert_eq!(accounts.len(), 3);
+        assert_eq!(accounts[1].name, "Utility Account");
+        assert_eq!(accounts[1].available, "228000.50".parse().unwrap());
+        assert_eq!(skipped, vec!["garbage".to_owned()]);
+    }
 
     #[test]
     fn callbacks_parse_despite_daraja_quirks() {
