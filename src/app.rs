@@ -48,7 +48,12 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let actions = built_in_actions(&ProviderClients { mpesa: mpesa.clone() });
     let workflows = load_workflows(&config, &actions.known_names())?;
     let jobs = JobClient::new(pool.clone(), clock.clone());
-    let engine = Engine::new(workflows, jobs);
+    let provider_queues = config
+        .providers
+        .keys()
+        .filter(|name| config.runner.queues.contains_key(*name))
+        .cloned();
+    let engine = Engine::new(workflows, jobs, provider_queues);
     let mut registry = Registry::new();
     crate::jobs::register(&mut registry);
     actions.register_workers(&engine, &mut registry);

@@ -73,6 +73,10 @@ pub(crate) struct ActionFile {
     pub(crate) timeout_ms: u64,
     pub(crate) retry_base_ms: u64,
     pub(crate) retry_max_ms: u64,
+    /// A call to the intent's provider: runs on the provider's own runner
+    /// queue (its rate limit) when one is configured.
+    #[serde(default)]
+    pub(crate) provider_call: bool,
 }
 
 /// A problem in a workflow file, located.

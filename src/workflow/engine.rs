@@ -166,16 +166,42 @@ struct EngineInner {
     workflows: Workflows,
     guards: BTreeMap<&'static str, Guard>,
     jobs: JobClient,
+    /// Runner queues named after a provider: provider calls go there, under
+    /// that queue's concurrency and rate limit.
+    provider_queues: std::collections::BTreeSet<String>,
 }
 
 impl Engine {
-    pub fn new(workflows: Workflows, jobs: JobClient) -> Engine {
+    /// An engine whose provider calls run on the queues in `provider_queues`
+    /// named after their provider (others on the default queue).
+    pub fn new(workflows: Workflows, jobs: JobClient, provider_queues: impl IntoIterator<Item = String>) -> Engine {
         Engine {
             inner: Arc::new(EngineInner {
                 workflows,
                 guards: built_in_guards(),
                 jobs,
+                provider_queues: provider_queues.into_iter().collect(),
             }),
+        }
+    }
+
+    /// The job that runs `action` for one visit to `state` of `intent`;
+    /// `fire` tells repeats of a timer's action apart.
+    pub(crate) fn action_job(
+        &self,
+        workflow: &Workflow,
+        intent: &IntentRow,
+        action: &str,
+        state: &str,
+        version: i32,
+        fire: Option<u32>,
+    ) -> NewJob {
+        let spec = workflow.actions.get(action).expect("validated: actions are declared");
+        let job = action_job(workflow, intent.id, action, state, version, fire);
+        if spec.provider_call && self.inner.provider_queues.contains(&intent.provider) {
+            job.queue(intent.provider.clone())
+        } else {
+            job
         }
     }
 
@@ -346,7 +372,7 @@ impl Engine {
             .expect("validated: transitions go to declared states");
         let mut jobs = Vec::new();
         for action in &spec.on_enter {
-            jobs.push(action_job(workflow, intent.id, action, state, version, None));
+            jobs.push(self.action_job(workflow, intent, action, state, version, None));
         }
         for timer in &spec.timers {
             jobs.push(
@@ -369,7 +395,7 @@ impl Engine {
 
 /// The job that runs `action` for one visit to `state`; `fire` tells repeats
 /// of a timer's action apart.
-pub(crate) fn action_job(
+fn action_job(
     workflow: &Workflow,
     intent_id: Uuid,
     action: &str,

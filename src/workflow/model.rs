@@ -77,6 +77,8 @@ pub struct Transition {
 /// How the runner treats an action's job.
 #[derive(Debug, Clone, Copy)]
 pub struct ActionSpec {
+    /// Runs on the provider's queue when the runner has one.
+    pub provider_call: bool,
     pub max_attempts: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,

@@ -68,6 +68,7 @@ fn build(file: &WorkflowFile, at: &Locator<'_>, known: &KnownNames, problems: &m
         actions.insert(
             name.get_ref().clone(),
             ActionSpec {
+                provider_call: action.provider_call,
                 max_attempts: action.max_attempts.max(1),
                 timeout: Duration::from_millis(action.timeout_ms),
                 retry: RetryPolicy {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::engine::{action_job, find_timer, ActionJob, Applied, Cause, Engine, Event, TimerJob};
+use super::engine::{find_timer, ActionJob, Applied, Cause, Engine, Event, TimerJob};
 use super::model::Timer;
 use super::KnownNames;
 use crate::runner::{JobContext, JobError, NewJob, Registry, Worker};
@@ -282,7 +282,8 @@ impl Worker for TimerWorker {
                     self.fire_event(&mut tx, &intent, exhausted_event, &actor).await?;
                 } else {
                     let jobs = [
-                        action_job(&workflow, intent.id, action, &args.state, args.version, Some(args.fire)),
+                        self.engine
+                            .action_job(&workflow, &intent, action, &args.state, args.version, Some(args.fire)),
                         NewJob::new(&TimerJob {
                             fire: args.fire + 1,
                             ..args.clone()

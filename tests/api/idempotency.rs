@@ -41,7 +41,7 @@ async fn a_replay_returns_the_original_response_even_after_the_intent_moved_on()
     let first = app.create("/v1/payouts", &app.key, "k", &body).await;
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first: Value = first.json().await.unwrap();
-    app.work("default").await;
+    app.run_jobs().await;
     // Key order and whitespace do not make a different request.
     let reordered: Value = serde_json::from_str(&serde_json::to_string(&body).unwrap()).unwrap();
     let replay = app.create("/v1/payouts", &app.key, "k", &reordered).await;

@@ -48,7 +48,7 @@ async fn a_payout_is_created_read_listed_and_cancelled() {
     assert_eq!(cancelled["state"], "cancelled");
     assert!(!cancelled["final_at"].is_null());
     // A cancelled payout's queued release finds nothing to do.
-    app.work("default").await;
+    app.run_jobs().await;
     let fetched: Value = app.get(&location, &app.key).await.json().await.unwrap();
     assert_eq!(fetched["state"], "cancelled");
     assert_eq!(fetched["events"].as_array().unwrap().len(), 2);
@@ -64,7 +64,7 @@ async fn a_payout_handed_to_the_provider_cannot_be_cancelled_and_the_attempt_is_
         .await
         .unwrap();
     let id = payout["id"].as_str().unwrap();
-    app.work("default").await;
+    app.run_jobs().await;
     let refused = app.post(&format!("/v1/payouts/{id}/cancel"), &app.key).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     let problem: Value = refused.json().await.unwrap();

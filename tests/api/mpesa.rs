@@ -49,7 +49,7 @@ async fn until_state(app: &TestApp, kind: &str, id: &str, state: &str) -> Value 
         Duration::from_secs(20),
         &format!("{kind} {id} to become {state}"),
         || async {
-            app.work("default").await;
+            app.run_jobs().await;
             fetch(app, kind, id).await["state"] == state
         },
     )
@@ -87,6 +87,19 @@ async fn a_b2c_payout_completes_on_its_result_callback_with_the_receipt_recorded
     let float_before = sim.float_kes();
     let id = create(&app, "/v1/payouts", &payout("0712 345 678", "1500")).await;
     let done = until_state(&app, "payout", &id, "completed").await;
+    // Provider calls run on the provider's own queue (its rate limit).
+    let queues: Vec<(String, String)> =
+        sqlx::query_as("SELECT args->>'action', queue FROM tuma_jobs WHERE kind = 'workflow.action' ORDER BY id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        queues,
+        vec![
+            ("release".to_owned(), "default".to_owned()),
+            ("submit".to_owned(), "mpesa".to_owned())
+        ]
+    );
     let reference = provider_ref(&app, &id).await;
     let paid = sim.payments_for(&reference);
     assert_eq!(paid.len(), 1);
@@ -167,7 +180,7 @@ async fn duplicate_callbacks_change_nothing_the_second_time() {
     let id = create(&app, "/v1/payouts", &payout("0712345678", "700")).await;
     until_state(&app, "payout", &id, "completed").await;
     eventually(Duration::from_secs(10), "both deliveries processed", || async {
-        app.work("default").await;
+        app.run_jobs().await;
         app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NOT NULL")
             .await
             == 2
@@ -198,13 +211,13 @@ async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     // The prompt action waits for Daraja's answer; its callback is already here.
     let prompting = {
         let app = app.clone();
-        tokio::spawn(async move { app.work("default").await })
+        tokio::spawn(async move { app.run_jobs().await })
     };
     eventually(Duration::from_secs(10), "the early callback to be stored", || async {
         app.count("SELECT count(*) FROM callback_inbox").await == 1
     })
     .await;
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(
         fetch(&app, "collection", &id).await["state"],
         "pending",
@@ -247,7 +260,7 @@ async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_an
     // The submit is re-sent under the same id: Daraja refuses the duplicate.
     sim.set_chaos(Chaos::default());
     app.advance(Duration::from_secs(2));
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
     app.advance(Duration::from_secs(30));
     let done = until_state(&app, "payout", &id, "completed").await;
@@ -260,16 +273,22 @@ async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_end_in_failed_with_the_providers_reason() {
-    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let app = spawn_mpesa_app(SimConfig {
+        prompt_timeout: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
     let unregistered = create(&app, "/v1/payouts", &payout("0712345009", "1000")).await;
     let cancelled = create(&app, "/v1/collections", &collection("0712345001", "100")).await;
     let wrong_pin = create(&app, "/v1/collections", &collection("0712345002", "100")).await;
     let broke = create(&app, "/v1/collections", &collection("0712345004", "100")).await;
+    let silent = create(&app, "/v1/collections", &collection("0712345003", "100")).await;
     for (kind, id) in [
         ("payout", &unregistered),
         ("collection", &cancelled),
         ("collection", &wrong_pin),
         ("collection", &broke),
+        ("collection", &silent),
     ] {
         until_state(&app, kind, id, "failed").await;
     }
@@ -279,7 +298,7 @@ async fn refusals_end_in_failed_with_the_providers_reason() {
             .await
             .unwrap();
     let details = details.join(" | ");
-    for code in ["2040", "1032", "2001", "1:"] {
+    for code in ["2040", "1032", "2001", "1:", "1037"] {
         assert!(details.contains(code), "{code} missing from {details}");
     }
     assert!(app.sim.as_ref().unwrap().payments().is_empty());
@@ -294,7 +313,7 @@ async fn an_expired_prompt_paid_late_is_completed_with_both_events_in_its_histor
     // Status polls hear "being processed" until the prompt expires.
     for _ in 0..10 {
         app.advance(Duration::from_secs(30));
-        app.work("default").await;
+        app.run_jobs().await;
     }
     let expired = fetch(&app, "collection", &id).await;
     assert_eq!(expired["state"], "expired");
@@ -353,7 +372,7 @@ async fn malformed_forged_and_unknown_callbacks_are_stored_answered_and_never_ap
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     let bad_kind = post(format!("/callbacks/mpesa/refund/{token}"), stk).await;
     assert_eq!(bad_kind.status(), StatusCode::BAD_REQUEST);
-    app.work("default").await;
+    app.run_jobs().await;
     let outcomes = tuma::store::inbox::outcomes(&app.db.pool).await.unwrap();
     assert_eq!(
         outcomes,
@@ -374,21 +393,21 @@ async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_f
             float_kes: 1_000,
             ..SimConfig::default()
         },
-        true,
+        |mpesa| mpesa.float_check = true,
     )
     .await;
     let sim = app.sim.clone().unwrap();
     let id = create(&app, "/v1/payouts", &payout("0712345678", "1500")).await;
     // No report yet: held, and a report is asked for.
     eventually(Duration::from_secs(20), "the first float report", || async {
-        app.work("default").await;
+        app.run_jobs().await;
         app.count("SELECT count(*) FROM provider_floats WHERE account = 'Utility Account' AND available = 1000")
             .await
             == 1
     })
     .await;
     app.advance(Duration::from_secs(5));
-    app.work("default").await;
+    app.run_jobs().await;
     let held = fetch(&app, "payout", &id).await;
     assert_eq!(held["state"], "pending");
     assert_eq!(
@@ -405,7 +424,7 @@ async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_f
         let mut state = String::new();
         for _ in 0..100 {
             app.advance(Duration::from_secs(5));
-            app.work("default").await;
+            app.run_jobs().await;
             state = fetch(&app, "payout", &id).await["state"].as_str().unwrap().to_owned();
             if state == "completed" {
                 break;
@@ -418,4 +437,32 @@ async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_f
     let paid = fetch(&app, "payout", &id).await;
     assert!(paid["hold_reason"].is_null());
     assert_eq!(sim.payments().len(), 1);
+}
+
+#[tokio::test]
+async fn callbacks_from_outside_the_allow_list_are_stored_and_refused() {
+    let app = crate::common::app::spawn_mpesa_app_with(SimConfig::default(), |mpesa| {
+        mpesa.callback_allowlist = vec!["196.201.214.200".into()];
+    })
+    .await;
+    let stk = r#"{"Body":{"stkCallback":{"MerchantRequestID":"1","CheckoutRequestID":"ws_CO_1","ResultCode":0,"ResultDesc":"ok"}}}"#;
+    let response = app
+        .http
+        .post(app.url("/callbacks/mpesa/stk/0123456789abcdef0123456789abcdef"))
+        .header("Content-Type", "application/json")
+        .body(stk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let stored: (String, Option<String>) = sqlx::query_as("SELECT remote_addr, outcome FROM callback_inbox")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, ("127.0.0.1".to_owned(), Some("refused_source".to_owned())));
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa'")
+            .await,
+        0
+    );
 }

@@ -82,7 +82,7 @@ async fn every_payout_transition_runs_as_declared() {
 
     // pending --release--> processing --provider_succeeded--> completed
     let paid = create(&app, "payout").await;
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(state(&app, paid).await, "processing");
     moved(
         &apply(&app, paid, "provider_succeeded", Cause::Callback, "mpesa").await,
@@ -101,7 +101,7 @@ async fn every_payout_transition_runs_as_declared() {
         "{own:?}"
     );
     moved(&apply(&app, approved, "approve", Cause::Admin, admin).await, "pending");
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(state(&app, approved).await, "processing");
     moved(
         &apply(&app, approved, "provider_failed", Cause::Callback, "mpesa").await,
@@ -134,24 +134,24 @@ async fn every_payout_transition_runs_as_declared() {
     // An approval nobody gives expires after three days, by its timer.
     let lapsed = create(&app, "payout").await;
     apply(&app, lapsed, "require_approval", Cause::Policy, "engine").await;
-    app.work("default").await;
+    app.run_jobs().await;
     app.advance(Duration::from_secs(259_199));
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(state(&app, lapsed).await, "awaiting_approval", "expired a second early");
     app.advance(Duration::from_secs(1));
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(state(&app, lapsed).await, "expired");
 
     // No word from the provider: ten status polls 30 s apart, then unresolved.
     let (unknown_a, unknown_b) = (create(&app, "payout").await, create(&app, "payout").await);
-    app.work("default").await;
+    app.run_jobs().await;
     for _ in 0..10 {
         app.advance(Duration::from_secs(30));
-        app.work("default").await;
+        app.run_jobs().await;
         assert_eq!(state(&app, unknown_a).await, "processing");
     }
     app.advance(Duration::from_secs(30));
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(state(&app, unknown_a).await, "unresolved");
     assert_eq!(state(&app, unknown_b).await, "unresolved");
     let polls = app
@@ -208,11 +208,11 @@ async fn every_collection_transition_runs_as_declared_including_a_late_success_a
     apply(&app, late, "prompted", Cause::Callback, "vodacom_tz").await;
     for _ in 0..9 {
         app.advance(Duration::from_secs(30));
-        app.work("default").await;
+        app.run_jobs().await;
     }
     assert_eq!(state(&app, late).await, "processing");
     app.advance(Duration::from_secs(30));
-    app.work("default").await;
+    app.run_jobs().await;
     assert_eq!(state(&app, late).await, "expired");
     moved(
         &apply(&app, late, "provider_succeeded", Cause::Callback, "vodacom_tz").await,
@@ -275,7 +275,7 @@ async fn two_events_racing_for_one_intent_move_it_once() {
     let app = Arc::new(spawn_app().await);
     for _ in 0..10 {
         let id = create(&app, "payout").await;
-        app.work("default").await;
+        app.run_jobs().await;
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let racers: Vec<_> = ["provider_succeeded", "provider_failed"]
             .into_iter()

@@ -137,7 +137,7 @@ async fn state_changes_are_delivered_signed_and_retried_after_a_receiver_error()
     assert_eq!(attempts, vec![(1, Some(500)), (2, Some(200))]);
 
     // The next state change is delivered too.
-    app.work("default").await;
+    app.run_jobs().await;
     app.work("webhooks").await;
     let next: Value = serde_json::from_slice(&received.lock().unwrap().deliveries[0].1).unwrap();
     assert_eq!(next["type"], "payout.state_changed");

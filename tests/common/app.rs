@@ -49,10 +49,14 @@ pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
 /// Starts the API with M-Pesa pointed at an in-process Daraja simulator,
 /// without the float gate (its own tests turn it on).
 pub async fn spawn_mpesa_app(sim_config: SimConfig) -> TestApp {
-    spawn_mpesa_app_with(sim_config, false).await
+    spawn_mpesa_app_with(sim_config, |_| {}).await
 }
 
-pub async fn spawn_mpesa_app_with(sim_config: SimConfig, float_check: bool) -> TestApp {
+/// As [`spawn_mpesa_app`], with the M-Pesa settings adjusted by `adjust`.
+pub async fn spawn_mpesa_app_with(
+    sim_config: SimConfig,
+    adjust: impl FnOnce(&mut tuma::providers::mpesa::MpesaConfig),
+) -> TestApp {
     let sim = SimHandle::spawn(sim_config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -60,7 +64,8 @@ pub async fn spawn_mpesa_app_with(sim_config: SimConfig, float_check: bool) -> T
     let mpesa = config.mpesa.as_mut().expect("the built-in config has [mpesa]");
     mpesa.base_url = sim.base_url.clone();
     mpesa.callback_base_url = base;
-    mpesa.float_check = float_check;
+    mpesa.float_check = false;
+    adjust(mpesa);
     start(config, listener, Some(sim)).await
 }
 
@@ -142,6 +147,20 @@ impl TestApp {
             total += ran;
         }
         panic!("queue {queue} never drained");
+    }
+
+    /// Runs everything runnable on the intent queues (`default`, and the
+    /// provider queue `mpesa`) until nothing is left.
+    pub async fn run_jobs(&self) -> usize {
+        let mut total = 0;
+        for _ in 0..100 {
+            let ran = self.work("default").await + self.work("mpesa").await;
+            if ran == 0 {
+                return total;
+            }
+            total += ran;
+        }
+        panic!("the intent queues never drained");
     }
 
     pub fn advance(&self, by: Duration) {
