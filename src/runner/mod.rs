@@ -320,15 +320,7 @@ impl RunningRunner {
         let mut released = 0;
         if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
             released = self.tracker.len();
-            let running: Vec<InFlight> = self
-                .inner
-                .in_flight
-                .lock()
-                .expect("in-flight mutex poisoned")
-                .values()
-                .cloned()
-                .collect();
-            for flight in running {
+            for flight in self.inner.in_flight_snapshot() {
                 flight.interrupt(Interrupt::Shutdown);
             }
             self.tracker.wait().await;
@@ -433,6 +425,25 @@ impl Inner {
             previous.interrupt(Interrupt::LeaseLost);
         }
         flight
+    }
+
+    /// Every attempt this node holds, as of now.
+    pub(crate) fn in_flight_snapshot(&self) -> Vec<InFlight> {
+        self.in_flight
+            .lock()
+            .expect("in-flight mutex poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this node still tracks `lease` (not written, not re-claimed).
+    pub(crate) fn holds(&self, lease: Lease) -> bool {
+        self.in_flight
+            .lock()
+            .expect("in-flight mutex poisoned")
+            .get(&lease.id)
+            .is_some_and(|f| f.lease == lease)
     }
 
     /// Forgets a lease, unless the job has been claimed again since.

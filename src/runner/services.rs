@@ -12,7 +12,7 @@ use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{InFlight, Interrupt};
+use super::execute::Interrupt;
 use super::store;
 use super::store::{Lease, LeaseStatus};
 use super::Inner;
@@ -31,13 +31,7 @@ pub(crate) async fn heartbeat_once(inner: &Inner) -> Result<(), sqlx::Error> {
     // Snapshot first: every lease in it was claimed (and committed) before
     // the statement below starts, so its absence from the result means the
     // lease is really gone, not that the claim was too recent to see.
-    let snapshot: Vec<InFlight> = inner
-        .in_flight
-        .lock()
-        .expect("in-flight mutex poisoned")
-        .values()
-        .cloned()
-        .collect();
+    let snapshot = inner.in_flight_snapshot();
     if snapshot.is_empty() {
         return Ok(());
     }
@@ -73,13 +67,7 @@ pub(crate) async fn heartbeat_once(inner: &Inner) -> Result<(), sqlx::Error> {
             Some(LeaseStatus::Lost) => {
                 // Either its outcome was written meanwhile (then it has left
                 // the in-flight map) or the lease is gone.
-                let still_held = inner
-                    .in_flight
-                    .lock()
-                    .expect("in-flight mutex poisoned")
-                    .get(&flight.lease.id)
-                    .is_some_and(|f| f.lease == flight.lease);
-                if still_held {
+                if inner.holds(flight.lease) {
                     tracing::warn!(job_id = flight.lease.id, "lease lost; stopping the attempt");
                     flight.interrupt(Interrupt::LeaseLost);
                 }

@@ -197,7 +197,21 @@ impl Engine {
         fire: Option<u32>,
     ) -> NewJob {
         let spec = workflow.actions.get(action).expect("validated: actions are declared");
-        let job = action_job(workflow, intent.id, action, state, version, fire);
+        let intent_id = intent.id;
+        let key = match fire {
+            Some(fire) => format!("action:{intent_id}:{action}:{version}:{fire}"),
+            None => format!("action:{intent_id}:{action}:{version}"),
+        };
+        let job = NewJob::new(&ActionJob {
+            intent_id,
+            action: action.to_owned(),
+            state: state.to_owned(),
+            version,
+        })
+        .max_attempts(spec.max_attempts as i32)
+        .timeout(spec.timeout)
+        .retry_policy(spec.retry)
+        .unique_key(key);
         if spec.provider_call && self.inner.provider_queues.contains(&intent.provider) {
             job.queue(intent.provider.clone())
         } else {
@@ -391,33 +405,6 @@ impl Engine {
         crate::notify::enqueue_deliveries(&self.inner.jobs, tx, &intent.owner, event_id).await?;
         Ok(())
     }
-}
-
-/// The job that runs `action` for one visit to `state`; `fire` tells repeats
-/// of a timer's action apart.
-fn action_job(
-    workflow: &Workflow,
-    intent_id: Uuid,
-    action: &str,
-    state: &str,
-    version: i32,
-    fire: Option<u32>,
-) -> NewJob {
-    let spec = workflow.actions.get(action).expect("validated: actions are declared");
-    let key = match fire {
-        Some(fire) => format!("action:{intent_id}:{action}:{version}:{fire}"),
-        None => format!("action:{intent_id}:{action}:{version}"),
-    };
-    NewJob::new(&ActionJob {
-        intent_id,
-        action: action.to_owned(),
-        state: state.to_owned(),
-        version,
-    })
-    .max_attempts(spec.max_attempts as i32)
-    .timeout(spec.timeout)
-    .retry_policy(spec.retry)
-    .unique_key(key)
 }
 
 /// 128 random bits, hex: the secret path segment of an intent's callback

@@ -280,12 +280,7 @@ impl MpesaClient {
             .post("/mpesa/stkpush/v1/processrequest", &request)
             .await
             .map_err(Self::classify)?;
-        if accepted.response_code.0 != "0" {
-            return Err(MpesaError::Rejected {
-                code: accepted.response_code.0,
-                message: accepted.response_description,
-            });
-        }
+        accepted_code(&accepted.response_code, &accepted.response_description)?;
         Ok(accepted.checkout_request_id)
     }
 
@@ -344,12 +339,7 @@ impl MpesaClient {
             .post("/mpesa/b2c/v3/paymentrequest", &request)
             .await
             .map_err(Self::classify)?;
-        if accepted.response_code.0 != "0" {
-            return Err(MpesaError::Rejected {
-                code: accepted.response_code.0,
-                message: accepted.response_description,
-            });
-        }
+        accepted_code(&accepted.response_code, &accepted.response_description)?;
         Ok(accepted.conversation_id)
     }
 
@@ -401,6 +391,18 @@ impl MpesaClient {
             .await
             .map_err(Self::classify)?;
         Ok(())
+    }
+}
+
+/// A synchronous answer is an acceptance only with `ResponseCode` "0".
+fn accepted_code(code: &super::wire::Code, description: &str) -> Result<(), MpesaError> {
+    if code.0 == "0" {
+        Ok(())
+    } else {
+        Err(MpesaError::Rejected {
+            code: code.0.clone(),
+            message: description.to_owned(),
+        })
     }
 }
 
