@@ -61,6 +61,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     registry.register(crate::providers::mpesa::callbacks::CallbackWorker {
         engine: engine.clone(),
         balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
+        c2b_token: config.mpesa.as_ref().map(crate::providers::mpesa::c2b_token),
     });
     let mut cron = crate::jobs::cron_entries();
     if let Some(client) = &mpesa {

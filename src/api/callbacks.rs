@@ -12,12 +12,24 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use crate::providers::mpesa::c2b;
+use crate::providers::mpesa::c2b_token;
 use crate::providers::mpesa::callbacks::{validate, ProcessCallback, KINDS};
+use crate::providers::mpesa::wire::C2bNotice;
 use crate::runner::NewJob;
 use crate::store::inbox::{self, NewCallback};
 
 /// Longest token accepted in a callback path.
 const MAX_TOKEN_CHARS: usize = 64;
+
+/// Validation answers carry string codes, as Daraja documents them.
+fn c2b_answer(code: &str, description: &str) -> Response {
+    (
+        StatusCode::OK,
+        Json(json!({ "ResultCode": code, "ResultDesc": description })),
+    )
+        .into_response()
+}
 
 fn answer(status: StatusCode, code: i32, description: &str) -> Response {
     (status, Json(json!({ "ResultCode": code, "ResultDesc": description }))).into_response()
@@ -43,7 +55,9 @@ pub async fn mpesa(
     } else {
         Some(format!("unknown callback kind {kind:?}"))
     };
-    let refusal = if !source_ok {
+    // What is settled at the door (stored, answered, never processed): a
+    // refusal, or a C2B validation decision; `None` goes on to a job.
+    let settled = if !source_ok {
         Some("refused_source")
     } else if !token_ok {
         Some("unknown_token")
@@ -51,6 +65,20 @@ pub async fn mpesa(
         Some("malformed")
     } else {
         None
+    };
+    // A C2B validation is a question Daraja waits on: decide now, by rules.
+    let decision = match (kind.as_str(), settled, state.config.mpesa.as_ref()) {
+        ("c2b-validation", None, Some(mpesa)) if token == c2b_token(mpesa) => {
+            let notice: C2bNotice = serde_json::from_slice(&body).expect("validated above");
+            Some(c2b::validate(mpesa, &notice))
+        }
+        _ => None,
+    };
+    let settled = match (kind.as_str(), settled, &decision) {
+        ("c2b-validation", None, None) => Some("unknown_token"),
+        (_, _, Some(Ok(()))) => Some("accepted"),
+        (_, _, Some(Err(_))) => Some("rejected"),
+        (_, settled, _) => settled,
     };
     let remote_addr = remote.ip().to_string();
     let stored = async {
@@ -66,11 +94,11 @@ pub async fn mpesa(
                 body: &body,
                 parse_error: parsed.as_deref(),
                 remote_addr: Some(&remote_addr),
-                outcome: refusal,
+                outcome: settled,
             },
         )
         .await?;
-        if refusal.is_none() {
+        if settled.is_none() {
             state
                 .engine
                 .jobs()
@@ -86,8 +114,14 @@ pub async fn mpesa(
             tracing::error!(%error, "could not store an M-Pesa callback");
             answer(StatusCode::SERVICE_UNAVAILABLE, 1, "Try again")
         }
-        Ok(id) => match refusal {
+        Ok(id) => match settled {
             None => answer(StatusCode::OK, 0, "Accepted"),
+            Some("accepted") => c2b_answer("0", "Accepted"),
+            Some("rejected") => {
+                let (code, reason) = decision.and_then(|d| d.err()).unwrap_or(("C2B00016", "Rejected"));
+                tracing::info!(inbox_id = id, code, "C2B payment refused at validation");
+                c2b_answer(code, reason)
+            }
             Some("malformed") => {
                 tracing::warn!(inbox_id = id, "malformed M-Pesa callback stored");
                 answer(StatusCode::BAD_REQUEST, 1, "Malformed callback")

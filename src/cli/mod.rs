@@ -6,6 +6,7 @@
 mod bench;
 mod jobs;
 mod keys;
+mod mpesa;
 mod serve;
 mod simulate;
 mod workflows;
@@ -43,6 +44,9 @@ enum Command {
     /// Inspect and steer jobs: list, re-run dead jobs, cancel, pause queues.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// One-off M-Pesa (Daraja) operations, e.g. registering C2B URLs.
+    #[command(subcommand)]
+    Mpesa(mpesa::MpesaCommand),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Bench(command) => bench::run(config, command).await,
             Command::Jobs(command) => jobs::run(config, command).await,
             Command::Keys(command) => keys::run(config, command).await,
+            Command::Mpesa(command) => mpesa::run(config, command).await,
             Command::Workflows(command) => workflows::run(&config, command),
             Command::Simulate(args) => simulate::run(args).await,
             Command::Demo => Err(anyhow::anyhow!(

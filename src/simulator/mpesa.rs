@@ -117,6 +117,8 @@ struct SimState {
     collected_kes: u64,
     wallets: HashMap<String, u64>,
     prompts: HashMap<String, Prompt>,
+    /// Shortcode → (confirmation URL, validation URL, response type).
+    c2b_urls: HashMap<String, (String, String, String)>,
     disbursements: HashMap<String, Disbursement>,
     payments: Vec<Payment>,
     counter: u64,
@@ -150,6 +152,7 @@ impl SimHandle {
                 collected_kes: 0,
                 wallets: HashMap::new(),
                 prompts: HashMap::new(),
+                c2b_urls: HashMap::new(),
                 disbursements: HashMap::new(),
                 payments: Vec::new(),
                 counter: 0,
@@ -218,6 +221,79 @@ impl SimHandle {
 
     pub fn callbacks_lost(&self) -> u64 {
         self.lock().callbacks_lost
+    }
+
+    /// A customer pays `amount_kes` into `shortcode` with account reference
+    /// `bill_ref`, as from their phone: validation (if registered) first,
+    /// then the confirmation. Returns the receipt, or the refusal code.
+    pub async fn pay_bill(
+        &self,
+        shortcode: &str,
+        msisdn: &str,
+        amount_kes: u64,
+        bill_ref: &str,
+    ) -> Result<String, String> {
+        let (urls, trans_id, notice) = {
+            let mut state = self.lock();
+            let Some(urls) = state.c2b_urls.get(shortcode).cloned() else {
+                return Err("no URLs registered for this shortcode".into());
+            };
+            let trans_id = receipt(&mut state.rng);
+            let masked = format!(
+                "{} ***** {}",
+                &msisdn[..msisdn.len().min(4)],
+                &msisdn[msisdn.len().saturating_sub(3)..]
+            );
+            let notice = json!({
+                "TransactionType": "Pay Bill", "TransID": trans_id,
+                "TransTime": crate::providers::mpesa::client::daraja_timestamp(chrono::Utc::now()),
+                "TransAmount": format!("{amount_kes}.00"), "BusinessShortCode": shortcode,
+                "BillRefNumber": bill_ref, "InvoiceNumber": "", "OrgAccountBalance": "",
+                "ThirdPartyTransID": "", "MSISDN": masked, "FirstName": "Simulated", "MiddleName": "", "LastName": "",
+            });
+            (urls, trans_id, notice)
+        };
+        let (confirmation_url, validation_url, response_type) = urls;
+        if !validation_url.is_empty() {
+            let answer = self.http.post(&validation_url).json(&notice).send().await;
+            let code = match answer {
+                Ok(response) => response.json::<Value>().await.ok().and_then(|v| {
+                    v["ResultCode"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| v["ResultCode"].as_i64().map(|c| c.to_string()))
+                }),
+                Err(_) => None,
+            };
+            let accepted = match code.as_deref() {
+                Some("0") => true,
+                Some(_) => false,
+                // Unreachable validation: the registered ResponseType decides.
+                None => response_type == "Completed",
+            };
+            if !accepted {
+                return Err(code.unwrap_or_else(|| "Cancelled".into()));
+            }
+        }
+        {
+            let mut state = self.lock();
+            let opening = state.config.wallet_kes;
+            let wallet = state.wallets.entry(msisdn.to_owned()).or_insert(opening);
+            if *wallet < amount_kes {
+                return Err("insufficient funds".into());
+            }
+            *wallet -= amount_kes;
+            state.collected_kes += amount_kes;
+            state.payments.push(Payment {
+                request_id: trans_id.clone(),
+                msisdn: msisdn.to_owned(),
+                amount_kes,
+                receipt: trans_id.clone(),
+                kind: "c2b",
+            });
+        }
+        self.deliver(confirmation_url, notice).await;
+        Ok(trans_id)
     }
 
     /// The customer of a `…005` prompt answers now: `0` pays, any other STK
@@ -340,6 +416,10 @@ pub fn router(sim: SimHandle) -> Router {
         .route("/mpesa/b2c/v3/paymentrequest", post(b2c))
         .route("/mpesa/transactionstatus/v1/query", post(transaction_status))
         .route("/mpesa/accountbalance/v1/query", post(account_balance))
+        .route("/mpesa/c2b/v1/registerurl", post(register_c2b))
+        .route("/mpesa/c2b/v2/registerurl", post(register_c2b))
+        .route("/mpesa/c2b/v1/simulate", post(simulate_c2b))
+        .route("/mpesa/c2b/v2/simulate", post(simulate_c2b))
         .with_state(sim)
 }
 
@@ -800,4 +880,76 @@ async fn account_balance(State(sim): State<Shared>, headers: HeaderMap, body: ax
     };
     sim.deliver(result_url, callback).await;
     Json(reply).into_response()
+}
+
+async fn register_c2b(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&sim, &headers) {
+        return invalid_token();
+    }
+    let request: Value = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let field = |name: &str| request[name].as_str().unwrap_or_default().to_owned();
+    let (shortcode, response_type) = (field("ShortCode"), field("ResponseType"));
+    if !matches!(response_type.as_str(), "Completed" | "Cancelled") {
+        return daraja_error(
+            StatusCode::BAD_REQUEST,
+            "400.002.02",
+            "Bad Request - Invalid ResponseType",
+        );
+    }
+    let mut state = sim.lock();
+    // Production registers once; changing URLs needs the org portal.
+    if state.c2b_urls.contains_key(&shortcode) {
+        return daraja_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500.003.1001",
+            "URLs are already registered",
+        );
+    }
+    state.c2b_urls.insert(
+        shortcode,
+        (field("ConfirmationURL"), field("ValidationURL"), response_type),
+    );
+    Json(json!({
+        "OriginatorCoversationID": uuid::Uuid::new_v4().simple().to_string(),
+        "ResponseCode": "0",
+        "ResponseDescription": "Success",
+    }))
+    .into_response()
+}
+
+async fn simulate_c2b(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&sim, &headers) {
+        return invalid_token();
+    }
+    let request: Value = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let shortcode = request["ShortCode"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| request["ShortCode"].to_string());
+    let msisdn = request["Msisdn"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| request["Msisdn"].to_string());
+    let amount = request["Amount"]
+        .as_u64()
+        .or_else(|| request["Amount"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or(0);
+    let bill_ref = request["BillRefNumber"].as_str().unwrap_or_default().to_owned();
+    let simulator = sim.clone();
+    // The customer's payment happens after Daraja accepts the simulation.
+    tokio::spawn(async move {
+        let _ = simulator.pay_bill(&shortcode, &msisdn, amount, &bill_ref).await;
+    });
+    Json(json!({
+        "OriginatorCoversationID": uuid::Uuid::new_v4().simple().to_string(),
+        "ResponseCode": "0",
+        "ResponseDescription": "Accept the service request successfully.",
+    }))
+    .into_response()
 }

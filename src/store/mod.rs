@@ -2,6 +2,7 @@
 //! schema migrations, and the SQL of intents, API keys, idempotency records
 //! and webhooks. The runner keeps its own SQL in `runner::store`.
 
+pub mod c2b;
 pub mod floats;
 pub mod idempotency;
 pub mod inbox;

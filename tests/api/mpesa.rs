@@ -466,3 +466,83 @@ async fn callbacks_from_outside_the_allow_list_are_stored_and_refused() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2b_payments_are_validated_by_rules_and_recorded_once_per_receipt() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let client = tuma::providers::mpesa::MpesaClient::new(mpesa.clone()).unwrap();
+    let base = format!("{}/callbacks/mpesa", mpesa.callback_base_url);
+    let token = tuma::providers::mpesa::c2b_token(&mpesa);
+    let (confirmation, validation) = (
+        format!("{base}/c2b-confirmation/{token}"),
+        format!("{base}/c2b-validation/{token}"),
+    );
+    assert_eq!(
+        client.register_c2b_urls(&confirmation, &validation).await.unwrap(),
+        "Success"
+    );
+    assert_eq!(
+        client.register_c2b_urls(&confirmation, &validation).await.unwrap(),
+        "URLs were already registered"
+    );
+
+    let receipt = sim.pay_bill("174379", "254712345678", 1000, "LOAN-42").await.unwrap();
+    eventually(Duration::from_secs(10), "the confirmation recorded", || async {
+        app.run_jobs().await;
+        app.count("SELECT count(*) FROM c2b_payments").await == 1
+    })
+    .await;
+    let recorded: (String, rust_decimal::Decimal, String, String) =
+        sqlx::query_as("SELECT trans_id, amount, bill_ref, msisdn_masked FROM c2b_payments")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (recorded.0.as_str(), recorded.1, recorded.2.as_str()),
+        (receipt.as_str(), rust_decimal::Decimal::from(1000), "LOAN-42")
+    );
+    assert!(
+        !recorded.3.contains("12345678"),
+        "Daraja's masked number is kept masked: {}",
+        recorded.3
+    );
+
+    // The same confirmation again records nothing.
+    let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM callback_inbox WHERE kind = 'c2b-confirmation'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let again = app
+        .http
+        .post(&confirmation)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'duplicate'")
+            .await,
+        1
+    );
+
+    // A payment without an account reference is refused at validation:
+    // no money moves, nothing is recorded, the question is kept.
+    let refused = sim.pay_bill("174379", "254712345679", 500, "").await;
+    assert_eq!(refused, Err("C2B00012".to_owned()));
+    assert_eq!(sim.payments().iter().filter(|p| p.kind == "c2b").count(), 1);
+    let validations: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT outcome FROM callback_inbox WHERE kind = 'c2b-validation' ORDER BY id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        validations,
+        vec![Some("accepted".to_owned()), Some("rejected".to_owned())]
+    );
+}

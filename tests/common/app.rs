@@ -30,6 +30,8 @@ pub struct TestApp {
     pub other_key: String,
     /// The Daraja simulator, when M-Pesa is configured.
     pub sim: Option<SimHandle>,
+    /// The configuration the engine runs with.
+    pub config: std::sync::Arc<tuma::config::Config>,
 }
 
 /// Starts the API with the runner *not* started: tests move intents along
@@ -88,6 +90,7 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
     )
     .await;
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = state.config.clone();
     let service = tuma::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
     TestApp {
@@ -102,6 +105,7 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
         write_key,
         other_key,
         sim,
+        config,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::workflow::engine::{Applied, Cause, Engine, Event};
 
 /// The callback URLs Tuma hands Daraja; the last path segment is the
 /// intent's token.
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 9] = [
     "stk",
     "b2c-result",
     "b2c-timeout",
@@ -20,6 +20,8 @@ pub const KINDS: [&str; 7] = [
     "status-timeout",
     "balance-result",
     "balance-timeout",
+    "c2b-validation",
+    "c2b-confirmation",
 ];
 
 /// Whether a body of `kind` can be read at all (the HTTP handler refuses
@@ -30,6 +32,9 @@ pub fn validate(kind: &str, body: &[u8]) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| e.to_string()),
         "balance-timeout" => Ok(()),
+        "c2b-validation" | "c2b-confirmation" => serde_json::from_slice::<super::wire::C2bNotice>(body)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         _ => parse(kind, body).map(|_| ()),
     }
 }
@@ -155,6 +160,8 @@ pub struct CallbackWorker {
     pub engine: Engine,
     /// The token of balance reports ([`super::balance_token`]).
     pub balance_token: Option<String>,
+    /// The token of C2B notices ([`super::c2b_token`]).
+    pub c2b_token: Option<String>,
 }
 
 impl Worker for CallbackWorker {
@@ -167,6 +174,9 @@ impl Worker for CallbackWorker {
         };
         if row.kind.starts_with("balance-") {
             return self.balance(ctx, tx, row).await;
+        }
+        if row.kind == "c2b-confirmation" {
+            return self.confirmation(ctx, tx, row).await;
         }
         let report = match parse(&row.kind, &row.body) {
             Ok(report) => report,
@@ -295,6 +305,55 @@ impl Worker for CallbackWorker {
 }
 
 impl CallbackWorker {
+    /// A C2B confirmation: records the payment, once per M-Pesa receipt.
+    async fn confirmation(
+        &self,
+        ctx: JobContext,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        row: inbox::InboxRow,
+    ) -> Result<(), JobError> {
+        if self.c2b_token.as_deref() != Some(row.token.as_str()) {
+            inbox::finish(&mut tx, row.id, None, None, "unknown_token", None).await?;
+            return finish(ctx, tx).await;
+        }
+        let notice = match serde_json::from_slice::<super::wire::C2bNotice>(&row.body) {
+            Ok(notice) => notice,
+            Err(error) => {
+                inbox::finish(&mut tx, row.id, None, None, "malformed", Some(&error.to_string())).await?;
+                return finish(ctx, tx).await;
+            }
+        };
+        let dedupe_key = format!("c2b:{}", notice.trans_id);
+        let Ok(amount) = notice.trans_amount.trim().parse::<rust_decimal::Decimal>() else {
+            inbox::finish(
+                &mut tx,
+                row.id,
+                None,
+                Some(&dedupe_key),
+                "malformed",
+                Some("TransAmount is not a number"),
+            )
+            .await?;
+            return finish(ctx, tx).await;
+        };
+        let recorded = crate::store::c2b::record(
+            &mut tx,
+            &crate::store::c2b::NewPayment {
+                trans_id: &notice.trans_id,
+                shortcode: &notice.business_short_code,
+                amount,
+                bill_ref: notice.bill_ref_number.trim(),
+                msisdn_masked: &notice.msisdn,
+                trans_time: &notice.trans_time,
+                inbox_id: row.id,
+            },
+        )
+        .await?;
+        let outcome = if recorded { "applied" } else { "duplicate" };
+        inbox::finish(&mut tx, row.id, None, Some(&dedupe_key), outcome, None).await?;
+        finish(ctx, tx).await
+    }
+
     /// A balance report: records every account's available balance.
     async fn balance(
         &self,

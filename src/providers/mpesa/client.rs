@@ -394,6 +394,33 @@ impl MpesaClient {
     }
 }
 
+impl MpesaClient {
+    /// Registers our C2B confirmation and validation URLs for the C2B
+    /// shortcode. Daraja registers production URLs once; "already
+    /// registered" is reported as such, not as a failure.
+    pub async fn register_c2b_urls(&self, confirmation_url: &str, validation_url: &str) -> Result<String, MpesaError> {
+        let request = serde_json::json!({
+            "ShortCode": self.config.c2b_shortcode,
+            "ResponseType": self.config.c2b_response_type,
+            "ConfirmationURL": confirmation_url,
+            "ValidationURL": validation_url,
+        });
+        match self
+            .post::<_, serde_json::Value>("/mpesa/c2b/v2/registerurl", &request)
+            .await
+        {
+            Ok(answer) => Ok(answer["ResponseDescription"]
+                .as_str()
+                .unwrap_or("registered")
+                .to_owned()),
+            Err(Failure::Daraja { error, .. }) if error.error_message.contains("already registered") => {
+                Ok("URLs were already registered".to_owned())
+            }
+            Err(failure) => Err(Self::classify(failure)),
+        }
+    }
+}
+
 /// A synchronous answer is an acceptance only with `ResponseCode` "0".
 fn accepted_code(code: &super::wire::Code, description: &str) -> Result<(), MpesaError> {
     if code.0 == "0" {

@@ -3,6 +3,7 @@
 //! knows Daraja's wire format.
 
 pub mod actions;
+pub mod c2b;
 pub mod callbacks;
 pub mod client;
 pub mod codes;
@@ -53,6 +54,19 @@ pub struct MpesaConfig {
     pub float_account: String,
     /// A float report older than this is refreshed before releasing.
     pub float_max_age_s: u64,
+    /// The PayBill or till customers pay into on their own (C2B).
+    pub c2b_shortcode: String,
+    /// What M-Pesa does when our validation URL does not answer in time:
+    /// `Completed` (accept) or `Cancelled` (refuse).
+    pub c2b_response_type: String,
+}
+
+/// The callback token of C2B validation and confirmation notices.
+pub fn c2b_token(config: &MpesaConfig) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("tuma.c2b.{}", config.consumer_secret.expose_secret()));
+    hex::encode(&digest[..16])
 }
 
 /// The callback token of balance reports: stable for this app, and as

@@ -299,6 +299,38 @@ impl ResultBody {
     }
 }
 
+/// The body Daraja sends to both C2B URLs (validation and confirmation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct C2bNotice {
+    #[serde(default)]
+    pub transaction_type: String,
+    #[serde(rename = "TransID")]
+    pub trans_id: String,
+    #[serde(default)]
+    pub trans_time: String,
+    /// A string such as "5.00".
+    pub trans_amount: String,
+    pub business_short_code: String,
+    #[serde(default)]
+    pub bill_ref_number: String,
+    #[serde(default)]
+    pub invoice_number: String,
+    #[serde(default)]
+    pub org_account_balance: String,
+    #[serde(default, rename = "ThirdPartyTransID")]
+    pub third_party_trans_id: String,
+    /// Masked (v2) or hashed (v1) by Daraja.
+    #[serde(rename = "MSISDN", default)]
+    pub msisdn: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub middle_name: String,
+    #[serde(default)]
+    pub last_name: String,
+}
+
 /// One account of an `AccountBalance` result parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountBalance {
