@@ -121,6 +121,8 @@ struct SimState {
     c2b_urls: HashMap<String, (String, String, String)>,
     disbursements: HashMap<String, Disbursement>,
     payments: Vec<Payment>,
+    /// Receipts already reversed.
+    reversed: std::collections::HashSet<String>,
     counter: u64,
     callbacks_lost: u64,
     callbacks_duplicated: u64,
@@ -155,6 +157,7 @@ impl SimHandle {
                 c2b_urls: HashMap::new(),
                 disbursements: HashMap::new(),
                 payments: Vec::new(),
+                reversed: std::collections::HashSet::new(),
                 counter: 0,
                 callbacks_lost: 0,
                 callbacks_duplicated: 0,
@@ -416,6 +419,7 @@ pub fn router(sim: SimHandle) -> Router {
         .route("/mpesa/b2c/v3/paymentrequest", post(b2c))
         .route("/mpesa/transactionstatus/v1/query", post(transaction_status))
         .route("/mpesa/accountbalance/v1/query", post(account_balance))
+        .route("/mpesa/reversal/v1/request", post(reversal))
         .route("/mpesa/c2b/v1/registerurl", post(register_c2b))
         .route("/mpesa/c2b/v2/registerurl", post(register_c2b))
         .route("/mpesa/c2b/v1/simulate", post(simulate_c2b))
@@ -952,4 +956,69 @@ async fn simulate_c2b(State(sim): State<Shared>, headers: HeaderMap, body: axum:
         "ResponseDescription": "Accept the service request successfully.",
     }))
     .into_response()
+}
+
+/// Reverses a C2B or STK payment: the money goes back to the customer, once.
+async fn reversal(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&sim, &headers) {
+        return invalid_token();
+    }
+    let request: Value = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let receipt = request["TransactionID"].as_str().unwrap_or_default().to_owned();
+    let Some(result_url) = request["ResultURL"].as_str().map(str::to_owned) else {
+        return daraja_error(StatusCode::BAD_REQUEST, "400.002.02", "Bad Request - Invalid ResultURL");
+    };
+    let (reply, callback) = {
+        let mut state = sim.lock();
+        let conversation_id = sim.next_id(&mut state, "AG_");
+        let originator_id = sim.next_id(&mut state, "RV_");
+        let original = state
+            .payments
+            .iter()
+            .find(|p| p.receipt == receipt && p.kind != "b2c")
+            .cloned();
+        let (code, description, reversal_receipt) = match original {
+            _ if state.reversed.contains(&receipt) => ("R000001", "The transaction has already been reversed", None),
+            None => ("R000002", "The OriginalTransactionID is invalid", None),
+            Some(payment) => {
+                state.reversed.insert(receipt.clone());
+                *state.wallets.entry(payment.msisdn.clone()).or_insert(0) += payment.amount_kes;
+                state.collected_kes = state.collected_kes.saturating_sub(payment.amount_kes);
+                let reversal_receipt = self::receipt(&mut state.rng);
+                state.payments.push(Payment {
+                    request_id: originator_id.clone(),
+                    msisdn: payment.msisdn,
+                    amount_kes: payment.amount_kes,
+                    receipt: reversal_receipt.clone(),
+                    kind: "reversal",
+                });
+                (
+                    "0",
+                    "The service request is processed successfully.",
+                    Some(reversal_receipt),
+                )
+            }
+        };
+        let mut result = json!({
+            "ResultType": 0, "ResultCode": code, "ResultDesc": description,
+            "OriginatorConversationID": originator_id, "ConversationID": conversation_id,
+            "TransactionID": reversal_receipt.clone().unwrap_or_default(),
+        });
+        if reversal_receipt.is_some() {
+            result["ResultParameters"] = json!({ "ResultParameter": [
+                { "Key": "OriginalTransactionID", "Value": receipt },
+                { "Key": "Amount", "Value": request["Amount"] },
+            ]});
+        }
+        let reply = json!({
+            "OriginatorConversationID": originator_id, "ConversationID": conversation_id,
+            "ResponseCode": "0", "ResponseDescription": "Accept the service request successfully.",
+        });
+        (reply, json!({ "Result": result }))
+    };
+    sim.deliver(result_url, callback).await;
+    Json(reply).into_response()
 }

@@ -546,3 +546,63 @@ async fn c2b_payments_are_validated_by_rules_and_recorded_once_per_receipt() {
         vec![Some("accepted".to_owned()), Some("rejected".to_owned())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collected_payment_can_be_reversed_once_and_its_result_is_read() {
+    use tuma::providers::mpesa::{codes, wire::ResultEnvelope};
+    use tuma::providers::Outcome;
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/collections", &collection("0712345678", "800")).await;
+    until_state(&app, "collection", &id, "completed").await;
+    let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let store = results.clone();
+    let receiver = axum::Router::new().route(
+        "/reversal",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push(body);
+                axum::Json(json!({ "ResultCode": 0, "ResultDesc": "Accepted" }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/reversal", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+
+    let client = tuma::providers::mpesa::MpesaClient::new(app.config.mpesa.clone().unwrap()).unwrap();
+    for _ in 0..2 {
+        client
+            .reversal(&receipt, 800, "wrong payment", &url, &url)
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(5), "two reversal results", || async {
+        results.lock().unwrap().len() == 2
+    })
+    .await;
+    let outcomes: Vec<Outcome> = results
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|body| {
+            let result = serde_json::from_value::<ResultEnvelope>(body.clone()).unwrap().result;
+            codes::reversal(&result.result_code.0, &result.result_desc)
+        })
+        .collect();
+    assert_eq!(outcomes[0], Outcome::Succeeded);
+    assert!(
+        matches!(&outcomes[1], Outcome::Failed { code, .. } if code == "R000001"),
+        "{outcomes:?}"
+    );
+    let reversals: Vec<_> = sim.payments().into_iter().filter(|p| p.kind == "reversal").collect();
+    assert_eq!(reversals.len(), 1, "the money went back once");
+    assert_eq!(reversals[0].amount_kes, 800);
+}

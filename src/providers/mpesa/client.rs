@@ -421,6 +421,40 @@ impl MpesaClient {
     }
 }
 
+impl MpesaClient {
+    /// Asks Daraja to reverse the C2B or STK payment with `receipt`; the
+    /// result arrives at `result_url` ([`super::codes::reversal`]). B2C
+    /// payments cannot be reversed through the API.
+    pub async fn reversal(
+        &self,
+        receipt: &str,
+        amount: u64,
+        remarks: &str,
+        result_url: &str,
+        timeout_url: &str,
+    ) -> Result<String, MpesaError> {
+        let request = serde_json::json!({
+            "Initiator": self.config.initiator_name,
+            "SecurityCredential": self.security_credential,
+            "CommandID": "TransactionReversal",
+            "TransactionID": receipt,
+            "Amount": amount,
+            "ReceiverParty": self.config.c2b_shortcode,
+            // Daraja's own spelling.
+            "RecieverIdentifierType": "11",
+            "ResultURL": result_url,
+            "QueueTimeOutURL": timeout_url,
+            "Remarks": remarks.chars().take(100).collect::<String>(),
+        });
+        let accepted: AcceptedResponse = self
+            .post("/mpesa/reversal/v1/request", &request)
+            .await
+            .map_err(Self::classify)?;
+        accepted_code(&accepted.response_code, &accepted.response_description)?;
+        Ok(accepted.originator_conversation_id)
+    }
+}
+
 /// A synchronous answer is an acceptance only with `ResponseCode` "0".
 fn accepted_code(code: &super::wire::Code, description: &str) -> Result<(), MpesaError> {
     if code.0 == "0" {

@@ -79,6 +79,23 @@ pub fn b2c(code: &str, description: &str) -> Outcome {
     }
 }
 
+/// A reversal result (result callback `ResultCode`).
+pub fn reversal(code: &str, description: &str) -> Outcome {
+    match code.trim() {
+        "0" => Outcome::Succeeded,
+        "R000001" => failed("R000001", "the transaction was already reversed"),
+        "R000002" => failed("R000002", "the original transaction is invalid"),
+        "1" => failed("1", "insufficient balance to reverse"),
+        "11" => failed("11", "account in an invalid state"),
+        "21" => failed("21", "initiator lacks the reversal role"),
+        "2001" => failed("2001", "initiator information invalid"),
+        "2006" => failed("2006", "account rule declined"),
+        "2028" => failed("2028", "shortcode not permitted for reversals"),
+        "8006" => failed("8006", "security credential locked"),
+        other => unknown(other, description),
+    }
+}
+
 /// A transaction status result's `TransactionStatus` parameter.
 pub fn transaction_status(status: &str) -> Outcome {
     match status.trim() {
@@ -104,6 +121,7 @@ mod tests {
         assert!(matches!(b2c("2040", ""), Outcome::Failed { .. }));
         assert!(matches!(b2c("500.002.1001", ""), Outcome::Unknown { .. }));
         assert_eq!(transaction_status("Pending Authorized"), Outcome::Pending);
+        assert!(matches!(reversal("R000001", ""), Outcome::Failed { .. }));
         assert!(matches!(transaction_status("Declined"), Outcome::Failed { .. }));
     }
 }
