@@ -54,7 +54,15 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         .filter(|name| config.runner.queues.contains_key(*name))
         .cloned();
     let engine = Engine::new(workflows, jobs, provider_queues);
+    let policy =
+        crate::policy::Policy::from_config(&config).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let config = Arc::new(config);
     let mut registry = Registry::new();
+    registry.register(crate::policy::auto_payout::AutoPayoutWorker {
+        engine: engine.clone(),
+        policy: policy.clone(),
+        config: Arc::clone(&config),
+    });
     crate::jobs::register(&mut registry);
     actions.register_workers(&engine, &mut registry);
     registry.register(crate::notify::WebhookWorker::new());
@@ -84,7 +92,8 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let state = AppState {
         pool,
         engine: engine.clone(),
-        config: Arc::new(config),
+        policy,
+        config,
         metrics: crate::telemetry::metrics_handle(),
     };
     Ok(App { engine, runner, state })

@@ -31,6 +31,9 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routing: RoutingConfig,
+    pub fees: crate::policy::fees::FeeSchedule,
+    pub fx: crate::policy::fx::FxConfig,
+    pub policy: crate::policy::PolicyConfig,
     /// Daraja credentials and URLs; absent means M-Pesa intents wait.
     #[serde(default)]
     pub mpesa: Option<crate::providers::mpesa::MpesaConfig>,

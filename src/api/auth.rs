@@ -22,14 +22,17 @@ pub enum Scope {
     IntentsWrite,
     IntentsRead,
     ApprovalsWrite,
+    /// Manage parties and their settings, and credit their balances.
+    PartiesWrite,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::IntentsWrite,
         Scope::IntentsRead,
         Scope::ApprovalsWrite,
+        Scope::PartiesWrite,
         Scope::Admin,
     ];
 
@@ -38,6 +41,7 @@ impl Scope {
             Scope::IntentsWrite => "intents:write",
             Scope::IntentsRead => "intents:read",
             Scope::ApprovalsWrite => "approvals:write",
+            Scope::PartiesWrite => "parties:write",
             Scope::Admin => "admin",
         }
     }

@@ -17,8 +17,9 @@ use uuid::Uuid;
 use super::auth::{Caller, Scope};
 use super::problem::{ApiError, FieldError, Problem};
 use super::validate::{validate, CreateCollection, CreatePayout, IntentInput};
-use super::views::{EventView, IntentDetail, IntentPage, IntentView};
+use super::views::{ApprovalView, EventView, FlagView, IntentDetail, IntentPage, IntentView};
 use super::{body, AppState};
+use crate::policy::{AdmitError, PayoutExtras};
 use crate::store::{idempotency, intents};
 use crate::workflow::engine::{Applied, Cause, Event};
 
@@ -28,11 +29,19 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Something that can be created through the API.
 trait CreateRequest: DeserializeOwned {
     fn input(&self) -> IntentInput<'_>;
+
+    fn quote_id(&self) -> Option<Uuid> {
+        None
+    }
 }
 
 impl CreateRequest for CreatePayout {
     fn input(&self) -> IntentInput<'_> {
         CreatePayout::input(self)
+    }
+
+    fn quote_id(&self) -> Option<Uuid> {
+        self.quote_id
     }
 }
 
@@ -105,11 +114,24 @@ async fn create<R: CreateRequest>(
             .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
         return Ok(response);
     }
-    let row = state
-        .engine
-        .create(&mut tx, new)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let row = if new.kind == "payout" {
+        let extras = PayoutExtras {
+            quote_id: request.quote_id(),
+            campaign_id: new.terms.campaign_id.clone(),
+            ..PayoutExtras::default()
+        };
+        state
+            .policy
+            .admit_payout(&state.engine, &mut tx, new, extras)
+            .await
+            .map_err(admit_error)?
+    } else {
+        state
+            .engine
+            .create(&mut tx, new)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+    };
     let view = serde_json::to_value(IntentView::from_row(&row)).map_err(|e| ApiError::Internal(e.into()))?;
     idempotency::store_response(&mut tx, &caller.owner, &key, StatusCode::CREATED.as_u16() as i16, &view).await?;
     tx.commit().await?;
@@ -121,7 +143,15 @@ async fn create<R: CreateRequest>(
     Ok(response)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+/// A refusal is the client's to fix; anything else is ours.
+pub(super) fn admit_error(error: AdmitError) -> ApiError {
+    match error {
+        AdmitError::Refused(refusal) => ApiError::Refused(refusal),
+        other => ApiError::Internal(other.into()),
+    }
+}
+
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers
         .get("Idempotency-Key")
         .ok_or_else(|| ApiError::IdempotencyKey("the Idempotency-Key header is required on creates".into()))?;
@@ -172,9 +202,30 @@ async fn get(
     caller.require(Scope::IntentsRead)?;
     let row = find(&state, &caller, &id, kind).await?;
     let events = intents::events(&state.pool, row.id).await?;
+    let flags = crate::store::policy::flags(&state.pool, row.id).await?;
+    let mut conn = state.pool.acquire().await?;
+    let approvals = crate::store::policy::approvals(&mut conn, row.id).await?;
     Ok(Json(IntentDetail {
         intent: IntentView::from_row(&row),
         events: events.iter().map(EventView::from).collect(),
+        flags: flags
+            .into_iter()
+            .map(|f| FlagView {
+                rule: f.rule,
+                action: f.action,
+                detail: f.detail,
+                at: f.created_at,
+            })
+            .collect(),
+        approvals: approvals
+            .into_iter()
+            .map(|a| ApprovalView {
+                approver: a.approver,
+                decision: a.decision,
+                reason: a.reason,
+                at: a.created_at,
+            })
+            .collect(),
     }))
 }
 

@@ -1,11 +1,13 @@
 //! The HTTP API (`/v1`, JSON, errors as problem+json), health and metrics
 //! endpoints, and the OpenAPI document, all on one axum router.
 
+mod approvals;
 mod auth;
 mod body;
 mod callbacks;
 mod health;
 mod intents;
+mod money;
 pub mod openapi;
 pub mod problem;
 mod validate;
@@ -15,13 +17,14 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
 pub use auth::{authenticate, create_key, Caller, Scope};
+pub use validate::home_country;
 
 use crate::config::Config;
 use crate::workflow::engine::Engine;
@@ -34,6 +37,7 @@ const CALLBACK_BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub engine: Engine,
+    pub policy: crate::policy::Policy,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
 }
@@ -51,6 +55,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/collections/{id}", get(intents::get_collection))
         .route("/v1/collections/{id}/cancel", post(intents::cancel_collection))
         .route("/v1/webhook-endpoints", post(webhooks::create_endpoint))
+        .route("/v1/parties/{id}", put(money::put_party).get(money::get_party))
+        .route("/v1/parties/{id}/payout-settings", put(money::put_payout_settings))
+        .route("/v1/parties/{id}/balances", get(money::party_balances))
+        .route("/v1/parties/{id}/credits", post(money::credit_party))
+        .route("/v1/campaigns/{id}/balances", get(money::campaign_balances))
+        .route("/v1/ledger/accounts/{id}/entries", get(money::account_entries))
+        .route("/v1/quotes", post(money::create_quote))
+        .route("/v1/quotes/{id}", get(money::get_quote))
+        .route("/v1/approvals", get(approvals::list_approvals))
+        .route("/v1/payouts/{id}/approve", post(approvals::approve))
+        .route("/v1/payouts/{id}/reject", post(approvals::reject))
+        .route("/v1/payout-batches", post(approvals::create_batch))
+        .route("/v1/payout-batches/{id}/approve", post(approvals::approve_batch))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .merge(v1)

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{intents, problem, validate, views, webhooks};
+use super::{approvals, intents, money, problem, validate, views, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,11 +14,21 @@ use super::{intents, problem, validate, views, webhooks};
         intents::create_payout, intents::list_payouts, intents::get_payout, intents::cancel_payout,
         intents::create_collection, intents::list_collections, intents::get_collection, intents::cancel_collection,
         webhooks::create_endpoint,
+        money::put_party, money::put_payout_settings, money::get_party, money::party_balances,
+        money::campaign_balances, money::credit_party, money::account_entries, money::create_quote, money::get_quote,
+        approvals::list_approvals, approvals::approve, approvals::reject, approvals::create_batch,
+        approvals::approve_batch,
     ),
     components(schemas(
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
         views::IntentView, views::IntentDetail, views::IntentPage, views::EventView, views::PhoneView,
         problem::Problem, problem::FieldError, webhooks::CreateEndpoint, webhooks::EndpointView,
+        views::FlagView, views::ApprovalView, crate::policy::fees::Breakdown,
+        money::PutParty, money::PutPayoutSettings, money::PartyView, money::Balances, money::CreateCredit,
+        money::CreditView, money::EntryPage, money::CreateQuote, money::QuoteView,
+        crate::ledger::AccountBalance, crate::ledger::EntryRow,
+        approvals::ApprovalPage, approvals::DecisionBody, approvals::DecisionView, approvals::CreateBatch,
+        approvals::BatchView, approvals::BatchDecisionView,
     )),
     modifiers(&BearerKey),
 )]

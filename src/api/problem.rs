@@ -42,6 +42,10 @@ pub struct Problem {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Problem-specific members (e.g. a limit's `used_usd` and `left_usd`).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,12 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("{0}")]
     InvalidState(String),
+    /// Policy refused a payout; nothing was held.
+    #[error(transparent)]
+    Refused(#[from] crate::policy::Refusal),
+    /// Maker-checker: this caller may not decide on this intent.
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -113,6 +123,60 @@ impl ApiError {
                 "invalid-state",
                 "Not possible in the intent's current state",
             ),
+            ApiError::Refused(refusal) => {
+                use crate::policy::{QuoteProblem, Refusal};
+                match refusal {
+                    Refusal::LimitExceeded { .. } => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "limit-exceeded",
+                        "The payout is over a KYC tier limit",
+                    ),
+                    Refusal::VelocityBlocked { .. } => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "velocity-blocked",
+                        "A velocity rule blocks the payout",
+                    ),
+                    Refusal::BlockedCountry(_) => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "blocked-country",
+                        "Payouts involving this country are blocked",
+                    ),
+                    Refusal::InsufficientFunds { .. } => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "insufficient-funds",
+                        "The balance does not cover the payout and its fees",
+                    ),
+                    Refusal::Fees(_) => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "unpriceable",
+                        "The payout cannot be priced",
+                    ),
+                    Refusal::NoRate { .. } => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "no-fx-rate",
+                        "No FX rate for this pair of currencies",
+                    ),
+                    Refusal::Quote(QuoteProblem::NotFound(_)) => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "quote-not-found", "No such quote")
+                    }
+                    Refusal::Quote(QuoteProblem::Expired { .. }) => {
+                        (StatusCode::CONFLICT, "quote-expired", "The quote has expired")
+                    }
+                    Refusal::Quote(QuoteProblem::Used { .. }) => {
+                        (StatusCode::CONFLICT, "quote-used", "The quote was already used")
+                    }
+                    Refusal::Quote(QuoteProblem::Mismatch { .. }) => (
+                        StatusCode::CONFLICT,
+                        "quote-mismatch",
+                        "The quote does not match the payout",
+                    ),
+                }
+            }
+            ApiError::NotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "not-allowed",
+                "This caller may not decide on this intent",
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -121,6 +185,32 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
+        let extensions = match &self {
+            ApiError::Refused(crate::policy::Refusal::LimitExceeded {
+                limit,
+                limit_usd,
+                used_usd,
+                left_usd,
+                asked_usd,
+            }) => serde_json::json!({
+                "limit": limit,
+                "limit_usd": limit_usd.to_string(),
+                "used_usd": used_usd.to_string(),
+                "left_usd": left_usd.to_string(),
+                "asked_usd": asked_usd.to_string(),
+            }),
+            ApiError::Refused(crate::policy::Refusal::InsufficientFunds {
+                currency,
+                available,
+                needed,
+                ..
+            }) => serde_json::json!({
+                "currency": currency.code(),
+                "available": available.to_string(),
+                "needed": needed.to_string(),
+            }),
+            _ => serde_json::json!({}),
+        };
         let (detail, errors) = match self {
             ApiError::Invalid(errors) => (None, errors),
             ApiError::Internal(error) => {
@@ -135,6 +225,10 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail,
             errors,
+            extensions: match extensions {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
         };
         let body = serde_json::to_vec(&problem).expect("problems serialize");
         (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()

@@ -47,6 +47,15 @@ pub struct CreatePayout {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A quote from `POST /v1/quotes`: the payout is paid from the quote's
+    /// source currency at its rate and fees; `amount` must be the quote's
+    /// `received`.
+    #[serde(default)]
+    pub quote_id: Option<uuid::Uuid>,
+    /// Pay from this campaign's bucket instead of the party's balance.
+    #[serde(default)]
+    #[schema(example = "flood-relief-2026")]
+    pub campaign_id: Option<String>,
 }
 
 /// `POST /v1/collections`.
@@ -65,6 +74,10 @@ pub struct CreateCollection {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Credit the money to this campaign's bucket instead of the party's
+    /// balance.
+    #[serde(default)]
+    pub campaign_id: Option<String>,
 }
 
 /// The fields both kinds share, with the name of the phone field.
@@ -77,6 +90,7 @@ pub struct IntentInput<'a> {
     pub party_id: &'a str,
     pub reference: &'a str,
     pub metadata: &'a Option<Value>,
+    pub campaign_id: Option<&'a str>,
 }
 
 impl CreatePayout {
@@ -90,6 +104,7 @@ impl CreatePayout {
             party_id: &self.party_id,
             reference: &self.reference,
             metadata: &self.metadata,
+            campaign_id: self.campaign_id.as_deref(),
         }
     }
 }
@@ -105,12 +120,13 @@ impl CreateCollection {
             party_id: &self.party_id,
             reference: &self.reference,
             metadata: &self.metadata,
+            campaign_id: self.campaign_id.as_deref(),
         }
     }
 }
 
 /// The country whose numbers a local currency's intents go to.
-fn home_country(currency: Currency) -> Option<Country> {
+pub fn home_country(currency: Currency) -> Option<Country> {
     match currency {
         Currency::KES => Some(Country::KE),
         Currency::UGX => Some(Country::UG),
@@ -235,6 +251,14 @@ pub fn validate(
     let party_id = PartyId::parse(input.party_id)
         .map_err(|detail| errors.push(FieldError::new("party_id", "invalid_party_id", detail)))
         .ok();
+    let campaign_id = match input.campaign_id.map(PartyId::parse) {
+        Some(Err(detail)) => {
+            errors.push(FieldError::new("campaign_id", "invalid_campaign_id", detail));
+            None
+        }
+        Some(Ok(id)) => Some(id.as_str().to_owned()),
+        None => None,
+    };
     let reference_ok = !input.reference.trim().is_empty()
         && input.reference.chars().count() <= MAX_REFERENCE_CHARS
         && !input.reference.chars().any(char::is_control);
@@ -279,6 +303,10 @@ pub fn validate(
             provider,
             reference: input.reference.trim().to_owned(),
             metadata,
+            terms: crate::workflow::engine::IntentTerms {
+                campaign_id,
+                ..Default::default()
+            },
         }),
         _ => Err(errors),
     }

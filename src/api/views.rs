@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Currency, Money, Msisdn};
+use crate::policy::fees::Breakdown;
 use crate::store::intents::{EventRow, IntentRow};
 
 /// The phone side of an intent.
@@ -49,6 +50,22 @@ pub struct IntentView {
     pub receipt: Option<String>,
     /// Why a pending intent is being held back (e.g. the float is too low).
     pub hold_reason: Option<String>,
+    /// For payouts: what leaves the balance, each fee, the rate, and what
+    /// arrives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fees: Option<Breakdown>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote_id: Option<Uuid>,
+    /// What the payout counts for against USD limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "12.21")]
+    pub usd_equivalent: Option<rust_decimal::Decimal>,
+    /// Approvals from different approvers it needs (0: none).
+    pub approvals_required: i16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the intent reached a final state.
@@ -90,6 +107,12 @@ impl IntentView {
             provider_ref: row.provider_ref.clone(),
             receipt: row.receipt.clone(),
             hold_reason: row.hold_reason.clone(),
+            fees: row.fees.clone().and_then(|f| serde_json::from_value(f).ok()),
+            quote_id: row.quote_id,
+            usd_equivalent: row.usd_equivalent,
+            approvals_required: row.approvals_required,
+            campaign_id: row.campaign_id.clone(),
+            batch_id: row.batch_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
             final_at: row.final_at,
@@ -139,6 +162,29 @@ pub struct IntentDetail {
     #[serde(flatten)]
     pub intent: IntentView,
     pub events: Vec<EventView>,
+    /// What policy noticed (AML, velocity), rule by rule.
+    pub flags: Vec<FlagView>,
+    /// Approvers' decisions.
+    pub approvals: Vec<ApprovalView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FlagView {
+    #[schema(example = "aml_large_payout")]
+    pub rule: String,
+    /// `flag` (recorded) or `review` (sent to an approver).
+    pub action: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApprovalView {
+    pub approver: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// A page of intents, newest first.

@@ -34,6 +34,16 @@ const NATIONAL_DIGITS: usize = 9;
 impl Country {
     pub const ALL: [Country; 4] = [Country::KE, Country::UG, Country::TZ, Country::RW];
 
+    /// The ISO 3166 alpha-2 code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Country::KE => "KE",
+            Country::UG => "UG",
+            Country::TZ => "TZ",
+            Country::RW => "RW",
+        }
+    }
+
     /// The international dialling code, without `+`.
     pub fn dial_code(self) -> &'static str {
         match self {

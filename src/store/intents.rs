@@ -26,6 +26,14 @@ pub struct IntentRow {
     pub callback_token: Option<String>,
     pub receipt: Option<String>,
     pub hold_reason: Option<String>,
+    /// The fee breakdown (a `policy::fees::Breakdown`), for payouts.
+    pub fees: Option<Value>,
+    pub quote_id: Option<Uuid>,
+    /// What the payout counts for against USD limits.
+    pub usd_equivalent: Option<Decimal>,
+    pub approvals_required: i16,
+    pub campaign_id: Option<String>,
+    pub batch_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub final_at: Option<DateTime<Utc>>,
@@ -46,8 +54,9 @@ pub struct EventRow {
     pub at: DateTime<Utc>,
 }
 
-const INTENT_COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
-     provider, reference, metadata, provider_ref, callback_token, receipt, hold_reason, created_at, updated_at, final_at";
+pub const COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
+     provider, reference, metadata, provider_ref, callback_token, receipt, hold_reason, fees, quote_id, usd_equivalent, \
+     approvals_required, campaign_id, batch_id, created_at, updated_at, final_at";
 
 /// Inserts `row`, stamping it with the clock's time (`now`, else the
 /// database's); returns that time.
@@ -59,9 +68,10 @@ pub async fn insert_intent(
     sqlx::query_scalar(
         "INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn,
                               provider, reference, metadata, provider_ref, created_at, updated_at, final_at,
-                              callback_token)
+                              callback_token, fees, quote_id, usd_equivalent, approvals_required, campaign_id,
+                              batch_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 coalesce($15, now()), coalesce($15, now()), NULL, $16)
+                 coalesce($15, now()), coalesce($15, now()), NULL, $16, $17, $18, $19, $20, $21, $22)
          RETURNING created_at",
     )
     .bind(row.id)
@@ -80,12 +90,18 @@ pub async fn insert_intent(
     .bind(&row.provider_ref)
     .bind(now)
     .bind(&row.callback_token)
+    .bind(&row.fees)
+    .bind(row.quote_id)
+    .bind(row.usd_equivalent)
+    .bind(row.approvals_required)
+    .bind(&row.campaign_id)
+    .bind(row.batch_id)
     .fetch_one(conn)
     .await
 }
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1"))
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -95,7 +111,7 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>,
 /// that ids cannot be probed across owners.
 pub async fn get_owned(pool: &PgPool, owner: &str, kind: &str, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1 AND owner = $2 AND kind = $3"
+        "SELECT {COLUMNS} FROM intents WHERE id = $1 AND owner = $2 AND kind = $3"
     ))
     .bind(id)
     .bind(owner)
@@ -202,7 +218,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<IntentRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {INTENT_COLUMNS} FROM intents
+        "SELECT {COLUMNS} FROM intents
          WHERE owner = $1 AND kind = $2
            AND ($3::text IS NULL OR state = $3)
            AND ($4::text IS NULL OR party_id = $4)
@@ -229,7 +245,7 @@ pub async fn list(
 /// so a duplicate always sees its twin's outcome.
 pub async fn by_callback_token(conn: &mut PgConnection, token: &str) -> Result<Option<IntentRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {INTENT_COLUMNS} FROM intents WHERE callback_token = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM intents WHERE callback_token = $1 FOR UPDATE"
     ))
     .bind(token)
     .fetch_optional(conn)

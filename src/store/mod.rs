@@ -8,6 +8,8 @@ pub mod idempotency;
 pub mod inbox;
 pub mod intents;
 pub mod keys;
+pub mod parties;
+pub mod policy;
 pub mod webhooks;
 
 use std::str::FromStr;

@@ -36,6 +36,9 @@ pub(crate) struct StateFile {
     pub(crate) on_enter: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) timers: Vec<Spanned<TimerFile>>,
+    /// What entering the state does to the intent's ledger transfer.
+    #[serde(default)]
+    pub(crate) ledger: Option<super::model::LedgerEffect>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -92,6 +92,8 @@ pub enum EngineError {
     NotFound(Uuid),
     #[error("no workflow for intent kind {0:?}")]
     UnknownKind(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -128,6 +130,19 @@ pub struct NewIntent {
     pub provider: String,
     pub reference: String,
     pub metadata: serde_json::Value,
+    /// Money and policy terms (payouts; collections into a campaign).
+    pub terms: IntentTerms,
+}
+
+/// What policy decided about an intent when it was admitted.
+#[derive(Debug, Clone, Default)]
+pub struct IntentTerms {
+    pub fees: Option<serde_json::Value>,
+    pub quote_id: Option<Uuid>,
+    pub usd_equivalent: Option<rust_decimal::Decimal>,
+    pub approvals_required: i16,
+    pub campaign_id: Option<String>,
+    pub batch_id: Option<Uuid>,
 }
 
 /// Job arguments: run a workflow action for one visit to a state.
@@ -257,6 +272,12 @@ impl Engine {
             callback_token: Some(new_callback_token()),
             receipt: None,
             hold_reason: None,
+            fees: new.terms.fees,
+            quote_id: new.terms.quote_id,
+            usd_equivalent: new.terms.usd_equivalent,
+            approvals_required: new.terms.approvals_required,
+            campaign_id: new.terms.campaign_id,
+            batch_id: new.terms.batch_id,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
             final_at: None,
@@ -331,6 +352,9 @@ impl Engine {
             return Ok(Applied::Lost { expected: intent.state });
         };
         let event_id = self.record(tx, &intent, event, Some(&to), "applied", None, now).await?;
+        if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
+            crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
+        }
         self.enter_state(tx, &workflow, &intent, &to, version, event_id).await?;
         tracing::info!(intent_id = %id, from = intent.state, to, event = event.name, cause = event.cause.as_str(), "transition");
         Ok(Applied::Moved {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use definition::WorkflowProblem;
-pub use model::{ActionSpec, State, Timer, Transition, Workflow};
+pub use model::{ActionSpec, LedgerEffect, State, Timer, Transition, Workflow};
 pub use validate::KnownNames;
 
 /// The workflow files compiled into the binary, used unless

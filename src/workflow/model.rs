@@ -27,6 +27,20 @@ pub struct State {
     pub late_exits: Vec<String>,
     pub on_enter: Vec<String>,
     pub timers: Vec<Timer>,
+    /// What entering this state does to the intent's ledger transfer.
+    pub ledger: Option<LedgerEffect>,
+}
+
+/// A state's effect on the ledger, applied in the same transaction as the
+/// transition that enters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerEffect {
+    /// The money moved: post the intent's transfer (a payout's hold, or a
+    /// collection's credit to the payee).
+    Post,
+    /// The money did not move: release the intent's hold.
+    Void,
 }
 
 /// A timer armed when its state is entered and disarmed (ignored when it

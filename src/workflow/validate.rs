@@ -207,6 +207,7 @@ fn build(file: &WorkflowFile, at: &Locator<'_>, known: &KnownNames, problems: &m
                 late_exits: state.late_exits.iter().map(|e| e.get_ref().clone()).collect(),
                 on_enter: state.on_enter.iter().map(|a| a.get_ref().clone()).collect(),
                 timers,
+                ledger: state.ledger,
             },
         );
     }

@@ -88,6 +88,20 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
         ("/v1/collections/{id}", "get"),
         ("/v1/collections/{id}/cancel", "post"),
         ("/v1/webhook-endpoints", "post"),
+        ("/v1/parties/{id}", "put"),
+        ("/v1/parties/{id}", "get"),
+        ("/v1/parties/{id}/payout-settings", "put"),
+        ("/v1/parties/{id}/balances", "get"),
+        ("/v1/parties/{id}/credits", "post"),
+        ("/v1/campaigns/{id}/balances", "get"),
+        ("/v1/ledger/accounts/{id}/entries", "get"),
+        ("/v1/quotes", "post"),
+        ("/v1/quotes/{id}", "get"),
+        ("/v1/approvals", "get"),
+        ("/v1/payouts/{id}/approve", "post"),
+        ("/v1/payouts/{id}/reject", "post"),
+        ("/v1/payout-batches", "post"),
+        ("/v1/payout-batches/{id}/approve", "post"),
     ];
     for (path, method) in expected {
         assert!(

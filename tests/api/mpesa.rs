@@ -119,6 +119,7 @@ async fn a_b2c_payout_completes_on_its_result_callback_with_the_receipt_recorded
             ("provider_succeeded".into(), "callback".into())
         ]
     );
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +134,7 @@ async fn an_stk_collection_completes_on_its_callback() {
         events(&done).last().unwrap(),
         &("provider_succeeded".to_owned(), "callback".to_owned())
     );
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +167,7 @@ async fn a_lost_callback_is_recovered_by_the_30_second_status_poll() {
         &("provider_succeeded".to_owned(), "poll".to_owned())
     );
     assert_eq!(sim.payments().len(), 2);
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,6 +196,7 @@ async fn duplicate_callbacks_change_nothing_the_second_time() {
     );
     let done = fetch(&app, "payout", &id).await;
     assert_eq!(done["events"].as_array().unwrap().len(), 3, "{done}");
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,6 +238,7 @@ async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     app.advance(Duration::from_secs(1));
     let done = until_state(&app, "collection", &id, "completed").await;
     assert_eq!(events(&done).last().unwrap().0, "provider_succeeded");
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,6 +274,7 @@ async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_an
         &("provider_succeeded".to_owned(), "poll".to_owned())
     );
     assert_eq!(sim.payments().len(), 1);
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,6 +308,7 @@ async fn refusals_end_in_failed_with_the_providers_reason() {
         assert!(details.contains(code), "{code} missing from {details}");
     }
     assert!(app.sim.as_ref().unwrap().payments().is_empty());
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +331,7 @@ async fn an_expired_prompt_paid_late_is_completed_with_both_events_in_its_histor
         history,
         vec!["create", "prompted", "prompt_expired", "provider_succeeded"]
     );
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,6 +352,7 @@ async fn an_expired_token_is_refreshed_once_and_no_intent_fails() {
         0,
         "nothing failed along the way"
     );
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test]
@@ -384,6 +393,7 @@ async fn malformed_forged_and_unknown_callbacks_are_stored_answered_and_never_ap
         .await
         .unwrap();
     assert_eq!(stored, b"{\"Body\": ", "the raw body is kept as received");
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,6 +447,7 @@ async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_f
     let paid = fetch(&app, "payout", &id).await;
     assert!(paid["hold_reason"].is_null());
     assert_eq!(sim.payments().len(), 1);
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test]
@@ -465,6 +476,7 @@ async fn callbacks_from_outside_the_allow_list_are_stored_and_refused() {
             .await,
         0
     );
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,6 +557,7 @@ async fn c2b_payments_are_validated_by_rules_and_recorded_once_per_receipt() {
         validations,
         vec![Some("accepted".to_owned()), Some("rejected".to_owned())]
     );
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,4 +618,5 @@ async fn a_collected_payment_can_be_reversed_once_and_its_result_is_read() {
     let reversals: Vec<_> = sim.payments().into_iter().filter(|p| p.kind == "reversal").collect();
     assert_eq!(reversals.len(), 1, "the money went back once");
     assert_eq!(reversals[0].amount_kes, 800);
+    app.assert_ledger_balanced().await;
 }

@@ -28,6 +28,11 @@ pub struct TestApp {
     pub write_key: String,
     /// intents:write + intents:read, owner "other-shop".
     pub other_key: String,
+    /// admin (every scope), owner "shop".
+    pub admin_key: String,
+    /// approvals:write, owner "shop" (two approvers, for maker-checker).
+    pub approver_key: String,
+    pub second_approver_key: String,
     /// The Daraja simulator, when M-Pesa is configured.
     pub sim: Option<SimHandle>,
     /// The configuration the engine runs with.
@@ -89,11 +94,15 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
         &[Scope::IntentsWrite, Scope::IntentsRead],
     )
     .await;
+    let admin_key = key("shop-admin", "shop", &[Scope::Admin]).await;
+    let approver_key = key("approver-amina", "shop", &[Scope::ApprovalsWrite, Scope::IntentsRead]).await;
+    let second_approver_key = key("approver-baraka", "shop", &[Scope::ApprovalsWrite, Scope::IntentsRead]).await;
+    let other_admin = key("other-admin", "other-shop", &[Scope::Admin]).await;
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = state.config.clone();
     let service = tuma::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
-    TestApp {
+    let app = TestApp {
         db,
         base,
         http: reqwest::Client::new(),
@@ -104,10 +113,27 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
         read_key,
         write_key,
         other_key,
+        admin_key,
+        approver_key,
+        second_approver_key,
         sim,
         config,
+    };
+    // The parties the intent tests pay out from: fully verified and funded,
+    // so that those tests are about intents, not limits. Policy tests use
+    // parties of their own.
+    for party in FUNDED_PARTIES {
+        app.set_party(&app.admin_key, party, 2).await;
+        app.fund(&app.admin_key, party, "10000000", "KES").await;
     }
+    app.set_party(&other_admin, "creator-42", 2).await;
+    app.fund(&other_admin, "creator-42", "10000000", "KES").await;
+    app
 }
+
+/// Parties of owner "shop" every test app starts with: KYC tier 2 and
+/// 10,000,000 KES each.
+pub const FUNDED_PARTIES: [&str; 4] = ["creator-42", "creator-even", "creator-odd", "worker-7"];
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
@@ -165,6 +191,65 @@ impl TestApp {
             total += ran;
         }
         panic!("the intent queues never drained");
+    }
+
+    /// Sets a party's KYC tier (role creator, country KE).
+    pub async fn set_party(&self, key: &str, party: &str, tier: i16) {
+        let response = self
+            .http
+            .put(self.url(&format!("/v1/parties/{party}")))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "role": "creator", "kyc_tier": tier, "country": "KE" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    /// Credits a party's balance.
+    pub async fn fund(&self, key: &str, party: &str, amount: &str, currency: &str) -> serde_json::Value {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/parties/{party}/credits")))
+            .bearer_auth(key)
+            .json(&serde_json::json!({
+                "amount": amount, "currency": currency, "reference": uuid::Uuid::new_v4().to_string()
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    /// A party's available balance in `currency` (zero with no account).
+    pub async fn available(&self, party: &str, currency: &str) -> rust_decimal::Decimal {
+        let body: serde_json::Value = self
+            .get(&format!("/v1/parties/{party}/balances"), &self.key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["currency"] == currency)
+            .map_or(rust_decimal::Decimal::ZERO, |a| {
+                a["available"].as_str().unwrap().parse().unwrap()
+            })
+    }
+
+    /// The ledger's invariants: every transfer balances per currency, every
+    /// running total matches its entries, nothing non-negative is below
+    /// zero. Scenario tests end with it.
+    pub async fn assert_ledger_balanced(&self) {
+        let problems = tuma::ledger::check_invariants(&self.db.pool).await.unwrap();
+        assert!(
+            problems.is_empty(),
+            "ledger invariants broken:\n{}",
+            problems.join("\n")
+        );
     }
 
     pub fn advance(&self, by: Duration) {

@@ -1,0 +1,513 @@
+//! The double-entry ledger.
+//!
+//! Money is kept in accounts (a party's balance, a campaign's bucket, a
+//! provider float, fee revenue, the FX position, loan receivables,
+//! suspense) and moved by transfers whose legs sum to zero per currency.
+//! A transfer is either recorded *pending* (a hold: the money is reserved
+//! on the accounts it leaves, not yet moved) and later *posted* or *voided*,
+//! or posted at once. Every transfer has an idempotency key: recording the
+//! same transfer twice is a no-op, recording it again with other legs is an
+//! error naming the difference.
+//!
+//! Accounts that must never go below zero (party balances, campaign
+//! buckets, receivables) keep running totals on their row, checked by the
+//! very `UPDATE` that holds or spends, so concurrent payouts serialize on
+//! the row and cannot overdraw it; a CHECK constraint is the backstop.
+//! System accounts (floats, fees, FX, suspense, funding) are touched by
+//! every intent; they keep no running total, so they are never a lock that
+//! all payouts queue on, and their balances are summed from the entries.
+//!
+//! Everything here runs inside the caller's transaction, next to the state
+//! transition it belongs to. An `Err` leaves the transaction half-written:
+//! the caller must roll it back (dropping it does).
+
+mod query;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::Currency;
+
+pub use query::{balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
+
+/// The owner of accounts that belong to the platform, not to one tenant.
+pub const SYSTEM: &str = "";
+
+/// What an account is for; decides its normal side and whether it may go
+/// below zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// What Tuma owes a party (earnings wallet, employer funds).
+    Party,
+    /// A campaign's bucket in one currency.
+    Campaign,
+    /// Money lent and not yet repaid.
+    Receivable,
+    /// Money held at a provider (its ref is the provider).
+    Float,
+    /// Fee revenue (ref: platform, conversion, rounding).
+    Fees,
+    /// The FX desk's position per currency.
+    Fx,
+    /// Money that matched nothing, waiting for a person.
+    Suspense,
+    /// Where an owner's credits come from: its own books.
+    Funding,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Party => "party",
+            AccountKind::Campaign => "campaign",
+            AccountKind::Receivable => "receivable",
+            AccountKind::Float => "float",
+            AccountKind::Fees => "fees",
+            AccountKind::Fx => "fx",
+            AccountKind::Suspense => "suspense",
+            AccountKind::Funding => "funding",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AccountKind> {
+        [
+            AccountKind::Party,
+            AccountKind::Campaign,
+            AccountKind::Receivable,
+            AccountKind::Float,
+            AccountKind::Fees,
+            AccountKind::Fx,
+            AccountKind::Suspense,
+            AccountKind::Funding,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+
+    /// Debit-normal accounts are what Tuma holds (assets); credit-normal
+    /// ones what it owes or earned.
+    pub fn normal_side(self) -> Side {
+        match self {
+            AccountKind::Receivable | AccountKind::Float | AccountKind::Funding => Side::Debit,
+            _ => Side::Credit,
+        }
+    }
+
+    /// Accounts that can never go below zero, and so keep running totals.
+    pub fn non_negative(self) -> bool {
+        matches!(
+            self,
+            AccountKind::Party | AccountKind::Campaign | AccountKind::Receivable
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Debit => "debit",
+            Side::Credit => "credit",
+        }
+    }
+}
+
+/// Names an account: whose, what kind, which one, in what currency.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountKey {
+    pub owner: String,
+    pub kind: AccountKind,
+    pub reference: String,
+    pub currency: Currency,
+}
+
+impl AccountKey {
+    pub fn party(owner: &str, party: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(owner, AccountKind::Party, party, currency)
+    }
+
+    pub fn campaign(owner: &str, campaign: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(owner, AccountKind::Campaign, campaign, currency)
+    }
+
+    pub fn funding(owner: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(owner, AccountKind::Funding, "deposits", currency)
+    }
+
+    pub fn float(provider: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(SYSTEM, AccountKind::Float, provider, currency)
+    }
+
+    pub fn fees(which: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(SYSTEM, AccountKind::Fees, which, currency)
+    }
+
+    pub fn fx(currency: Currency) -> AccountKey {
+        AccountKey::new(SYSTEM, AccountKind::Fx, "position", currency)
+    }
+
+    pub fn suspense(currency: Currency) -> AccountKey {
+        AccountKey::new(SYSTEM, AccountKind::Suspense, "unmatched", currency)
+    }
+
+    pub fn new(owner: &str, kind: AccountKind, reference: &str, currency: Currency) -> AccountKey {
+        AccountKey {
+            owner: owner.to_owned(),
+            kind,
+            reference: reference.to_owned(),
+            currency,
+        }
+    }
+}
+
+impl fmt::Display for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.owner.is_empty() {
+            write!(f, "{}:{}:{}", self.kind.as_str(), self.reference, self.currency)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}:{}",
+                self.owner,
+                self.kind.as_str(),
+                self.reference,
+                self.currency
+            )
+        }
+    }
+}
+
+/// One leg: `amount` credits the account when positive, debits it when
+/// negative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub account: AccountKey,
+    pub amount: Decimal,
+    pub memo: String,
+}
+
+impl Leg {
+    pub fn debit(account: AccountKey, amount: Decimal, memo: &str) -> Leg {
+        Leg {
+            account,
+            amount: -amount,
+            memo: memo.to_owned(),
+        }
+    }
+
+    pub fn credit(account: AccountKey, amount: Decimal, memo: &str) -> Leg {
+        Leg {
+            account,
+            amount,
+            memo: memo.to_owned(),
+        }
+    }
+
+    /// The change to the account's balance on its normal side.
+    fn normal_delta(&self) -> Decimal {
+        match self.account.kind.normal_side() {
+            Side::Credit => self.amount,
+            Side::Debit => -self.amount,
+        }
+    }
+}
+
+/// A transfer to record.
+#[derive(Debug, Clone)]
+pub struct NewTransfer {
+    /// Idempotency key; an intent's own transfer is [`intent_key`].
+    pub key: String,
+    pub owner: String,
+    /// What it is for: payout, collection, credit, repayment, reversal…
+    pub kind: String,
+    pub intent_id: Option<Uuid>,
+    pub description: String,
+    pub legs: Vec<Leg>,
+}
+
+/// The key of an intent's own transfer.
+pub fn intent_key(intent_id: Uuid) -> String {
+    format!("intent:{intent_id}")
+}
+
+/// How a new transfer is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Reserve the money on the accounts it leaves; settle later.
+    Hold,
+    /// Move it now.
+    Post,
+}
+
+/// How a pending transfer is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Post,
+    Void,
+}
+
+impl Settle {
+    fn state(self) -> &'static str {
+        match self {
+            Settle::Post => "posted",
+            Settle::Void => "voided",
+        }
+    }
+}
+
+/// What recording did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written now.
+    New { transfer_id: Uuid },
+    /// The same transfer was already recorded; nothing written.
+    Already { transfer_id: Uuid, state: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("transfer {key} does not balance: its {currency} legs sum to {sum}")]
+    Unbalanced {
+        key: String,
+        currency: Currency,
+        sum: Decimal,
+    },
+    #[error("transfer {key} has a zero leg on {account}")]
+    ZeroLeg { key: String, account: String },
+    #[error("insufficient funds in {account}: {available} {currency} available, {needed} {currency} needed")]
+    InsufficientFunds {
+        account: String,
+        currency: Currency,
+        available: Decimal,
+        needed: Decimal,
+    },
+    #[error("transfer {key} was already recorded differently: {difference}")]
+    Mismatch { key: String, difference: String },
+    #[error("transfer {key} is {state} and cannot be {wanted}")]
+    AlreadySettled {
+        key: String,
+        state: String,
+        wanted: &'static str,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Checks that `legs` balance per currency and have no zero leg.
+pub fn check_balanced(key: &str, legs: &[Leg]) -> Result<(), LedgerError> {
+    let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
+    for leg in legs {
+        if leg.amount.is_zero() {
+            return Err(LedgerError::ZeroLeg {
+                key: key.to_owned(),
+                account: leg.account.to_string(),
+            });
+        }
+        *sums.entry(leg.account.currency).or_default() += leg.amount;
+    }
+    match sums.into_iter().find(|(_, sum)| !sum.is_zero()) {
+        Some((currency, sum)) => Err(LedgerError::Unbalanced {
+            key: key.to_owned(),
+            currency,
+            sum,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Records `transfer` (pending or posted, per `mode`) in the caller's
+/// transaction. Idempotent on its key.
+pub async fn record(
+    conn: &mut PgConnection,
+    transfer: &NewTransfer,
+    mode: Mode,
+    now: Option<DateTime<Utc>>,
+) -> Result<Recorded, LedgerError> {
+    check_balanced(&transfer.key, &transfer.legs)?;
+    let state = match mode {
+        Mode::Hold => "pending",
+        Mode::Post => "posted",
+    };
+    let ids = query::ensure_accounts(conn, transfer.legs.iter().map(|l| &l.account)).await?;
+    let id = Uuid::now_v7();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), CASE WHEN $5 = 'posted' THEN coalesce($8, now()) END)
+         ON CONFLICT (key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(&transfer.key)
+    .bind(&transfer.owner)
+    .bind(&transfer.kind)
+    .bind(state)
+    .bind(transfer.intent_id)
+    .bind(&transfer.description)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(transfer_id) = inserted else {
+        return already_recorded(conn, transfer).await;
+    };
+    query::insert_entries(conn, transfer_id, &transfer.legs, &ids).await?;
+
+    // Running totals of the accounts that must not go below zero, in
+    // account-id order so that concurrent transfers lock them in one order.
+    let mut deltas: BTreeMap<Uuid, (&AccountKey, Decimal)> = BTreeMap::new();
+    for leg in transfer.legs.iter().filter(|l| l.account.kind.non_negative()) {
+        let entry = deltas.entry(ids[&leg.account]).or_insert((&leg.account, Decimal::ZERO));
+        entry.1 += leg.normal_delta();
+    }
+    for (account_id, (key, delta)) in deltas {
+        if delta.is_zero() {
+            continue;
+        }
+        let (posted, pending_out, pending_in) = match (mode, delta.is_sign_negative()) {
+            (Mode::Post, _) => (delta, Decimal::ZERO, Decimal::ZERO),
+            (Mode::Hold, true) => (Decimal::ZERO, -delta, Decimal::ZERO),
+            (Mode::Hold, false) => (Decimal::ZERO, Decimal::ZERO, delta),
+        };
+        let updated = query::apply_totals(conn, account_id, posted, pending_out, pending_in, true).await?;
+        if !updated {
+            let available = query::available(conn, account_id).await?;
+            return Err(LedgerError::InsufficientFunds {
+                account: key.to_string(),
+                currency: key.currency,
+                available,
+                needed: -delta,
+            });
+        }
+    }
+    Ok(Recorded::New { transfer_id })
+}
+
+/// The same key again: a no-op if the legs are the same, else an error that
+/// says what differs.
+async fn already_recorded(conn: &mut PgConnection, transfer: &NewTransfer) -> Result<Recorded, LedgerError> {
+    let (transfer_id, state, recorded) = query::legs_of(conn, &transfer.key).await?;
+    let mut sums: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+    for (account, amount) in &recorded {
+        sums.entry(account.clone()).or_default().0 += *amount;
+    }
+    for leg in &transfer.legs {
+        sums.entry(leg.account.to_string()).or_default().1 += leg.amount;
+    }
+    let differences: Vec<String> = sums
+        .iter()
+        .filter(|(_, (was, now))| was != now)
+        .map(|(account, (was, now))| format!("{account} was {was:+}, now {now:+}"))
+        .collect();
+    if differences.is_empty() {
+        Ok(Recorded::Already { transfer_id, state })
+    } else {
+        Err(LedgerError::Mismatch {
+            key: transfer.key.clone(),
+            difference: differences.join("; "),
+        })
+    }
+}
+
+/// Posts or voids the pending transfer `key`. `Ok(false)` when there is no
+/// such transfer; settling it again the same way is a no-op (`Ok(true)`).
+pub async fn settle(
+    conn: &mut PgConnection,
+    key: &str,
+    how: Settle,
+    now: Option<DateTime<Utc>>,
+) -> Result<bool, LedgerError> {
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, state FROM ledger_transfers WHERE key = $1 FOR UPDATE")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((transfer_id, state)) = row else {
+        return Ok(false);
+    };
+    if state == how.state() {
+        return Ok(true);
+    }
+    if state != "pending" {
+        return Err(LedgerError::AlreadySettled {
+            key: key.to_owned(),
+            state,
+            wanted: how.state(),
+        });
+    }
+    sqlx::query("UPDATE ledger_transfers SET state = $2, settled_at = coalesce($3, now()) WHERE id = $1")
+        .bind(transfer_id)
+        .bind(how.state())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    for (account_id, delta) in query::tracked_deltas(conn, transfer_id).await? {
+        let (posted, pending_out, pending_in) = match (how, delta.is_sign_negative()) {
+            (Settle::Post, true) => (delta, delta, Decimal::ZERO),
+            (Settle::Post, false) => (delta, Decimal::ZERO, -delta),
+            (Settle::Void, true) => (Decimal::ZERO, delta, Decimal::ZERO),
+            (Settle::Void, false) => (Decimal::ZERO, Decimal::ZERO, -delta),
+        };
+        // Settling only releases what was reserved, so it cannot overdraw.
+        query::apply_totals(conn, account_id, posted, pending_out, pending_in, false).await?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(kind: AccountKind, amount: &str, currency: Currency) -> Leg {
+        Leg {
+            account: AccountKey::new("o", kind, "r", currency),
+            amount: amount.parse().unwrap(),
+            memo: String::new(),
+        }
+    }
+
+    #[test]
+    fn legs_must_balance_per_currency() {
+        let balanced = [
+            leg(AccountKind::Party, "-50", Currency::USD),
+            leg(AccountKind::Fx, "50", Currency::USD),
+            leg(AccountKind::Fx, "-6500", Currency::KES),
+            leg(AccountKind::Float, "6500", Currency::KES),
+        ];
+        assert!(check_balanced("t", &balanced).is_ok());
+        let crossed = [
+            leg(AccountKind::Party, "-50", Currency::USD),
+            leg(AccountKind::Float, "50", Currency::KES),
+        ];
+        let error = check_balanced("t", &crossed).unwrap_err().to_string();
+        assert!(error.contains("KES legs sum to 50"), "{error}");
+        assert!(check_balanced("t", &[leg(AccountKind::Party, "0", Currency::KES)]).is_err());
+    }
+
+    #[test]
+    fn normal_sides_follow_what_the_account_is() {
+        let payout_leg = Leg::credit(AccountKey::float("mpesa", Currency::KES), Decimal::from(100), "");
+        assert_eq!(
+            payout_leg.normal_delta(),
+            Decimal::from(-100),
+            "a payout lowers the float"
+        );
+        let earning = Leg::credit(AccountKey::party("o", "p", Currency::KES), Decimal::from(100), "");
+        assert_eq!(
+            earning.normal_delta(),
+            Decimal::from(100),
+            "a credit raises a party balance"
+        );
+    }
+}

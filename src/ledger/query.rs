@@ -1,0 +1,371 @@
+//! The ledger's SQL.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{AccountKey, AccountKind, Leg};
+use crate::domain::Currency;
+
+/// Creates the accounts that do not exist yet; returns every one's id.
+pub(super) async fn ensure_accounts<'a>(
+    conn: &mut PgConnection,
+    keys: impl Iterator<Item = &'a AccountKey>,
+) -> Result<HashMap<AccountKey, Uuid>, sqlx::Error> {
+    let mut unique: Vec<&AccountKey> = keys.collect();
+    unique.sort();
+    unique.dedup();
+    let column = |f: fn(&AccountKey) -> String| unique.iter().map(|k| f(k)).collect::<Vec<String>>();
+    let owners = column(|k| k.owner.clone());
+    let kinds = column(|k| k.kind.as_str().to_owned());
+    let refs = column(|k| k.reference.clone());
+    let currencies = column(|k| k.currency.code().to_owned());
+    let sides = column(|k| k.kind.normal_side().as_str().to_owned());
+    let non_negative: Vec<bool> = unique.iter().map(|k| k.kind.non_negative()).collect();
+    let new_ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO ledger_accounts (id, owner, kind, ref, currency, normal_side, non_negative)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
+         ORDER BY 2, 3, 4, 5
+         ON CONFLICT (owner, kind, ref, currency) DO NOTHING",
+    )
+    .bind(&new_ids)
+    .bind(&owners)
+    .bind(&kinds)
+    .bind(&refs)
+    .bind(&currencies)
+    .bind(&sides)
+    .bind(&non_negative)
+    .execute(&mut *conn)
+    .await?;
+    let rows: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(
+        "SELECT a.id, a.owner, a.kind, a.ref, a.currency
+         FROM ledger_accounts a
+         JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(owner, kind, ref, currency)
+           ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency",
+    )
+    .bind(&owners)
+    .bind(&kinds)
+    .bind(&refs)
+    .bind(&currencies)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids = HashMap::with_capacity(rows.len());
+    for key in unique {
+        let id = rows
+            .iter()
+            .find(|(_, owner, kind, reference, currency)| {
+                *owner == key.owner
+                    && kind == key.kind.as_str()
+                    && *reference == key.reference
+                    && currency == key.currency.code()
+            })
+            .map(|row| row.0)
+            .ok_or(sqlx::Error::RowNotFound)?;
+        ids.insert(key.clone(), id);
+    }
+    Ok(ids)
+}
+
+pub(super) async fn insert_entries(
+    conn: &mut PgConnection,
+    transfer_id: Uuid,
+    legs: &[Leg],
+    ids: &HashMap<AccountKey, Uuid>,
+) -> Result<(), sqlx::Error> {
+    let accounts: Vec<Uuid> = legs.iter().map(|l| ids[&l.account]).collect();
+    let amounts: Vec<Decimal> = legs.iter().map(|l| l.amount).collect();
+    let currencies: Vec<&str> = legs.iter().map(|l| l.account.currency.code()).collect();
+    let memos: Vec<&str> = legs.iter().map(|l| l.memo.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
+         SELECT $1, * FROM unnest($2::uuid[], $3::numeric[], $4::text[], $5::text[])",
+    )
+    .bind(transfer_id)
+    .bind(&accounts)
+    .bind(&amounts)
+    .bind(&currencies)
+    .bind(&memos)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds to an account's running totals; with `check`, only if it stays
+/// non-negative. Returns whether the row was updated.
+pub(super) async fn apply_totals(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    posted: Decimal,
+    pending_out: Decimal,
+    pending_in: Decimal,
+    check: bool,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE ledger_accounts
+         SET posted = posted + $2, pending_out = pending_out + $3, pending_in = pending_in + $4
+         WHERE id = $1 AND (NOT $5 OR NOT non_negative OR posted + $2 - (pending_out + $3) >= 0)",
+    )
+    .bind(account_id)
+    .bind(posted)
+    .bind(pending_out)
+    .bind(pending_in)
+    .bind(check)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+pub(super) async fn available(conn: &mut PgConnection, account_id: Uuid) -> Result<Decimal, sqlx::Error> {
+    sqlx::query_scalar("SELECT posted - pending_out FROM ledger_accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// A recorded transfer's id, state and legs (account named as in
+/// [`AccountKey`]'s display, amount).
+pub(super) async fn legs_of(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<(Uuid, String, Vec<(String, Decimal)>), sqlx::Error> {
+    let (id, state): (Uuid, String) = sqlx::query_as("SELECT id, state FROM ledger_transfers WHERE key = $1")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows: Vec<(String, String, String, String, Decimal)> = sqlx::query_as(
+        "SELECT a.owner, a.kind, a.ref, a.currency, e.amount
+         FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE e.transfer_id = $1",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    let legs = rows
+        .into_iter()
+        .map(|(owner, kind, reference, currency, amount)| {
+            let name = match (AccountKind::parse(&kind), currency.parse::<Currency>()) {
+                (Some(kind), Ok(currency)) => AccountKey::new(&owner, kind, &reference, currency).to_string(),
+                _ => format!("{owner}:{kind}:{reference}:{currency}"),
+            };
+            (name, amount)
+        })
+        .collect();
+    Ok((id, state, legs))
+}
+
+/// Per non-negative account touched by a transfer, in id order (and locked
+/// in that order), its net change on the account's normal side.
+pub(super) async fn tracked_deltas(
+    conn: &mut PgConnection,
+    transfer_id: Uuid,
+) -> Result<Vec<(Uuid, Decimal)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, sum(CASE WHEN a.normal_side = 'credit' THEN e.amount ELSE -e.amount END)
+         FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE e.transfer_id = $1 AND a.non_negative
+         GROUP BY a.id
+         ORDER BY a.id",
+    )
+    .bind(transfer_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// An account's balances, on its normal side.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AccountBalance {
+    pub id: Uuid,
+    /// Empty for the platform's own accounts.
+    pub owner: String,
+    #[schema(example = "party")]
+    pub kind: String,
+    #[schema(example = "creator-42")]
+    pub reference: String,
+    #[schema(example = "KES")]
+    pub currency: String,
+    /// `credit` for what Tuma owes (balances, revenue), `debit` for what it
+    /// holds (floats, receivables).
+    pub normal_side: String,
+    /// Settled balance.
+    #[schema(value_type = String, example = "1500.00")]
+    pub posted: Decimal,
+    /// Reserved by pending payouts.
+    #[schema(value_type = String, example = "0")]
+    pub held: Decimal,
+    /// On its way in (pending credits).
+    #[schema(value_type = String, example = "0")]
+    pub incoming: Decimal,
+    /// What can be spent now: posted less held.
+    #[schema(value_type = String, example = "1500.00")]
+    pub available: Decimal,
+}
+
+/// Running totals for non-negative accounts; sums of entries for the
+/// others (which keep none).
+const BALANCE_SELECT: &str = "
+    SELECT a.id, a.owner, a.kind, a.ref AS reference, a.currency, a.normal_side,
+           CASE WHEN a.non_negative THEN a.posted ELSE coalesce(s.posted, 0) END AS posted,
+           CASE WHEN a.non_negative THEN a.pending_out ELSE coalesce(s.pending_out, 0) END AS held,
+           CASE WHEN a.non_negative THEN a.pending_in ELSE coalesce(s.pending_in, 0) END AS incoming,
+           CASE WHEN a.non_negative THEN a.posted - a.pending_out
+                ELSE coalesce(s.posted, 0) - coalesce(s.pending_out, 0) END AS available
+    FROM ledger_accounts a
+    LEFT JOIN LATERAL (
+        SELECT sum(d) FILTER (WHERE t.state = 'posted') AS posted,
+               coalesce(-sum(d) FILTER (WHERE t.state = 'pending' AND d < 0), 0) AS pending_out,
+               coalesce(sum(d) FILTER (WHERE t.state = 'pending' AND d > 0), 0) AS pending_in
+        FROM (SELECT e.transfer_id, CASE WHEN a.normal_side = 'credit' THEN e.amount ELSE -e.amount END AS d
+              FROM ledger_entries e WHERE e.account_id = a.id) x
+        JOIN ledger_transfers t ON t.id = x.transfer_id
+        WHERE NOT a.non_negative
+    ) s ON true";
+
+impl AccountBalance {
+    /// Every amount at the currency's minor units, however Postgres summed
+    /// them.
+    fn at_scale(mut self) -> AccountBalance {
+        let scale = scale_of(&self.currency);
+        for amount in [
+            &mut self.posted,
+            &mut self.held,
+            &mut self.incoming,
+            &mut self.available,
+        ] {
+            *amount = amount.normalize();
+            amount.rescale(scale);
+        }
+        self
+    }
+}
+
+fn scale_of(currency: &str) -> u32 {
+    currency.parse::<Currency>().map_or(2, Currency::minor_units)
+}
+
+/// The accounts of `(owner, kind, reference)`, one per currency.
+pub async fn balances_of(
+    pool: &PgPool,
+    owner: &str,
+    kind: AccountKind,
+    reference: &str,
+) -> Result<Vec<AccountBalance>, sqlx::Error> {
+    let rows: Vec<AccountBalance> = sqlx::query_as(&format!(
+        "{BALANCE_SELECT} WHERE a.owner = $1 AND a.kind = $2 AND a.ref = $3 ORDER BY a.currency"
+    ))
+    .bind(owner)
+    .bind(kind.as_str())
+    .bind(reference)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(AccountBalance::at_scale).collect())
+}
+
+pub async fn find_account(pool: &PgPool, id: Uuid) -> Result<Option<AccountBalance>, sqlx::Error> {
+    let row: Option<AccountBalance> = sqlx::query_as(&format!("{BALANCE_SELECT} WHERE a.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(AccountBalance::at_scale))
+}
+
+/// One entry of an account's history.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct EntryRow {
+    /// Also the cursor: entries are listed newest first.
+    pub id: i64,
+    pub transfer_id: Uuid,
+    /// The transfer's idempotency key (`intent:<id>` for an intent's own).
+    pub transfer_key: String,
+    #[schema(example = "payout")]
+    pub transfer_kind: String,
+    /// `pending` (held), `posted` or `voided`.
+    pub transfer_state: String,
+    pub intent_id: Option<Uuid>,
+    /// `debit` or `credit`.
+    pub side: String,
+    #[schema(value_type = String, example = "1500.00")]
+    pub amount: Decimal,
+    pub currency: String,
+    pub memo: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Entries of `account_id` older than `before` (an entry id), newest first.
+pub async fn entries(
+    pool: &PgPool,
+    account_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<EntryRow>, sqlx::Error> {
+    let rows: Vec<EntryRow> = sqlx::query_as(
+        "SELECT e.id, e.transfer_id, t.key AS transfer_key, t.kind AS transfer_kind, t.state AS transfer_state,
+                t.intent_id, CASE WHEN e.amount < 0 THEN 'debit' ELSE 'credit' END AS side,
+                abs(e.amount) AS amount, e.currency, e.memo, t.created_at
+         FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+         WHERE e.account_id = $1 AND ($2::bigint IS NULL OR e.id < $2)
+         ORDER BY e.id DESC
+         LIMIT $3",
+    )
+    .bind(account_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|mut row| {
+            row.amount = row.amount.normalize();
+            row.amount.rescale(scale_of(&row.currency));
+            row
+        })
+        .collect())
+}
+
+/// Everything that must hold of the ledger, as a list of what does not:
+/// every transfer balances per currency, every running total equals the
+/// sum of its entries, and no non-negative account is below zero.
+pub async fn check_invariants(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let mut problems = Vec::new();
+    let unbalanced: Vec<(String, String, Decimal)> = sqlx::query_as(
+        "SELECT t.key, e.currency, sum(e.amount)
+         FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+         GROUP BY t.key, e.currency HAVING sum(e.amount) <> 0",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (key, currency, sum) in unbalanced {
+        problems.push(format!("transfer {key}: {currency} legs sum to {sum}"));
+    }
+    let drifted: Vec<(Uuid, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT a.id, a.posted, a.pending_out, a.pending_in,
+                coalesce(sum(x.d) FILTER (WHERE t.state = 'posted'), 0),
+                coalesce(-sum(x.d) FILTER (WHERE t.state = 'pending' AND x.d < 0), 0),
+                coalesce(sum(x.d) FILTER (WHERE t.state = 'pending' AND x.d > 0), 0)
+         FROM ledger_accounts a
+         LEFT JOIN (SELECT e.account_id, e.transfer_id,
+                           sum(CASE WHEN a2.normal_side = 'credit' THEN e.amount ELSE -e.amount END) AS d
+                    FROM ledger_entries e JOIN ledger_accounts a2 ON a2.id = e.account_id
+                    GROUP BY e.account_id, e.transfer_id) x ON x.account_id = a.id
+         LEFT JOIN ledger_transfers t ON t.id = x.transfer_id
+         WHERE a.non_negative
+         GROUP BY a.id
+         HAVING a.posted <> coalesce(sum(x.d) FILTER (WHERE t.state = 'posted'), 0)
+             OR a.pending_out <> coalesce(-sum(x.d) FILTER (WHERE t.state = 'pending' AND x.d < 0), 0)
+             OR a.pending_in <> coalesce(sum(x.d) FILTER (WHERE t.state = 'pending' AND x.d > 0), 0)
+             OR a.posted - a.pending_out < 0",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (id, posted, out, into, sum_posted, sum_out, sum_in) in drifted {
+        problems.push(format!(
+            "account {id}: totals posted {posted} held {out} incoming {into}, entries say {sum_posted} / {sum_out} / {sum_in}"
+        ));
+    }
+    Ok(problems)
+}

@@ -1,0 +1,170 @@
+//! Auto-payout: when a credit lifts a party's balance above its threshold,
+//! pay the balance out to the party's phone.
+//!
+//! The crossing is detected in the credit's own transaction and enqueues one
+//! job keyed by the credit's transfer, so a crossing pays out once however
+//! often the credit is replayed. The job re-reads the balance under the
+//! party's lock and goes through the same admission as any payout (limits,
+//! approvals, hold).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+
+use super::{AdmitError, PayoutExtras, Policy};
+use crate::config::Config;
+use crate::domain::{Currency, Money, Msisdn, PartyId};
+use crate::ledger::{self, AccountKey, AccountKind, LedgerError};
+use crate::runner::{JobArgs, JobClient, JobContext, JobError, NewJob, Worker};
+use crate::store::parties;
+use crate::workflow::engine::{Engine, IntentTerms, NewIntent};
+
+/// Job arguments: a credit crossed a party's auto-payout threshold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutoPayoutJob {
+    pub owner: String,
+    pub party_id: String,
+    pub currency: Currency,
+    /// The transfer whose credit crossed the threshold.
+    pub trigger: String,
+}
+
+impl JobArgs for AutoPayoutJob {
+    const KIND: &'static str = "party.auto_payout";
+}
+
+/// After `payee` was credited `amount` by transfer `trigger`: enqueue an
+/// auto-payout if that credit took the balance over the party's threshold.
+pub(super) async fn after_credit(
+    tx: &mut Transaction<'_, Postgres>,
+    jobs: &JobClient,
+    payee: &AccountKey,
+    amount: Decimal,
+    trigger: &str,
+) -> Result<(), LedgerError> {
+    debug_assert_eq!(payee.kind, AccountKind::Party);
+    let settings: Option<(bool, Option<Decimal>, Option<String>)> = sqlx::query_as(
+        "SELECT auto_payout_enabled, auto_payout_threshold, auto_payout_currency FROM parties WHERE owner = $1 AND id = $2",
+    )
+    .bind(&payee.owner)
+    .bind(&payee.reference)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((true, Some(threshold), Some(currency))) = settings else {
+        return Ok(());
+    };
+    if currency != payee.currency.code() {
+        return Ok(());
+    }
+    let available: Decimal = sqlx::query_scalar(
+        "SELECT posted - pending_out FROM ledger_accounts WHERE owner = $1 AND kind = 'party' AND ref = $2 AND currency = $3",
+    )
+    .bind(&payee.owner)
+    .bind(&payee.reference)
+    .bind(payee.currency.code())
+    .fetch_one(&mut **tx)
+    .await?;
+    let before = available - amount;
+    if before <= threshold && available > threshold {
+        let job = NewJob::new(&AutoPayoutJob {
+            owner: payee.owner.clone(),
+            party_id: payee.reference.clone(),
+            currency: payee.currency,
+            trigger: trigger.to_owned(),
+        })
+        .unique_key(format!("auto-payout:{trigger}"));
+        jobs.enqueue(tx, &job).await?;
+        tracing::info!(party = payee.reference, "auto-payout threshold crossed");
+    }
+    Ok(())
+}
+
+/// Runs [`AutoPayoutJob`]s.
+pub struct AutoPayoutWorker {
+    pub engine: Engine,
+    pub policy: Policy,
+    pub config: std::sync::Arc<Config>,
+}
+
+impl Worker for AutoPayoutWorker {
+    type Args = AutoPayoutJob;
+
+    async fn work(&self, ctx: JobContext, args: AutoPayoutJob) -> Result<(), JobError> {
+        let mut tx = ctx.pool().begin().await?;
+        let party = parties::lock_or_create(&mut tx, &args.owner, &args.party_id, self.policy.default_tier()).await?;
+        let skip = |why: &str| tracing::info!(party = args.party_id, why, "auto-payout skipped");
+        let threshold = party.auto_payout_threshold.unwrap_or(Decimal::MAX);
+        let balances = ledger::balances_of(ctx.pool(), &args.owner, AccountKind::Party, &args.party_id).await?;
+        let available = balances
+            .iter()
+            .find(|b| b.currency == args.currency.code())
+            .map_or(Decimal::ZERO, |b| b.available);
+        let provider = party
+            .payout_provider
+            .clone()
+            .or_else(|| self.config.routing.default_provider.get(&args.currency).cloned());
+        let (Some(msisdn), Some(provider)) = (party.payout_msisdn.as_deref(), provider) else {
+            skip("the party has no payout phone or provider");
+            return complete(ctx, tx).await;
+        };
+        if !party.auto_payout_enabled || available <= threshold {
+            skip("disabled, or the balance is no longer above the threshold");
+            return complete(ctx, tx).await;
+        }
+        let Some(country) = crate::api::home_country(args.currency) else {
+            skip("no mobile money country for this currency");
+            return complete(ctx, tx).await;
+        };
+        let msisdn = Msisdn::parse(msisdn, country).map_err(JobError::fatal)?;
+        let whole = self.config.providers.get(&provider).is_none_or(|p| p.whole_units);
+        let breakdown =
+            match self
+                .policy
+                .fees()
+                .from_sent(available, args.currency, args.currency, Decimal::ONE, &provider, whole)
+            {
+                Ok(breakdown) => breakdown,
+                Err(e) => {
+                    skip(&e.to_string());
+                    return complete(ctx, tx).await;
+                }
+            };
+        let new = NewIntent {
+            kind: "payout".into(),
+            owner: args.owner.clone(),
+            created_by: "auto-payout".into(),
+            party_id: PartyId::parse(&args.party_id).map_err(JobError::fatal)?,
+            amount: Money::new(breakdown.received, args.currency).map_err(JobError::fatal)?,
+            msisdn,
+            provider,
+            reference: "auto-payout".into(),
+            metadata: serde_json::json!({ "auto_payout": { "trigger": args.trigger } }),
+            terms: IntentTerms::default(),
+        };
+        let extras = PayoutExtras {
+            priced: Some(breakdown),
+            ..PayoutExtras::default()
+        };
+        match self.policy.admit_payout(&self.engine, &mut tx, new, extras).await {
+            Ok(row) => {
+                tracing::info!(intent_id = %row.id, party = args.party_id, "auto-payout created");
+                complete(ctx, tx).await
+            }
+            Err(AdmitError::Refused(refusal)) => {
+                drop(tx);
+                let mut tx = ctx.pool().begin().await?;
+                skip(&refusal.to_string());
+                ctx.complete_in(&mut tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Err(e) => Err(JobError::retryable(e)),
+        }
+    }
+}
+
+async fn complete(ctx: JobContext, mut tx: Transaction<'_, Postgres>) -> Result<(), JobError> {
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! What entering a state with a ledger effect does, and crediting a party.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{Postgres, Transaction};
+
+use super::auto_payout;
+use crate::domain::Currency;
+use crate::ledger::{self, AccountKey, AccountKind, LedgerError, Leg, Mode, NewTransfer, Recorded, Settle};
+use crate::runner::JobClient;
+use crate::store::intents::IntentRow;
+use crate::workflow::LedgerEffect;
+
+/// Applies `effect` to `intent`'s transfer, in the transition's
+/// transaction. A payout's hold is posted or voided; a collection that
+/// completes credits its payee (the party's balance, or the campaign's
+/// bucket) from the provider float.
+pub async fn settle_intent(
+    conn: &mut Transaction<'_, Postgres>,
+    jobs: &JobClient,
+    intent: &IntentRow,
+    effect: LedgerEffect,
+    now: Option<DateTime<Utc>>,
+) -> Result<(), LedgerError> {
+    let key = ledger::intent_key(intent.id);
+    let how = match effect {
+        LedgerEffect::Post => Settle::Post,
+        LedgerEffect::Void => Settle::Void,
+    };
+    if ledger::settle(conn, &key, how, now).await? {
+        return Ok(());
+    }
+    match (intent.kind.as_str(), effect) {
+        ("collection", LedgerEffect::Post) => {
+            let currency = parse_currency(&intent.currency);
+            let payee = match &intent.campaign_id {
+                Some(campaign) => AccountKey::campaign(&intent.owner, campaign, currency),
+                None => AccountKey::party(&intent.owner, &intent.party_id, currency),
+            };
+            let transfer = NewTransfer {
+                key,
+                owner: intent.owner.clone(),
+                kind: "collection".into(),
+                intent_id: Some(intent.id),
+                description: format!("collection {} via {}", intent.id, intent.provider),
+                legs: vec![
+                    Leg::debit(
+                        AccountKey::float(&intent.provider, currency),
+                        intent.amount,
+                        "collected",
+                    ),
+                    Leg::credit(payee.clone(), intent.amount, "collected"),
+                ],
+            };
+            credit(conn, jobs, &transfer, &payee, intent.amount, now).await?;
+        }
+        ("payout", _) => {
+            tracing::warn!(intent_id = %intent.id, "payout has no ledger hold to settle");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Records `transfer` (posted) crediting `payee` with `amount`, and, when
+/// the payee is a party whose balance now crosses its auto-payout
+/// threshold, enqueues the auto-payout that crossing asks for.
+pub async fn credit(
+    conn: &mut Transaction<'_, Postgres>,
+    jobs: &JobClient,
+    transfer: &NewTransfer,
+    payee: &AccountKey,
+    amount: Decimal,
+    now: Option<DateTime<Utc>>,
+) -> Result<Recorded, LedgerError> {
+    let recorded = ledger::record(conn, transfer, Mode::Post, now).await?;
+    if matches!(recorded, Recorded::New { .. }) && payee.kind == AccountKind::Party {
+        auto_payout::after_credit(conn, jobs, payee, amount, &transfer.key).await?;
+    }
+    Ok(recorded)
+}
+
+fn parse_currency(code: &str) -> Currency {
+    code.parse().expect("intents are stored with a supported currency code")
+}

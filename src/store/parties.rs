@@ -1,0 +1,135 @@
+//! SQL for parties and their payout settings.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PartyRow {
+    pub owner: String,
+    pub id: String,
+    pub role: String,
+    pub kyc_tier: i16,
+    pub country: Option<String>,
+    pub payout_msisdn: Option<String>,
+    pub payout_provider: Option<String>,
+    pub auto_payout_enabled: bool,
+    pub auto_payout_threshold: Option<Decimal>,
+    pub auto_payout_currency: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "owner, id, role, kyc_tier, country, payout_msisdn, payout_provider, auto_payout_enabled, \
+                       auto_payout_threshold, auto_payout_currency, created_at, updated_at";
+
+/// The party's row, locked for the rest of the transaction; a party seen
+/// for the first time is created with `default_tier`. Every payout of a
+/// party takes this lock first, so limit checks never race.
+pub async fn lock_or_create(
+    conn: &mut PgConnection,
+    owner: &str,
+    id: &str,
+    default_tier: i16,
+) -> Result<PartyRow, sqlx::Error> {
+    sqlx::query("INSERT INTO parties (owner, id, kyc_tier) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(owner)
+        .bind(id)
+        .bind(default_tier)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM parties WHERE owner = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(owner)
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get(pool: &PgPool, owner: &str, id: &str) -> Result<Option<PartyRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM parties WHERE owner = $1 AND id = $2"))
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// What `PUT /v1/parties/{id}` sets.
+pub struct PartyProfile<'a> {
+    pub role: &'a str,
+    pub kyc_tier: i16,
+    pub country: Option<&'a str>,
+    pub payout_msisdn: Option<&'a str>,
+    pub payout_provider: Option<&'a str>,
+}
+
+pub async fn upsert_profile(
+    conn: &mut PgConnection,
+    owner: &str,
+    id: &str,
+    profile: &PartyProfile<'_>,
+    now: Option<DateTime<Utc>>,
+) -> Result<PartyRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO parties (owner, id, role, kyc_tier, country, payout_msisdn, payout_provider, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), coalesce($8, now()))
+         ON CONFLICT (owner, id) DO UPDATE
+         SET role = $3, kyc_tier = $4, country = $5, payout_msisdn = $6, payout_provider = $7,
+             updated_at = coalesce($8, now())
+         RETURNING {COLUMNS}"
+    ))
+    .bind(owner)
+    .bind(id)
+    .bind(profile.role)
+    .bind(profile.kyc_tier)
+    .bind(profile.country)
+    .bind(profile.payout_msisdn)
+    .bind(profile.payout_provider)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+/// What `PUT /v1/parties/{id}/payout-settings` sets.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoPayout<'a> {
+    pub enabled: bool,
+    pub threshold: Option<Decimal>,
+    pub currency: Option<&'a str>,
+}
+
+/// Sets the party's auto-payout; a party seen for the first time is
+/// created with `default_tier`.
+pub async fn set_auto_payout(
+    conn: &mut PgConnection,
+    owner: &str,
+    id: &str,
+    settings: &AutoPayout<'_>,
+    default_tier: i16,
+    now: Option<DateTime<Utc>>,
+) -> Result<PartyRow, sqlx::Error> {
+    let AutoPayout {
+        enabled,
+        threshold,
+        currency,
+    } = *settings;
+    sqlx::query_as(&format!(
+        "INSERT INTO parties (owner, id, kyc_tier, auto_payout_enabled, auto_payout_threshold, auto_payout_currency,
+                              created_at, updated_at)
+         VALUES ($1, $2, $7, $3, $4, $5, coalesce($6, now()), coalesce($6, now()))
+         ON CONFLICT (owner, id) DO UPDATE
+         SET auto_payout_enabled = $3, auto_payout_threshold = $4, auto_payout_currency = $5,
+             updated_at = coalesce($6, now())
+         RETURNING {COLUMNS}"
+    ))
+    .bind(owner)
+    .bind(id)
+    .bind(enabled)
+    .bind(threshold)
+    .bind(currency)
+    .bind(now)
+    .bind(default_tier)
+    .fetch_one(conn)
+    .await
+}

@@ -1,0 +1,211 @@
+//! SQL for quotes, policy flags, approvals and the sums limits are
+//! checked against.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QuoteRow {
+    pub id: Uuid,
+    pub owner: String,
+    pub party_id: String,
+    pub provider: String,
+    pub source_amount: Decimal,
+    pub source_currency: String,
+    pub target_currency: String,
+    pub rate: Decimal,
+    pub rate_source: String,
+    pub rate_as_of: DateTime<Utc>,
+    pub breakdown: Value,
+    pub received: Decimal,
+    pub expires_at: DateTime<Utc>,
+    pub used_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+const QUOTE_COLUMNS: &str = "id, owner, party_id, provider, source_amount, source_currency, target_currency, rate, \
+     rate_source, rate_as_of, breakdown, received, expires_at, used_by, created_at";
+
+pub async fn insert_quote(
+    conn: &mut PgConnection,
+    quote: &QuoteRow,
+    now: Option<DateTime<Utc>>,
+) -> Result<QuoteRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO quotes (id, owner, party_id, provider, source_amount, source_currency, target_currency, rate,
+                             rate_source, rate_as_of, breakdown, received, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()))
+         RETURNING {QUOTE_COLUMNS}"
+    ))
+    .bind(quote.id)
+    .bind(&quote.owner)
+    .bind(&quote.party_id)
+    .bind(&quote.provider)
+    .bind(quote.source_amount)
+    .bind(&quote.source_currency)
+    .bind(&quote.target_currency)
+    .bind(quote.rate)
+    .bind(&quote.rate_source)
+    .bind(quote.rate_as_of)
+    .bind(&quote.breakdown)
+    .bind(quote.received)
+    .bind(quote.expires_at)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+/// The owner's quote `id`, locked until the transaction ends.
+pub async fn lock_quote(conn: &mut PgConnection, owner: &str, id: Uuid) -> Result<Option<QuoteRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {QUOTE_COLUMNS} FROM quotes WHERE id = $1 AND owner = $2 FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get_quote(pool: &PgPool, owner: &str, id: Uuid) -> Result<Option<QuoteRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {QUOTE_COLUMNS} FROM quotes WHERE id = $1 AND owner = $2"
+    ))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn use_quote(conn: &mut PgConnection, id: Uuid, intent_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE quotes SET used_by = $2 WHERE id = $1 AND used_by IS NULL")
+        .bind(id)
+        .bind(intent_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Count and USD sum of the party's payouts created since `since` that
+/// still count: held, waiting, processing, completed or unresolved.
+pub async fn payout_usage(
+    conn: &mut PgConnection,
+    owner: &str,
+    party_id: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, Decimal), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), coalesce(sum(usd_equivalent), 0)
+         FROM intents
+         WHERE kind = 'payout' AND owner = $1 AND party_id = $2 AND created_at >= $3
+           AND state NOT IN ('failed', 'cancelled', 'rejected', 'expired')",
+    )
+    .bind(owner)
+    .bind(party_id)
+    .bind(since)
+    .fetch_one(conn)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FlagRow {
+    pub rule: String,
+    pub action: String,
+    pub detail: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_flag(
+    conn: &mut PgConnection,
+    intent_id: Uuid,
+    rule: &str,
+    action: &str,
+    detail: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO intent_flags (intent_id, rule, action, detail, created_at) VALUES ($1, $2, $3, $4, coalesce($5, now()))",
+    )
+    .bind(intent_id)
+    .bind(rule)
+    .bind(action)
+    .bind(detail)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn flags(pool: &PgPool, intent_id: Uuid) -> Result<Vec<FlagRow>, sqlx::Error> {
+    sqlx::query_as("SELECT rule, action, detail, created_at FROM intent_flags WHERE intent_id = $1 ORDER BY id")
+        .bind(intent_id)
+        .fetch_all(pool)
+        .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApprovalRow {
+    pub approver: String,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Records `approver`'s decision; `false` if they already decided.
+pub async fn insert_approval(
+    conn: &mut PgConnection,
+    intent_id: Uuid,
+    approver: &str,
+    decision: &str,
+    reason: Option<&str>,
+    now: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO approvals (intent_id, approver, decision, reason, created_at)
+         VALUES ($1, $2, $3, $4, coalesce($5, now()))
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(intent_id)
+    .bind(approver)
+    .bind(decision)
+    .bind(reason)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn approvals(conn: &mut PgConnection, intent_id: Uuid) -> Result<Vec<ApprovalRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT approver, decision, reason, created_at FROM approvals WHERE intent_id = $1 ORDER BY created_at",
+    )
+    .bind(intent_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Intents waiting for approval (all owners when `owner` is `None`),
+/// oldest first, after `after` (an intent id, the cursor).
+pub async fn pending_approvals(
+    pool: &PgPool,
+    owner: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<crate::store::intents::IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {} FROM intents
+         WHERE state = 'awaiting_approval' AND ($1::text IS NULL OR owner = $1)
+           AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+         ORDER BY created_at, id
+         LIMIT $4",
+        crate::store::intents::COLUMNS
+    ))
+    .bind(owner)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,732 @@
+//! Money and policy through the API: the ledger's holds, posts and voids,
+//! balances that cannot be overdrawn, KYC limits, AML review, maker-checker
+//! approvals, FX quotes, auto-payouts and batches. Every test ends with the
+//! ledger's invariants.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tuma::simulator::mpesa::SimConfig;
+
+use crate::common::app::{spawn_app, spawn_app_with, spawn_mpesa_app, TestApp};
+use crate::common::eventually;
+
+fn d(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+fn payout_from(party: &str, amount: &str) -> Value {
+    json!({ "amount": amount, "currency": "KES", "recipient": { "msisdn": "0712345678" },
+            "party_id": party, "reference": "earnings" })
+}
+
+async fn create_payout(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.create("/v1/payouts", &app.key, &uuid::Uuid::new_v4().to_string(), body)
+        .await
+}
+
+async fn created(app: &TestApp, body: &Value) -> Value {
+    let response = create_payout(app, body).await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn post_json(app: &TestApp, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url(path))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn fetch(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/payouts/{id}"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_payout_holds_its_amount_and_fees_and_a_cancel_releases_them() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "maria", 1).await;
+    app.fund(&app.admin_key, "maria", "5000", "KES").await;
+    let payout = created(&app, &payout_from("maria", "1500")).await;
+    // 1,500 to the phone, 37.50 platform fee (2.5 %), 50 M-Pesa tariff.
+    assert_eq!(payout["fees"]["sent"], "1587.50");
+    assert_eq!(payout["fees"]["platform_fee"], "37.50");
+    assert_eq!(payout["fees"]["provider_fee"], "50.00");
+    assert_eq!(payout["fees"]["received"], "1500.00");
+    assert_eq!(app.available("maria", "KES").await, d("3412.50"));
+    let balances: Value = app
+        .get("/v1/parties/maria/balances", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balances["accounts"][0]["held"], "1587.50");
+    assert_eq!(balances["accounts"][0]["posted"], "5000.00");
+
+    let cancelled = app
+        .post(
+            &format!("/v1/payouts/{}/cancel", payout["id"].as_str().unwrap()),
+            &app.key,
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    assert_eq!(app.available("maria", "KES").await, d("5000"));
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn a_payout_the_balance_cannot_cover_is_refused_and_nothing_is_created() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "maria", 1).await;
+    app.fund(&app.admin_key, "maria", "1000", "KES").await;
+    let response = create_payout(&app, &payout_from("maria", "1000")).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:insufficient-funds");
+    assert_eq!(problem["available"], "1000.00");
+    assert_eq!(problem["needed"], "1050.00");
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE party_id = 'maria'").await,
+        0
+    );
+    assert_eq!(app.available("maria", "KES").await, d("1000"));
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_payouts_never_overdraw_a_balance() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "busy", 2).await;
+    // Each 400 KES payout costs 400 + 10 platform fee + 11 tariff = 421:
+    // 10,000 covers 23 of them, not 30.
+    app.fund(&app.admin_key, "busy", "10000", "KES").await;
+    let body = payout_from("busy", "400");
+    let attempts = (0..30).map(|_| create_payout(&app, &body));
+    let statuses: Vec<StatusCode> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    assert_eq!((accepted, refused), (23, 7), "{statuses:?}");
+    assert_eq!(
+        app.available("busy", "KES").await,
+        d("10000") - d("421") * Decimal::from(23)
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_payouts_never_exceed_a_daily_limit() {
+    let app = spawn_app().await;
+    // Tier 0: 100 USD a day. 3,000 KES + 75 platform fee + 75 tariff =
+    // 3,150 KES is 24.23 USD at 130 KES/USD: four fit in 100 USD, not five.
+    app.set_party(&app.admin_key, "newcomer", 0).await;
+    app.fund(&app.admin_key, "newcomer", "100000", "KES").await;
+    let body = payout_from("newcomer", "3000");
+    let attempts = (0..12).map(|_| create_payout(&app, &body));
+    let responses = futures::future::join_all(attempts).await;
+    let mut accepted = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                let problem: Value = response.json().await.unwrap();
+                assert_eq!(problem["type"], "urn:tuma:problem:limit-exceeded", "{problem}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 4);
+    let used: Decimal = sqlx::query_scalar("SELECT sum(usd_equivalent) FROM intents WHERE party_id = 'newcomer'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(used <= d("100"), "{used}");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn a_tier_0_party_asking_for_150_dollars_in_a_day_is_refused_with_the_limit_named() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "amani", 0).await;
+    app.fund(&app.admin_key, "amani", "500", "USD").await;
+    let first = quote(&app, "amani", "80").await;
+    created(
+        &app,
+        &json!({ "amount": first["received"], "currency": "KES", "recipient": { "msisdn": "0712345678" },
+                 "party_id": "amani", "reference": "first", "quote_id": first["id"] }),
+    )
+    .await;
+    let second = quote(&app, "amani", "70").await;
+    let response = create_payout(
+        &app,
+        &json!({ "amount": second["received"], "currency": "KES", "recipient": { "msisdn": "0712345678" },
+                 "party_id": "amani", "reference": "second", "quote_id": second["id"] }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:limit-exceeded");
+    assert_eq!(problem["limit"], "KYC tier 0 daily");
+    assert_eq!(problem["limit_usd"], "100");
+    assert_eq!(problem["used_usd"], "80.00");
+    assert_eq!(problem["left_usd"], "20.00");
+    assert_eq!(problem["asked_usd"], "70.00");
+    // Nothing was held for the refused payout, and its quote is still free.
+    assert_eq!(app.available("amani", "USD").await, d("420.00"));
+    let unused: Value = app
+        .get(&format!("/v1/quotes/{}", second["id"].as_str().unwrap()), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unused["used_by"], Value::Null);
+    app.assert_ledger_balanced().await;
+}
+
+async fn quote(app: &TestApp, party: &str, usd: &str) -> Value {
+    let response = post_json(
+        app,
+        "/v1/quotes",
+        &app.key,
+        &json!({ "party_id": party, "source_amount": usd, "source_currency": "USD", "target_currency": "KES" }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_fifty_dollar_sale_is_quoted_and_paid_with_a_breakdown_that_adds_up() {
+    // The worked example's 75 KES tariff.
+    let app = spawn_app_with("[fees.tariffs.mpesa]\nKES = [{ up_to = \"250000\", fee = \"75\" }]\n").await;
+    app.set_party(&app.admin_key, "wanjiru", 1).await;
+    app.fund(&app.admin_key, "wanjiru", "50", "USD").await;
+    let quote = quote(&app, "wanjiru", "50").await;
+    let b = &quote["breakdown"];
+    assert_eq!(quote["rate"], "130");
+    assert_eq!(quote["rate_source"], "config");
+    assert_eq!(b["sent"], "50.00");
+    assert_eq!(b["platform_fee"], "1.25");
+    assert_eq!(b["fx_spread"], "0.73");
+    assert_eq!(b["conversion_fee"], "0.98");
+    assert_eq!(b["converted_source"], "47.04");
+    assert_eq!(b["converted"], "6115.20");
+    assert_eq!(b["provider_fee"], "75.00");
+    assert_eq!(b["rounding"], "0.20");
+    assert_eq!(b["received"], "6040.00");
+    let parts: Decimal = ["platform_fee", "fx_spread", "conversion_fee", "converted_source"]
+        .iter()
+        .map(|k| d(b[k].as_str().unwrap()))
+        .sum();
+    assert_eq!(parts, d("50.00"));
+
+    let payout = created(
+        &app,
+        &json!({ "amount": "6040", "currency": "KES", "recipient": { "msisdn": "0712345678" },
+                 "party_id": "wanjiru", "reference": "sale-1", "quote_id": quote["id"] }),
+    )
+    .await;
+    assert_eq!(payout["quote_id"], quote["id"]);
+    assert_eq!(payout["fees"], quote["breakdown"]);
+    assert_eq!(payout["usd_equivalent"], "50.00");
+    assert_eq!(app.available("wanjiru", "USD").await, d("0"));
+    // A quote pays one payout.
+    let again = create_payout(
+        &app,
+        &json!({ "amount": "6040", "currency": "KES", "recipient": { "msisdn": "0712345678" },
+                 "party_id": "wanjiru", "reference": "sale-1b", "quote_id": quote["id"] }),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let problem: Value = again.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:quote-used");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn an_expired_quote_is_a_conflict() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "wanjiru", 1).await;
+    app.fund(&app.admin_key, "wanjiru", "50", "USD").await;
+    let quote = quote(&app, "wanjiru", "20").await;
+    app.advance(Duration::from_secs(301));
+    let response = create_payout(
+        &app,
+        &json!({ "amount": quote["received"], "currency": "KES", "recipient": { "msisdn": "0712345678" },
+                 "party_id": "wanjiru", "reference": "late", "quote_id": quote["id"] }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:quote-expired");
+    assert_eq!(app.available("wanjiru", "USD").await, d("50.00"));
+}
+
+#[tokio::test]
+async fn a_600_dollar_payout_is_flagged_and_waits_for_approval_then_goes_on() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "big", 2).await;
+    app.fund(&app.admin_key, "big", "200000", "KES").await;
+    // 76,000 KES + fees ≈ 600 USD.
+    let payout = created(&app, &payout_from("big", "76000")).await;
+    let id = payout["id"].as_str().unwrap();
+    assert_eq!(payout["state"], "awaiting_approval");
+    assert_eq!(payout["approvals_required"], 1);
+    let detail = fetch(&app, id).await;
+    assert_eq!(detail["flags"][0]["rule"], "aml_large_payout");
+    assert_eq!(detail["flags"][0]["action"], "review");
+    let pending: Value = app
+        .get("/v1/approvals?state=pending", &app.approver_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["data"][0]["id"], id);
+
+    // The release job enqueued at creation finds the payout moved on.
+    app.work("default").await;
+    assert_eq!(fetch(&app, id).await["state"], "awaiting_approval");
+
+    let decided = post_json(
+        &app,
+        &format!("/v1/payouts/{id}/approve"),
+        &app.approver_key,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(decided.status(), StatusCode::OK);
+    let decided: Value = decided.json().await.unwrap();
+    assert_eq!(decided["outcome"], "approved");
+    assert_eq!(decided["payout"]["state"], "pending");
+    app.work("default").await;
+    assert_eq!(fetch(&app, id).await["state"], "processing");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn above_the_second_threshold_two_different_approvers_are_needed_and_the_maker_cannot_approve() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "ngo", 2).await;
+    app.fund(&app.admin_key, "ngo", "2000000", "KES").await;
+    // Three 240,000 KES payouts: each is over 500 USD (one approval), the
+    // batch is over 5,000 USD, so each needs two different approvers. The
+    // maker holds approvals:write too, to show the rule is not about scope.
+    let maker = tuma::api::create_key(
+        &app.db.pool,
+        "maker-mo",
+        "shop",
+        &[tuma::api::Scope::IntentsWrite, tuma::api::Scope::ApprovalsWrite],
+    )
+    .await
+    .unwrap();
+    let body = json!({ "reference": "relief-wave-1", "payouts": [
+        payout_from("ngo", "240000"), payout_from("ngo", "240000"), payout_from("ngo", "240000") ] });
+    let response = app.create("/v1/payout-batches", &maker, "batch-1", &body).await;
+    let status = response.status();
+    let batch: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let ids: Vec<String> = batch["payouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["state"], "awaiting_approval");
+            assert_eq!(p["approvals_required"], 2);
+            p["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let first = &ids[0];
+
+    let own = post_json(&app, &format!("/v1/payouts/{first}/approve"), &maker, &json!({})).await;
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    let problem: Value = own.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:not-allowed");
+
+    let one: Value = post_json(
+        &app,
+        &format!("/v1/payouts/{first}/approve"),
+        &app.approver_key,
+        &json!({}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(one["outcome"], "waiting");
+    assert_eq!(one["payout"]["state"], "awaiting_approval");
+    let same_again = post_json(
+        &app,
+        &format!("/v1/payouts/{first}/approve"),
+        &app.approver_key,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(same_again.status(), StatusCode::CONFLICT, "one approver counts once");
+    let two: Value = post_json(
+        &app,
+        &format!("/v1/payouts/{first}/approve"),
+        &app.second_approver_key,
+        &json!({ "reason": "matches the relief plan" }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(two["outcome"], "approved");
+    assert_eq!(two["payout"]["state"], "pending");
+
+    // The rest of the batch is approved as one, by both approvers.
+    let batch_id = batch["id"].as_str().unwrap();
+    let path = format!("/v1/payout-batches/{batch_id}/approve");
+    let outcome: Value = app.post(&path, &app.approver_key).await.json().await.unwrap();
+    assert_eq!(outcome["outcomes"][&ids[1]], "waiting (1 of 2)");
+    let outcome: Value = app.post(&path, &app.second_approver_key).await.json().await.unwrap();
+    assert_eq!(outcome["outcomes"][&ids[1]], "approved");
+    assert_eq!(outcome["outcomes"][&ids[2]], "approved");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn a_rejection_and_an_expired_approval_both_release_the_hold() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "big", 2).await;
+    app.fund(&app.admin_key, "big", "200000", "KES").await;
+    let rejected = created(&app, &payout_from("big", "70000")).await;
+    let expiring = created(&app, &payout_from("big", "70000")).await;
+    assert!(app.available("big", "KES").await < d("60000"));
+
+    let no_reason = post_json(
+        &app,
+        &format!("/v1/payouts/{}/reject", rejected["id"].as_str().unwrap()),
+        &app.approver_key,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(no_reason.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let response = post_json(
+        &app,
+        &format!("/v1/payouts/{}/reject", rejected["id"].as_str().unwrap()),
+        &app.approver_key,
+        &json!({ "reason": "recipient not on the contract" }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(fetch(&app, rejected["id"].as_str().unwrap()).await["state"], "rejected");
+
+    // Three days pass with nobody deciding.
+    app.advance(Duration::from_secs(3 * 86_400 + 1));
+    app.work("default").await;
+    assert_eq!(fetch(&app, expiring["id"].as_str().unwrap()).await["state"], "expired");
+    assert_eq!(app.available("big", "KES").await, d("200000"));
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_created_whole_or_not_at_all() {
+    let app = spawn_app().await;
+    app.set_party(&app.admin_key, "payroll", 2).await;
+    app.fund(&app.admin_key, "payroll", "3000", "KES").await;
+    // The third payout does not fit the balance left by the first two.
+    let body = json!({ "reference": "wages", "payouts": [
+        payout_from("payroll", "1000"), payout_from("payroll", "1000"), payout_from("payroll", "1000") ] });
+    let response = app.create("/v1/payout-batches", &app.key, "wages-1", &body).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "payouts[2]");
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE party_id = 'payroll'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM payout_batches").await, 0);
+    assert_eq!(app.available("payroll", "KES").await, d("3000"));
+
+    // A field error anywhere refuses the batch too, naming the payout.
+    let mut bad = body.clone();
+    bad["payouts"][1]["amount"] = json!("-5");
+    let response = app.create("/v1/payout-batches", &app.key, "wages-2", &bad).await;
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "payouts[1].amount");
+
+    let fits = json!({ "reference": "wages", "payouts": [
+        payout_from("payroll", "1000"), payout_from("payroll", "1000") ] });
+    let response = app.create("/v1/payout-batches", &app.key, "wages-3", &fits).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE party_id = 'payroll'")
+            .await,
+        2
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn crediting_past_the_threshold_pays_out_once() {
+    let app = spawn_app().await;
+    let put = app
+        .http
+        .put(app.url("/v1/parties/kamau"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "role": "creator", "kyc_tier": 1, "country": "KE", "payout_msisdn": "0712345678" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let settings = app
+        .http
+        .put(app.url("/v1/parties/kamau/payout-settings"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "auto_payout": true, "threshold": "100", "currency": "KES" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.status(), StatusCode::OK);
+
+    app.fund(&app.admin_key, "kamau", "60", "KES").await;
+    app.work("default").await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE party_id = 'kamau'").await,
+        0
+    );
+    // 60 + 90 = 150 crosses 100: one payout of the balance, fees taken
+    // from it (150 - 3.75 platform fee - 11 tariff = 135.25 → 135 whole).
+    app.fund(&app.admin_key, "kamau", "90", "KES").await;
+    app.work("default").await;
+    let payouts: Vec<(Decimal, String)> =
+        sqlx::query_as("SELECT amount, created_by FROM intents WHERE party_id = 'kamau' AND kind = 'payout'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(payouts, vec![(d("135.00"), "auto-payout".to_owned())]);
+    assert_eq!(app.available("kamau", "KES").await, d("0"));
+    // Replaying the crossing (the same job again) pays nothing more.
+    app.work("default").await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE party_id = 'kamau'").await,
+        1
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn crediting_the_same_reference_twice_is_a_no_op_and_a_different_amount_is_a_conflict() {
+    let app = spawn_app().await;
+    let credit = |amount: &'static str| {
+        let app = &app;
+        async move {
+            post_json(
+                app,
+                "/v1/parties/zawadi/credits",
+                &app.admin_key,
+                &json!({ "amount": amount, "currency": "KES", "reference": "sale-7" }),
+            )
+            .await
+        }
+    };
+    assert_eq!(credit("500").await.status(), StatusCode::CREATED);
+    let replay = credit("500").await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.json::<Value>().await.unwrap()["created"], false);
+    let conflict = credit("600").await;
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let problem: Value = conflict.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("was +500.00, now +600"), "{detail}");
+    assert_eq!(app.available("zawadi", "KES").await, d("500"));
+    // Crediting needs parties:write.
+    let refused = post_json(
+        &app,
+        "/v1/parties/zawadi/credits",
+        &app.key,
+        &json!({ "amount": "1", "currency": "KES", "reference": "x" }),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn account_entries_page_newest_first_and_stay_within_their_owner() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        app.fund(&app.admin_key, "pages", &format!("{}", 10 + i), "KES").await;
+    }
+    let balances: Value = app
+        .get("/v1/parties/pages/balances", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let account = balances["accounts"][0]["id"].as_str().unwrap().to_owned();
+    let first: Value = app
+        .get(&format!("/v1/ledger/accounts/{account}/entries?limit=3"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let amounts: Vec<&str> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(amounts, ["14.00", "13.00", "12.00"]);
+    assert_eq!(first["data"][0]["side"], "credit");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second: Value = app
+        .get(
+            &format!("/v1/ledger/accounts/{account}/entries?limit=3&cursor={cursor}"),
+            &app.key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["data"].as_array().unwrap().len(), 2);
+    assert_eq!(second["next_cursor"], Value::Null);
+    let other = app
+        .get(&format!("/v1/ledger/accounts/{account}/entries"), &app.other_key)
+        .await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_payout_posts_its_hold_and_a_failed_one_voids_it() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    app.set_party(&app.admin_key, "wafula", 1).await;
+    app.fund(&app.admin_key, "wafula", "10000", "KES").await;
+    let paid = created(&app, &payout_from("wafula", "1500")).await;
+    // An unregistered number: M-Pesa refuses it.
+    let mut refused_body = payout_from("wafula", "1000");
+    refused_body["recipient"]["msisdn"] = json!("0712345009");
+    let refused = created(&app, &refused_body).await;
+    for (payout, state) in [(&paid, "completed"), (&refused, "failed")] {
+        let id = payout["id"].as_str().unwrap().to_owned();
+        eventually(
+            Duration::from_secs(20),
+            &format!("payout to become {state}"),
+            || async {
+                app.run_jobs().await;
+                fetch(&app, &id).await["state"] == state
+            },
+        )
+        .await;
+    }
+    let balances: Value = app
+        .get("/v1/parties/wafula/balances", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let account = &balances["accounts"][0];
+    assert_eq!(account["posted"], "8412.50", "10,000 less 1,500 + 37.50 + 50");
+    assert_eq!(account["held"], "0.00");
+    let float: Decimal = sqlx::query_scalar(
+        "SELECT sum(e.amount) FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+         JOIN ledger_transfers t ON t.id = e.transfer_id
+         WHERE a.kind = 'float' AND a.ref = 'mpesa' AND t.state = 'posted'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(float, d("1550.00"), "the payout and its tariff left the float");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn donations_fill_a_campaign_bucket_and_the_ngo_is_paid_from_it_only_while_it_holds_enough() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    for (i, amount) in ["2000", "3000"].iter().enumerate() {
+        let body = json!({ "amount": amount, "currency": "KES", "payer": { "msisdn": format!("072200001{i}") },
+                           "party_id": "donor-x", "reference": "flood", "campaign_id": "flood-relief" });
+        let response = app
+            .create("/v1/collections", &app.key, &format!("donation-{i}"), &body)
+            .await;
+        let id = response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        eventually(Duration::from_secs(20), "donation to complete", || async {
+            app.run_jobs().await;
+            app.get(&format!("/v1/collections/{id}"), &app.key)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()["state"]
+                == "completed"
+        })
+        .await;
+    }
+    let bucket: Value = app
+        .get("/v1/campaigns/flood-relief/balances", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bucket["accounts"][0]["available"], "5000.00");
+    app.set_party(&app.admin_key, "red-cross", 2).await;
+    let mut too_much = payout_from("red-cross", "4900");
+    too_much["campaign_id"] = json!("flood-relief");
+    let response = create_payout(&app, &too_much).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "4,900 + fees > 5,000"
+    );
+    let mut fits = payout_from("red-cross", "4000");
+    fits["campaign_id"] = json!("flood-relief");
+    let payout = created(&app, &fits).await;
+    assert_eq!(payout["campaign_id"], "flood-relief");
+    let bucket: Value = app
+        .get("/v1/campaigns/flood-relief/balances", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        bucket["accounts"][0]["available"], "825.00",
+        "5,000 - 4,000 - 100 fee - 75 tariff"
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn blocked_countries_and_velocity_blocks_are_refused_with_their_rule() {
+    let app = spawn_app_with(
+        "[policy]\nblocked_countries = [\"KE\"]\nvelocity = [{ name = \"two_an_hour\", window_s = 3600, max_count = 2, action = \"block\" }]\n",
+    )
+    .await;
+    let response = create_payout(&app, &payout_from("creator-42", "100")).await;
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:blocked-country", "{problem}");
+
+    let app = spawn_app_with(
+        "[policy]\nvelocity = [{ name = \"two_an_hour\", window_s = 3600, max_count = 2, action = \"block\" }]\n",
+    )
+    .await;
+    created(&app, &payout_from("creator-42", "100")).await;
+    created(&app, &payout_from("creator-42", "100")).await;
+    let response = create_payout(&app, &payout_from("creator-42", "100")).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tuma:problem:velocity-blocked");
+    assert!(problem["detail"].as_str().unwrap().contains("two_an_hour"));
+    app.assert_ledger_balanced().await;
+}
