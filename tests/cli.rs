@@ -143,3 +143,83 @@ async fn serve_answers_health_readiness_and_metrics_then_stops_cleanly_on_sigter
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(status.success(), "exit {status:?}: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker_rule() {
+    use tuma::domain::{Country, Currency, Money, Msisdn, PartyId};
+    use tuma::ledger::{AccountKey, Leg, NewTransfer};
+
+    let db = TestDb::new().await;
+    let app = tuma::app::assemble(common::config_with(""), db.pool.clone(), tuma::clock::Clock::Database).unwrap();
+    let policy = tuma::policy::Policy::from_config(&common::config_with("")).unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO parties (owner, id, kyc_tier) VALUES ('shop', 'big', 2)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let wallet = AccountKey::party("shop", "big", Currency::KES);
+    let funding = NewTransfer {
+        key: "credit:big:1".into(),
+        owner: "shop".into(),
+        kind: "credit".into(),
+        intent_id: None,
+        description: "earnings".into(),
+        legs: vec![
+            Leg::debit(
+                AccountKey::funding("shop", Currency::KES),
+                "200000".parse().unwrap(),
+                "in",
+            ),
+            Leg::credit(wallet.clone(), "200000".parse().unwrap(), "in"),
+        ],
+    };
+    tuma::policy::credit(
+        &mut tx,
+        app.engine.jobs(),
+        &funding,
+        &wallet,
+        "200000".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let new = tuma::workflow::engine::NewIntent {
+        kind: "payout".into(),
+        owner: "shop".into(),
+        created_by: "shop-backend".into(),
+        party_id: PartyId::parse("big").unwrap(),
+        amount: Money::parse("76000", Currency::KES).unwrap(),
+        msisdn: Msisdn::parse("0712345678", Country::KE).unwrap(),
+        provider: "mpesa".into(),
+        reference: "large".into(),
+        metadata: serde_json::json!({}),
+        terms: Default::default(),
+    };
+    let row = policy
+        .admit_payout(&app.engine, &mut tx, new, Default::default())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(row.state, "awaiting_approval");
+    let id = row.id.to_string();
+
+    let run = |args: &[&str]| tuma().args(args).env("DATABASE_URL", db.url()).output().unwrap();
+    let listed = run(&["approvals", "list"]);
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+    let own = run(&["approvals", "approve", &id, "--as", "shop-backend"]);
+    assert!(!own.status.success());
+    assert!(String::from_utf8_lossy(&own.stderr).contains("cannot decide"));
+    let approved = run(&["approvals", "approve", &id, "--as", "amina"]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "pending");
+}

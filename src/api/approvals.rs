@@ -304,15 +304,14 @@ pub async fn create_batch(
         return Ok((status, Json(first.response_body)));
     }
     let batch_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO payout_batches (id, owner, reference, created_by, created_at) VALUES ($1, $2, $3, $4, coalesce($5, now()))",
+    store::insert_batch(
+        &mut tx,
+        batch_id,
+        &caller.owner,
+        request.reference.trim(),
+        &caller.name,
+        now,
     )
-    .bind(batch_id)
-    .bind(&caller.owner)
-    .bind(request.reference.trim())
-    .bind(&caller.name)
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
     let mut rows = Vec::new();
     let mut refusals = Vec::new();
@@ -355,11 +354,7 @@ pub async fn create_batch(
     if batch_required > 0 {
         for row in &mut rows {
             if row.approvals_required < batch_required {
-                sqlx::query("UPDATE intents SET approvals_required = $2 WHERE id = $1")
-                    .bind(row.id)
-                    .bind(batch_required)
-                    .execute(&mut *tx)
-                    .await?;
+                store::set_approvals_required(&mut tx, row.id, batch_required).await?;
                 row.approvals_required = batch_required;
             }
             if row.state == "pending" {
@@ -405,19 +400,11 @@ pub async fn approve_batch(
     caller.require(Scope::ApprovalsWrite)?;
     let not_found = || ApiError::NotFound(format!("no batch {id}"));
     let batch_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM payout_batches WHERE id = $1")
-        .bind(batch_id)
-        .fetch_optional(&state.pool)
-        .await?;
-    let owner = owner.ok_or_else(not_found)?;
+    let owner = store::batch_owner(&state.pool, batch_id).await?.ok_or_else(not_found)?;
     if owner != caller.owner && caller.require(Scope::Admin).is_err() {
         return Err(not_found());
     }
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM intents WHERE batch_id = $1 AND state = 'awaiting_approval' ORDER BY id")
-            .bind(batch_id)
-            .fetch_all(&state.pool)
-            .await?;
+    let ids = store::batch_awaiting(&state.pool, batch_id).await?;
     let mut tx = state.pool.begin().await?;
     let mut outcomes = HashMap::new();
     for intent_id in ids {

@@ -3,6 +3,7 @@
 //! Every subcommand loads and validates the configuration first, so a bad
 //! setting stops the process before anything starts, with the key named.
 
+mod approvals;
 mod bench;
 mod jobs;
 mod keys;
@@ -38,6 +39,9 @@ enum Command {
     Migrate,
     /// Run the engine: the job runner and the HTTP server, until SIGINT/SIGTERM.
     Serve,
+    /// Maker-checker: list payouts waiting for approval, approve or reject.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Measure the engine on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Migrate => migrate(&config).await,
             Command::Serve => serve::run(config).await,
+            Command::Approvals(command) => approvals::run(config, command).await,
             Command::Bench(command) => bench::run(config, command).await,
             Command::Jobs(command) => jobs::run(config, command).await,
             Command::Keys(command) => keys::run(config, command).await,

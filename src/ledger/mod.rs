@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::domain::Currency;
 
-pub use query::{balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
+pub use query::{available_of, balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
 
 /// The owner of accounts that belong to the platform, not to one tenant.
 pub const SYSTEM: &str = "";

@@ -128,6 +128,20 @@ pub(super) async fn available(conn: &mut PgConnection, account_id: Uuid) -> Resu
         .await
 }
 
+/// A non-negative account's available balance (zero if it has no account).
+pub async fn available_of(conn: &mut PgConnection, key: &AccountKey) -> Result<Decimal, sqlx::Error> {
+    let available: Option<Decimal> = sqlx::query_scalar(
+        "SELECT posted - pending_out FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND ref = $3 AND currency = $4",
+    )
+    .bind(&key.owner)
+    .bind(key.kind.as_str())
+    .bind(&key.reference)
+    .bind(key.currency.code())
+    .fetch_optional(conn)
+    .await?;
+    Ok(available.unwrap_or_default())
+}
+
 /// A recorded transfer's id, state and legs (account named as in
 /// [`AccountKey`]'s display, amount).
 pub(super) async fn legs_of(

@@ -67,12 +67,7 @@ pub async fn decide(
     decision: Decision,
     reason: Option<&str>,
 ) -> Result<Decided, DecisionError> {
-    let row: Option<(String, String, String, i16)> = sqlx::query_as(
-        "SELECT owner, state, created_by, approvals_required FROM intents WHERE id = $1 AND kind = 'payout' FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = store::lock_for_decision(tx, id).await?;
     let Some((intent_owner, state, created_by, required)) = row else {
         return Err(DecisionError::NotFound(id));
     };

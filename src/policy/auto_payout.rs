@@ -43,27 +43,14 @@ pub(super) async fn after_credit(
     trigger: &str,
 ) -> Result<(), LedgerError> {
     debug_assert_eq!(payee.kind, AccountKind::Party);
-    let settings: Option<(bool, Option<Decimal>, Option<String>)> = sqlx::query_as(
-        "SELECT auto_payout_enabled, auto_payout_threshold, auto_payout_currency FROM parties WHERE owner = $1 AND id = $2",
-    )
-    .bind(&payee.owner)
-    .bind(&payee.reference)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let settings = parties::auto_payout_settings(tx, &payee.owner, &payee.reference).await?;
     let Some((true, Some(threshold), Some(currency))) = settings else {
         return Ok(());
     };
     if currency != payee.currency.code() {
         return Ok(());
     }
-    let available: Decimal = sqlx::query_scalar(
-        "SELECT posted - pending_out FROM ledger_accounts WHERE owner = $1 AND kind = 'party' AND ref = $2 AND currency = $3",
-    )
-    .bind(&payee.owner)
-    .bind(&payee.reference)
-    .bind(payee.currency.code())
-    .fetch_one(&mut **tx)
-    .await?;
+    let available = ledger::available_of(tx, payee).await?;
     let before = available - amount;
     if before <= threshold && available > threshold {
         let job = NewJob::new(&AutoPayoutJob {

@@ -133,3 +133,18 @@ pub async fn set_auto_payout(
     .fetch_one(conn)
     .await
 }
+
+/// A party's auto-payout settings: enabled, threshold, currency.
+pub async fn auto_payout_settings(
+    conn: &mut PgConnection,
+    owner: &str,
+    id: &str,
+) -> Result<Option<(bool, Option<Decimal>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT auto_payout_enabled, auto_payout_threshold, auto_payout_currency FROM parties WHERE owner = $1 AND id = $2",
+    )
+    .bind(owner)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}

@@ -209,3 +209,65 @@ pub async fn pending_approvals(
     .fetch_all(pool)
     .await
 }
+
+pub async fn insert_batch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    owner: &str,
+    reference: &str,
+    created_by: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payout_batches (id, owner, reference, created_by, created_at) VALUES ($1, $2, $3, $4, coalesce($5, now()))",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(reference)
+    .bind(created_by)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn batch_owner(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT owner FROM payout_batches WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The batch's payouts waiting for approval.
+pub async fn batch_awaiting(pool: &PgPool, id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM intents WHERE batch_id = $1 AND state = 'awaiting_approval' ORDER BY id")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn set_approvals_required(
+    conn: &mut PgConnection,
+    intent_id: Uuid,
+    required: i16,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE intents SET approvals_required = $2 WHERE id = $1")
+        .bind(intent_id)
+        .bind(required)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A payout's owner, state, creator and approvals required, locked.
+pub async fn lock_for_decision(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(String, String, String, i16)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT owner, state, created_by, approvals_required FROM intents WHERE id = $1 AND kind = 'payout' FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
