@@ -67,22 +67,9 @@ pub async fn list_approvals(
         }
         None => None,
     };
-    let max = state.config.api.max_page_size;
-    let limit = match query.get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", "invalid_limit", format!("between 1 and {max}")))?,
-        None => state.config.api.default_page_size,
-    };
+    let limit = body::page_limit(&query, &state.config.api)?;
     let mut rows = store::pending_approvals(&state.pool, owner, after, i64::from(limit) + 1).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = body::next_page(&mut rows, limit, |r| r.id.to_string());
     Ok(Json(ApprovalPage {
         data: rows.iter().map(IntentView::from_row).collect(),
         next_cursor,

@@ -67,3 +67,31 @@ fn field_error(path: &str, message: &str) -> FieldError {
         FieldError::new(base, "invalid_type", message)
     }
 }
+
+/// The `limit` query parameter: the configured default when absent, else
+/// 1 to the configured maximum.
+pub(super) fn page_limit(
+    query: &std::collections::HashMap<String, String>,
+    api: &crate::config::ApiConfig,
+) -> Result<u32, super::problem::ApiError> {
+    let max = api.max_page_size;
+    match query.get("limit") {
+        Some(l) => {
+            l.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                super::problem::ApiError::invalid("limit", "invalid_limit", format!("between 1 and {max}"))
+            })
+        }
+        None => Ok(api.default_page_size),
+    }
+}
+
+/// Cuts one extra row fetched to tell whether a next page exists; returns
+/// the next page's cursor, made from the last row kept.
+pub(super) fn next_page<T>(rows: &mut Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Option<String> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}

@@ -328,12 +328,7 @@ async fn list(
     }
     // One extra row tells whether there is a next page.
     let mut rows = intents::list(&state.pool, &caller.owner, kind, &filter, i64::from(limit) + 1).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = body::next_page(&mut rows, limit, |r| r.id.to_string());
     Ok(Json(IntentPage {
         data: rows.iter().map(IntentView::from_row).collect(),
         next_cursor,

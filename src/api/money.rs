@@ -423,22 +423,9 @@ pub async fn account_entries(
         ),
         None => None,
     };
-    let max = state.config.api.max_page_size;
-    let limit = match query.get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", "invalid_limit", format!("between 1 and {max}")))?,
-        None => state.config.api.default_page_size,
-    };
+    let limit = body::page_limit(&query, &state.config.api)?;
     let mut data = ledger::entries(&state.pool, account_id, before, i64::from(limit) + 1).await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = body::next_page(&mut data, limit, |e| e.id.to_string());
     Ok(Json(EntryPage {
         account,
         data,
