@@ -730,3 +730,24 @@ async fn blocked_countries_and_velocity_blocks_are_refused_with_their_rule() {
     assert!(problem["detail"].as_str().unwrap().contains("two_an_hour"));
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn a_flag_rule_records_its_flag_and_lets_the_payout_go_on() {
+    let app = spawn_app_with(
+        "[policy]\nvelocity = [{ name = \"second_in_an_hour\", window_s = 3600, max_count = 1, action = \"flag\" }]\n",
+    )
+    .await;
+    let first = created(&app, &payout_from("creator-42", "100")).await;
+    let second = created(&app, &payout_from("creator-42", "100")).await;
+    assert!(fetch(&app, first["id"].as_str().unwrap()).await["flags"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let detail = fetch(&app, second["id"].as_str().unwrap()).await;
+    assert_eq!(detail["state"], "pending");
+    assert_eq!(detail["approvals_required"], 0);
+    assert_eq!(detail["flags"][0]["rule"], "second_in_an_hour");
+    assert_eq!(detail["flags"][0]["action"], "flag");
+    assert_eq!(detail["flags"][0]["detail"], "2 payouts in 3600 s (at most 1)");
+    app.assert_ledger_balanced().await;
+}
