@@ -100,8 +100,9 @@ pub fn main() -> ExitCode {
             Command::Workflows(command) => workflows::run(&config, command),
             Command::Simulate(args) => simulate::run(args).await,
             Command::Demo => Err(anyhow::anyhow!(
-                "the demo is not available in this build yet: it needs the payout workflows and \
-                 the provider simulator, which have not landed"
+                "the demo is not available in this build yet: it runs all five scenarios, which \
+                 need the Airtel, MTN, Vodacom and Tigo adapters and loans; M-Pesa payouts and \
+                 collections run today (see `tuma simulate` in the README)"
             )),
         }
     });
