@@ -516,8 +516,21 @@ async fn crediting_past_the_threshold_pays_out_once() {
             .unwrap();
     assert_eq!(payouts, vec![(d("135.00"), "auto-payout".to_owned())]);
     assert_eq!(app.available("kamau", "KES").await, d("0"));
-    // Replaying the crossing (the same job again) pays nothing more.
-    app.work("default").await;
+    // The same crossing's job run again (a replay) pays nothing more: the
+    // balance it was about is gone.
+    let args: Value = sqlx::query_scalar("SELECT args FROM tuma_jobs WHERE kind = 'party.auto_payout'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let job: tuma::policy::auto_payout::AutoPayoutJob = serde_json::from_value(args).unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    app.engine
+        .jobs()
+        .enqueue(&mut tx, &tuma::runner::NewJob::new(&job))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(app.work("default").await, 1);
     assert_eq!(
         app.count("SELECT count(*) FROM intents WHERE party_id = 'kamau'").await,
         1
