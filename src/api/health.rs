@@ -28,7 +28,7 @@ async fn healthz() -> &'static str {
 
 /// Ready: the database answers within the timeout.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    let ping = crate::store::ping(&state.pool);
     match tokio::time::timeout(READINESS_DB_TIMEOUT, ping).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
         Ok(Err(error)) => {

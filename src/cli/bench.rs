@@ -163,9 +163,7 @@ async fn bench_jobs(
         "{} jobs were released at shutdown",
         report.released
     );
-    let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM tuma_jobs WHERE state = 'completed'")
-        .fetch_one(&pool)
-        .await?;
+    let completed = crate::runner::store::count_in_state(&pool, "completed").await?;
     anyhow::ensure!(
         completed as u64 == count,
         "only {completed} of {count} jobs are recorded completed"

@@ -21,7 +21,7 @@
 //! transition it belongs to. An `Err` leaves the transaction half-written:
 //! the caller must roll it back (dropping it does).
 
-mod query;
+mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::domain::Currency;
 
-pub use query::{available_of, balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
+pub use store::{available_of, balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
 
 /// The owner of accounts that belong to the platform, not to one tenant.
 pub const SYSTEM: &str = "";
@@ -341,28 +341,12 @@ pub async fn record(
         Mode::Hold => "pending",
         Mode::Post => "posted",
     };
-    let ids = query::ensure_accounts(conn, transfer.legs.iter().map(|l| &l.account)).await?;
+    let ids = store::ensure_accounts(conn, transfer.legs.iter().map(|l| &l.account)).await?;
     let id = Uuid::now_v7();
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), CASE WHEN $5 = 'posted' THEN coalesce($8, now()) END)
-         ON CONFLICT (key) DO NOTHING
-         RETURNING id",
-    )
-    .bind(id)
-    .bind(&transfer.key)
-    .bind(&transfer.owner)
-    .bind(&transfer.kind)
-    .bind(state)
-    .bind(transfer.intent_id)
-    .bind(&transfer.description)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(transfer_id) = inserted else {
+    let Some(transfer_id) = store::insert_transfer(conn, id, transfer, state, now).await? else {
         return already_recorded(conn, transfer).await;
     };
-    query::insert_entries(conn, transfer_id, &transfer.legs, &ids).await?;
+    store::insert_entries(conn, transfer_id, &transfer.legs, &ids).await?;
 
     // Running totals of the accounts that must not go below zero, in
     // account-id order so that concurrent transfers lock them in one order.
@@ -380,9 +364,9 @@ pub async fn record(
             (Mode::Hold, true) => (Decimal::ZERO, -delta, Decimal::ZERO),
             (Mode::Hold, false) => (Decimal::ZERO, Decimal::ZERO, delta),
         };
-        let updated = query::apply_totals(conn, account_id, posted, pending_out, pending_in, true).await?;
+        let updated = store::apply_totals(conn, account_id, posted, pending_out, pending_in, true).await?;
         if !updated {
-            let available = query::available(conn, account_id).await?;
+            let available = store::available(conn, account_id).await?;
             return Err(LedgerError::InsufficientFunds {
                 account: key.to_string(),
                 currency: key.currency,
@@ -397,7 +381,7 @@ pub async fn record(
 /// The same key again: a no-op if the legs are the same, else an error that
 /// says what differs.
 async fn already_recorded(conn: &mut PgConnection, transfer: &NewTransfer) -> Result<Recorded, LedgerError> {
-    let (transfer_id, state, recorded) = query::legs_of(conn, &transfer.key).await?;
+    let (transfer_id, state, recorded) = store::legs_of(conn, &transfer.key).await?;
     let mut sums: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
     for (account, amount) in &recorded {
         sums.entry(account.clone()).or_default().0 += *amount;
@@ -428,12 +412,7 @@ pub async fn settle(
     how: Settle,
     now: Option<DateTime<Utc>>,
 ) -> Result<bool, LedgerError> {
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT id, state FROM ledger_transfers WHERE key = $1 FOR UPDATE")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((transfer_id, state)) = row else {
+    let Some((transfer_id, state)) = store::lock_transfer(conn, key).await? else {
         return Ok(false);
     };
     if state == how.state() {
@@ -446,13 +425,8 @@ pub async fn settle(
             wanted: how.state(),
         });
     }
-    sqlx::query("UPDATE ledger_transfers SET state = $2, settled_at = coalesce($3, now()) WHERE id = $1")
-        .bind(transfer_id)
-        .bind(how.state())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    for (account_id, delta) in query::tracked_deltas(conn, transfer_id).await? {
+    store::set_transfer_state(conn, transfer_id, how.state(), now).await?;
+    for (account_id, delta) in store::tracked_deltas(conn, transfer_id).await? {
         let (posted, pending_out, pending_in) = match (how, delta.is_sign_negative()) {
             (Settle::Post, true) => (delta, delta, Decimal::ZERO),
             (Settle::Post, false) => (delta, Decimal::ZERO, -delta),
@@ -460,7 +434,7 @@ pub async fn settle(
             (Settle::Void, false) => (Decimal::ZERO, Decimal::ZERO, -delta),
         };
         // Settling only releases what was reserved, so it cannot overdraw.
-        query::apply_totals(conn, account_id, posted, pending_out, pending_in, false).await?;
+        store::apply_totals(conn, account_id, posted, pending_out, pending_in, false).await?;
     }
     Ok(true)
 }

@@ -549,6 +549,14 @@ pub async fn record_tick(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// How many jobs are in `state`.
+pub async fn count_in_state(pool: &PgPool, state: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM tuma_jobs WHERE state = $1")
+        .bind(state)
+        .fetch_one(pool)
+        .await
+}
+
 pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM tuma_jobs WHERE id = $1"))
         .bind(id)

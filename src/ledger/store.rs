@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AccountKey, AccountKind, Leg};
+use super::{AccountKey, AccountKind, Leg, NewTransfer};
 use crate::domain::Currency;
 
 /// Creates the accounts that do not exist yet; returns every one's id.
@@ -70,6 +70,55 @@ pub(super) async fn ensure_accounts<'a>(
         ids.insert(key.clone(), id);
     }
     Ok(ids)
+}
+
+/// Inserts `transfer` in `state`; `None` when its key is already recorded.
+pub(super) async fn insert_transfer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    transfer: &NewTransfer,
+    state: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), CASE WHEN $5 = 'posted' THEN coalesce($8, now()) END)
+         ON CONFLICT (key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(&transfer.key)
+    .bind(&transfer.owner)
+    .bind(&transfer.kind)
+    .bind(state)
+    .bind(transfer.intent_id)
+    .bind(&transfer.description)
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The transfer `key`'s id and state, locked until the transaction ends.
+pub(super) async fn lock_transfer(conn: &mut PgConnection, key: &str) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, state FROM ledger_transfers WHERE key = $1 FOR UPDATE")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+}
+
+pub(super) async fn set_transfer_state(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE ledger_transfers SET state = $2, settled_at = coalesce($3, now()) WHERE id = $1")
+        .bind(id)
+        .bind(state)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn insert_entries(
