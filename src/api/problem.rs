@@ -141,7 +141,7 @@ impl ApiError {
                         "blocked-country",
                         "Payouts involving this country are blocked",
                     ),
-                    Refusal::InsufficientFunds { .. } => (
+                    Refusal::InsufficientFunds(_) => (
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "insufficient-funds",
                         "The balance does not cover the payout and its fees",
@@ -199,15 +199,10 @@ impl IntoResponse for ApiError {
                 "left_usd": left_usd.to_string(),
                 "asked_usd": asked_usd.to_string(),
             }),
-            ApiError::Refused(crate::policy::Refusal::InsufficientFunds {
-                currency,
-                available,
-                needed,
-                ..
-            }) => serde_json::json!({
-                "currency": currency.code(),
-                "available": available.to_string(),
-                "needed": needed.to_string(),
+            ApiError::Refused(crate::policy::Refusal::InsufficientFunds(shortfall)) => serde_json::json!({
+                "currency": shortfall.currency.code(),
+                "available": shortfall.available.to_string(),
+                "needed": shortfall.needed.to_string(),
             }),
             _ => serde_json::json!({}),
         };

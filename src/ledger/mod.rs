@@ -287,13 +287,8 @@ pub enum LedgerError {
     },
     #[error("transfer {key} has a zero leg on {account}")]
     ZeroLeg { key: String, account: String },
-    #[error("insufficient funds in {account}: {available} {currency} available, {needed} {currency} needed")]
-    InsufficientFunds {
-        account: String,
-        currency: Currency,
-        available: Decimal,
-        needed: Decimal,
-    },
+    #[error(transparent)]
+    InsufficientFunds(Shortfall),
     #[error("transfer {key} was already recorded differently: {difference}")]
     Mismatch { key: String, difference: String },
     #[error("transfer {key} is {state} and cannot be {wanted}")]
@@ -304,6 +299,16 @@ pub enum LedgerError {
     },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// A non-negative account that cannot cover what a transfer takes from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("insufficient funds in {account}: {available} {currency} available, {needed} {currency} needed")]
+pub struct Shortfall {
+    pub account: String,
+    pub currency: Currency,
+    pub available: Decimal,
+    pub needed: Decimal,
 }
 
 /// Checks that `legs` balance per currency and have no zero leg.
@@ -367,12 +372,12 @@ pub async fn record(
         let updated = store::apply_totals(conn, account_id, posted, pending_out, pending_in, true).await?;
         if !updated {
             let available = store::available(conn, account_id).await?;
-            return Err(LedgerError::InsufficientFunds {
+            return Err(LedgerError::InsufficientFunds(Shortfall {
                 account: key.to_string(),
                 currency: key.currency,
                 available,
                 needed: -delta,
-            });
+            }));
         }
     }
     Ok(Recorded::New { transfer_id })

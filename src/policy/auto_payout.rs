@@ -81,11 +81,8 @@ impl Worker for AutoPayoutWorker {
         let party = parties::lock_or_create(&mut tx, &args.owner, &args.party_id, self.policy.default_tier()).await?;
         let skip = |why: &str| tracing::info!(party = args.party_id, why, "auto-payout skipped");
         let threshold = party.auto_payout_threshold.unwrap_or(Decimal::MAX);
-        let balances = ledger::balances_of(ctx.pool(), &args.owner, AccountKind::Party, &args.party_id).await?;
-        let available = balances
-            .iter()
-            .find(|b| b.currency == args.currency.code())
-            .map_or(Decimal::ZERO, |b| b.available);
+        let wallet = AccountKey::party(&args.owner, &args.party_id, args.currency);
+        let available = ledger::available_of(&mut tx, &wallet).await?;
         let provider = party
             .payout_provider
             .clone()

@@ -26,7 +26,7 @@ pub use settle::{credit, settle_intent};
 
 use crate::config::Config;
 use crate::domain::Currency;
-use crate::ledger::{self, AccountKey, LedgerError, Leg, Mode, NewTransfer};
+use crate::ledger::{self, AccountKey, LedgerError, Leg, Mode, NewTransfer, Shortfall};
 use crate::store::intents::IntentRow;
 use crate::store::{parties, policy as store};
 use crate::workflow::engine::{Cause, Engine, EngineError, Event, NewIntent};
@@ -111,13 +111,8 @@ pub enum Refusal {
     VelocityBlocked { rule: String, detail: String },
     #[error("payouts involving country {0} are blocked")]
     BlockedCountry(String),
-    #[error("insufficient funds in {account}: {available} {currency} available, {needed} {currency} needed")]
-    InsufficientFunds {
-        account: String,
-        currency: Currency,
-        available: Decimal,
-        needed: Decimal,
-    },
+    #[error(transparent)]
+    InsufficientFunds(Shortfall),
     #[error("{0}")]
     Fees(#[from] FeeError),
     #[error("no FX rate from {from} to {to}")]
@@ -155,17 +150,7 @@ pub enum AdmitError {
 impl From<LedgerError> for AdmitError {
     fn from(error: LedgerError) -> AdmitError {
         match error {
-            LedgerError::InsufficientFunds {
-                account,
-                currency,
-                available,
-                needed,
-            } => AdmitError::Refused(Refusal::InsufficientFunds {
-                account,
-                currency,
-                available,
-                needed,
-            }),
+            LedgerError::InsufficientFunds(shortfall) => AdmitError::Refused(Refusal::InsufficientFunds(shortfall)),
             LedgerError::Database(e) => AdmitError::Database(e),
             other => AdmitError::Ledger(other),
         }
@@ -481,19 +466,27 @@ impl Policy {
             .unwrap_or(0)
             .min(config.kyc_tiers.len() - 1);
         let limits = &config.kyc_tiers[tier];
-        for (name, days, cap) in [
+        let tier_windows = [
             ("daily", 1, limits.daily_usd),
             ("weekly", 7, limits.weekly_usd),
             ("monthly", 30, limits.monthly_usd),
-        ] {
-            let Some(cap) = cap else { continue };
-            let (_, used) = store::payout_usage(
-                conn,
-                &new.owner,
-                new.party_id.as_str(),
-                now - ChronoDuration::days(days),
+        ];
+        // Every window's count and sum in one round trip: limit windows
+        // first, then one per velocity rule.
+        let since: Vec<DateTime<Utc>> = tier_windows
+            .iter()
+            .map(|(_, days, _)| now - ChronoDuration::days(*days))
+            .chain(
+                config
+                    .velocity
+                    .iter()
+                    .map(|rule| now - ChronoDuration::seconds(rule.window_s as i64)),
             )
-            .await?;
+            .collect();
+        let usage = store::payout_usage(conn, &new.owner, new.party_id.as_str(), &since).await?;
+        let (tier_usage, velocity_usage) = usage.split_at(tier_windows.len());
+        for ((name, _, cap), (_, used)) in tier_windows.into_iter().zip(tier_usage.iter().copied()) {
+            let Some(cap) = cap else { continue };
             if used + usd > cap {
                 return Err(Refusal::LimitExceeded {
                     limit: format!("KYC tier {tier} {name}"),
@@ -506,9 +499,7 @@ impl Policy {
             }
         }
         let mut flags = Vec::new();
-        for rule in &config.velocity {
-            let since = now - ChronoDuration::seconds(rule.window_s as i64);
-            let (count, sum) = store::payout_usage(conn, &new.owner, new.party_id.as_str(), since).await?;
+        for (rule, (count, sum)) in config.velocity.iter().zip(velocity_usage.iter().copied()) {
             let over_count = rule.max_count.filter(|max| count + 1 > *max);
             let over_sum = rule.max_sum_usd.filter(|max| sum + usd > *max);
             let detail = match (over_count, over_sum) {

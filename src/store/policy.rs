@@ -88,24 +88,28 @@ pub async fn use_quote(conn: &mut PgConnection, id: Uuid, intent_id: Uuid) -> Re
     Ok(())
 }
 
-/// Count and USD sum of the party's payouts created since `since` that
-/// still count: held, waiting, processing, completed or unresolved.
+/// For each time in `since`, the count and USD sum of the party's payouts
+/// created since then that still count: held, waiting, processing,
+/// completed or unresolved. One statement for every window.
 pub async fn payout_usage(
     conn: &mut PgConnection,
     owner: &str,
     party_id: &str,
-    since: DateTime<Utc>,
-) -> Result<(i64, Decimal), sqlx::Error> {
+    since: &[DateTime<Utc>],
+) -> Result<Vec<(i64, Decimal)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*), coalesce(sum(usd_equivalent), 0)
-         FROM intents
-         WHERE kind = 'payout' AND owner = $1 AND party_id = $2 AND created_at >= $3
-           AND state NOT IN ('failed', 'cancelled', 'rejected', 'expired')",
+        "SELECT count(i.id), coalesce(sum(i.usd_equivalent), 0)
+         FROM unnest($3::timestamptz[]) WITH ORDINALITY AS w(since, n)
+         LEFT JOIN intents i
+           ON i.kind = 'payout' AND i.owner = $1 AND i.party_id = $2 AND i.created_at >= w.since
+          AND i.state NOT IN ('failed', 'cancelled', 'rejected', 'expired')
+         GROUP BY w.n
+         ORDER BY w.n",
     )
     .bind(owner)
     .bind(party_id)
     .bind(since)
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await
 }
 
