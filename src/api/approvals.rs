@@ -21,7 +21,6 @@ use super::{body, AppState};
 use crate::policy::approvals::{decide, Decided, Decision, DecisionError};
 use crate::policy::{AdmitError, PayoutExtras};
 use crate::store::{idempotency, intents, policy as store};
-use crate::workflow::engine::{Cause, Event};
 
 /// Payouts waiting for approval.
 #[derive(Debug, Serialize, ToSchema)]
@@ -329,32 +328,11 @@ pub async fn create_batch(
         tx.rollback().await?;
         return Err(ApiError::Invalid(refusals));
     }
-    let total: Decimal = rows.iter().filter_map(|r| r.usd_equivalent).sum();
-    let config = state.policy.config();
-    let batch_required: i16 = if total > config.two_approvals_above_usd {
-        2
-    } else if total > config.approval_above_usd {
-        1
-    } else {
-        0
-    };
-    if batch_required > 0 {
-        for row in &mut rows {
-            if row.approvals_required < batch_required {
-                store::set_approvals_required(&mut tx, row.id, batch_required).await?;
-                row.approvals_required = batch_required;
-            }
-            if row.state == "pending" {
-                let event = Event::new("require_approval", Cause::Policy, "policy");
-                state
-                    .engine
-                    .apply(&mut tx, row.id, &event)
-                    .await
-                    .map_err(|e| ApiError::Internal(e.into()))?;
-                row.state = "awaiting_approval".into();
-            }
-        }
-    }
+    let total = state
+        .policy
+        .gate_batch(&state.engine, &mut tx, &mut rows)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let view = BatchView {
         id: batch_id,
         reference: request.reference.trim().to_owned(),

@@ -410,6 +410,47 @@ impl Policy {
         Ok(row)
     }
 
+    /// Approvals the approval thresholds ask for at `usd`: 0, 1 or 2.
+    fn approvals_for(&self, usd: Decimal) -> i16 {
+        let config = &self.inner.config;
+        if usd > config.two_approvals_above_usd {
+            2
+        } else if usd > config.approval_above_usd {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// After a batch's payouts were admitted one by one: when their total is
+    /// above an approval threshold, every payout in the batch waits for
+    /// that many approvals (the batch is approved as one). Returns the
+    /// total in USD.
+    pub async fn gate_batch(
+        &self,
+        engine: &Engine,
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &mut [IntentRow],
+    ) -> Result<Decimal, EngineError> {
+        let total: Decimal = rows.iter().filter_map(|r| r.usd_equivalent).sum();
+        let required = self.approvals_for(total);
+        if required == 0 {
+            return Ok(total);
+        }
+        for row in rows {
+            if row.approvals_required < required {
+                store::set_approvals_required(tx, row.id, required).await?;
+                row.approvals_required = required;
+            }
+            if row.state == "pending" {
+                let event = Event::new("require_approval", Cause::Policy, "policy");
+                engine.apply(tx, row.id, &event).await?;
+                row.state = "awaiting_approval".into();
+            }
+        }
+        Ok(total)
+    }
+
     async fn usable_quote(
         &self,
         conn: &mut PgConnection,
@@ -527,13 +568,8 @@ impl Policy {
                 detail: format!("{usd} USD is above {} USD", config.review_above_usd),
             });
         }
-        let approvals_required = if usd > config.two_approvals_above_usd {
-            2
-        } else if usd > config.approval_above_usd || flags.iter().any(|f| f.action == RuleAction::Review) {
-            1
-        } else {
-            0
-        };
+        let review = flags.iter().any(|f| f.action == RuleAction::Review);
+        let approvals_required = self.approvals_for(usd).max(i16::from(review));
         Ok(Assessment {
             breakdown,
             usd_equivalent: usd,
