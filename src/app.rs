@@ -57,7 +57,10 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let policy =
         crate::policy::Policy::from_config(&config).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let config = Arc::new(config);
+    let loans = crate::loans::Loans::new(engine.clone(), policy.clone(), Arc::clone(&config));
     let mut registry = Registry::new();
+    registry.register(crate::loans::ChildSettledWorker { loans: loans.clone() });
+    registry.register(crate::loans::LoanSweepWorker { loans: loans.clone() });
     registry.register(crate::policy::auto_payout::AutoPayoutWorker {
         engine: engine.clone(),
         policy: policy.clone(),
@@ -70,20 +73,14 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         engine: engine.clone(),
         balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
         c2b_token: config.mpesa.as_ref().map(crate::providers::mpesa::c2b_token),
+        loans: loans.clone(),
     });
-    let mut cron = crate::jobs::cron_entries();
+    let cron = crate::jobs::cron_entries(&config.cron, mpesa.is_some())
+        .map_err(|e| anyhow::anyhow!("invalid configuration: cron: {e}"))?;
     if let Some(client) = &mpesa {
         registry.register(crate::providers::mpesa::float::QueryBalanceWorker {
             client: Arc::clone(client),
         });
-        // Keeps the float report fresh; releases ask for one when needed too.
-        cron.push(
-            crate::runner::CronEntry::new("mpesa-float-report", "0 */5 * * * *", |_| {
-                crate::runner::NewJob::new(&crate::providers::mpesa::float::QueryBalance {})
-                    .unique_key("mpesa.query_balance")
-            })
-            .expect("a valid built-in schedule"),
-        );
     }
     let runner = Runner::new(pool.clone(), config.runner.clone(), registry, clock)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
@@ -93,6 +90,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         pool,
         engine: engine.clone(),
         policy,
+        loans,
         config,
         metrics: crate::telemetry::metrics_handle(),
     };

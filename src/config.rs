@@ -34,6 +34,8 @@ pub struct Config {
     pub fees: crate::policy::fees::FeeSchedule,
     pub fx: crate::policy::fx::FxConfig,
     pub policy: crate::policy::PolicyConfig,
+    pub loans: crate::loans::LoansConfig,
+    pub cron: crate::jobs::CronConfig,
     /// Daraja credentials and URLs; absent means M-Pesa intents wait.
     #[serde(default)]
     pub mpesa: Option<crate::providers::mpesa::MpesaConfig>,

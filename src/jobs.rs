@@ -54,12 +54,41 @@ impl Worker for PurgeIdempotencyKeysWorker {
     }
 }
 
-/// The scheduled entries every node runs (each tick fires once in all).
-pub fn cron_entries() -> Vec<CronEntry> {
-    vec![CronEntry::new("purge-idempotency-keys", "0 */10 * * * *", |_| {
+/// `[cron]`: when each piece of scheduled work runs. Six-field cron
+/// expressions with seconds (`sec min hour day month weekday`, UTC); an
+/// empty string turns an entry off. Every node runs the same entries and
+/// each tick fires once across all of them.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronConfig {
+    pub purge_idempotency_keys: String,
+    pub mpesa_float_report: String,
+    pub loans_sweep: String,
+}
+
+/// The scheduled entries a node runs, from `[cron]`; `mpesa` says whether
+/// M-Pesa is configured (its float report needs it).
+pub fn cron_entries(config: &CronConfig, mpesa: bool) -> Result<Vec<CronEntry>, String> {
+    let mut entries = Vec::new();
+    let mut add = |name: &str, schedule: &str, make: fn() -> NewJob| -> Result<(), String> {
+        if !schedule.trim().is_empty() {
+            entries.push(CronEntry::new(name, schedule.trim(), move |_| make())?);
+        }
+        Ok(())
+    };
+    add("purge-idempotency-keys", &config.purge_idempotency_keys, || {
         NewJob::new(&PurgeIdempotencyKeys {})
-    })
-    .expect("a valid built-in schedule")]
+    })?;
+    if mpesa {
+        // Keeps the float report fresh; releases ask for one when needed too.
+        add("mpesa-float-report", &config.mpesa_float_report, || {
+            NewJob::new(&crate::providers::mpesa::float::QueryBalance {}).unique_key("mpesa.query_balance")
+        })?;
+    }
+    add("loans-sweep", &config.loans_sweep, || {
+        NewJob::new(&crate::loans::LoanSweep {}).unique_key("loans.sweep")
+    })?;
+    Ok(entries)
 }
 
 /// Workers of this module.

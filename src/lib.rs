@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod jobs;
 pub mod ledger;
+pub mod loans;
 pub mod notify;
 pub mod policy;
 pub mod providers;

@@ -19,6 +19,11 @@ use crate::providers::mpesa::wire::C2bNotice;
 use crate::runner::NewJob;
 use crate::store::inbox::{self, NewCallback};
 
+/// Loan states whose `LOAN-<n>` reference C2B validation refuses (when
+/// `loans.refuse_unknown_references` is on). A defaulted loan still takes
+/// payments.
+const CLOSED_LOAN_STATES: [&str; 5] = ["repaid", "rejected", "cancelled", "expired", "disbursement_failed"];
+
 /// Longest token accepted in a callback path.
 const MAX_TOKEN_CHARS: usize = 64;
 
@@ -73,6 +78,25 @@ pub async fn mpesa(
             Some(c2b::validate(mpesa, &notice))
         }
         _ => None,
+    };
+    let decision = match decision {
+        Some(Ok(())) if state.config.loans.refuse_unknown_references => {
+            let notice: C2bNotice = serde_json::from_slice(&body).expect("validated above");
+            match crate::loans::parse_reference(&notice.bill_ref_number) {
+                Some(number) => match crate::store::loans::state_by_number(&state.pool, number).await {
+                    Ok(Some(loan_state)) if !CLOSED_LOAN_STATES.contains(&loan_state.as_str()) => Some(Ok(())),
+                    Ok(_) => Some(Err((c2b::INVALID_ACCOUNT, "Invalid Account Number"))),
+                    Err(error) => {
+                        // Unanswered, M-Pesa applies the registered
+                        // ResponseType; a 503 says the same thing sooner.
+                        tracing::error!(%error, "could not look up a loan for C2B validation");
+                        return answer(StatusCode::SERVICE_UNAVAILABLE, 1, "Try again");
+                    }
+                },
+                None => Some(Ok(())),
+            }
+        }
+        other => other,
     };
     let settled = match (kind.as_str(), settled, &decision) {
         ("c2b-validation", None, None) => Some("unknown_token"),

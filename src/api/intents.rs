@@ -94,26 +94,13 @@ async fn create<R: CreateRequest>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::IntentsWrite)?;
-    let key = idempotency_key(&headers)?;
+    idempotency_key(&headers)?;
     let (request, json) = body::parse::<R>(&headers, body, state.config.api.body_limit_bytes)?;
     let new = validate(&request.input(), &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
-    let request_hash = Sha256::digest(serde_json::to_vec(&json).expect("a JSON value serializes")).to_vec();
-
-    let clock = state.engine.jobs().clock().sql_now();
-    let mut tx = state.pool.begin().await?;
-    let ttl_s = state.config.api.idempotency_ttl_s as i64;
-    if let Some(first) = idempotency::claim(&mut tx, &caller.owner, &key, &request_hash, ttl_s, clock).await? {
-        tx.rollback().await?;
-        if first.request_hash != request_hash {
-            return Err(ApiError::IdempotencyConflict);
-        }
-        let status = StatusCode::from_u16(first.response_status as u16).map_err(|e| ApiError::Internal(e.into()))?;
-        let mut response = (status, Json(first.response_body)).into_response();
-        response
-            .headers_mut()
-            .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
-        return Ok(response);
-    }
+    let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
+        Claimed::Replay(response) => return Ok(response),
+        Claimed::Fresh(tx, key) => (tx, key),
+    };
     let row = if new.kind == "payout" {
         let extras = PayoutExtras {
             quote_id: request.quote_id(),
@@ -133,11 +120,59 @@ async fn create<R: CreateRequest>(
             .map_err(|e| ApiError::Internal(e.into()))?
     };
     let view = serde_json::to_value(IntentView::from_row(&row)).map_err(|e| ApiError::Internal(e.into()))?;
-    idempotency::store_response(&mut tx, &caller.owner, &key, StatusCode::CREATED.as_u16() as i16, &view).await?;
+    created(tx, &caller.owner, &key, view, &format!("/v1/{}s/{}", row.kind, row.id)).await
+}
+
+/// Where a create request stands with its `Idempotency-Key`.
+pub(super) enum Claimed {
+    /// The key was used before with this body: its first response.
+    Replay(Response),
+    /// A new request: a transaction holding the key, and the key.
+    Fresh(sqlx::Transaction<'static, sqlx::Postgres>, String),
+}
+
+/// Claims the request's `Idempotency-Key` for `json` (the parsed body) in
+/// a new transaction. A concurrent request with the same key waits for the
+/// first one and then replays its response.
+pub(super) async fn claim(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    json: &serde_json::Value,
+) -> Result<Claimed, ApiError> {
+    let key = idempotency_key(headers)?;
+    let request_hash = Sha256::digest(serde_json::to_vec(json).expect("a JSON value serializes")).to_vec();
+    let clock = state.engine.jobs().clock().sql_now();
+    let mut tx = state.pool.begin().await?;
+    let ttl_s = state.config.api.idempotency_ttl_s as i64;
+    let Some(first) = idempotency::claim(&mut tx, &caller.owner, &key, &request_hash, ttl_s, clock).await? else {
+        return Ok(Claimed::Fresh(tx, key));
+    };
+    tx.rollback().await?;
+    if first.request_hash != request_hash {
+        return Err(ApiError::IdempotencyConflict);
+    }
+    let status = StatusCode::from_u16(first.response_status as u16).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut response = (status, Json(first.response_body)).into_response();
+    response
+        .headers_mut()
+        .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+    Ok(Claimed::Replay(response))
+}
+
+/// Stores `view` as the response to the claimed key, commits, and answers
+/// 201 with `location`.
+pub(super) async fn created(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    owner: &str,
+    key: &str,
+    view: serde_json::Value,
+    location: &str,
+) -> Result<Response, ApiError> {
+    idempotency::store_response(&mut tx, owner, key, StatusCode::CREATED.as_u16() as i16, &view).await?;
     tx.commit().await?;
-    let location = format!("/v1/{}s/{}", row.kind, row.id);
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&location) {
+    if let Ok(location) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)

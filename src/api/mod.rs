@@ -7,6 +7,7 @@ mod body;
 mod callbacks;
 mod health;
 mod intents;
+pub mod loans;
 mod money;
 pub mod openapi;
 pub mod problem;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub engine: Engine,
     pub policy: crate::policy::Policy,
+    pub loans: crate::loans::Loans,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
 }
@@ -68,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payouts/{id}/reject", post(approvals::reject))
         .route("/v1/payout-batches", post(approvals::create_batch))
         .route("/v1/payout-batches/{id}/approve", post(approvals::approve_batch))
+        .route("/v1/loans", post(loans::create_loan))
+        .route("/v1/loans/{id}", get(loans::get_loan))
+        .route("/v1/loans/{id}/approve", post(loans::approve_loan))
+        .route("/v1/loans/{id}/reject", post(loans::reject_loan))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .merge(v1)

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{approvals, intents, money, problem, validate, views, webhooks};
+use super::{approvals, intents, loans, money, problem, validate, views, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use super::{approvals, intents, money, problem, validate, views, webhooks};
         money::campaign_balances, money::credit_party, money::account_entries, money::create_quote, money::get_quote,
         approvals::list_approvals, approvals::approve, approvals::reject, approvals::create_batch,
         approvals::approve_batch,
+        loans::create_loan, loans::get_loan, loans::approve_loan, loans::reject_loan,
     ),
     components(schemas(
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
@@ -29,6 +30,8 @@ use super::{approvals, intents, money, problem, validate, views, webhooks};
         crate::ledger::AccountBalance, crate::ledger::EntryRow,
         approvals::ApprovalPage, approvals::DecisionBody, approvals::DecisionView, approvals::CreateBatch,
         approvals::BatchView, approvals::BatchDecisionView,
+        loans::CreateLoan, loans::BorrowerInput, loans::LoanView, loans::LoanDetail, loans::InstallmentView,
+        loans::RepaymentView, loans::LoanDecisionBody, crate::loans::Excess,
     )),
     modifiers(&BearerKey),
 )]

@@ -48,8 +48,11 @@ pub enum AccountKind {
     Party,
     /// A campaign's bucket in one currency.
     Campaign,
-    /// Money lent and not yet repaid.
+    /// Money lent and not yet repaid: what a borrower owes (one per loan).
     Receivable,
+    /// The lender's side of a loan: what Tuma will pay the lender's balance
+    /// as the loan is repaid (one per loan, equal to its receivable).
+    Lent,
     /// Money held at a provider (its ref is the provider).
     Float,
     /// Fee revenue (ref: platform, conversion, rounding).
@@ -68,6 +71,7 @@ impl AccountKind {
             AccountKind::Party => "party",
             AccountKind::Campaign => "campaign",
             AccountKind::Receivable => "receivable",
+            AccountKind::Lent => "lent",
             AccountKind::Float => "float",
             AccountKind::Fees => "fees",
             AccountKind::Fx => "fx",
@@ -81,6 +85,7 @@ impl AccountKind {
             AccountKind::Party,
             AccountKind::Campaign,
             AccountKind::Receivable,
+            AccountKind::Lent,
             AccountKind::Float,
             AccountKind::Fees,
             AccountKind::Fx,
@@ -104,7 +109,7 @@ impl AccountKind {
     pub fn non_negative(self) -> bool {
         matches!(
             self,
-            AccountKind::Party | AccountKind::Campaign | AccountKind::Receivable
+            AccountKind::Party | AccountKind::Campaign | AccountKind::Receivable | AccountKind::Lent
         )
     }
 }
@@ -141,6 +146,16 @@ impl AccountKey {
 
     pub fn campaign(owner: &str, campaign: &str, currency: Currency) -> AccountKey {
         AccountKey::new(owner, AccountKind::Campaign, campaign, currency)
+    }
+
+    /// What the borrower of loan `loan` (its reference) still owes.
+    pub fn receivable(owner: &str, loan: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(owner, AccountKind::Receivable, loan, currency)
+    }
+
+    /// What loan `loan` will still pay its lender.
+    pub fn lent(owner: &str, loan: &str, currency: Currency) -> AccountKey {
+        AccountKey::new(owner, AccountKind::Lent, loan, currency)
     }
 
     pub fn funding(owner: &str, currency: Currency) -> AccountKey {

@@ -96,6 +96,10 @@ struct Delivery {
 struct DeliveryData {
     intent: crate::api::views::IntentView,
     event: crate::api::views::EventView,
+    /// For a loan's events: the loan as it stands now (its outstanding
+    /// balance tells the borrower what is left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loan: Option<crate::api::loans::LoanView>,
 }
 
 pub struct WebhookWorker {
@@ -133,7 +137,15 @@ impl Worker for WebhookWorker {
         let Some(intent_id) = webhooks::event_intent(pool, args.event_id).await? else {
             return Err(JobError::fatal("event no longer exists"));
         };
-        let intent = intents::get(&mut *pool.acquire().await?, intent_id).await?;
+        let mut conn = pool.acquire().await?;
+        let intent = intents::get(&mut conn, intent_id).await?;
+        let loan = match &intent {
+            Some(intent) if intent.kind == "loan" => crate::store::loans::get_any(&mut conn, intent_id)
+                .await?
+                .map(|loan| crate::api::loans::LoanView::new(&loan, intent)),
+            _ => None,
+        };
+        drop(conn);
         let events = intents::events(pool, intent_id).await?;
         let (Some(intent), Some(event)) = (intent, events.into_iter().find(|e| e.id == args.event_id)) else {
             return Err(JobError::fatal("intent or event no longer exists"));
@@ -153,6 +165,7 @@ impl Worker for WebhookWorker {
             data: DeliveryData {
                 intent: crate::api::views::IntentView::from_row(&intent),
                 event: crate::api::views::EventView::from(&event),
+                loan,
             },
         })
         .map_err(JobError::fatal)?;

@@ -709,7 +709,8 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
         };
         let receipt = (code == "0").then(|| {
             state.float_kes -= request.amount;
-            *state.wallets.entry(request.party_b.clone()).or_insert(0) += request.amount;
+            let opening = state.config.wallet_kes;
+            *state.wallets.entry(request.party_b.clone()).or_insert(opening) += request.amount;
             let receipt = receipt(&mut state.rng);
             state.payments.push(Payment {
                 request_id: originator_id.clone(),
@@ -985,7 +986,8 @@ async fn reversal(State(sim): State<Shared>, headers: HeaderMap, body: axum::bod
             None => ("R000002", "The OriginalTransactionID is invalid", None),
             Some(payment) => {
                 state.reversed.insert(receipt.clone());
-                *state.wallets.entry(payment.msisdn.clone()).or_insert(0) += payment.amount_kes;
+                let opening = state.config.wallet_kes;
+                *state.wallets.entry(payment.msisdn.clone()).or_insert(opening) += payment.amount_kes;
                 state.collected_kes = state.collected_kes.saturating_sub(payment.amount_kes);
                 let reversal_receipt = self::receipt(&mut state.rng);
                 state.payments.push(Payment {

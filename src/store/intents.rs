@@ -34,6 +34,9 @@ pub struct IntentRow {
     pub approvals_required: i16,
     pub campaign_id: Option<String>,
     pub batch_id: Option<Uuid>,
+    /// The intent that started this one (a loan, for its disbursement and
+    /// its reminders).
+    pub parent_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub final_at: Option<DateTime<Utc>>,
@@ -56,7 +59,7 @@ pub struct EventRow {
 
 pub const COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
      provider, reference, metadata, provider_ref, callback_token, receipt, hold_reason, fees, quote_id, usd_equivalent, \
-     approvals_required, campaign_id, batch_id, created_at, updated_at, final_at";
+     approvals_required, campaign_id, batch_id, parent_id, created_at, updated_at, final_at";
 
 /// Inserts `row`, stamping it with the clock's time (`now`, else the
 /// database's); returns that time.
@@ -69,9 +72,9 @@ pub async fn insert_intent(
         "INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn,
                               provider, reference, metadata, provider_ref, created_at, updated_at, final_at,
                               callback_token, fees, quote_id, usd_equivalent, approvals_required, campaign_id,
-                              batch_id)
+                              batch_id, parent_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 coalesce($15, now()), coalesce($15, now()), NULL, $16, $17, $18, $19, $20, $21, $22)
+                 coalesce($15, now()), coalesce($15, now()), NULL, $16, $17, $18, $19, $20, $21, $22, $23)
          RETURNING created_at",
     )
     .bind(row.id)
@@ -96,6 +99,7 @@ pub async fn insert_intent(
     .bind(row.approvals_required)
     .bind(&row.campaign_id)
     .bind(row.batch_id)
+    .bind(row.parent_id)
     .fetch_one(conn)
     .await
 }

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod intents;
 pub mod keys;
+pub mod loans;
 pub mod parties;
 pub mod policy;
 pub mod webhooks;

@@ -143,6 +143,8 @@ pub struct IntentTerms {
     pub approvals_required: i16,
     pub campaign_id: Option<String>,
     pub batch_id: Option<Uuid>,
+    /// The intent this one was started by (it hears when this one ends).
+    pub parent_id: Option<Uuid>,
 }
 
 /// Job arguments: run a workflow action for one visit to a state.
@@ -170,6 +172,20 @@ pub struct TimerJob {
 
 impl JobArgs for TimerJob {
     const KIND: &'static str = "workflow.timer";
+}
+
+/// Job arguments: a child intent (one created with a `parent_id`) reached
+/// a final state. The parent's kind decides what that means (a loan's
+/// disbursement completed, its reminder was paid).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSettled {
+    pub parent_id: Uuid,
+    pub child_id: Uuid,
+    pub state: String,
+}
+
+impl JobArgs for ChildSettled {
+    const KIND: &'static str = "intent.child_settled";
 }
 
 #[derive(Clone)]
@@ -278,6 +294,7 @@ impl Engine {
             approvals_required: new.terms.approvals_required,
             campaign_id: new.terms.campaign_id,
             batch_id: new.terms.batch_id,
+            parent_id: new.terms.parent_id,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
             final_at: None,
@@ -356,6 +373,15 @@ impl Engine {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
         self.enter_state(tx, &workflow, &intent, &to, version, event_id).await?;
+        if let (true, Some(parent_id)) = (is_final, intent.parent_id) {
+            let settled = ChildSettled {
+                parent_id,
+                child_id: id,
+                state: to.clone(),
+            };
+            let job = NewJob::new(&settled).unique_key(format!("child:{id}:{version}"));
+            self.inner.jobs.enqueue(tx, &job).await?;
+        }
         tracing::info!(intent_id = %id, from = intent.state, to, event = event.name, cause = event.cause.as_str(), "transition");
         Ok(Applied::Moved {
             from: intent.state,

@@ -8,6 +8,7 @@ mod auth;
 mod daraja_wire;
 mod idempotency;
 mod intents;
+mod loans;
 mod money;
 mod mpesa;
 mod transitions;

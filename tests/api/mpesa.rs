@@ -500,7 +500,7 @@ async fn c2b_payments_are_validated_by_rules_and_recorded_once_per_receipt() {
         "URLs were already registered"
     );
 
-    let receipt = sim.pay_bill("174379", "254712345678", 1000, "LOAN-42").await.unwrap();
+    let receipt = sim.pay_bill("174379", "254712345678", 1000, "INV-42").await.unwrap();
     eventually(Duration::from_secs(10), "the confirmation recorded", || async {
         app.run_jobs().await;
         app.count("SELECT count(*) FROM c2b_payments").await == 1
@@ -513,7 +513,7 @@ async fn c2b_payments_are_validated_by_rules_and_recorded_once_per_receipt() {
             .unwrap();
     assert_eq!(
         (recorded.0.as_str(), recorded.1, recorded.2.as_str()),
-        (receipt.as_str(), rust_decimal::Decimal::from(1000), "LOAN-42")
+        (receipt.as_str(), rust_decimal::Decimal::from(1000), "INV-42")
     );
     assert!(
         !recorded.3.contains("12345678"),

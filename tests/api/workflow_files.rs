@@ -35,7 +35,10 @@ fn assert_reported(problems: &[String], expected: &str) {
 fn the_built_in_workflows_are_valid() {
     let known = built_in_actions(&Default::default()).known_names();
     let workflows = Workflows::built_in(&known).unwrap();
-    assert_eq!(workflows.kinds().collect::<Vec<_>>(), vec!["collection", "payout"]);
+    assert_eq!(
+        workflows.kinds().collect::<Vec<_>>(),
+        vec!["collection", "loan", "payout"]
+    );
 }
 
 #[test]

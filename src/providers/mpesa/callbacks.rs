@@ -162,6 +162,8 @@ pub struct CallbackWorker {
     pub balance_token: Option<String>,
     /// The token of C2B notices ([`super::c2b_token`]).
     pub c2b_token: Option<String>,
+    /// Where C2B payments go: a loan, a borrower, or suspense.
+    pub loans: crate::loans::Loans,
 }
 
 impl Worker for CallbackWorker {
@@ -324,14 +326,15 @@ impl CallbackWorker {
             }
         };
         let dedupe_key = format!("c2b:{}", notice.trans_id);
-        let Ok(amount) = notice.trans_amount.trim().parse::<rust_decimal::Decimal>() else {
+        let parsed = notice.trans_amount.trim().parse::<rust_decimal::Decimal>();
+        let Some(amount) = parsed.ok().filter(|a| *a > rust_decimal::Decimal::ZERO) else {
             inbox::finish(
                 &mut tx,
                 row.id,
                 None,
                 Some(&dedupe_key),
                 "malformed",
-                Some("TransAmount is not a number"),
+                Some("TransAmount is not a positive number"),
             )
             .await?;
             return finish(ctx, tx).await;
@@ -349,8 +352,37 @@ impl CallbackWorker {
             },
         )
         .await?;
-        let outcome = if recorded { "applied" } else { "duplicate" };
-        inbox::finish(&mut tx, row.id, None, Some(&dedupe_key), outcome, None).await?;
+        if !recorded {
+            inbox::finish(&mut tx, row.id, None, Some(&dedupe_key), "duplicate", None).await?;
+            return finish(ctx, tx).await;
+        }
+        let routed = self
+            .loans
+            .route_c2b(
+                &mut tx,
+                &crate::loans::C2bPayment {
+                    provider: "mpesa",
+                    trans_id: &notice.trans_id,
+                    amount,
+                    currency: crate::domain::Currency::KES,
+                    bill_ref: notice.bill_ref_number.trim(),
+                },
+            )
+            .await
+            .map_err(JobError::retryable)?;
+        let intent_id = match &routed {
+            crate::loans::Routed::Loan(id) | crate::loans::Routed::Borrower(id) => Some(*id),
+            crate::loans::Routed::Suspense => None,
+        };
+        inbox::finish(
+            &mut tx,
+            row.id,
+            intent_id,
+            Some(&dedupe_key),
+            "applied",
+            Some(&format!("to {}", routed.applied_to())),
+        )
+        .await?;
         finish(ctx, tx).await
     }
 

@@ -1,0 +1,529 @@
+//! Peer loans end to end: request, approval, B2C disbursement through the
+//! Daraja simulator, C2B repayments with `LOAN-<n>` references, reminders,
+//! overdue and default on a manual clock; balances and the ledger checked
+//! at each step.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tuma::simulator::mpesa::SimConfig;
+
+use crate::common::app::{spawn_mpesa_app, TestApp};
+use crate::common::eventually;
+
+const LENDER: &str = "lender-1";
+const BORROWER: &str = "borrower-1";
+
+fn d(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+/// Registers the engine's C2B URLs with the simulator, as
+/// `tuma mpesa register-c2b` does.
+async fn register_c2b(app: &TestApp) {
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let client = tuma::providers::mpesa::MpesaClient::new(mpesa.clone()).unwrap();
+    let base = format!("{}/callbacks/mpesa", mpesa.callback_base_url);
+    let token = tuma::providers::mpesa::c2b_token(&mpesa);
+    client
+        .register_c2b_urls(
+            &format!("{base}/c2b-confirmation/{token}"),
+            &format!("{base}/c2b-validation/{token}"),
+        )
+        .await
+        .unwrap();
+}
+
+/// A funded lender and an app ready to take C2B payments.
+async fn setup() -> TestApp {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    register_c2b(&app).await;
+    app.set_party(&app.admin_key, LENDER, 2).await;
+    app.fund(&app.admin_key, LENDER, "100000", "KES").await;
+    app
+}
+
+async fn request_loan(app: &TestApp, msisdn: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "borrower": { "party_id": BORROWER, "msisdn": msisdn },
+        "lender_id": LENDER,
+        "principal": "5000",
+        "currency": "KES",
+        "installment_amount": "500",
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    let response = app
+        .create("/v1/loans", &app.key, &uuid::Uuid::new_v4().to_string(), &body)
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+async fn decide(app: &TestApp, id: &str, action: &str, acting_party: &str) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/v1/loans/{id}/{action}")))
+        .bearer_auth(&app.key)
+        .json(&json!({ "acting_party": acting_party }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn loan(app: &TestApp, id: &str) -> Value {
+    let response = app.get(&format!("/v1/loans/{id}"), &app.key).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Works the queues until the loan is in `state` (callbacks arrive over
+/// HTTP in the background).
+async fn until_loan(app: &TestApp, id: &str, state: &str) -> Value {
+    eventually(
+        Duration::from_secs(20),
+        &format!("loan {id} to become {state}"),
+        || async {
+            app.run_jobs().await;
+            loan(app, id).await["state"] == state
+        },
+    )
+    .await;
+    loan(app, id).await
+}
+
+/// Requests and approves a loan, and waits for its disbursement.
+async fn active_loan(app: &TestApp, msisdn: &str, extra: Value) -> (String, String) {
+    let requested = request_loan(app, msisdn, extra).await;
+    let id = requested["id"].as_str().unwrap().to_owned();
+    let approved = decide(app, &id, "approve", LENDER).await;
+    assert_eq!(approved.status(), StatusCode::OK);
+    until_loan(app, &id, "active").await;
+    (id, requested["reference"].as_str().unwrap().to_owned())
+}
+
+/// A ledger account's posted balance on its normal side (zero if absent).
+async fn posted(app: &TestApp, kind: &str, reference: &str) -> Decimal {
+    sqlx::query_scalar::<_, Decimal>("SELECT posted FROM ledger_accounts WHERE kind = $1 AND ref = $2")
+        .bind(kind)
+        .bind(reference)
+        .fetch_optional(&app.db.pool)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+async fn suspense(app: &TestApp) -> Decimal {
+    sqlx::query_scalar::<_, Option<Decimal>>(
+        "SELECT sum(e.amount) FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE a.kind = 'suspense'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+    .unwrap_or_default()
+}
+
+/// Pays `amount` into the PayBill with `reference` and waits until the
+/// confirmation is processed.
+async fn pay_bill(app: &TestApp, msisdn: &str, amount: u64, reference: &str) -> String {
+    let sim = app.sim.clone().unwrap();
+    let before = app
+        .count("SELECT count(*) FROM callback_inbox WHERE kind = 'c2b-confirmation' AND processed_at IS NOT NULL")
+        .await;
+    let receipt = sim.pay_bill("174379", msisdn, amount, reference).await.unwrap();
+    eventually(Duration::from_secs(10), "the confirmation processed", || async {
+        app.run_jobs().await;
+        app.count("SELECT count(*) FROM callback_inbox WHERE kind = 'c2b-confirmation' AND processed_at IS NOT NULL")
+            .await
+            > before
+    })
+    .await;
+    receipt
+}
+
+/// Runs one loans sweep now (the cron entry's job).
+async fn sweep(app: &TestApp) {
+    let mut tx = app.db.pool.begin().await.unwrap();
+    app.engine
+        .jobs()
+        .enqueue(&mut tx, &tuma::runner::NewJob::new(&tuma::loans::LoanSweep {}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    app.run_jobs().await;
+}
+
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let store = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5000_loan_is_disbursed_and_repaid_by_1000_c2b_payments_with_every_balance_exact() {
+    let app = setup().await;
+    let (hook_url, deliveries) = receiver().await;
+    let endpoint = app
+        .http
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&app.key)
+        .json(&json!({ "url": hook_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), StatusCode::CREATED);
+
+    let requested = request_loan(&app, "0712345678", json!({})).await;
+    assert_eq!(requested["state"], "requested");
+    assert_eq!(requested["outstanding"], "5000.00");
+    let id = requested["id"].as_str().unwrap().to_owned();
+    let reference = requested["reference"].as_str().unwrap().to_owned();
+    assert!(reference.starts_with("LOAN-"), "{reference}");
+
+    // Neither the borrower nor a stranger may approve; the lender may.
+    let own = decide(&app, &id, "approve", BORROWER).await;
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    let problem: Value = own.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("borrower"), "{problem}");
+    assert_eq!(
+        decide(&app, &id, "approve", "someone-else").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(loan(&app, &id).await["state"], "requested");
+    let approved = decide(&app, &id, "approve", LENDER).await;
+    assert_eq!(approved.status(), StatusCode::OK);
+    let approved: Value = approved.json().await.unwrap();
+    assert_eq!(approved["state"], "disbursing");
+    let payout_id = approved["disbursement_id"].as_str().unwrap().to_owned();
+    // Deciding twice is a conflict.
+    assert_eq!(
+        decide(&app, &id, "approve", LENDER).await.status(),
+        StatusCode::CONFLICT
+    );
+
+    let active = until_loan(&app, &id, "active").await;
+    let payout: Value = app
+        .get(&format!("/v1/payouts/{payout_id}"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(payout["state"], "completed");
+    assert_eq!(payout["party_id"], LENDER, "the lender's balance pays the disbursement");
+    // 5,000 to the borrower, 125 platform fee and the 75 KES tariff on top.
+    assert_eq!(app.available(LENDER, "KES").await, d("94800"));
+    assert_eq!(active["installments"].as_array().unwrap().len(), 10);
+    assert_eq!(posted(&app, "receivable", &reference).await, d("5000"));
+    assert_eq!(posted(&app, "lent", &reference).await, d("5000"));
+    let sim = app.sim.clone().unwrap();
+    assert_eq!(
+        sim.payments()
+            .iter()
+            .filter(|p| p.kind == "b2c")
+            .map(|p| p.amount_kes)
+            .sum::<u64>(),
+        5000
+    );
+
+    // Each 1,000 in repays the 500 installment due; 500 goes to the
+    // borrower's balance. References are read the way people type them.
+    let typed = [reference.clone(), reference.to_lowercase(), reference.replace('-', " ")];
+    let mut receipts = Vec::new();
+    for n in 1..=10u32 {
+        let typed_ref = &typed[n as usize % typed.len()];
+        receipts.push(pay_bill(&app, "254712345678", 1000, typed_ref).await);
+        let repaid = d("500") * Decimal::from(n);
+        let view = loan(&app, &id).await;
+        assert_eq!(
+            view["outstanding"].as_str().unwrap().parse::<Decimal>().unwrap(),
+            d("5000") - repaid,
+            "after payment {n}"
+        );
+        assert_eq!(posted(&app, "receivable", &reference).await, d("5000") - repaid);
+        assert_eq!(posted(&app, "lent", &reference).await, d("5000") - repaid);
+        assert_eq!(app.available(LENDER, "KES").await, d("94800") + repaid);
+        assert_eq!(
+            app.available(BORROWER, "KES").await,
+            repaid,
+            "the excess of each payment"
+        );
+        let expected_state = if n == 10 { "repaid" } else { "active" };
+        assert_eq!(view["state"], expected_state, "after payment {n}");
+    }
+    let view = loan(&app, &id).await;
+    let repayments = view["repayments"].as_array().unwrap();
+    assert_eq!(repayments.len(), 10);
+    assert_eq!(repayments[0]["applied"], "500.00");
+    assert_eq!(repayments[0]["excess"], "500.00");
+    assert_eq!(repayments[0]["outstanding_after"], "4500.00");
+    assert_eq!(repayments[0]["receipt"], receipts[0].as_str());
+
+    // The same confirmation delivered again repays nothing.
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let confirmation = format!(
+        "{}/callbacks/mpesa/c2b-confirmation/{}",
+        mpesa.callback_base_url,
+        tuma::providers::mpesa::c2b_token(&mpesa)
+    );
+    let body: Vec<u8> =
+        sqlx::query_scalar("SELECT body FROM callback_inbox WHERE kind = 'c2b-confirmation' ORDER BY id LIMIT 1")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let again = app
+        .http
+        .post(&confirmation)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(loan(&app, &id).await["repayments"].as_array().unwrap().len(), 10);
+    assert_eq!(app.available(LENDER, "KES").await, d("99800"));
+    assert_eq!(app.available(BORROWER, "KES").await, d("5000"));
+
+    // A repaid loan's reference is refused at validation: no money moves.
+    assert_eq!(
+        sim.pay_bill("174379", "254712345678", 1000, &reference).await,
+        Err("C2B00012".to_owned())
+    );
+    assert_eq!(
+        sim.pay_bill("174379", "254712345678", 1000, "LOAN-999999").await,
+        Err("C2B00012".to_owned())
+    );
+    // A reference that names no loan at all is taken and kept in suspense.
+    let orphan = pay_bill(&app, "254712345670", 750, "INV-2231").await;
+    assert_eq!(suspense(&app).await, d("750"));
+    let routed: String = sqlx::query_scalar("SELECT applied_to FROM c2b_payments WHERE trans_id = $1")
+        .bind(&orphan)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(routed, "suspense");
+
+    // Borrower and lender hear of every step through the product service.
+    eventually(Duration::from_secs(10), "the loan's webhooks", || async {
+        app.work("webhooks").await;
+        deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| d["data"]["event"]["event"] == "repaid")
+    })
+    .await;
+    let events: Vec<(String, String)> = deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| d["data"]["intent"]["kind"] == "loan")
+        .map(|d| {
+            (
+                d["data"]["event"]["event"].as_str().unwrap().to_owned(),
+                d["data"]["loan"]["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for wanted in ["approve", "disburse", "disbursed", "repayment_received", "repaid"] {
+        assert!(events.iter().any(|(e, _)| e == wanted), "{wanted} in {events:?}");
+    }
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overpayment_repays_ahead_and_the_rest_is_credited_back() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({ "excess": "next_installment" })).await;
+    pay_bill(&app, "254712345678", 3000, &reference).await;
+    let view = loan(&app, &id).await;
+    assert_eq!(view["outstanding"], "2000.00");
+    assert_eq!(view["state"], "active");
+    let paid: Vec<&str> = view["installments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["paid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &paid[..7],
+        ["500.00", "500.00", "500.00", "500.00", "500.00", "500.00", "0.00"]
+    );
+    assert_eq!(app.available(BORROWER, "KES").await, Decimal::ZERO);
+
+    pay_bill(&app, "254712345678", 3000, &reference).await;
+    let view = loan(&app, &id).await;
+    assert_eq!(view["state"], "repaid");
+    assert_eq!(view["outstanding"], "0.00");
+    let last = view["repayments"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["applied"].as_str(), last["excess"].as_str()),
+        (Some("2000.00"), Some("1000.00"))
+    );
+    assert_eq!(app.available(BORROWER, "KES").await, d("1000"), "never lost");
+    assert_eq!(app.available(LENDER, "KES").await, d("94800") + d("5000"));
+    assert_eq!(posted(&app, "receivable", &reference).await, Decimal::ZERO);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_due_date_brings_a_reminder_overdue_then_back_to_active_when_paid_and_default_after_grace() {
+    let app = setup().await;
+    // Prompts to …005 wait for the test to answer them.
+    let (id, reference) = active_loan(
+        &app,
+        "0712345005",
+        json!({ "installment_amount": "2500", "interval_days": 7, "grace_days": 3 }),
+    )
+    .await;
+    sweep(&app).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE kind = 'collection'")
+            .await,
+        0
+    );
+
+    // The due date: one STK reminder for the installment, once.
+    app.advance(Duration::from_secs(7 * 86400));
+    sweep(&app).await;
+    sweep(&app).await;
+    let view = loan(&app, &id).await;
+    let reminder = view["installments"][0]["reminder_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE kind = 'collection'")
+            .await,
+        1
+    );
+    let collection: Value = app
+        .get(&format!("/v1/collections/{reminder}"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(collection["amount"], "2500.00");
+    assert_eq!(collection["reference"], reference.as_str());
+    assert_eq!(view["state"], "active");
+
+    // A day later, unpaid: overdue.
+    app.advance(Duration::from_secs(86400));
+    sweep(&app).await;
+    assert_eq!(loan(&app, &id).await["state"], "overdue");
+
+    // The borrower answers the prompt: the reminder repays the installment
+    // and the loan is back to active.
+    let checkout: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
+        .bind(&reminder)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    app.sim.clone().unwrap().answer_prompt(&checkout, "0").await;
+    let view = until_loan(&app, &id, "active").await;
+    assert_eq!(view["outstanding"], "2500.00");
+    let events: Vec<&str> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "applied")
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "create",
+            "approve",
+            "disburse",
+            "disbursed",
+            "fell_overdue",
+            "caught_up"
+        ]
+    );
+    assert_eq!(app.available(LENDER, "KES").await, d("94800") + d("2500"));
+    assert_eq!(app.available(BORROWER, "KES").await, Decimal::ZERO);
+
+    // The second installment goes unpaid: overdue, then defaulted once the
+    // grace period is over, and not before.
+    app.advance(Duration::from_secs(6 * 86400));
+    sweep(&app).await;
+    app.advance(Duration::from_secs(86400));
+    sweep(&app).await;
+    assert_eq!(loan(&app, &id).await["state"], "overdue");
+    app.advance(Duration::from_secs(2 * 86400));
+    sweep(&app).await;
+    assert_eq!(loan(&app, &id).await["state"], "overdue");
+    app.advance(Duration::from_secs(86400));
+    sweep(&app).await;
+    assert_eq!(loan(&app, &id).await["state"], "defaulted");
+
+    // A defaulted loan still takes payments; paid off, it is repaid.
+    pay_bill(&app, "254712345005", 2500, &reference).await;
+    let view = loan(&app, &id).await;
+    assert_eq!(view["state"], "repaid");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_request_is_validated_field_by_field_and_a_rejected_loan_moves_no_money() {
+    let app = setup().await;
+    let response = app
+        .create(
+            "/v1/loans",
+            &app.key,
+            "bad",
+            &json!({
+                "borrower": { "party_id": LENDER, "msisdn": "12" },
+                "lender_id": LENDER,
+                "principal": "5000.50",
+                "currency": "KES",
+                "installment_amount": "0",
+                "interval_days": 0,
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for field in ["borrower.msisdn", "principal", "lender_id", "interval_days"] {
+        assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+
+    // The lender cannot fund more than it has: approval is refused and the
+    // loan stays requested.
+    let big = request_loan(
+        &app,
+        "0712345678",
+        json!({ "principal": "200000", "installment_amount": "20000" }),
+    )
+    .await;
+    let id = big["id"].as_str().unwrap();
+    let refused = decide(&app, id, "approve", LENDER).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(loan(&app, id).await["state"], "requested");
+    let rejected = decide(&app, id, "reject", LENDER).await;
+    assert_eq!(rejected.status(), StatusCode::OK);
+    assert_eq!(loan(&app, id).await["state"], "rejected");
+    assert_eq!(app.available(LENDER, "KES").await, d("100000"));
+    assert_eq!(app.count("SELECT count(*) FROM intents WHERE kind = 'payout'").await, 0);
+    app.assert_ledger_balanced().await;
+}
