@@ -215,6 +215,19 @@ pub async fn get_payout(
     get(state, caller, id, "payout").await
 }
 
+/// Get a reversal with its history.
+#[utoipa::path(get, path = "/v1/reversals/{id}", tag = "reversals",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentDetail), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get_reversal(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<IntentDetail>, ApiError> {
+    get(state, caller, id, "reversal").await
+}
+
 /// Get a collection with its history.
 #[utoipa::path(get, path = "/v1/collections/{id}", tag = "collections",
     params(("id" = Uuid, Path)),

@@ -11,6 +11,7 @@ pub mod loans;
 mod money;
 pub mod openapi;
 pub mod problem;
+mod reversals;
 mod validate;
 pub mod views;
 mod webhooks;
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payouts/{id}/reject", post(approvals::reject))
         .route("/v1/payout-batches", post(approvals::create_batch))
         .route("/v1/payout-batches/{id}/approve", post(approvals::approve_batch))
+        .route("/v1/reversals", post(reversals::create_reversal))
+        .route("/v1/reversals/{id}", get(intents::get_reversal))
         .route("/v1/loans", post(loans::create_loan))
         .route("/v1/loans/{id}", get(loans::get_loan))
         .route("/v1/loans/{id}/approve", post(loans::approve_loan))

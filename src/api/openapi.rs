@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{approvals, intents, loans, money, problem, validate, views, webhooks};
+use super::{approvals, intents, loans, money, problem, reversals, validate, views, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{approvals, intents, loans, money, problem, validate, views, webhooks
         approvals::list_approvals, approvals::approve, approvals::reject, approvals::create_batch,
         approvals::approve_batch,
         loans::create_loan, loans::get_loan, loans::approve_loan, loans::reject_loan,
+        reversals::create_reversal, intents::get_reversal,
     ),
     components(schemas(
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
@@ -31,7 +32,7 @@ use super::{approvals, intents, loans, money, problem, validate, views, webhooks
         approvals::ApprovalPage, approvals::DecisionBody, approvals::DecisionView, approvals::CreateBatch,
         approvals::BatchView, approvals::BatchDecisionView,
         loans::CreateLoan, loans::BorrowerInput, loans::LoanView, loans::LoanDetail, loans::InstallmentView,
-        loans::RepaymentView, loans::LoanDecisionBody, crate::loans::Excess,
+        loans::RepaymentView, loans::LoanDecisionBody, crate::loans::Excess, reversals::CreateReversal,
     )),
     modifiers(&BearerKey),
 )]

@@ -36,6 +36,26 @@ use crate::domain::Currency;
 
 pub use store::{available_of, balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
 
+/// The legs that undo the posted transfer `key` (each of its legs with the
+/// sign turned); `None` when no such transfer is posted.
+pub async fn undoing_legs(conn: &mut PgConnection, key: &str, memo: &str) -> Result<Option<Vec<Leg>>, LedgerError> {
+    let Some((state, legs)) = store::transfer_legs(conn, key).await? else {
+        return Ok(None);
+    };
+    if state != "posted" {
+        return Ok(None);
+    }
+    Ok(Some(
+        legs.into_iter()
+            .map(|(account, amount, _)| Leg {
+                account,
+                amount: -amount,
+                memo: memo.to_owned(),
+            })
+            .collect(),
+    ))
+}
+
 /// The owner of accounts that belong to the platform, not to one tenant.
 pub const SYSTEM: &str = "";
 

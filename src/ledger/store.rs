@@ -432,3 +432,34 @@ pub async fn check_invariants(pool: &PgPool) -> Result<Vec<String>, sqlx::Error>
     }
     Ok(problems)
 }
+
+/// The state and legs of transfer `key`, if it exists.
+pub async fn transfer_legs(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<(String, Vec<(AccountKey, Decimal, String)>)>, sqlx::Error> {
+    let Some((id, state)): Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, state FROM ledger_transfers WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let rows: Vec<(String, String, String, String, Decimal, String)> = sqlx::query_as(
+        "SELECT a.owner, a.kind, a.ref, a.currency, e.amount, e.memo
+         FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE e.transfer_id = $1 ORDER BY e.id",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    let legs = rows
+        .into_iter()
+        .filter_map(|(owner, kind, reference, currency, amount, memo)| {
+            let key = AccountKey::new(&owner, AccountKind::parse(&kind)?, &reference, currency.parse().ok()?);
+            Some((key, amount, memo))
+        })
+        .collect();
+    Ok(Some((state, legs)))
+}

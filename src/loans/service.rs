@@ -359,6 +359,13 @@ impl Loans {
                 .step(tx, loan.intent_id, "disbursed", Cause::Policy, "engine")
                 .await;
         }
+        if child.kind == "reversal" && settled.state == "completed" {
+            if let Some(source) = child.metadata["repayment_source"].as_str() {
+                self.reverse_repayment(tx, &loan, &intent.state, source, child.id)
+                    .await?;
+            }
+            return Ok(());
+        }
         if child.kind == "collection" && settled.state == "completed" {
             let payment = Payment {
                 source: format!("collection:{}", child.id),
@@ -580,6 +587,43 @@ impl Loans {
             }
         }
         Ok(Some(key))
+    }
+
+    /// A reversal of the repayment made by `source` completed (its ledger
+    /// transfer already posted): the loan's balance and installments take
+    /// the repaid amount back, and a repaid loan reopens.
+    async fn reverse_repayment(
+        &self,
+        tx: &mut Tx<'_>,
+        loan: &LoanRow,
+        state: &str,
+        source: &str,
+        reversal: Uuid,
+    ) -> Result<(), LoanError> {
+        let Some(repayment) = store::lock_repayment(tx, source).await? else {
+            return Ok(());
+        };
+        if repayment.reversed_by.is_some() {
+            return Ok(());
+        }
+        store::mark_repayment_reversed(tx, repayment.id, reversal).await?;
+        if repayment.applied.is_zero() {
+            return Ok(());
+        }
+        let installments = store::installments(tx, loan.intent_id).await?;
+        let paid = schedule::unallocate(&installments, repayment.applied);
+        let outstanding = loan.outstanding + repayment.applied;
+        store::set_paid(tx, loan.intent_id, &paid, outstanding).await?;
+        tracing::info!(loan_id = %loan.intent_id, %outstanding, %reversal, "loan repayment reversed");
+        let event = match state {
+            "repaid" => Some("reopened"),
+            "active" | "overdue" => Some("repayment_reversed"),
+            _ => None,
+        };
+        match event {
+            Some(event) => self.step(tx, loan.intent_id, event, Cause::Callback, "engine").await,
+            None => Ok(()),
+        }
     }
 
     pub(super) fn overdue_after(&self) -> Duration {

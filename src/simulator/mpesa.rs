@@ -123,6 +123,9 @@ struct SimState {
     payments: Vec<Payment>,
     /// Receipts already reversed.
     reversed: std::collections::HashSet<String>,
+    /// Each reversal request's result by its OriginatorConversationID:
+    /// `(ResultCode, reversal receipt, amount)`, for status queries.
+    reversals: HashMap<String, (String, Option<String>, u64)>,
     counter: u64,
     callbacks_lost: u64,
     callbacks_duplicated: u64,
@@ -158,6 +161,7 @@ impl SimHandle {
                 disbursements: HashMap::new(),
                 payments: Vec::new(),
                 reversed: std::collections::HashSet::new(),
+                reversals: HashMap::new(),
                 counter: 0,
                 callbacks_lost: 0,
                 callbacks_duplicated: 0,
@@ -815,6 +819,18 @@ async fn transaction_status(State(sim): State<Shared>, headers: HeaderMap, body:
                 .find(|d| d.receipt.as_deref() == Some(request.transaction_id.as_str()))
                 .cloned()
         });
+        let reversal = state
+            .reversals
+            .get(&key)
+            .cloned()
+            .map(|(code, receipt, amount)| Disbursement {
+                conversation_id: key.clone(),
+                msisdn: String::new(),
+                amount,
+                code,
+                receipt,
+            });
+        let found = found.or(reversal);
         let callback = found.map(|d| {
             let status = if d.code == "0" { "Completed" } else { "Declined" };
             json!({ "Result": {
@@ -979,31 +995,47 @@ async fn reversal(State(sim): State<Shared>, headers: HeaderMap, body: axum::bod
         let original = state
             .payments
             .iter()
-            .find(|p| p.receipt == receipt && p.kind != "b2c")
+            .find(|p| p.receipt == receipt && p.kind != "reversal")
             .cloned();
         let (code, description, reversal_receipt) = match original {
             _ if state.reversed.contains(&receipt) => ("R000001", "The transaction has already been reversed", None),
             None => ("R000002", "The OriginalTransactionID is invalid", None),
             Some(payment) => {
-                state.reversed.insert(receipt.clone());
                 let opening = state.config.wallet_kes;
-                *state.wallets.entry(payment.msisdn.clone()).or_insert(opening) += payment.amount_kes;
-                state.collected_kes = state.collected_kes.saturating_sub(payment.amount_kes);
-                let reversal_receipt = self::receipt(&mut state.rng);
-                state.payments.push(Payment {
-                    request_id: originator_id.clone(),
-                    msisdn: payment.msisdn,
-                    amount_kes: payment.amount_kes,
-                    receipt: reversal_receipt.clone(),
-                    kind: "reversal",
-                });
-                (
-                    "0",
-                    "The service request is processed successfully.",
-                    Some(reversal_receipt),
-                )
+                let wallet = *state.wallets.entry(payment.msisdn.clone()).or_insert(opening);
+                if payment.kind == "b2c" && wallet < payment.amount_kes {
+                    // The recipient already spent it: nothing to pull back.
+                    ("1", "The balance is insufficient for the transaction.", None)
+                } else {
+                    state.reversed.insert(receipt.clone());
+                    if payment.kind == "b2c" {
+                        *state.wallets.get_mut(&payment.msisdn).expect("inserted above") -= payment.amount_kes;
+                        state.float_kes += payment.amount_kes;
+                    } else {
+                        *state.wallets.get_mut(&payment.msisdn).expect("inserted above") += payment.amount_kes;
+                        state.collected_kes = state.collected_kes.saturating_sub(payment.amount_kes);
+                    }
+                    let reversal_receipt = self::receipt(&mut state.rng);
+                    state.payments.push(Payment {
+                        request_id: originator_id.clone(),
+                        msisdn: payment.msisdn,
+                        amount_kes: payment.amount_kes,
+                        receipt: reversal_receipt.clone(),
+                        kind: "reversal",
+                    });
+                    (
+                        "0",
+                        "The service request is processed successfully.",
+                        Some(reversal_receipt),
+                    )
+                }
             }
         };
+        let amount = request["Amount"].as_u64().unwrap_or(0);
+        state.reversals.insert(
+            originator_id.clone(),
+            (code.to_owned(), reversal_receipt.clone(), amount),
+        );
         let mut result = json!({
             "ResultType": 0, "ResultCode": code, "ResultDesc": description,
             "OriginatorConversationID": originator_id, "ConversationID": conversation_id,

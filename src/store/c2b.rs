@@ -32,3 +32,51 @@ pub async fn record(conn: &mut PgConnection, payment: &NewPayment<'_>) -> Result
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// A recorded C2B payment and where it went.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct C2bRow {
+    pub trans_id: String,
+    pub shortcode: String,
+    pub amount: Decimal,
+    pub bill_ref: String,
+    pub applied_to: Option<String>,
+    pub loan_id: Option<uuid::Uuid>,
+    pub owner: Option<String>,
+    pub transfer_key: Option<String>,
+    pub reversed_by: Option<uuid::Uuid>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+const COLUMNS: &str =
+    "trans_id, shortcode, amount, bill_ref, applied_to, loan_id, owner, transfer_key, reversed_by, received_at";
+
+/// The payment with receipt `trans_id`, locked.
+pub async fn lock(conn: &mut PgConnection, trans_id: &str) -> Result<Option<C2bRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM c2b_payments WHERE trans_id = $1 FOR UPDATE"
+    ))
+    .bind(trans_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_reversed(conn: &mut PgConnection, trans_id: &str, reversal: uuid::Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE c2b_payments SET reversed_by = $2 WHERE trans_id = $1")
+        .bind(trans_id)
+        .bind(reversal)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Payments waiting in suspense (no reference matched), oldest first.
+pub async fn in_suspense(pool: &sqlx::PgPool, limit: i64) -> Result<Vec<C2bRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM c2b_payments WHERE applied_to = 'suspense' AND reversed_by IS NULL
+         ORDER BY received_at LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

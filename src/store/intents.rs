@@ -276,3 +276,31 @@ pub async fn set_receipt(conn: &mut PgConnection, id: Uuid, receipt: &str) -> Re
         .await?;
     Ok(())
 }
+
+/// The completed payout or collection of `owner` with provider receipt
+/// `receipt`, locked.
+pub async fn lock_completed_by_receipt(
+    conn: &mut PgConnection,
+    owner: &str,
+    receipt: &str,
+) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM intents
+         WHERE receipt = $1 AND owner = $2 AND state = 'completed' AND kind IN ('payout', 'collection')
+         FOR UPDATE"
+    ))
+    .bind(receipt)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Whether a reversal of `receipt` exists that did not fail.
+pub async fn live_reversal_exists(conn: &mut PgConnection, receipt: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM intents WHERE kind = 'reversal' AND reference = $1 AND state <> 'failed')",
+    )
+    .bind(receipt)
+    .fetch_one(conn)
+    .await
+}

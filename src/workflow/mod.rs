@@ -23,13 +23,14 @@ pub use validate::KnownNames;
 
 /// The workflow files compiled into the binary, used unless
 /// `workflows.dir` points elsewhere.
-pub const BUILT_IN: [(&str, &str); 3] = [
+pub const BUILT_IN: [(&str, &str); 4] = [
     ("workflows/payout.toml", include_str!("../../workflows/payout.toml")),
     (
         "workflows/collection.toml",
         include_str!("../../workflows/collection.toml"),
     ),
     ("workflows/loan.toml", include_str!("../../workflows/loan.toml")),
+    ("workflows/reversal.toml", include_str!("../../workflows/reversal.toml")),
 ];
 
 /// Every loaded workflow, by kind.

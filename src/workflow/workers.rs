@@ -75,7 +75,12 @@ pub fn built_in_actions(providers: &ProviderClients) -> Actions {
             providers: providers.clone(),
         },
     );
-    for call in [ProviderCall::Submit, ProviderCall::Prompt, ProviderCall::QueryStatus] {
+    for call in [
+        ProviderCall::Submit,
+        ProviderCall::Prompt,
+        ProviderCall::QueryStatus,
+        ProviderCall::Reverse,
+    ] {
         actions.register(
             call.name(),
             ProviderAction {
@@ -92,6 +97,7 @@ enum ProviderCall {
     Submit,
     Prompt,
     QueryStatus,
+    Reverse,
 }
 
 impl ProviderCall {
@@ -100,6 +106,7 @@ impl ProviderCall {
             ProviderCall::Submit => "submit",
             ProviderCall::Prompt => "prompt",
             ProviderCall::QueryStatus => "query_status",
+            ProviderCall::Reverse => "request_reversal",
         }
     }
 }
@@ -121,6 +128,7 @@ impl Action for ProviderAction {
                     ProviderCall::Submit => Box::pin(mpesa::submit(ctx, client)),
                     ProviderCall::Prompt => Box::pin(mpesa::prompt(ctx, client)),
                     ProviderCall::QueryStatus => Box::pin(mpesa::query_status(ctx, client)),
+                    ProviderCall::Reverse => Box::pin(mpesa::reverse(ctx, client)),
                 }
             }
             _ => NoProviderAdapter { action: call.name() }.run(ctx),

@@ -102,6 +102,8 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
         ("/v1/payouts/{id}/reject", "post"),
         ("/v1/payout-batches", "post"),
         ("/v1/payout-batches/{id}/approve", "post"),
+        ("/v1/reversals", "post"),
+        ("/v1/reversals/{id}", "get"),
         ("/v1/loans", "post"),
         ("/v1/loans/{id}", "get"),
         ("/v1/loans/{id}/approve", "post"),

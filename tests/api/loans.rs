@@ -527,3 +527,86 @@ async fn a_loan_request_is_validated_field_by_field_and_a_rejected_loan_moves_no
     assert_eq!(app.count("SELECT count(*) FROM intents WHERE kind = 'payout'").await, 0);
     app.assert_ledger_balanced().await;
 }
+
+async fn reverse(app: &TestApp, key: &str, receipt: &str) -> reqwest::Response {
+    app.create(
+        "/v1/reversals",
+        key,
+        &uuid::Uuid::new_v4().to_string(),
+        &json!({ "receipt": receipt, "reason": "paid to the wrong loan" }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversing_a_repayment_sends_the_money_back_and_reopens_the_loan() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({ "excess": "next_installment" })).await;
+    let receipt = pay_bill(&app, "254712345678", 5000, &reference).await;
+    assert_eq!(loan(&app, &id).await["state"], "repaid");
+    assert_eq!(app.available(LENDER, "KES").await, d("99800"));
+    let orphan = pay_bill(&app, "254712345670", 300, "no reference").await;
+
+    // Only admins reverse; a receipt must name something reversible.
+    assert_eq!(reverse(&app, &app.key, &receipt).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        reverse(&app, &app.admin_key, "NOSUCHRCPT1").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        reverse(&app, &app.admin_key, &orphan).await.status(),
+        StatusCode::CONFLICT,
+        "a payment in suspense has no payer number to go back to"
+    );
+
+    let created = reverse(&app, &app.admin_key, &receipt).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let reversal: Value = created.json().await.unwrap();
+    let reversal_id = reversal["id"].as_str().unwrap().to_owned();
+    // What it takes back is held at once: the lender cannot spend it meanwhile.
+    assert_eq!(app.available(LENDER, "KES").await, d("94800"));
+    assert_eq!(
+        reverse(&app, &app.admin_key, &receipt).await.status(),
+        StatusCode::CONFLICT,
+        "one reversal per payment"
+    );
+
+    eventually(Duration::from_secs(20), "the reversal to complete", || async {
+        app.run_jobs().await;
+        let view: Value = app
+            .get(&format!("/v1/reversals/{reversal_id}"), &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        view["state"] == "completed"
+    })
+    .await;
+    let view = until_loan(&app, &id, "active").await;
+    assert_eq!(view["outstanding"], "5000.00");
+    assert_eq!(view["repayments"][0]["reversed_by"], reversal_id.as_str());
+    assert!(view["installments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["paid"] == "0.00"));
+    let events: Vec<&str> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.ends_with(&["repaid", "reopened"]), "{events:?}");
+    assert_eq!(posted(&app, "receivable", &reference).await, d("5000"));
+    assert_eq!(posted(&app, "lent", &reference).await, d("5000"));
+    assert_eq!(app.available(LENDER, "KES").await, d("94800"));
+    let sim = app.sim.clone().unwrap();
+    let back: Vec<_> = sim.payments().into_iter().filter(|p| p.kind == "reversal").collect();
+    assert_eq!(back.len(), 1, "the money went back once");
+    assert_eq!(back[0].amount_kes, 5000);
+
+    // The reopened loan repays again as before.
+    pay_bill(&app, "254712345678", 1000, &reference).await;
+    assert_eq!(loan(&app, &id).await["outstanding"], "4000.00");
+    app.assert_ledger_balanced().await;
+}

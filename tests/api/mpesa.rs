@@ -593,7 +593,7 @@ async fn a_collected_payment_can_be_reversed_once_and_its_result_is_read() {
     let client = tuma::providers::mpesa::MpesaClient::new(app.config.mpesa.clone().unwrap()).unwrap();
     for _ in 0..2 {
         client
-            .reversal(&receipt, 800, "wrong payment", &url, &url)
+            .reversal(&receipt, 800, "174379", "wrong payment", &url, &url)
             .await
             .unwrap();
     }

@@ -37,7 +37,7 @@ fn the_built_in_workflows_are_valid() {
     let workflows = Workflows::built_in(&known).unwrap();
     assert_eq!(
         workflows.kinds().collect::<Vec<_>>(),
-        vec!["collection", "loan", "payout"]
+        vec!["collection", "loan", "payout", "reversal"]
     );
 }
 

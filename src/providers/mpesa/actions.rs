@@ -141,3 +141,44 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Resul
         }
     }
 }
+
+/// Reversal: ask M-Pesa to send a payment back. The reversal's own id is
+/// Daraja's (it names none of ours), so an ambiguous answer is never
+/// re-sent: a second request would be refused as "already reversed" and
+/// read as a failure. The intent waits in `processing` for the result
+/// callback (matched by its token) or, with no callback, for the polls to
+/// run out and a person to decide.
+pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+    let intent = &ctx.intent;
+    let amount = whole_kes(intent)?;
+    let receiver = intent.metadata["receiver_party"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| client.config().c2b_shortcode.clone());
+    let remarks = intent.metadata["reason"].as_str().unwrap_or("reversal").to_owned();
+    let result_url = callback_url(&client, "reversal-result", intent)?;
+    let timeout_url = callback_url(&client, "reversal-timeout", intent)?;
+    match client
+        .reversal(
+            &intent.reference,
+            amount,
+            &receiver,
+            &remarks,
+            &result_url,
+            &timeout_url,
+        )
+        .await
+    {
+        Ok(originator) => apply(&ctx, "requested", Cause::Api, Some(&originator)).await,
+        Err(MpesaError::Rejected { code, message }) => {
+            tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the reversal request");
+            apply(&ctx, "request_refused", Cause::Api, None).await
+        }
+        Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
+        Err(MpesaError::Ambiguous(_)) | Err(MpesaError::Duplicate) => {
+            tracing::warn!(intent_id = %intent.id, "ambiguous reversal answer; waiting for M-Pesa's word");
+            apply(&ctx, "requested", Cause::Api, None).await
+        }
+        Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
+    }
+}

@@ -12,7 +12,7 @@ use crate::workflow::engine::{Applied, Cause, Engine, Event};
 
 /// The callback URLs Tuma hands Daraja; the last path segment is the
 /// intent's token.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 11] = [
     "stk",
     "b2c-result",
     "b2c-timeout",
@@ -22,6 +22,8 @@ pub const KINDS: [&str; 9] = [
     "balance-timeout",
     "c2b-validation",
     "c2b-confirmation",
+    "reversal-result",
+    "reversal-timeout",
 ];
 
 /// Whether a body of `kind` can be read at all (the HTTP handler refuses
@@ -130,6 +132,40 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 outcome,
                 provider_ref: original,
                 from_query: true,
+            })
+        }
+        "reversal-result" => {
+            let result = serde_json::from_slice::<ResultEnvelope>(body)
+                .map_err(|e| e.to_string())?
+                .result;
+            let outcome = codes::reversal(&result.result_code.0, &result.result_desc);
+            Ok(Report {
+                dedupe_key: format!(
+                    "reversal:{}:{}",
+                    result.originator_conversation_id, result.result_code.0
+                ),
+                receipt: result
+                    .transaction_id
+                    .clone()
+                    .filter(|r| !r.is_empty() && outcome == Outcome::Succeeded),
+                outcome,
+                provider_ref: Some(result.originator_conversation_id),
+                from_query: false,
+            })
+        }
+        "reversal-timeout" => {
+            let result = serde_json::from_slice::<ResultEnvelope>(body)
+                .map_err(|e| e.to_string())?
+                .result;
+            Ok(Report {
+                dedupe_key: format!("reversal-timeout:{}", result.originator_conversation_id),
+                outcome: Outcome::Unknown {
+                    code: "queue-timeout".into(),
+                    detail: "reversal queue timeout".into(),
+                },
+                receipt: None,
+                provider_ref: Some(result.originator_conversation_id),
+                from_query: false,
             })
         }
         "status-timeout" => Ok(Report {

@@ -422,13 +422,16 @@ impl MpesaClient {
 }
 
 impl MpesaClient {
-    /// Asks Daraja to reverse the C2B or STK payment with `receipt`; the
-    /// result arrives at `result_url` ([`super::codes::reversal`]). B2C
-    /// payments cannot be reversed through the API.
+    /// Asks Daraja to reverse the payment with `receipt` received or sent
+    /// by shortcode `receiver_party` (the PayBill or till for C2B and STK
+    /// payments, the B2C shortcode for a payout); the result arrives at
+    /// `result_url` ([`super::codes::reversal`]). Returns Daraja's
+    /// OriginatorConversationID for the request.
     pub async fn reversal(
         &self,
         receipt: &str,
         amount: u64,
+        receiver_party: &str,
         remarks: &str,
         result_url: &str,
         timeout_url: &str,
@@ -439,7 +442,7 @@ impl MpesaClient {
             "CommandID": "TransactionReversal",
             "TransactionID": receipt,
             "Amount": amount,
-            "ReceiverParty": self.config.c2b_shortcode,
+            "ReceiverParty": receiver_party,
             // Daraja's own spelling.
             "RecieverIdentifierType": "11",
             "ResultURL": result_url,
