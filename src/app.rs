@@ -61,6 +61,10 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let mut registry = Registry::new();
     registry.register(crate::loans::ChildSettledWorker { loans: loans.clone() });
     registry.register(crate::loans::LoanSweepWorker { loans: loans.clone() });
+    registry.register(crate::reconcile::ReconcileWorker {
+        workflows: engine.workflows().clone(),
+        config: config.reconciliation.clone(),
+    });
     registry.register(crate::policy::auto_payout::AutoPayoutWorker {
         engine: engine.clone(),
         policy: policy.clone(),

@@ -36,6 +36,7 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     pub loans: crate::loans::LoansConfig,
     pub cron: crate::jobs::CronConfig,
+    pub reconciliation: crate::reconcile::ReconciliationConfig,
     /// Daraja credentials and URLs; absent means M-Pesa intents wait.
     #[serde(default)]
     pub mpesa: Option<crate::providers::mpesa::MpesaConfig>,

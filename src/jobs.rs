@@ -1,6 +1,7 @@
 //! Job kinds that belong to no single component, and the list of everything
 //! a `tuma serve` node runs.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{CronEntry, JobArgs, JobContext, JobError, NewJob, Registry, Worker};
@@ -64,29 +65,37 @@ pub struct CronConfig {
     pub purge_idempotency_keys: String,
     pub mpesa_float_report: String,
     pub loans_sweep: String,
+    pub reconciliation: String,
 }
 
 /// The scheduled entries a node runs, from `[cron]`; `mpesa` says whether
 /// M-Pesa is configured (its float report needs it).
 pub fn cron_entries(config: &CronConfig, mpesa: bool) -> Result<Vec<CronEntry>, String> {
     let mut entries = Vec::new();
-    let mut add = |name: &str, schedule: &str, make: fn() -> NewJob| -> Result<(), String> {
+    let mut add = |name: &str, schedule: &str, make: fn(DateTime<Utc>) -> NewJob| -> Result<(), String> {
         if !schedule.trim().is_empty() {
-            entries.push(CronEntry::new(name, schedule.trim(), move |_| make())?);
+            entries.push(CronEntry::new(name, schedule.trim(), make)?);
         }
         Ok(())
     };
-    add("purge-idempotency-keys", &config.purge_idempotency_keys, || {
+    add("purge-idempotency-keys", &config.purge_idempotency_keys, |_| {
         NewJob::new(&PurgeIdempotencyKeys {})
     })?;
     if mpesa {
         // Keeps the float report fresh; releases ask for one when needed too.
-        add("mpesa-float-report", &config.mpesa_float_report, || {
+        add("mpesa-float-report", &config.mpesa_float_report, |_| {
             NewJob::new(&crate::providers::mpesa::float::QueryBalance {}).unique_key("mpesa.query_balance")
         })?;
     }
-    add("loans-sweep", &config.loans_sweep, || {
+    add("loans-sweep", &config.loans_sweep, |_| {
         NewJob::new(&crate::loans::LoanSweep {}).unique_key("loans.sweep")
+    })?;
+    // The report of the day that just ended when it runs shortly after
+    // midnight; of the tick's own day otherwise.
+    add("reconciliation", &config.reconciliation, |tick| {
+        NewJob::new(&crate::reconcile::Reconcile {
+            date: (tick - chrono::Duration::hours(12)).date_naive(),
+        })
     })?;
     Ok(entries)
 }

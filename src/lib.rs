@@ -16,6 +16,7 @@ pub mod loans;
 pub mod notify;
 pub mod policy;
 pub mod providers;
+pub mod reconcile;
 pub mod reversals;
 pub mod runner;
 pub mod simulator;

@@ -10,6 +10,7 @@ mod intents;
 pub mod loans;
 mod money;
 pub mod openapi;
+mod operations;
 pub mod problem;
 mod reversals;
 mod validate;
@@ -71,6 +72,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payouts/{id}/reject", post(approvals::reject))
         .route("/v1/payout-batches", post(approvals::create_batch))
         .route("/v1/payout-batches/{id}/approve", post(approvals::approve_batch))
+        .route("/v1/reports/reconciliation", get(operations::reconciliation_report))
+        .route("/v1/floats/{provider}/adjustments", post(operations::adjust_float))
+        .route("/v1/payouts/{id}/resolve", post(operations::resolve_payout))
+        .route("/v1/collections/{id}/resolve", post(operations::resolve_collection))
         .route("/v1/reversals", post(reversals::create_reversal))
         .route("/v1/reversals/{id}", get(intents::get_reversal))
         .route("/v1/loans", post(loans::create_loan))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{approvals, intents, loans, money, problem, reversals, validate, views, webhooks};
+use super::{approvals, intents, loans, money, operations, problem, reversals, validate, views, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,8 @@ use super::{approvals, intents, loans, money, problem, reversals, validate, view
         approvals::approve_batch,
         loans::create_loan, loans::get_loan, loans::approve_loan, loans::reject_loan,
         reversals::create_reversal, intents::get_reversal,
+        operations::reconciliation_report, operations::adjust_float, operations::resolve_payout,
+        operations::resolve_collection,
     ),
     components(schemas(
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
@@ -33,6 +35,9 @@ use super::{approvals, intents, loans, money, problem, reversals, validate, view
         approvals::BatchView, approvals::BatchDecisionView,
         loans::CreateLoan, loans::BorrowerInput, loans::LoanView, loans::LoanDetail, loans::InstallmentView,
         loans::RepaymentView, loans::LoanDecisionBody, crate::loans::Excess, reversals::CreateReversal,
+        operations::FloatAdjustment, operations::FloatAdjustmentView, operations::Resolution,
+        crate::reconcile::Report, crate::reconcile::FloatCheck, crate::reconcile::IntentLine,
+        crate::reconcile::SuspenseLine, crate::reconcile::CallbackLine,
     )),
     modifiers(&BearerKey),
 )]

@@ -8,6 +8,7 @@ mod bench;
 mod jobs;
 mod keys;
 mod mpesa;
+mod reconcile;
 mod serve;
 mod simulate;
 mod workflows;
@@ -57,6 +58,10 @@ enum Command {
     /// Show workflows as Mermaid diagrams, or check workflow files.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
+    /// Reconcile: the ledger's floats against the providers' balance
+    /// reports, and every intent, payment and callback waiting on a person.
+    /// Keeps the report as the day's; exits 1 when anything is off.
+    Reconcile(reconcile::ReconcileArgs),
     /// Serve the provider simulator (Daraja) with chaos settings.
     ///
     /// Daraja's API (M-Pesa Kenya) on its real paths, at the root of
@@ -89,25 +94,31 @@ pub fn main() -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     let result = runtime.block_on(async move {
+        let done = |outcome: anyhow::Result<()>| outcome.map(|()| ExitCode::SUCCESS);
         match cli.command {
-            Command::Migrate => migrate(&config).await,
-            Command::Serve => serve::run(config).await,
-            Command::Approvals(command) => approvals::run(config, command).await,
-            Command::Bench(command) => bench::run(config, command).await,
-            Command::Jobs(command) => jobs::run(config, command).await,
-            Command::Keys(command) => keys::run(config, command).await,
-            Command::Mpesa(command) => mpesa::run(config, command).await,
-            Command::Workflows(command) => workflows::run(&config, command),
-            Command::Simulate(args) => simulate::run(args).await,
+            Command::Migrate => done(migrate(&config).await),
+            Command::Serve => done(serve::run(config).await),
+            Command::Approvals(command) => done(approvals::run(config, command).await),
+            Command::Bench(command) => done(bench::run(config, command).await),
+            Command::Jobs(command) => done(jobs::run(config, command).await),
+            Command::Keys(command) => done(keys::run(config, command).await),
+            Command::Mpesa(command) => done(mpesa::run(config, command).await),
+            Command::Workflows(command) => done(workflows::run(&config, command)),
+            Command::Simulate(args) => done(simulate::run(args).await),
+            Command::Reconcile(args) => {
+                reconcile::run(config, args)
+                    .await
+                    .map(|clean| if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
             Command::Demo => Err(anyhow::anyhow!(
                 "the demo is not available in this build yet: it runs all five scenarios, which \
-                 need the Airtel, MTN, Vodacom and Tigo adapters and loans; M-Pesa payouts and \
-                 collections run today (see `tuma simulate` in the README)"
+                 need the Airtel, MTN, Vodacom and Tigo adapters; M-Pesa payouts, collections \
+                 and loans run today (see `tuma simulate` in the README)"
             )),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("tuma: {error:#}");
             ExitCode::FAILURE

@@ -44,6 +44,9 @@ pub struct SimConfig {
     pub float_kes: u64,
     /// Each subscriber's opening balance, in whole KES.
     pub wallet_kes: u64,
+    /// What a B2C payment costs the business, by band: `(up to, fee)` in
+    /// whole KES, taken from the utility account with the payment.
+    pub b2c_tariff: Vec<(u64, u64)>,
     /// Lifetime of an access token.
     pub token_ttl: Duration,
     /// How long a prompt waits for the customer before 1037.
@@ -67,6 +70,16 @@ impl Default for SimConfig {
             b2c_shortcode: "600000".into(),
             float_kes: 10_000_000,
             wallet_kes: 1_000_000,
+            // Safaricom's published B2C bands (the same as Tuma's default
+            // fee configuration).
+            b2c_tariff: vec![
+                (100, 0),
+                (500, 11),
+                (1_000, 25),
+                (2_500, 50),
+                (5_000, 75),
+                (250_000, 105),
+            ],
             token_ttl: Duration::from_secs(3599),
             prompt_timeout: Duration::from_secs(60),
             response_delay: Duration::ZERO,
@@ -377,6 +390,15 @@ async fn hold_response(sim: &Shared) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The B2C tariff for `amount` (zero above the last band).
+fn b2c_fee(config: &SimConfig, amount: u64) -> u64 {
+    config
+        .b2c_tariff
+        .iter()
+        .find(|(up_to, _)| amount <= *up_to)
+        .map_or(0, |(_, fee)| *fee)
 }
 
 fn roll(rng: &mut StdRng, permille: u32) -> bool {
@@ -706,13 +728,13 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
             "2"
         } else if request.amount > 250_000 {
             "3"
-        } else if state.float_kes < request.amount {
+        } else if state.float_kes < request.amount + b2c_fee(&state.config, request.amount) {
             "1"
         } else {
             "0"
         };
         let receipt = (code == "0").then(|| {
-            state.float_kes -= request.amount;
+            state.float_kes -= request.amount + b2c_fee(&state.config, request.amount);
             let opening = state.config.wallet_kes;
             *state.wallets.entry(request.party_b.clone()).or_insert(opening) += request.amount;
             let receipt = receipt(&mut state.rng);

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod loans;
 pub mod parties;
 pub mod policy;
+pub mod reports;
 pub mod webhooks;
 
 use std::str::FromStr;

@@ -55,6 +55,8 @@ pub struct Event<'a> {
     pub provider_ref: Option<&'a str>,
     /// SHA-256 (hex) of what carried the event, e.g. a callback body.
     pub payload_digest: Option<String>,
+    /// Why, in a person's words (an admin's evidence), kept with the event.
+    pub note: Option<&'a str>,
 }
 
 impl<'a> Event<'a> {
@@ -65,6 +67,7 @@ impl<'a> Event<'a> {
             actor,
             provider_ref: None,
             payload_digest: None,
+            note: None,
         }
     }
 }
@@ -368,7 +371,9 @@ impl Engine {
             tracing::info!(intent_id = %id, expected = intent.state, event = event.name, "state changed concurrently; event not applied");
             return Ok(Applied::Lost { expected: intent.state });
         };
-        let event_id = self.record(tx, &intent, event, Some(&to), "applied", None, now).await?;
+        let event_id = self
+            .record(tx, &intent, event, Some(&to), "applied", event.note, now)
+            .await?;
         if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }

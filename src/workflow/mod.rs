@@ -112,6 +112,11 @@ impl Workflows {
         self.by_kind.get(kind)
     }
 
+    /// Every loaded workflow, by kind.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Workflow>> {
+        self.by_kind.values()
+    }
+
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
         self.by_kind.keys().map(String::as_str)
     }

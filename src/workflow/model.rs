@@ -78,6 +78,37 @@ impl Timer {
             Timer::Once { after, .. } | Timer::Repeat { after, .. } => *after,
         }
     }
+
+    /// How long after entering the state this timer has done all it will
+    /// (its event applied, or its repeats run out).
+    pub fn horizon(&self) -> Duration {
+        match self {
+            Timer::Once { after, .. } => *after,
+            Timer::Repeat {
+                after,
+                every,
+                max_fires,
+                ..
+            } => *after + *every * *max_fires,
+        }
+    }
+}
+
+impl State {
+    /// How long an intent may sit in this state before it is stuck: its
+    /// timers' horizon, or `default` for a state with work to do on entry
+    /// and no timers. `None` for states that wait for the outside world by
+    /// design (an active loan, `unresolved`) and final states.
+    pub fn stuck_after(&self, default: Duration) -> Option<Duration> {
+        if self.is_final {
+            return None;
+        }
+        match self.timers.iter().map(Timer::horizon).max() {
+            Some(horizon) => Some(horizon),
+            None if !self.on_enter.is_empty() => Some(default),
+            None => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -21,26 +21,10 @@ fn d(text: &str) -> Decimal {
     text.parse().unwrap()
 }
 
-/// Registers the engine's C2B URLs with the simulator, as
-/// `tuma mpesa register-c2b` does.
-async fn register_c2b(app: &TestApp) {
-    let mpesa = app.config.mpesa.clone().unwrap();
-    let client = tuma::providers::mpesa::MpesaClient::new(mpesa.clone()).unwrap();
-    let base = format!("{}/callbacks/mpesa", mpesa.callback_base_url);
-    let token = tuma::providers::mpesa::c2b_token(&mpesa);
-    client
-        .register_c2b_urls(
-            &format!("{base}/c2b-confirmation/{token}"),
-            &format!("{base}/c2b-validation/{token}"),
-        )
-        .await
-        .unwrap();
-}
-
 /// A funded lender and an app ready to take C2B payments.
 async fn setup() -> TestApp {
     let app = spawn_mpesa_app(SimConfig::default()).await;
-    register_c2b(&app).await;
+    app.register_c2b().await;
     app.set_party(&app.admin_key, LENDER, 2).await;
     app.fund(&app.admin_key, LENDER, "100000", "KES").await;
     app
@@ -147,13 +131,8 @@ async fn pay_bill(app: &TestApp, msisdn: &str, amount: u64, reference: &str) -> 
 
 /// Runs one loans sweep now (the cron entry's job).
 async fn sweep(app: &TestApp) {
-    let mut tx = app.db.pool.begin().await.unwrap();
-    app.engine
-        .jobs()
-        .enqueue(&mut tx, &tuma::runner::NewJob::new(&tuma::loans::LoanSweep {}))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    app.enqueue(&tuma::runner::NewJob::new(&tuma::loans::LoanSweep {}))
+        .await;
     app.run_jobs().await;
 }
 

@@ -11,6 +11,7 @@ mod intents;
 mod loans;
 mod money;
 mod mpesa;
+mod operations;
 mod transitions;
 mod validation;
 mod webhooks;

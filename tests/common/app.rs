@@ -252,6 +252,29 @@ impl TestApp {
         );
     }
 
+    /// Registers the engine's C2B URLs with the simulator, as
+    /// `tuma mpesa register-c2b` does.
+    pub async fn register_c2b(&self) {
+        let mpesa = self.config.mpesa.clone().unwrap();
+        let client = tuma::providers::mpesa::MpesaClient::new(mpesa.clone()).unwrap();
+        let base = format!("{}/callbacks/mpesa", mpesa.callback_base_url);
+        let token = tuma::providers::mpesa::c2b_token(&mpesa);
+        client
+            .register_c2b_urls(
+                &format!("{base}/c2b-confirmation/{token}"),
+                &format!("{base}/c2b-validation/{token}"),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Enqueues `job` now, outside any intent.
+    pub async fn enqueue(&self, job: &tuma::runner::NewJob) {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        self.engine.jobs().enqueue(&mut tx, job).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }

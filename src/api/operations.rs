@@ -1,0 +1,311 @@
+//! Back-office endpoints (admin): reconciliation reports, float
+//! adjustments, and resolving an `unresolved` intent with evidence.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Caller, Scope};
+use super::problem::{ApiError, FieldError, Problem};
+use super::views::IntentView;
+use super::{body, AppState};
+use crate::domain::{Currency, Money};
+use crate::ledger::{self, AccountKey, Leg, Mode, NewTransfer, Recorded};
+use crate::reconcile::{self, Report};
+use crate::store::{intents, reports};
+use crate::workflow::engine::{Applied, Cause, Event};
+
+/// The reconciliation report. With `date`, the one kept for that day (by
+/// the daily job or `tuma reconcile`); without, one built now and not
+/// kept. `format=csv` for a spreadsheet.
+#[utoipa::path(get, path = "/v1/reports/reconciliation", tag = "reports",
+    params(("date" = Option<String>, Query, description = "YYYY-MM-DD"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
+    responses((status = 200, body = Report), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No report kept for that day", body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn reconciliation_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Admin)?;
+    let csv = match query.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::invalid("format", "invalid_format", "json or csv")),
+    };
+    let report: Report = match query.get("date") {
+        Some(date) => {
+            let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                .map_err(|_| ApiError::invalid("date", "invalid_date", "a date as YYYY-MM-DD"))?;
+            let body = reports::reconciliation(&state.pool, day)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no reconciliation report for {day}")))?;
+            serde_json::from_value(body).map_err(|e| ApiError::Internal(e.into()))?
+        }
+        None => {
+            let now = state.engine.jobs().clock().local_now();
+            reconcile::build(
+                &state.pool,
+                state.engine.workflows(),
+                &state.config.reconciliation,
+                now.date_naive(),
+                now,
+            )
+            .await?
+        }
+    };
+    if csv {
+        Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            reconcile::to_csv(&report),
+        )
+            .into_response())
+    } else {
+        Ok(Json(report).into_response())
+    }
+}
+
+/// Money put into (or taken out of) a provider float outside Tuma: the
+/// ledger's float follows it, so reconciliation compares like with like.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FloatAdjustment {
+    /// Positive: a top-up; negative: a withdrawal.
+    #[schema(example = "1000000")]
+    pub amount: String,
+    #[schema(example = "KES")]
+    pub currency: String,
+    /// Your reference (the bank transfer); the same one again is a no-op.
+    #[schema(example = "topup-2026-11-23")]
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FloatAdjustmentView {
+    pub provider: String,
+    pub transfer_id: Uuid,
+    /// False when this reference was recorded before (nothing new written).
+    pub created: bool,
+}
+
+/// Record a float top-up or withdrawal (admin).
+#[utoipa::path(post, path = "/v1/floats/{provider}/adjustments", tag = "reports", request_body = FloatAdjustment,
+    params(("provider" = String, Path)),
+    responses((status = 201, body = FloatAdjustmentView), (status = 200, body = FloatAdjustmentView),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The reference was used with other amounts", body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn adjust_float(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<FloatAdjustmentView>), ApiError> {
+    caller.require(Scope::Admin)?;
+    if !state.config.providers.contains_key(&provider) {
+        return Err(ApiError::NotFound(format!("no provider {provider}")));
+    }
+    let (request, _) = body::parse::<FloatAdjustment>(&headers, body, state.config.api.body_limit_bytes)?;
+    let mut errors = Vec::new();
+    let currency = request
+        .currency
+        .parse::<Currency>()
+        .map_err(|_| {
+            errors.push(FieldError::new(
+                "currency",
+                "unsupported_currency",
+                "KES, UGX, TZS, RWF or USD",
+            ))
+        })
+        .ok();
+    let amount = currency.and_then(|c| match Money::parse(&request.amount, c) {
+        Ok(money) if !money.is_zero() => Some(money),
+        _ => {
+            errors.push(FieldError::new(
+                "amount",
+                "invalid_amount",
+                "a non-zero decimal string at the currency's precision",
+            ));
+            None
+        }
+    });
+    let reference = request.reference.trim();
+    if reference.is_empty() || reference.chars().count() > 64 {
+        errors.push(FieldError::new("reference", "invalid_reference", "1 to 64 characters"));
+    }
+    let (Some(currency), Some(amount), true) = (currency, amount, errors.is_empty()) else {
+        return Err(ApiError::Invalid(errors));
+    };
+    let value = amount.amount();
+    let float = AccountKey::float(&provider, currency);
+    let outside = AccountKey::funding(ledger::SYSTEM, currency);
+    let legs = if value.is_sign_positive() {
+        vec![
+            Leg::debit(float, value, "top-up"),
+            Leg::credit(outside, value, "top-up"),
+        ]
+    } else {
+        vec![
+            Leg::credit(float, -value, "withdrawal"),
+            Leg::debit(outside, -value, "withdrawal"),
+        ]
+    };
+    let mut tx = state.pool.begin().await?;
+    let recorded = ledger::record(
+        &mut tx,
+        &NewTransfer {
+            key: format!("float:{provider}:{reference}"),
+            owner: ledger::SYSTEM.into(),
+            kind: "float_adjustment".into(),
+            intent_id: None,
+            description: format!("{provider} float adjustment {reference} by {}", caller.name),
+            legs,
+        },
+        Mode::Post,
+        state.engine.jobs().clock().sql_now(),
+    )
+    .await
+    .map_err(|error| match error {
+        ledger::LedgerError::Mismatch { .. } => ApiError::InvalidState(error.to_string()),
+        other => ApiError::Internal(other.into()),
+    })?;
+    tx.commit().await?;
+    let (status, transfer_id, created) = match recorded {
+        Recorded::New { transfer_id } => (StatusCode::CREATED, transfer_id, true),
+        Recorded::Already { transfer_id, .. } => (StatusCode::OK, transfer_id, false),
+    };
+    Ok((
+        status,
+        Json(FloatAdjustmentView {
+            provider,
+            transfer_id,
+            created,
+        }),
+    ))
+}
+
+/// How an admin settles an `unresolved` intent.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    /// `succeeded` (the money moved) or `failed` (it did not).
+    #[schema(example = "succeeded")]
+    pub outcome: String,
+    /// What shows it: a statement line, the provider's support ticket.
+    #[schema(example = "Daraja statement 2026-11-23 line 4411, receipt TKL3X8F2QA")]
+    pub evidence: String,
+    /// The provider's receipt, when the money moved.
+    #[serde(default)]
+    pub receipt: Option<String>,
+}
+
+/// Resolve an `unresolved` payout with evidence (admin).
+#[utoipa::path(post, path = "/v1/payouts/{id}/resolve", tag = "reports", request_body = Resolution,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Not unresolved", body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn resolve_payout(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IntentView>, ApiError> {
+    resolve(state, caller, id, headers, body, "payout").await
+}
+
+/// Resolve an `unresolved` collection with evidence (admin).
+#[utoipa::path(post, path = "/v1/collections/{id}/resolve", tag = "reports", request_body = Resolution,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Not unresolved", body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn resolve_collection(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IntentView>, ApiError> {
+    resolve(state, caller, id, headers, body, "collection").await
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: &str,
+) -> Result<Json<IntentView>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let (request, _) = body::parse::<Resolution>(&headers, body, state.config.api.body_limit_bytes)?;
+    let mut errors = Vec::new();
+    let event = match request.outcome.as_str() {
+        "succeeded" => "resolved_succeeded",
+        "failed" => "resolved_failed",
+        _ => {
+            errors.push(FieldError::new("outcome", "invalid_outcome", "succeeded or failed"));
+            ""
+        }
+    };
+    let evidence = request.evidence.trim();
+    if evidence.is_empty() || evidence.chars().count() > 500 {
+        errors.push(FieldError::new("evidence", "invalid_evidence", "1 to 500 characters"));
+    }
+    let receipt = request.receipt.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if receipt.is_some_and(|r| r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        errors.push(FieldError::new(
+            "receipt",
+            "invalid_receipt",
+            "1 to 64 letters and digits",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let not_found = || ApiError::NotFound(format!("no {kind} {id}"));
+    let intent_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    intents::get_owned(&state.pool, &caller.owner, kind, intent_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut tx = state.pool.begin().await?;
+    if let (Some(receipt), "resolved_succeeded") = (receipt, event) {
+        intents::set_receipt(&mut tx, intent_id, receipt).await?;
+    }
+    let note = format!("evidence: {evidence}");
+    let mut applied = Event::new(event, Cause::Admin, &caller.name);
+    applied.note = Some(&note);
+    applied.provider_ref = receipt;
+    match state
+        .engine
+        .apply(&mut tx, intent_id, &applied)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+    {
+        Applied::Moved { .. } => {}
+        Applied::Rejected { state: current, .. } | Applied::Lost { expected: current } => {
+            return Err(ApiError::InvalidState(format!(
+                "the {kind} is {current}; only an unresolved {kind} can be resolved"
+            )))
+        }
+    }
+    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let row = intents::get(&mut conn, intent_id).await?.ok_or_else(not_found)?;
+    Ok(Json(IntentView::from_row(&row)))
+}
