@@ -61,6 +61,13 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let mut registry = Registry::new();
     registry.register(crate::loans::ChildSettledWorker { loans: loans.clone() });
     registry.register(crate::loans::LoanSweepWorker { loans: loans.clone() });
+    registry.register(crate::reports::SnapshotBalancesWorker);
+    registry.register(crate::reports::TaxReportWorker {
+        config: config.reports.clone(),
+    });
+    registry.register(crate::reports::PurgeCallbacksWorker {
+        config: config.reports.clone(),
+    });
     registry.register(crate::reconcile::ReconcileWorker {
         workflows: engine.workflows().clone(),
         config: config.reconciliation.clone(),

@@ -37,6 +37,7 @@ pub struct Config {
     pub loans: crate::loans::LoansConfig,
     pub cron: crate::jobs::CronConfig,
     pub reconciliation: crate::reconcile::ReconciliationConfig,
+    pub reports: crate::reports::ReportsConfig,
     /// Daraja credentials and URLs; absent means M-Pesa intents wait.
     #[serde(default)]
     pub mpesa: Option<crate::providers::mpesa::MpesaConfig>,

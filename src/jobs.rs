@@ -66,6 +66,9 @@ pub struct CronConfig {
     pub mpesa_float_report: String,
     pub loans_sweep: String,
     pub reconciliation: String,
+    pub balance_snapshots: String,
+    pub tax_report: String,
+    pub callback_retention: String,
 }
 
 /// The scheduled entries a node runs, from `[cron]`; `mpesa` says whether
@@ -96,6 +99,17 @@ pub fn cron_entries(config: &CronConfig, mpesa: bool) -> Result<Vec<CronEntry>, 
         NewJob::new(&crate::reconcile::Reconcile {
             date: (tick - chrono::Duration::hours(12)).date_naive(),
         })
+    })?;
+    add("balance-snapshots", &config.balance_snapshots, |tick| {
+        NewJob::new(&crate::reports::SnapshotBalances { at: tick })
+    })?;
+    add("tax-report", &config.tax_report, |tick| {
+        NewJob::new(&crate::reports::TaxReport {
+            month: crate::reports::previous_month(tick),
+        })
+    })?;
+    add("callback-retention", &config.callback_retention, |_| {
+        NewJob::new(&crate::reports::PurgeCallbacks {}).unique_key("retention.callbacks")
     })?;
     Ok(entries)
 }

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod reconcile;
+pub mod reports;
 pub mod reversals;
 pub mod runner;
 pub mod simulator;

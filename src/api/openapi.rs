@@ -21,7 +21,8 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         loans::create_loan, loans::get_loan, loans::approve_loan, loans::reject_loan,
         reversals::create_reversal, intents::get_reversal,
         operations::reconciliation_report, operations::adjust_float, operations::resolve_payout,
-        operations::resolve_collection,
+        operations::resolve_collection, operations::balance_history, operations::tax_report,
+        operations::providers_report,
     ),
     components(schemas(
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
@@ -38,6 +39,8 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         operations::FloatAdjustment, operations::FloatAdjustmentView, operations::Resolution,
         crate::reconcile::Report, crate::reconcile::FloatCheck, crate::reconcile::IntentLine,
         crate::reconcile::SuspenseLine, crate::reconcile::CallbackLine,
+        operations::BalancePoint, operations::BalanceHistory, operations::TaxLineView, operations::TaxReportView,
+        operations::ProviderStatsView, operations::ProvidersReport,
     )),
     modifiers(&BearerKey),
 )]

@@ -309,3 +309,197 @@ async fn resolve(
     let row = intents::get(&mut conn, intent_id).await?.ok_or_else(not_found)?;
     Ok(Json(IntentView::from_row(&row)))
 }
+
+/// One point of a balance history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BalancePoint {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub currency: String,
+    #[schema(example = "1500.00")]
+    pub posted: String,
+    /// Posted, less what pending payouts hold.
+    #[schema(example = "1200.00")]
+    pub available: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BalanceHistory {
+    pub party_id: String,
+    /// Newest first, one point per snapshot (`[cron] balance_snapshots`).
+    pub data: Vec<BalancePoint>,
+}
+
+/// A party's balance history.
+#[utoipa::path(get, path = "/v1/parties/{id}/balance-history", tag = "money",
+    params(("id" = String, Path), ("currency" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = BalanceHistory), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn balance_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(party): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<BalanceHistory>, ApiError> {
+    caller.require(Scope::IntentsRead)?;
+    let currency = match query.get("currency") {
+        Some(code) => Some(
+            code.parse::<Currency>()
+                .map_err(|_| ApiError::invalid("currency", "unsupported_currency", "KES, UGX, TZS, RWF or USD"))?,
+        ),
+        None => None,
+    };
+    let limit = body::page_limit(&query, &state.config.api)?;
+    let rows = reports::party_history(
+        &state.pool,
+        &caller.owner,
+        &party,
+        currency.map(Currency::code),
+        i64::from(limit),
+    )
+    .await?;
+    let shown = |value: rust_decimal::Decimal, code: &str| {
+        code.parse::<Currency>()
+            .ok()
+            .and_then(|c| Money::new(value, c).ok())
+            .map_or_else(|| value.normalize().to_string(), |m| m.amount().to_string())
+    };
+    Ok(Json(BalanceHistory {
+        party_id: party,
+        data: rows
+            .iter()
+            .map(|r| BalancePoint {
+                at: r.taken_at,
+                currency: r.currency.clone(),
+                posted: shown(r.posted, &r.currency),
+                available: shown(r.posted - r.pending_out, &r.currency),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaxLineView {
+    pub party_id: String,
+    pub currency: String,
+    pub payouts: i64,
+    #[schema(example = "250000")]
+    pub total: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaxReportView {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Parties paid more than the month's threshold in a currency.
+    pub data: Vec<TaxLineView>,
+}
+
+/// The monthly tax report (admin): recipients paid above the threshold.
+#[utoipa::path(get, path = "/v1/reports/tax", tag = "reports",
+    params(("month" = String, Query, description = "YYYY-MM")),
+    responses((status = 200, body = TaxReportView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn tax_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<TaxReportView>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let month = query
+        .get("month")
+        .filter(|m| crate::reports::month_bounds(m).is_some())
+        .ok_or_else(|| ApiError::invalid("month", "invalid_month", "a month as YYYY-MM"))?;
+    let lines = reports::tax_report(&state.pool, &caller.owner, month).await?;
+    Ok(Json(TaxReportView {
+        month: month.clone(),
+        data: lines
+            .into_iter()
+            .map(|l| TaxLineView {
+                party_id: l.party_id,
+                currency: l.currency,
+                payouts: l.payouts,
+                total: l.total.normalize().to_string(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderStatsView {
+    pub provider: String,
+    /// `payout`, `collection` or `reversal`.
+    pub kind: String,
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub expired: i64,
+    pub unresolved: i64,
+    /// Not final yet.
+    pub open: i64,
+    /// Completed out of those that ended (0 to 1), if any ended.
+    pub success_rate: Option<f64>,
+    /// Median seconds from creation to a final state.
+    pub median_seconds_to_final: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProvidersReport {
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    pub data: Vec<ProviderStatsView>,
+}
+
+/// Success rates per provider (admin), for intents created in `[from, to)`
+/// (default: the last 24 hours).
+#[utoipa::path(get, path = "/v1/reports/providers", tag = "reports",
+    params(("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")),
+    responses((status = 200, body = ProvidersReport), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn providers_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<ProvidersReport>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let parse = |name: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+        query
+            .get(name)
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| ApiError::invalid(name, "invalid_time", "an RFC 3339 time"))
+            })
+            .transpose()
+    };
+    let to = parse("to")?.unwrap_or_else(|| state.engine.jobs().clock().local_now() + chrono::Duration::seconds(1));
+    let from = parse("from")?.unwrap_or(to - chrono::Duration::days(1));
+    if from >= to {
+        return Err(ApiError::invalid("from", "invalid_range", "from must be before to"));
+    }
+    let rows = reports::provider_stats(&state.pool, &caller.owner, from, to).await?;
+    Ok(Json(ProvidersReport {
+        from,
+        to,
+        data: rows
+            .into_iter()
+            .map(|r| {
+                let ended = r.completed + r.failed + r.expired;
+                ProviderStatsView {
+                    success_rate: (ended > 0).then(|| r.completed as f64 / ended as f64),
+                    provider: r.provider,
+                    kind: r.kind,
+                    total: r.total,
+                    completed: r.completed,
+                    failed: r.failed,
+                    expired: r.expired,
+                    unresolved: r.unresolved,
+                    open: r.open,
+                    median_seconds_to_final: r.median_final_s,
+                }
+            })
+            .collect(),
+    }))
+}

@@ -151,3 +151,176 @@ pub async fn reconciliation(pool: &PgPool, day: NaiveDate) -> Result<Option<serd
         .fetch_optional(pool)
         .await
 }
+
+/// Records every account's balance as of `at` (once per account and
+/// instant). Accounts with running totals are read from them; the others
+/// are summed from their posted entries. Returns the rows written.
+pub async fn snapshot_balances(pool: &PgPool, at: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
+        "INSERT INTO balance_snapshots (taken_at, account_id, posted, pending_out, pending_in)
+         SELECT $1, a.id,
+                CASE WHEN a.non_negative THEN a.posted
+                     ELSE coalesce(s.credit_sum, 0) * CASE WHEN a.normal_side = 'credit' THEN 1 ELSE -1 END END,
+                CASE WHEN a.non_negative THEN a.pending_out ELSE 0 END,
+                CASE WHEN a.non_negative THEN a.pending_in ELSE 0 END
+         FROM ledger_accounts a
+         LEFT JOIN (SELECT e.account_id, sum(e.amount) AS credit_sum
+                    FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+                    WHERE t.state = 'posted'
+                    GROUP BY e.account_id) s ON s.account_id = a.id
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(written.rows_affected())
+}
+
+/// One snapshot of one account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub taken_at: DateTime<Utc>,
+    pub currency: String,
+    pub posted: Decimal,
+    pub pending_out: Decimal,
+    pub pending_in: Decimal,
+}
+
+/// A party's balance history in `currency`, newest first.
+pub async fn party_history(
+    pool: &PgPool,
+    owner: &str,
+    party: &str,
+    currency: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SnapshotRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.taken_at, a.currency, s.posted, s.pending_out, s.pending_in
+         FROM balance_snapshots s JOIN ledger_accounts a ON a.id = s.account_id
+         WHERE a.owner = $1 AND a.kind = 'party' AND a.ref = $2 AND ($3::text IS NULL OR a.currency = $3)
+         ORDER BY s.taken_at DESC, a.currency
+         LIMIT $4",
+    )
+    .bind(owner)
+    .bind(party)
+    .bind(currency)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Writes `month`'s tax report: completed payouts in `[from, to)` per
+/// owner, party and currency whose total is above that currency's
+/// threshold. Replaces an earlier run of the same month.
+pub async fn write_tax_report(
+    pool: &PgPool,
+    month: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    thresholds: &[(String, Decimal)],
+) -> Result<u64, sqlx::Error> {
+    let currencies: Vec<&str> = thresholds.iter().map(|t| t.0.as_str()).collect();
+    let amounts: Vec<Decimal> = thresholds.iter().map(|t| t.1).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM tax_report_lines WHERE month = $1")
+        .bind(month)
+        .execute(&mut *tx)
+        .await?;
+    let written = sqlx::query(
+        "INSERT INTO tax_report_lines (month, owner, party_id, currency, payouts, total)
+         SELECT $1, i.owner, i.party_id, i.currency, count(*), sum(i.amount)
+         FROM intents i
+         JOIN unnest($4::text[], $5::numeric[]) AS t (currency, threshold) ON t.currency = i.currency
+         WHERE i.kind = 'payout' AND i.state = 'completed' AND i.final_at >= $2 AND i.final_at < $3
+         GROUP BY i.owner, i.party_id, i.currency, t.threshold
+         HAVING sum(i.amount) > t.threshold",
+    )
+    .bind(month)
+    .bind(from)
+    .bind(to)
+    .bind(&currencies)
+    .bind(&amounts)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(written.rows_affected())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaxLine {
+    pub party_id: String,
+    pub currency: String,
+    pub payouts: i64,
+    pub total: Decimal,
+}
+
+pub async fn tax_report(pool: &PgPool, owner: &str, month: &str) -> Result<Vec<TaxLine>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT party_id, currency, payouts, total FROM tax_report_lines
+         WHERE month = $1 AND owner = $2 ORDER BY currency, total DESC, party_id",
+    )
+    .bind(month)
+    .bind(owner)
+    .fetch_all(pool)
+    .await
+}
+
+/// How one provider did with one kind of intent.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProviderStats {
+    pub provider: String,
+    pub kind: String,
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub expired: i64,
+    pub unresolved: i64,
+    pub open: i64,
+    /// Median seconds from creation to a final state.
+    pub median_final_s: Option<f64>,
+}
+
+/// Per provider and kind, intents created in `[from, to)` of `owner`.
+pub async fn provider_stats(
+    pool: &PgPool,
+    owner: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<ProviderStats>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, kind, count(*) AS total,
+                count(*) FILTER (WHERE state = 'completed') AS completed,
+                count(*) FILTER (WHERE state = 'failed') AS failed,
+                count(*) FILTER (WHERE state = 'expired') AS expired,
+                count(*) FILTER (WHERE state = 'unresolved') AS unresolved,
+                count(*) FILTER (WHERE final_at IS NULL AND state <> 'unresolved') AS open,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM final_at - created_at))
+                    FILTER (WHERE final_at IS NOT NULL) AS median_final_s
+         FROM intents
+         WHERE owner = $1 AND kind IN ('payout', 'collection', 'reversal') AND created_at >= $2 AND created_at < $3
+         GROUP BY provider, kind
+         ORDER BY provider, kind",
+    )
+    .bind(owner)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes processed callbacks received before `before` (a batch at a
+/// time), except those C2B payments point at (their evidence).
+pub async fn purge_inbox(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM callback_inbox WHERE id IN (
+             SELECT c.id FROM callback_inbox c
+             WHERE c.outcome IS NOT NULL AND c.received_at < $1
+               AND NOT EXISTS (SELECT 1 FROM c2b_payments p WHERE p.inbox_id = c.id)
+             ORDER BY c.id LIMIT $2)",
+    )
+    .bind(before)
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -205,3 +205,151 @@ async fn reconciliation_flags_a_float_mismatch_an_unresolved_payout_and_an_orpha
     assert!(csv.contains(&format!("suspense,{orphan},c2b,suspense,750")), "{csv}");
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balance_snapshots_the_tax_report_and_provider_success_rates() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let mut ids = vec![payout(&app, "60000").await, payout(&app, "60000").await];
+    let small = app
+        .create(
+            "/v1/payouts",
+            &app.key,
+            "small",
+            &json!({ "amount": "1000", "currency": "KES", "recipient": { "msisdn": "0712345678" },
+                     "party_id": "creator-42", "reference": "earnings" }),
+        )
+        .await;
+    ids.push(small.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    eventually(Duration::from_secs(10), "the payouts to complete", || async {
+        app.run_jobs().await;
+        let mut all = true;
+        for id in &ids {
+            all &= state_of(&app, id).await == "completed";
+        }
+        all
+    })
+    .await;
+
+    // Snapshots: the same tick twice writes one point.
+    let now = app.clock.now();
+    for _ in 0..2 {
+        app.enqueue(&tuma::runner::NewJob::new(&tuma::reports::SnapshotBalances { at: now }))
+            .await;
+        app.run_jobs().await;
+    }
+    let history: Value = app
+        .get("/v1/parties/worker-7/balance-history?currency=KES", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let points = history["data"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "{history}");
+    // 10,000,000 less two payouts of 60,000 with 1,500 platform fee and 105 tariff each.
+    assert_eq!(points[0]["available"], "9876790.00");
+
+    // The month's tax report names the party paid above 100,000 KES.
+    let month = format!("{}", now.format("%Y-%m"));
+    app.enqueue(&tuma::runner::NewJob::new(&tuma::reports::TaxReport {
+        month: month.clone(),
+    }))
+    .await;
+    app.run_jobs().await;
+    let tax: Value = app
+        .get(&format!("/v1/reports/tax?month={month}"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let lines = tax["data"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{tax}");
+    assert_eq!(lines[0]["party_id"], "worker-7");
+    assert_eq!(lines[0]["payouts"], 2);
+    assert_eq!(lines[0]["total"], "120000");
+    assert_eq!(
+        app.get("/v1/reports/tax?month=2026-13", &app.admin_key).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let providers: Value = app
+        .get("/v1/reports/providers", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mpesa = providers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["provider"] == "mpesa" && r["kind"] == "payout")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (mpesa["total"].as_i64(), mpesa["completed"].as_i64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(mpesa["success_rate"], 1.0);
+
+    // Processed callbacks are kept 90 days.
+    let callbacks = app.count("SELECT count(*) FROM callback_inbox").await;
+    assert!(callbacks >= 3);
+    app.enqueue(&tuma::runner::NewJob::new(&tuma::reports::PurgeCallbacks {}))
+        .await;
+    app.run_jobs().await;
+    assert_eq!(app.count("SELECT count(*) FROM callback_inbox").await, callbacks);
+    app.advance(Duration::from_secs(91 * 86400));
+    app.enqueue(&tuma::runner::NewJob::new(&tuma::reports::PurgeCallbacks {}))
+        .await;
+    app.run_jobs().await;
+    assert_eq!(app.count("SELECT count(*) FROM callback_inbox").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configured_cron_entry_fires_once_per_tick_across_two_nodes() {
+    use tuma::clock::Clock;
+    use tuma::runner::{fire_cron_tick, JobClient};
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let entries = tuma::jobs::cron_entries(&app.config.cron, true).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.name()).collect();
+    for wanted in [
+        "purge-idempotency-keys",
+        "mpesa-float-report",
+        "loans-sweep",
+        "reconciliation",
+        "balance-snapshots",
+        "tax-report",
+        "callback-retention",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} in {names:?}");
+    }
+    let before = app.count("SELECT count(*) FROM tuma_jobs").await;
+    let nodes = [
+        JobClient::new(app.db.node_pool(2).await, Clock::Database),
+        JobClient::new(app.db.node_pool(2).await, Clock::Database),
+    ];
+    let at: chrono::DateTime<chrono::Utc> = "2026-12-01T03:15:00.400Z".parse().unwrap();
+    for entry in &entries {
+        let tick = entry.tick_at_or_before(at).unwrap();
+        let (a, b) = tokio::join!(
+            fire_cron_tick(&nodes[0], entry, tick),
+            fire_cron_tick(&nodes[1], entry, tick)
+        );
+        let fired = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            fired.iter().filter(|f| f.is_some()).count(),
+            1,
+            "{} fired {fired:?}",
+            entry.name()
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs").await - before,
+        entries.len() as i64
+    );
+    // The tax report fired on 1 December covers November.
+    let month: String = sqlx::query_scalar("SELECT args->>'month' FROM tuma_jobs WHERE kind = 'reports.tax'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(month, "2026-11");
+}
