@@ -223,3 +223,44 @@ async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker
         .unwrap();
     assert_eq!(state, "pending");
 }
+
+#[tokio::test]
+async fn tuma_reconcile_keeps_the_days_report_prints_it_and_exits_1_on_discrepancies() {
+    let db = TestDb::new().await;
+    let run = |args: &[&str]| tuma().args(args).env("DATABASE_URL", db.url()).output().unwrap();
+    let clean = run(&["reconcile", "--date", "2026-11-22"]);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["date"], "2026-11-22");
+
+    // A C2B payment that matched nothing waits in suspense.
+    sqlx::query(
+        "INSERT INTO callback_inbox (provider, kind, token, body, outcome, processed_at)
+         VALUES ('mpesa', 'c2b-confirmation', 'x', '\\x7b7d', 'applied', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO c2b_payments (trans_id, shortcode, amount, bill_ref, msisdn_masked, trans_time, inbox_id,
+                                   applied_to)
+         SELECT 'TKX0000001', '174379', 750, '=cmd()', '2547 ***** 670', '20261123101500', id, 'suspense'
+         FROM callback_inbox",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let found = run(&["reconcile", "--date", "2026-11-23", "--csv"]);
+    assert_eq!(found.status.code(), Some(1));
+    let csv = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        csv.contains("suspense,TKX0000001,c2b,suspense,750,,mpesa,'=cmd()"),
+        "{csv}"
+    );
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM reconciliation_reports")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 2);
+}

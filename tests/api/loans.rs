@@ -589,3 +589,30 @@ async fn reversing_a_repayment_sends_the_money_back_and_reopens_the_loan() {
     assert_eq!(loan(&app, &id).await["outstanding"], "4000.00");
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disbursement_the_provider_refuses_ends_the_loan_and_releases_the_lenders_money() {
+    let app = setup().await;
+    // …009 is not an M-Pesa customer: B2C answers 2040.
+    let requested = request_loan(&app, "0712345009", json!({})).await;
+    let id = requested["id"].as_str().unwrap().to_owned();
+    assert_eq!(decide(&app, &id, "approve", LENDER).await.status(), StatusCode::OK);
+    assert_eq!(app.available(LENDER, "KES").await, d("94800"), "held while it is sent");
+    let view = until_loan(&app, &id, "disbursement_failed").await;
+    let payout: Value = app
+        .get(
+            &format!("/v1/payouts/{}", view["disbursement_id"].as_str().unwrap()),
+            &app.key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(payout["state"], "failed");
+    assert_eq!(app.available(LENDER, "KES").await, d("100000"));
+    assert_eq!(
+        posted(&app, "receivable", requested["reference"].as_str().unwrap()).await,
+        Decimal::ZERO
+    );
+    app.assert_ledger_balanced().await;
+}

@@ -353,3 +353,86 @@ async fn every_configured_cron_entry_fires_once_per_tick_across_two_nodes() {
         .unwrap();
     assert_eq!(month, "2026-11");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_poll() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let created = app
+        .create(
+            "/v1/collections",
+            &app.key,
+            "donation-1",
+            &json!({ "amount": "800", "currency": "KES", "payer": { "msisdn": "0712345678" },
+                     "party_id": "donor-3", "reference": "campaign-9" }),
+        )
+        .await;
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(Duration::from_secs(10), "the collection to complete", || async {
+        app.run_jobs().await;
+        let body: Value = app
+            .get(&format!("/v1/collections/{id}"), &app.key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["state"] == "completed"
+    })
+    .await;
+    assert_eq!(app.available("donor-3", "KES").await, d("800"));
+    let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let reversal = app
+        .create(
+            "/v1/reversals",
+            &app.admin_key,
+            "rev-1",
+            &json!({ "receipt": receipt, "reason": "charged twice" }),
+        )
+        .await;
+    assert_eq!(reversal.status(), StatusCode::CREATED);
+    let reversal_id = reversal.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_jobs().await;
+    let fetch = || async {
+        let body: Value = app
+            .get(&format!("/v1/reversals/{reversal_id}"), &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body
+    };
+    assert_eq!(fetch().await["state"], "processing");
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "held");
+    sim.set_chaos(Chaos::default());
+    app.advance(Duration::from_secs(30));
+    eventually(Duration::from_secs(10), "the poll to find the reversal", || async {
+        app.run_jobs().await;
+        fetch().await["state"] == "completed"
+    })
+    .await;
+    let events: Vec<String> = fetch().await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["event"].as_str().unwrap(), e["cause"].as_str().unwrap()))
+        .collect();
+    assert!(events.contains(&"provider_succeeded:poll".to_owned()), "{events:?}");
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
+    assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
+    app.assert_ledger_balanced().await;
+}
