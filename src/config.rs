@@ -148,6 +148,15 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(mpesa) = &self.mpesa {
+            // A held payout looks again every 5 s; a report must still be
+            // fresh by then, or the payout waits forever for a fresher one.
+            if mpesa.float_max_age_s < 15 {
+                return Err(ConfigError(
+                    "mpesa.float_max_age_s must be at least 15 (held payouts re-check every 5 s)".into(),
+                ));
+            }
+        }
         if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
             return Err(ConfigError("database.url must be a postgres:// URL".into()));
         }

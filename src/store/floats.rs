@@ -43,25 +43,29 @@ pub async fn latest(
 }
 
 /// What payouts of `provider` may already have taken from the float that
-/// its report at `reported_at` does not show: everything released since
-/// (unless it failed), and what was released before but is still open.
-/// Counting both ways errs on the side of holding.
+/// its report at `reported_at` does not show, tariffs included: everything
+/// released since `reported_at - skew` (unless it failed), and what was
+/// released before but is still open. A release's time is its
+/// transaction's start, which can precede a report it then waited behind;
+/// `skew` covers that. Counting both ways errs on the side of holding.
 pub async fn committed_since(
     conn: &mut PgConnection,
     provider: &str,
     currency: &str,
     reported_at: DateTime<Utc>,
+    skew: chrono::Duration,
 ) -> Result<Decimal, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT coalesce(sum(i.amount), 0)::numeric(20, 2)
+        "SELECT coalesce(sum(i.amount + coalesce((i.fees->>'provider_fee')::numeric, 0)), 0)::numeric(20, 2)
          FROM intents i
          JOIN intent_events e ON e.intent_id = i.id AND e.event = 'release' AND e.outcome = 'applied'
          WHERE i.kind = 'payout' AND i.provider = $1 AND i.currency = $2
-           AND ((e.at > $3 AND i.state <> 'failed') OR (e.at <= $3 AND i.state IN ('processing', 'unresolved')))",
+           AND ((e.at > $3 - $4 AND i.state <> 'failed') OR i.state IN ('processing', 'unresolved'))",
     )
     .bind(provider)
     .bind(currency)
     .bind(reported_at)
+    .bind(skew)
     .fetch_one(conn)
     .await
 }

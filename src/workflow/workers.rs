@@ -161,7 +161,14 @@ impl Action for Release {
             let mut tx = ctx.job.pool().begin().await?;
             if let Some(client) = gate {
                 let now = ctx.job.clock().local_now();
-                match float::check(&mut tx, client.config(), ctx.intent.amount, now).await? {
+                let tariff: rust_decimal::Decimal = ctx
+                    .intent
+                    .fees
+                    .as_ref()
+                    .and_then(|f| f["provider_fee"].as_str())
+                    .and_then(|f| f.parse().ok())
+                    .unwrap_or_default();
+                match float::check(&mut tx, client.config(), ctx.intent.amount + tariff, now).await? {
                     float::Gate::Hold(reason) => {
                         tracing::info!(intent_id = %ctx.intent.id, reason, "payout held");
                         crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, Some(&reason)).await?;

@@ -423,7 +423,7 @@ async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_f
     assert_eq!(held["state"], "pending");
     assert_eq!(
         held["hold_reason"],
-        "M-Pesa float too low: 1000.00 KES free, 1500.00 KES needed"
+        "M-Pesa float too low: 1000.00 KES free, 1550.00 KES needed (its tariff included)"
     );
     assert!(
         sim.payments().is_empty(),

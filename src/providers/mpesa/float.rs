@@ -49,6 +49,10 @@ pub async fn request_report(jobs: &JobClient, tx: &mut Transaction<'_, Postgres>
     Ok(())
 }
 
+/// How far before a float report a release may be stamped and still not
+/// be reflected in it (a release's time is its transaction's start).
+const REPORT_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
 /// What the gate decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
@@ -57,7 +61,8 @@ pub enum Gate {
     Hold(String),
 }
 
-/// Decides whether a payout of `amount` KES may be released now. Call it in
+/// Decides whether a payout taking `amount` KES from the float (its
+/// tariff included) may be released now. Call it in
 /// the release transaction: it holds the provider's float lock until that
 /// transaction ends, so concurrent releases cannot overdraw the float.
 pub async fn check(
@@ -75,13 +80,13 @@ pub async fn check(
             "the M-Pesa float report is out of date; a new one is on its way".into(),
         ));
     }
-    let committed = floats::committed_since(tx, "mpesa", "KES", reported_at).await?;
+    let committed = floats::committed_since(tx, "mpesa", "KES", reported_at, REPORT_SKEW).await?;
     let free = available - committed;
     if free >= amount {
         Ok(Gate::Release)
     } else {
         Ok(Gate::Hold(format!(
-            "M-Pesa float too low: {free:.2} KES free, {amount:.2} KES needed"
+            "M-Pesa float too low: {free:.2} KES free, {amount:.2} KES needed (its tariff included)"
         )))
     }
 }
