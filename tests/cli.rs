@@ -264,3 +264,29 @@ async fn tuma_reconcile_keeps_the_days_report_prints_it_and_exits_1_on_discrepan
         .unwrap();
     assert_eq!(kept, 2);
 }
+
+#[test]
+fn tuma_demo_runs_every_scenario_on_a_database_of_its_own_and_reports_every_invariant() {
+    let output = tuma()
+        .args(["demo", "--chaos", "none", "--json", "--seed", "3"])
+        .env("DATABASE_URL", common::server_url())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["double_payouts"], 0);
+    assert_eq!(report["reconciliation_floats_match"], true);
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 5);
+    let loans = scenarios.iter().find(|s| s["name"] == "loans").unwrap();
+    assert_eq!(loans["intents"]["loan"]["repaid"], 1);
+    let salaries = scenarios.iter().find(|s| s["name"] == "salaries").unwrap();
+    assert_eq!(salaries["intents"]["payout"]["completed"], 20);
+    assert!(report["database"].as_str().unwrap().contains("dropped at the end"));
+}

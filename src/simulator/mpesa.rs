@@ -142,6 +142,7 @@ struct SimState {
     counter: u64,
     callbacks_lost: u64,
     callbacks_duplicated: u64,
+    timeouts_after_money: u64,
 }
 
 /// A running simulator: its base URL and a handle on its state.
@@ -178,6 +179,7 @@ impl SimHandle {
                 counter: 0,
                 callbacks_lost: 0,
                 callbacks_duplicated: 0,
+                timeouts_after_money: 0,
             })),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -241,6 +243,16 @@ impl SimHandle {
 
     pub fn callbacks_lost(&self) -> u64 {
         self.lock().callbacks_lost
+    }
+
+    pub fn callbacks_duplicated(&self) -> u64 {
+        self.lock().callbacks_duplicated
+    }
+
+    /// B2C requests that moved the money and then answered as if they had
+    /// timed out.
+    pub fn timeouts_after_money(&self) -> u64 {
+        self.lock().timeouts_after_money
     }
 
     /// A customer pays `amount_kes` into `shortcode` with account reference
@@ -759,6 +771,9 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
         );
         let permille = state.config.chaos.timeout_after_money_permille;
         let timed_out = roll(&mut state.rng, permille);
+        if timed_out && code == "0" {
+            state.timeouts_after_money += 1;
+        }
         (originator_id, conversation_id, (code.to_owned(), receipt), timed_out)
     };
     let callback = b2c_result_body(

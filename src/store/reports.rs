@@ -324,3 +324,96 @@ pub async fn purge_inbox(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Re
     .await?;
     Ok(deleted.rows_affected())
 }
+
+/// Intents by the scenario their metadata (or their parent's) names, kind
+/// and state: `(scenario, kind, state, count)`.
+pub async fn intents_by_scenario(pool: &PgPool) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(i.metadata->>'scenario', p.metadata->>'scenario') AS scenario, i.kind, i.state, count(*)
+         FROM intents i LEFT JOIN intents p ON p.id = i.parent_id
+         WHERE coalesce(i.metadata->>'scenario', p.metadata->>'scenario') IS NOT NULL
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Per scenario: `(scenario, settled, total)`, settled meaning final or
+/// `unresolved` (waiting on a person, not on Tuma).
+pub async fn scenario_progress(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT metadata->>'scenario', count(*) FILTER (WHERE final_at IS NOT NULL OR state = 'unresolved'), count(*)
+         FROM intents WHERE metadata ? 'scenario' GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Fee revenue posted, per fee account and currency.
+pub async fn fees_collected(pool: &PgPool) -> Result<Vec<(String, String, Decimal)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.ref, a.currency, sum(e.amount)
+         FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+         JOIN ledger_transfers t ON t.id = e.transfer_id
+         WHERE a.kind = 'fees' AND t.state = 'posted'
+         GROUP BY a.ref, a.currency ORDER BY a.currency, a.ref",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The sum of every posted entry per currency: zero when the books balance.
+pub async fn ledger_sums(pool: &PgPool) -> Result<Vec<(String, Decimal)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.currency, sum(e.amount) FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+         WHERE t.state = 'posted' GROUP BY e.currency ORDER BY e.currency",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Applied events with `cause` (e.g. `poll`: outcomes learned by asking).
+pub async fn applied_events(pool: &PgPool, cause: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM intent_events WHERE cause = $1 AND outcome = 'applied'")
+        .bind(cause)
+        .fetch_one(pool)
+        .await
+}
+
+/// Callbacks dropped as duplicates.
+pub async fn duplicate_callbacks(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM callback_inbox WHERE outcome = 'duplicate'")
+        .fetch_one(pool)
+        .await
+}
+
+/// Pending payouts held back by the float gate right now.
+pub async fn held_for_float(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM intents WHERE kind = 'payout' AND state = 'pending' AND hold_reason IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// When `provider` last reported its balances.
+pub async fn last_float_report(pool: &PgPool, provider: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(reported_at) FROM provider_floats WHERE provider = $1")
+        .bind(provider)
+        .fetch_one(pool)
+        .await
+}
+
+/// Per scenario, seconds from its first intent's creation to its last
+/// intent's final state.
+pub async fn scenario_spans(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(i.metadata->>'scenario', p.metadata->>'scenario'),
+                extract(epoch FROM max(coalesce(i.final_at, i.updated_at)) - min(i.created_at))::float8
+         FROM intents i LEFT JOIN intents p ON p.id = i.parent_id
+         WHERE coalesce(i.metadata->>'scenario', p.metadata->>'scenario') IS NOT NULL
+         GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+}
