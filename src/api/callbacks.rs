@@ -132,6 +132,13 @@ pub async fn mpesa(
         tx.commit().await?;
         Ok::<_, sqlx::Error>(id)
     };
+    let kind_label = if kind_ok { kind.clone() } else { "unknown".to_owned() };
+    metrics::counter!("tuma_callbacks_received_total", "provider" => "mpesa", "kind" => kind_label.clone())
+        .increment(1);
+    if let Some(outcome) = settled {
+        metrics::counter!("tuma_callbacks_total", "provider" => "mpesa", "kind" => kind_label, "outcome" => outcome)
+            .increment(1);
+    }
     match stored.await {
         Err(error) => {
             // Not stored: make Daraja (and our polls) try again.

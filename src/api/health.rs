@@ -39,7 +39,29 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Label sets of `tuma_intents_open` reported so far (reset to 0 when they
+/// no longer appear).
+static OPEN_SEEN: std::sync::Mutex<std::collections::BTreeSet<(String, String, String)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Open intents are read at scrape time, so every node reports the same
+    // numbers and a state that empties drops to 0.
+    match crate::store::reports::open_intents(&state.pool).await {
+        Ok(rows) => {
+            for (kind, intent_state, provider) in OPEN_SEEN.lock().expect("not poisoned").iter() {
+                metrics::gauge!("tuma_intents_open", "kind" => kind.clone(), "state" => intent_state.clone(), "provider" => provider.clone())
+                    .set(0.0);
+            }
+            let mut seen = OPEN_SEEN.lock().expect("not poisoned");
+            for (kind, intent_state, provider, count) in rows {
+                metrics::gauge!("tuma_intents_open", "kind" => kind.clone(), "state" => intent_state.clone(), "provider" => provider.clone())
+                    .set(count as f64);
+                seen.insert((kind, intent_state, provider));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not count open intents for /metrics"),
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

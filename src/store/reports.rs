@@ -417,3 +417,10 @@ pub async fn scenario_spans(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::E
     .fetch_all(pool)
     .await
 }
+
+/// Intents not final yet, by kind, state and provider (for /metrics).
+pub async fn open_intents(pool: &PgPool) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT kind, state, provider, count(*) FROM intents WHERE final_at IS NULL GROUP BY 1, 2, 3")
+        .fetch_all(pool)
+        .await
+}

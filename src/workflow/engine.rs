@@ -378,6 +378,26 @@ impl Engine {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
         self.enter_state(tx, &workflow, &intent, &to, version, event_id).await?;
+        metrics::counter!(
+            "tuma_intent_transitions_total",
+            "kind" => intent.kind.clone(),
+            "from" => intent.state.clone(),
+            "to" => to.clone(),
+            "cause" => event.cause.as_str()
+        )
+        .increment(1);
+        if is_final {
+            let elapsed = (now.unwrap_or_else(chrono::Utc::now) - intent.created_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics::histogram!(
+                "tuma_intent_time_to_final_seconds",
+                "kind" => intent.kind.clone(),
+                "provider" => intent.provider.clone(),
+                "state" => to.clone()
+            )
+            .record(elapsed.as_secs_f64());
+        }
         if let (true, Some(parent_id)) = (is_final, intent.parent_id) {
             let settled = ChildSettled {
                 parent_id,

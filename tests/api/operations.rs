@@ -436,3 +436,45 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
     assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_intents_callbacks_polls_and_provider_calls() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let paid = payout(&app, "1000").await;
+    eventually(Duration::from_secs(10), "the payout to complete", || async {
+        app.run_jobs().await;
+        state_of(&app, &paid).await == "completed"
+    })
+    .await;
+    // One held back, so that an open intent shows.
+    app.sim.clone().unwrap().set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let waiting = payout(&app, "2000").await;
+    app.run_jobs().await;
+    app.advance(Duration::from_secs(30));
+    app.run_jobs().await;
+    assert_eq!(state_of(&app, &waiting).await, "processing");
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for wanted in [
+        r#"tuma_intents_open{kind="payout",state="processing",provider="mpesa"} 1"#,
+        "tuma_intent_time_to_final_seconds",
+        r#"tuma_intent_transitions_total{kind="payout",from="processing",to="completed",cause="callback"}"#,
+        r#"tuma_callbacks_total{provider="mpesa",kind="b2c-result",outcome="applied"}"#,
+        r#"tuma_callbacks_received_total{provider="mpesa",kind="b2c-result"}"#,
+        r#"tuma_provider_polls_total{provider="mpesa",kind="payout"}"#,
+        r#"tuma_provider_request_seconds"#,
+        r#"outcome="ok""#,
+    ] {
+        assert!(text.contains(wanted), "{wanted} missing from /metrics:\n{text}");
+    }
+}

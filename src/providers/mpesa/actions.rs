@@ -119,6 +119,7 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), 
 /// Ask M-Pesa what became of the request.
 pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
     let intent = &ctx.intent;
+    metrics::counter!("tuma_provider_polls_total", "provider" => "mpesa", "kind" => intent.kind.clone()).increment(1);
     let Some(reference) = intent.provider_ref.clone() else {
         tracing::info!(intent_id = %intent.id, "no provider reference to query yet");
         return Ok(());

@@ -219,12 +219,12 @@ impl Worker for CallbackWorker {
         let report = match parse(&row.kind, &row.body) {
             Ok(report) => report,
             Err(error) => {
-                inbox::finish(&mut tx, row.id, None, None, "malformed", Some(&error)).await?;
+                finish_row(&mut tx, &row, None, None, "malformed", Some(&error)).await?;
                 return finish(ctx, tx).await;
             }
         };
         let Some(intent) = intents::by_callback_token(&mut tx, &row.token).await? else {
-            inbox::finish(&mut tx, row.id, None, Some(&report.dedupe_key), "unknown_token", None).await?;
+            finish_row(&mut tx, &row, None, Some(&report.dedupe_key), "unknown_token", None).await?;
             tracing::warn!(
                 inbox_id = row.id,
                 "callback with an unknown token: stored, not processed"
@@ -239,9 +239,9 @@ impl Worker for CallbackWorker {
                 drop(tx);
                 return Err(JobError::Snooze(MATCH_RETRY));
             }
-            inbox::finish(
+            finish_row(
                 &mut tx,
-                row.id,
+                &row,
                 Some(intent.id),
                 Some(&report.dedupe_key),
                 "unmatched",
@@ -252,9 +252,9 @@ impl Worker for CallbackWorker {
         }
         if let (Some(expected), Some(got)) = (&intent.provider_ref, &report.provider_ref) {
             if expected != got {
-                inbox::finish(
+                finish_row(
                     &mut tx,
-                    row.id,
+                    &row,
                     Some(intent.id),
                     Some(&report.dedupe_key),
                     "reference_mismatch",
@@ -271,9 +271,9 @@ impl Worker for CallbackWorker {
             intents::assign_provider_ref(&mut tx, intent.id, reference).await?;
         }
         if inbox::already_applied(&mut tx, "mpesa", &report.dedupe_key, row.id).await? {
-            inbox::finish(
+            finish_row(
                 &mut tx,
-                row.id,
+                &row,
                 Some(intent.id),
                 Some(&report.dedupe_key),
                 "duplicate",
@@ -286,9 +286,9 @@ impl Worker for CallbackWorker {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
             Outcome::Pending | Outcome::Unknown { .. } => {
-                inbox::finish(
+                finish_row(
                     &mut tx,
-                    row.id,
+                    &row,
                     Some(intent.id),
                     Some(&report.dedupe_key),
                     "ignored",
@@ -329,9 +329,9 @@ impl Worker for CallbackWorker {
             (_, Applied::Rejected { reason, .. }) => Some(reason.clone()),
             _ => None,
         };
-        inbox::finish(
+        finish_row(
             &mut tx,
-            row.id,
+            &row,
             Some(intent.id),
             Some(&report.dedupe_key),
             outcome,
@@ -351,22 +351,22 @@ impl CallbackWorker {
         row: inbox::InboxRow,
     ) -> Result<(), JobError> {
         if self.c2b_token.as_deref() != Some(row.token.as_str()) {
-            inbox::finish(&mut tx, row.id, None, None, "unknown_token", None).await?;
+            finish_row(&mut tx, &row, None, None, "unknown_token", None).await?;
             return finish(ctx, tx).await;
         }
         let notice = match serde_json::from_slice::<super::wire::C2bNotice>(&row.body) {
             Ok(notice) => notice,
             Err(error) => {
-                inbox::finish(&mut tx, row.id, None, None, "malformed", Some(&error.to_string())).await?;
+                finish_row(&mut tx, &row, None, None, "malformed", Some(&error.to_string())).await?;
                 return finish(ctx, tx).await;
             }
         };
         let dedupe_key = format!("c2b:{}", notice.trans_id);
         let parsed = notice.trans_amount.trim().parse::<rust_decimal::Decimal>();
         let Some(amount) = parsed.ok().filter(|a| *a > rust_decimal::Decimal::ZERO) else {
-            inbox::finish(
+            finish_row(
                 &mut tx,
-                row.id,
+                &row,
                 None,
                 Some(&dedupe_key),
                 "malformed",
@@ -389,7 +389,7 @@ impl CallbackWorker {
         )
         .await?;
         if !recorded {
-            inbox::finish(&mut tx, row.id, None, Some(&dedupe_key), "duplicate", None).await?;
+            finish_row(&mut tx, &row, None, Some(&dedupe_key), "duplicate", None).await?;
             return finish(ctx, tx).await;
         }
         let routed = self
@@ -410,9 +410,9 @@ impl CallbackWorker {
             crate::loans::Routed::Loan(id) | crate::loans::Routed::Borrower(id) => Some(*id),
             crate::loans::Routed::Suspense => None,
         };
-        inbox::finish(
+        finish_row(
             &mut tx,
-            row.id,
+            &row,
             intent_id,
             Some(&dedupe_key),
             "applied",
@@ -430,17 +430,17 @@ impl CallbackWorker {
         row: inbox::InboxRow,
     ) -> Result<(), JobError> {
         if self.balance_token.as_deref() != Some(row.token.as_str()) {
-            inbox::finish(&mut tx, row.id, None, None, "unknown_token", None).await?;
+            finish_row(&mut tx, &row, None, None, "unknown_token", None).await?;
             return finish(ctx, tx).await;
         }
         if row.kind == "balance-timeout" {
-            inbox::finish(&mut tx, row.id, None, None, "ignored", Some("balance query timed out")).await?;
+            finish_row(&mut tx, &row, None, None, "ignored", Some("balance query timed out")).await?;
             return finish(ctx, tx).await;
         }
         let result = match serde_json::from_slice::<ResultEnvelope>(&row.body) {
             Ok(envelope) => envelope.result,
             Err(error) => {
-                inbox::finish(&mut tx, row.id, None, None, "malformed", Some(&error.to_string())).await?;
+                finish_row(&mut tx, &row, None, None, "malformed", Some(&error.to_string())).await?;
                 return finish(ctx, tx).await;
             }
         };
@@ -458,9 +458,9 @@ impl CallbackWorker {
             .await?;
         }
         let detail = (!skipped.is_empty()).then(|| format!("unreadable accounts: {}", skipped.join("; ")));
-        inbox::finish(
+        finish_row(
             &mut tx,
-            row.id,
+            &row,
             None,
             Some(&format!("balance:{}", result.conversation_id)),
             "applied",
@@ -469,6 +469,27 @@ impl CallbackWorker {
         .await?;
         finish(ctx, tx).await
     }
+}
+
+/// Records what became of a stored callback, and counts it
+/// (`tuma_callbacks_total{provider, kind, outcome}`).
+async fn finish_row(
+    conn: &mut sqlx::PgConnection,
+    row: &inbox::InboxRow,
+    intent_id: Option<uuid::Uuid>,
+    dedupe_key: Option<&str>,
+    outcome: &str,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    inbox::finish(conn, row.id, intent_id, dedupe_key, outcome, detail).await?;
+    metrics::counter!(
+        "tuma_callbacks_total",
+        "provider" => "mpesa",
+        "kind" => row.kind.clone(),
+        "outcome" => outcome.to_owned()
+    )
+    .increment(1);
+    Ok(())
 }
 
 async fn finish(ctx: JobContext, mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), JobError> {

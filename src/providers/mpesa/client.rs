@@ -173,7 +173,29 @@ impl MpesaClient {
 
     /// POSTs `body` to `path`; on an invalid-token answer refreshes the token
     /// and tries once more. Returns the parsed answer or a classified error.
+    /// POSTs to Daraja, recording the call's latency and outcome
+    /// (`tuma_provider_request_seconds`, `tuma_provider_responses_total`).
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
+        let started = std::time::Instant::now();
+        let result = self.post_once(path, body).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(Failure::Daraja { error, .. }) => error.error_code.clone(),
+            Err(Failure::Mpesa(MpesaError::Busy(_))) => "busy".to_owned(),
+            Err(Failure::Mpesa(MpesaError::Ambiguous(_))) => "ambiguous".to_owned(),
+            Err(Failure::Mpesa(MpesaError::Duplicate)) => "duplicate".to_owned(),
+            Err(Failure::Mpesa(MpesaError::Rejected { code, .. })) => code.clone(),
+            Err(Failure::Mpesa(MpesaError::Config(_))) => "config".to_owned(),
+        };
+        let operation = path.to_owned();
+        metrics::histogram!("tuma_provider_request_seconds", "provider" => "mpesa", "operation" => operation.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("tuma_provider_responses_total", "provider" => "mpesa", "operation" => operation, "outcome" => outcome)
+            .increment(1);
+        result
+    }
+
+    async fn post_once<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
         for attempt in 0..2 {
             let token = self.token().await.map_err(Failure::Mpesa)?;
             let sent = self
