@@ -146,9 +146,6 @@ pub async fn create(
         sql_now,
     )
     .await?;
-    if original.kind == "c2b" {
-        c2b::set_reversed(tx, &new.receipt, intent.id).await?;
-    }
     tracing::info!(reversal_id = %intent.id, original = original.kind, "reversal requested");
     Ok(intent)
 }
@@ -174,6 +171,20 @@ async fn find(
             return Err(ReversalError::Conflict(
                 "a loan's disbursement cannot be reversed; the loan is repaid instead".into(),
             ));
+        }
+        if intent.kind == "payout" {
+            let fx = intent
+                .fees
+                .as_ref()
+                .and_then(|f| f["source_currency"].as_str())
+                .is_some_and(|source| source != intent.currency);
+            if intent.campaign_id.is_some() || fx {
+                return Err(ReversalError::Conflict(
+                    "reversing a payout paid from a campaign bucket or across currencies is not supported: \
+                     credit the party or campaign after the provider reverses it"
+                        .into(),
+                ));
+            }
         }
         let currency = parse_currency(&intent.currency);
         let mut repayment_source = None;

@@ -21,7 +21,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         loans::create_loan, loans::get_loan, loans::approve_loan, loans::reject_loan,
         reversals::create_reversal, intents::get_reversal,
         operations::reconciliation_report, operations::adjust_float, operations::resolve_payout,
-        operations::resolve_collection, operations::balance_history, operations::tax_report,
+        operations::resolve_collection, operations::resolve_reversal, operations::balance_history, operations::tax_report,
         operations::providers_report,
     ),
     components(schemas(

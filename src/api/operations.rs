@@ -244,6 +244,22 @@ pub async fn resolve_collection(
     resolve(state, caller, id, headers, body, "collection").await
 }
 
+/// Resolve an `unresolved` reversal with evidence (admin).
+#[utoipa::path(post, path = "/v1/reversals/{id}/resolve", tag = "reports", request_body = Resolution,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = IntentView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Not unresolved", body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn resolve_reversal(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IntentView>, ApiError> {
+    resolve(state, caller, id, headers, body, "reversal").await
+}
+
 async fn resolve(
     State(state): State<AppState>,
     caller: Caller,
@@ -284,6 +300,15 @@ async fn resolve(
         .await?
         .ok_or_else(not_found)?;
     let mut tx = state.pool.begin().await?;
+    if let Some(receipt) = receipt {
+        // A receipt names one payment: another intent's or a C2B payment's
+        // cannot be borrowed (a later reversal would act on it).
+        if intents::receipt_in_use(&mut tx, receipt, intent_id).await? {
+            return Err(ApiError::InvalidState(format!(
+                "receipt {receipt} already belongs to another payment"
+            )));
+        }
+    }
     if let (Some(receipt), "resolved_succeeded") = (receipt, event) {
         intents::set_receipt(&mut tx, intent_id, receipt).await?;
     }

@@ -607,6 +607,9 @@ impl Loans {
             return Ok(());
         }
         store::mark_repayment_reversed(tx, repayment.id, reversal).await?;
+        if let Some(receipt) = source.strip_prefix("c2b:") {
+            crate::store::c2b::set_reversed(tx, receipt, reversal).await?;
+        }
         if repayment.applied.is_zero() {
             return Ok(());
         }

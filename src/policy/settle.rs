@@ -52,7 +52,14 @@ pub async fn settle_intent(
                     Leg::credit(payee.clone(), intent.amount, "collected"),
                 ],
             };
-            credit(conn, jobs, &transfer, &payee, intent.amount, now).await?;
+            if intent.parent_id.is_some() {
+                // A loan's reminder: the money is on its way to the loan (the
+                // parent's job repays from this balance); no auto-payout may
+                // take it first.
+                ledger::record(conn, &transfer, Mode::Post, now).await?;
+            } else {
+                credit(conn, jobs, &transfer, &payee, intent.amount, now).await?;
+            }
         }
         ("payout", _) => {
             tracing::warn!(intent_id = %intent.id, "payout has no ledger hold to settle");

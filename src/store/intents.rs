@@ -304,3 +304,16 @@ pub async fn live_reversal_exists(conn: &mut PgConnection, receipt: &str) -> Res
     .fetch_one(conn)
     .await
 }
+
+/// Whether `receipt` is already another intent's (than `except`) or a
+/// recorded C2B payment's.
+pub async fn receipt_in_use(conn: &mut PgConnection, receipt: &str, except: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM intents WHERE receipt = $1 AND id <> $2)
+             OR EXISTS (SELECT 1 FROM c2b_payments WHERE trans_id = $1)",
+    )
+    .bind(receipt)
+    .bind(except)
+    .fetch_one(conn)
+    .await
+}

@@ -164,6 +164,24 @@ async fn reconciliation_flags_a_float_mismatch_an_unresolved_payout_and_an_orpha
         StatusCode::CONFLICT,
         "only unresolved intents are resolved"
     );
+    let paid_receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+        .bind(&paid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let borrowed = app
+        .http
+        .post(app.url(&format!("/v1/payouts/{lost}/resolve")))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "outcome": "succeeded", "evidence": "statement", "receipt": paid_receipt }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        borrowed.status(),
+        StatusCode::CONFLICT,
+        "another payment's receipt cannot settle this one"
+    );
     let resolved = app
         .http
         .post(app.url(&format!("/v1/payouts/{lost}/resolve")))

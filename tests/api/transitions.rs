@@ -144,6 +144,7 @@ async fn every_payout_transition_runs_as_declared() {
 
     // No word from the provider: ten status polls 30 s apart, then unresolved.
     let (unknown_a, unknown_b) = (create(&app, "payout").await, create(&app, "payout").await);
+    let (late_yes, late_no) = (create(&app, "payout").await, create(&app, "payout").await);
     app.run_jobs().await;
     for _ in 0..10 {
         app.advance(Duration::from_secs(30));
@@ -157,7 +158,15 @@ async fn every_payout_transition_runs_as_declared() {
     let polls = app
         .count("SELECT count(*) FROM tuma_jobs WHERE kind = 'workflow.action' AND args->>'action' = 'query_status' AND state = 'completed'")
         .await;
-    assert_eq!(polls, 20, "ten polls per payout");
+    assert_eq!(polls, 40, "ten polls per payout");
+    // The provider's word, however late, settles an unresolved payout.
+    for (id, event, to) in [
+        (late_yes, "provider_succeeded", "completed"),
+        (late_no, "provider_failed", "failed"),
+    ] {
+        assert_eq!(state(&app, id).await, "unresolved");
+        moved(&apply(&app, id, event, Cause::Callback, "mpesa").await, to);
+    }
     moved(
         &apply(&app, unknown_a, "resolved_succeeded", Cause::Admin, admin).await,
         "completed",
@@ -220,7 +229,8 @@ async fn every_collection_transition_runs_as_declared_including_a_late_success_a
     );
 
     let (lost_a, lost_b) = (create(&app, "collection").await, create(&app, "collection").await);
-    for id in [lost_a, lost_b] {
+    let (late_yes, late_no) = (create(&app, "collection").await, create(&app, "collection").await);
+    for id in [lost_a, lost_b, late_yes, late_no] {
         apply(&app, id, "prompted", Cause::Callback, "vodacom_tz").await;
         moved(
             &apply(&app, id, "polls_exhausted", Cause::Timer, "timer:status_poll").await,
@@ -235,6 +245,13 @@ async fn every_collection_transition_runs_as_declared_including_a_late_success_a
         &apply(&app, lost_b, "resolved_failed", Cause::Admin, "admin-amina").await,
         "failed",
     );
+
+    for (id, event, to) in [
+        (late_yes, "provider_succeeded", "completed"),
+        (late_no, "provider_failed", "failed"),
+    ] {
+        moved(&apply(&app, id, event, Cause::Callback, "vodacom_tz").await, to);
+    }
 
     assert_eq!(exercised(&app, "collection").await, declared(&app, "collection"));
 }
