@@ -35,6 +35,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         probes: u32,
     },
+    /// Payouts end to end: HTTP API, policy and ledger, runner, Daraja
+    /// adapter, in-process simulator, callbacks, completed.
+    Payouts {
+        #[arg(long, default_value_t = 5_000)]
+        count: usize,
+        /// HTTP clients creating payouts at once.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+    },
 }
 
 const BENCH_QUEUE: &str = "bench";
@@ -86,6 +95,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             insert_batch,
             probes,
         } => bench_jobs(config, count, concurrency, insert_batch.max(1), probes).await,
+        BenchCommand::Payouts { count, clients } => {
+            super::bench_payouts::bench_payouts(config, count, clients.max(1)).await
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod approvals;
 mod bench;
+mod bench_payouts;
 mod jobs;
 mod keys;
 mod mpesa;
@@ -94,8 +95,9 @@ pub fn main() -> ExitCode {
         }
     };
     let mut log = config.log.clone();
-    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
-        // The demo speaks through its progress bars and report.
+    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo and the benchmarks speak through their own output (and
+        // per-intent log lines would be part of what a benchmark measures).
         log.filter = "warn,sqlx=error".into();
     }
     crate::telemetry::init_logs(&log);

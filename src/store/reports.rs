@@ -424,3 +424,21 @@ pub async fn open_intents(pool: &PgPool) -> Result<Vec<(String, String, String, 
         .fetch_all(pool)
         .await
 }
+
+/// `(completed, p50, p99)` of creation-to-final seconds of completed
+/// intents of `kind`, and the last one's final time.
+pub async fn completion_stats(
+    pool: &PgPool,
+    kind: &str,
+) -> Result<(i64, Option<f64>, Option<f64>, Option<DateTime<Utc>>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM final_at - created_at)),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM final_at - created_at)),
+                max(final_at)
+         FROM intents WHERE kind = $1 AND state = 'completed'",
+    )
+    .bind(kind)
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,194 @@
+//! `tuma bench payouts`: payouts end to end, as production runs them:
+//! created through the HTTP API, admitted by policy with the ledger hold,
+//! submitted by the runner through the Daraja adapter to the in-process
+//! simulator, completed by its callbacks, the ledger posted. In a scratch
+//! database, dropped afterwards.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
+use tokio::sync::Semaphore;
+
+use crate::api::Scope;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::runner::QueueConfig;
+use crate::simulator::mpesa::{SimConfig, SimHandle};
+
+/// Parties the payouts are spread over (each payout locks its party's row).
+const PARTIES: usize = 200;
+
+pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(&config.database.url)?;
+    let name = format!("{}_bench_payouts", options.get_database().unwrap_or("tuma"));
+    crate::store::drop_database(&options, &name).await?;
+    config.database.url = options.clone().database(&name).to_url_lossy().to_string();
+    config.database.create_if_missing = true;
+    config.database.max_connections = config.database.max_connections.max(64);
+    // Policy out of the way (its checks still run): full KYC, no velocity.
+    config.policy.default_kyc_tier = 2;
+    config.policy.velocity.clear();
+    config.runner.queues.insert(
+        "mpesa".into(),
+        QueueConfig {
+            concurrency: 256,
+            rate_per_s: None,
+            burst: None,
+        },
+    );
+    let pool = crate::store::connect(&config.database).await?;
+    crate::store::migrate(&pool).await?;
+
+    let sim = SimHandle::spawn(SimConfig {
+        float_kes: u64::MAX / 4,
+        ..SimConfig::default()
+    })
+    .await
+    .context("starting the Daraja simulator")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let mpesa = config
+        .mpesa
+        .as_mut()
+        .context("the built-in configuration has [mpesa]")?;
+    mpesa.base_url = sim.base_url.clone();
+    mpesa.callback_base_url = base.clone();
+    mpesa.float_check = false;
+
+    let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
+    let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
+    let service = crate::api::router(app.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, service).await });
+
+    let admin = crate::api::create_key(&pool, "bench-admin", "bench", &[Scope::Admin]).await?;
+    let key = crate::api::create_key(&pool, "bench", "bench", &[Scope::IntentsWrite, Scope::IntentsRead]).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    for party in 0..PARTIES {
+        let response = http
+            .post(format!("{base}/v1/parties/payer-{party}/credits"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "amount": "100000000", "currency": "KES", "reference": format!("budget-{party}") }))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "funding failed: {}", response.status());
+    }
+
+    println!(
+        "bench payouts: {count} payouts of 1,000 KES from {PARTIES} parties, {clients} HTTP clients, \
+         M-Pesa queue concurrency 256, simulator in-process"
+    );
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(clients));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = Arc::clone(&gate).acquire_owned().await?;
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let body = serde_json::json!({
+                "amount": "1000", "currency": "KES",
+                // Last three digits 100–899: recipients the simulator pays.
+                "recipient": { "msisdn": format!("0722{:03}{:03}", i / 800 % 1000, 100 + i % 800) },
+                "party_id": format!("payer-{}", i % PARTIES), "reference": format!("bench-{i}"),
+            });
+            let sent = Instant::now();
+            let response = http
+                .post(format!("{base}/v1/payouts"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("bench-{i}"))
+                .json(&body)
+                .send()
+                .await;
+            let latency = sent.elapsed();
+            match response {
+                Ok(r) if r.status().is_success() => Ok(latency),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
+    let mut created = Vec::with_capacity(count);
+    let mut refused = 0;
+    for task in tasks {
+        match task.await? {
+            Ok(latency) => created.push(latency.as_micros() as u64),
+            Err(_) => refused += 1,
+        }
+    }
+    let create_time = started.elapsed();
+    anyhow::ensure!(refused == 0, "{refused} payouts were not created");
+    println!(
+        "created: {count} in {:.2} s ({:.0} creates/s); create latency p50 {} p99 {}",
+        create_time.as_secs_f64(),
+        count as f64 / create_time.as_secs_f64(),
+        ms(&mut created, 50.0),
+        ms(&mut created, 99.0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (completed, p50, p99, last) = loop {
+        let stats = crate::store::reports::completion_stats(&pool, "payout").await?;
+        if stats.0 as usize >= count || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let total = started.elapsed();
+    anyhow::ensure!(
+        completed as usize == count,
+        "only {completed} of {count} payouts completed within 10 minutes"
+    );
+    let _ = last;
+    let problems = crate::ledger::check_invariants(&pool).await?;
+    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
+    for payment in sim.payments() {
+        *per_request.entry(payment.request_id).or_default() += 1;
+    }
+    println!(
+        "payouts/s (first create to last completed): {:.0}",
+        count as f64 / total.as_secs_f64()
+    );
+    println!(
+        "time to completed: p50 {:.1} ms p99 {:.1} ms",
+        p50.unwrap_or_default() * 1000.0,
+        p99.unwrap_or_default() * 1000.0
+    );
+    println!(
+        "peak RSS: {}; ledger invariants: {}; payments per request id: at most {}",
+        peak_rss(),
+        if problems.is_empty() { "hold" } else { "BROKEN" },
+        per_request.values().max().copied().unwrap_or(0)
+    );
+    runner.shutdown().await;
+    server.abort();
+    pool.close().await;
+    crate::store::drop_database(&options, &name).await?;
+    anyhow::ensure!(problems.is_empty(), "ledger invariants broken: {problems:?}");
+    Ok(())
+}
+
+fn ms(values: &mut [u64], p: f64) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    values.sort_unstable();
+    let index = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    format!("{:.1} ms", values[index] as f64 / 1000.0)
+}
+
+/// The process's peak resident set (Linux), for the README.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
