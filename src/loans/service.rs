@@ -424,6 +424,13 @@ impl Loans {
                 }
             }
         }
+        self.to_suspense(tx, payment).await
+    }
+
+    /// Keeps a C2B payment in suspense: the float received it, nobody's
+    /// balance has it yet; reconciliation lists it for a person.
+    pub async fn to_suspense(&self, tx: &mut Tx<'_>, payment: &C2bPayment<'_>) -> Result<Routed, LoanError> {
+        let (_, sql_now) = self.now();
         let key = format!("c2b:{}", payment.trans_id);
         ledger::record(
             tx,

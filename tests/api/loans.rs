@@ -616,3 +616,74 @@ async fn a_disbursement_the_provider_refuses_ends_the_loan_and_releases_the_lend
     );
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_cannot_be_applied_to_its_loan_is_kept_in_suspense_not_lost() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({})).await;
+    // Something already holds the transfer key this payment's repayment
+    // would use, with other legs: applying it must fail.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    tuma::ledger::record(
+        &mut tx,
+        &tuma::ledger::NewTransfer {
+            key: "repayment:c2b:TKX9000001".into(),
+            owner: "shop".into(),
+            kind: "test".into(),
+            intent_id: None,
+            description: "a clash".into(),
+            legs: vec![
+                tuma::ledger::Leg::debit(
+                    tuma::ledger::AccountKey::funding("shop", tuma::domain::Currency::KES),
+                    d("1"),
+                    "",
+                ),
+                tuma::ledger::Leg::credit(
+                    tuma::ledger::AccountKey::party("shop", "someone", tuma::domain::Currency::KES),
+                    d("1"),
+                    "",
+                ),
+            ],
+        },
+        tuma::ledger::Mode::Post,
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let confirmation = format!(
+        "{}/callbacks/mpesa/c2b-confirmation/{}",
+        mpesa.callback_base_url,
+        tuma::providers::mpesa::c2b_token(&mpesa)
+    );
+    let answer = app
+        .http
+        .post(&confirmation)
+        .json(&json!({
+            "TransactionType": "Pay Bill", "TransID": "TKX9000001", "TransTime": "20261123101500",
+            "TransAmount": "1000.00", "BusinessShortCode": "174379", "BillRefNumber": reference,
+            "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
+            "MSISDN": "2547 ***** 678", "FirstName": "John", "MiddleName": "", "LastName": "",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    app.run_jobs().await;
+    let routed: String = sqlx::query_scalar("SELECT applied_to FROM c2b_payments WHERE trans_id = 'TKX9000001'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(routed, "suspense");
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM callback_inbox WHERE kind = 'c2b-confirmation' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(detail.starts_with("to suspense:"), "{detail}");
+    assert_eq!(suspense(&app).await, d("1000"));
+    assert_eq!(loan(&app, &id).await["outstanding"], "5000.00");
+    app.assert_ledger_balanced().await;
+}

@@ -392,33 +392,43 @@ impl CallbackWorker {
             finish_row(&mut tx, &row, None, Some(&dedupe_key), "duplicate", None).await?;
             return finish(ctx, tx).await;
         }
-        let routed = self
-            .loans
-            .route_c2b(
-                &mut tx,
-                &crate::loans::C2bPayment {
-                    provider: "mpesa",
-                    trans_id: &notice.trans_id,
-                    amount,
-                    currency: crate::domain::Currency::KES,
-                    bill_ref: notice.bill_ref_number.trim(),
-                },
-            )
-            .await
-            .map_err(JobError::retryable)?;
+        let payment = crate::loans::C2bPayment {
+            provider: "mpesa",
+            trans_id: &notice.trans_id,
+            amount,
+            currency: crate::domain::Currency::KES,
+            bill_ref: notice.bill_ref_number.trim(),
+        };
+        // Routing runs under a savepoint: if it cannot be done (not a
+        // passing database error), the payment is still recorded and kept
+        // in suspense rather than lost with a job that keeps failing.
+        let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
+        let (routed, trouble) = match self.loans.route_c2b(&mut attempt, &payment).await {
+            Ok(routed) => {
+                attempt.commit().await?;
+                (routed, None)
+            }
+            Err(crate::loans::LoanError::Database(error)) => return Err(error.into()),
+            Err(error) => {
+                attempt.rollback().await?;
+                tracing::error!(trans_id = notice.trans_id, %error, "C2B payment could not be routed; kept in suspense");
+                let routed = self
+                    .loans
+                    .to_suspense(&mut tx, &payment)
+                    .await
+                    .map_err(JobError::retryable)?;
+                (routed, Some(error.to_string()))
+            }
+        };
         let intent_id = match &routed {
             crate::loans::Routed::Loan(id) | crate::loans::Routed::Borrower(id) => Some(*id),
             crate::loans::Routed::Suspense => None,
         };
-        finish_row(
-            &mut tx,
-            &row,
-            intent_id,
-            Some(&dedupe_key),
-            "applied",
-            Some(&format!("to {}", routed.applied_to())),
-        )
-        .await?;
+        let detail = match trouble {
+            Some(error) => format!("to suspense: {error}"),
+            None => format!("to {}", routed.applied_to()),
+        };
+        finish_row(&mut tx, &row, intent_id, Some(&dedupe_key), "applied", Some(&detail)).await?;
         finish(ctx, tx).await
     }
 
