@@ -630,10 +630,19 @@ impl Loans {
             "active" | "overdue" => Some("repayment_reversed"),
             _ => None,
         };
-        match event {
-            Some(event) => self.step(tx, loan.intent_id, event, Cause::Callback, "engine").await,
-            None => Ok(()),
+        let Some(event) = event else {
+            return Ok(());
+        };
+        self.step(tx, loan.intent_id, event, Cause::Callback, "engine").await?;
+        // Reopened or reduced, a loan whose unpaid installments are already
+        // past due is overdue at once, not at the next sweep.
+        let after = store::installments(tx, loan.intent_id).await?;
+        let now = self.now().0;
+        if state != "overdue" && schedule::in_arrears(&after, now, self.overdue_after()) {
+            self.step(tx, loan.intent_id, "fell_overdue", Cause::Callback, "engine")
+                .await?;
         }
+        Ok(())
     }
 
     pub(super) fn overdue_after(&self) -> Duration {

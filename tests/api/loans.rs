@@ -687,3 +687,24 @@ async fn a_payment_that_cannot_be_applied_to_its_loan_is_kept_in_suspense_not_lo
     assert_eq!(loan(&app, &id).await["outstanding"], "5000.00");
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_reopened_after_its_due_dates_is_overdue_at_once() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({ "excess": "next_installment" })).await;
+    let receipt = pay_bill(&app, "254712345678", 5000, &reference).await;
+    assert_eq!(loan(&app, &id).await["state"], "repaid");
+    // Long after the first due date, the payment turns out to be wrong.
+    app.advance(Duration::from_secs(40 * 86400));
+    let created = reverse(&app, &app.admin_key, &receipt).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let view = until_loan(&app, &id, "overdue").await;
+    let events: Vec<&str> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.ends_with(&["repaid", "reopened", "fell_overdue"]), "{events:?}");
+    app.assert_ledger_balanced().await;
+}
