@@ -130,7 +130,7 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
         ms(&mut created, 99.0)
     );
     let deadline = Instant::now() + Duration::from_secs(600);
-    let (completed, p50, p99, last) = loop {
+    let (completed, p50, p99) = loop {
         let stats = crate::store::reports::completion_stats(&pool, "payout").await?;
         if stats.0 as usize >= count || Instant::now() > deadline {
             break stats;
@@ -142,7 +142,6 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
         completed as usize == count,
         "only {completed} of {count} payouts completed within 10 minutes"
     );
-    let _ = last;
     let problems = crate::ledger::check_invariants(&pool).await?;
     let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
     for payment in sim.payments() {

@@ -1,4 +1,5 @@
-//! SQL for reconciliation and the scheduled reports.
+//! SQL for reconciliation, the scheduled reports, and the read-only
+//! summaries behind `/metrics`, `tuma demo` and `tuma bench payouts`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -425,17 +426,13 @@ pub async fn open_intents(pool: &PgPool) -> Result<Vec<(String, String, String, 
         .await
 }
 
-/// `(completed, p50, p99)` of creation-to-final seconds of completed
-/// intents of `kind`, and the last one's final time.
-pub async fn completion_stats(
-    pool: &PgPool,
-    kind: &str,
-) -> Result<(i64, Option<f64>, Option<f64>, Option<DateTime<Utc>>), sqlx::Error> {
+/// `(completed, p50, p99)`: how many intents of `kind` completed, and the
+/// 50th and 99th percentiles of their creation-to-final seconds.
+pub async fn completion_stats(pool: &PgPool, kind: &str) -> Result<(i64, Option<f64>, Option<f64>), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*),
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM final_at - created_at)),
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM final_at - created_at)),
-                max(final_at)
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM final_at - created_at))
          FROM intents WHERE kind = $1 AND state = 'completed'",
     )
     .bind(kind)
