@@ -39,12 +39,56 @@ pub fn parse<T: DeserializeOwned>(
     if !value.is_object() {
         return Err(ApiError::invalid("", "not_an_object", "the body must be a JSON object"));
     }
+    if let Some(path) = nul_in(&value, "") {
+        return Err(ApiError::invalid(
+            &path,
+            "invalid_character",
+            "text may not contain the NUL character (\\u0000)",
+        ));
+    }
     let typed = serde_path_to_error::deserialize(value.clone()).map_err(|error| {
         let path = error.path().to_string();
         let message = error.inner().to_string();
         ApiError::Invalid(vec![field_error(&path, &message)])
     })?;
     Ok((typed, value))
+}
+
+/// The path of the first string (or key) holding a NUL character, which
+/// PostgreSQL's text and jsonb cannot store.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    let join = |name: &str| {
+        if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &join(&i.to_string()))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(path.to_owned())
+            } else {
+                nul_in(item, &join(key))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a raw URI carries a percent-encoded control character (NUL
+/// and friends), which no identifier or filter of ours may contain.
+pub(super) fn has_encoded_control(raw: &str) -> bool {
+    raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && ((matches!(w[1], b'0' | b'1') && w[2].is_ascii_hexdigit())
+                || (w[1] == b'7' && matches!(w[2], b'f' | b'F')))
+    })
 }
 
 /// Names the field a serde error is about and classifies it.

@@ -46,6 +46,27 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+/// Refuses a path or query carrying a percent-encoded control character
+/// before any handler sees it: no id, filter or cursor of ours contains
+/// one, and PostgreSQL cannot store NUL.
+async fn refuse_control_characters(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = request.uri();
+    let raw = format!("{}?{}", uri.path(), uri.query().unwrap_or_default());
+    if body::has_encoded_control(&raw) {
+        return problem::ApiError::invalid(
+            "",
+            "invalid_character",
+            "the path or query contains a control character",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.api.body_limit_bytes;
     let v1 = Router::new()
@@ -86,7 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/loans/{id}", get(loans::get_loan))
         .route("/v1/loans/{id}/approve", post(loans::approve_loan))
         .route("/v1/loans/{id}/reject", post(loans::reject_loan))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(refuse_control_characters));
     Router::new()
         .merge(v1)
         .route("/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))

@@ -187,3 +187,23 @@ async fn malformed_oversized_and_non_json_bodies_are_refused() {
     );
     assert_eq!(app.count("SELECT count(*) FROM intents").await, 0);
 }
+
+#[tokio::test]
+async fn nul_characters_anywhere_are_refused_as_invalid_not_a_server_error() {
+    let app = spawn_app().await;
+    let mut body = payout_body("1500", "0712345678");
+    body["metadata"] = serde_json::json!({ "note": "a\u{0}b" });
+    let response = app.create("/v1/payouts", &app.key, "nul-1", &body).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "metadata.note");
+    for path in [
+        "/v1/parties/a%00b/balances",
+        "/v1/payouts?state=%00",
+        "/v1/payouts?party_id=x%1Fy",
+    ] {
+        let response = app.get(path, &app.admin_key).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM intents").await, 0);
+}
