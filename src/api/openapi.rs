@@ -42,7 +42,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         operations::BalancePoint, operations::BalanceHistory, operations::TaxLineView, operations::TaxReportView,
         operations::ProviderStatsView, operations::ProvidersReport,
     )),
-    modifiers(&BearerKey),
+    modifiers(&BearerKey, &ProblemContentType),
 )]
 pub struct ApiDoc;
 
@@ -60,5 +60,37 @@ impl Modify for BearerKey {
                     .build(),
             ),
         );
+    }
+}
+
+/// Errors are served as `application/problem+json` (RFC 9457); the
+/// handlers' annotations name the `Problem` body, this says its media type.
+struct ProblemContentType;
+
+impl Modify for ProblemContentType {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    let is_problem = response.content.get("application/json").is_some_and(|content| {
+                        matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"))
+                    });
+                    if is_problem {
+                        if let Some(content) = response.content.shift_remove("application/json") {
+                            response.content.insert("application/problem+json".to_owned(), content);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

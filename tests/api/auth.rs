@@ -127,6 +127,10 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
         paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(),
         expected.len()
     );
+    // Errors are documented with the media type they are served with.
+    let unauthorized = &paths["/v1/payouts"]["post"]["responses"]["401"]["content"];
+    assert!(unauthorized.get("application/problem+json").is_some(), "{unauthorized}");
+    assert!(unauthorized.get("application/json").is_none(), "{unauthorized}");
     let missing = app.get("/v1/nothing-here", &app.key).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(missing.headers()["content-type"], "application/problem+json");
