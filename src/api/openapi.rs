@@ -42,7 +42,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         operations::BalancePoint, operations::BalanceHistory, operations::TaxLineView, operations::TaxReportView,
         operations::ProviderStatsView, operations::ProvidersReport,
     )),
-    modifiers(&BearerKey, &ProblemContentType),
+    modifiers(&BearerKey, &CommonRefusals, &ProblemContentType),
 )]
 pub struct ApiDoc;
 
@@ -89,6 +89,64 @@ impl Modify for ProblemContentType {
                             response.content.insert("application/problem+json".to_owned(), content);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Refusals every `/v1` operation can answer whatever its own annotation
+/// lists: authentication and scope (401, 403), a control character in the
+/// path or query (422), and, with a body, broken JSON (400), a body over the
+/// limit (413) or not JSON (415).
+struct CommonRefusals;
+
+impl Modify for CommonRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let mut codes = vec![
+                    ("401", "A valid API key is required"),
+                    ("403", "The API key may not do this"),
+                    ("422", "Invalid fields, or a control character in the path or query"),
+                ];
+                if operation.request_body.is_some() {
+                    codes.extend([
+                        ("400", "The body is not valid JSON"),
+                        ("413", "The body is too large"),
+                        ("415", "The body must be JSON"),
+                    ]);
+                }
+                for (code, description) in codes {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(description));
                 }
             }
         }

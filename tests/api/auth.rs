@@ -131,6 +131,18 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
     let unauthorized = &paths["/v1/payouts"]["post"]["responses"]["401"]["content"];
     assert!(unauthorized.get("application/problem+json").is_some(), "{unauthorized}");
     assert!(unauthorized.get("application/json").is_none(), "{unauthorized}");
+    // Refusals any operation can give are documented on every operation.
+    for (path, method, code) in [
+        ("/v1/payouts", "get", "422"),
+        ("/v1/payouts", "post", "415"),
+        ("/v1/loans/{id}", "get", "401"),
+        ("/v1/reversals", "post", "413"),
+    ] {
+        assert!(
+            paths[path][method]["responses"][code]["content"]["application/problem+json"].is_object(),
+            "{method} {path} {code}"
+        );
+    }
     let missing = app.get("/v1/nothing-here", &app.key).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(missing.headers()["content-type"], "application/problem+json");
