@@ -22,7 +22,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::domain::{Country, Currency, Money, Msisdn, PartyId};
+use crate::domain::{Currency, Money, Msisdn, PartyId};
 use crate::ledger::{self, AccountKey, LedgerError, Leg, Mode, NewTransfer};
 use crate::policy::Refusal;
 use crate::store::intents::{self, IntentRow};
@@ -186,7 +186,7 @@ async fn find(
                 ));
             }
         }
-        let currency = parse_currency(&intent.currency);
+        let currency = Currency::from_stored(&intent.currency);
         let mut repayment_source = None;
         let (legs, receiver_party) = if intent.kind == "payout" {
             let legs = vec![
@@ -246,7 +246,7 @@ async fn find(
     let loan_intent = intents::get(tx, loan_id)
         .await?
         .ok_or_else(|| ReversalError::NotFound(new.receipt.clone()))?;
-    let currency = parse_currency(&loan.currency);
+    let currency = Currency::from_stored(&loan.currency);
     let legs = undo(tx, &key, memo).await?;
     let source = format!("c2b:{}", new.receipt);
     let repaid = loan_store::lock_repayment(tx, &source).await?.is_some();
@@ -270,14 +270,10 @@ async fn undo(tx: &mut Transaction<'_, Postgres>, key: &str, memo: &str) -> Resu
         .ok_or_else(|| ReversalError::Conflict(format!("the payment's ledger transfer {key} is not posted")))
 }
 
-fn parse_currency(code: &str) -> Currency {
-    code.parse().expect("intents are stored with a supported currency code")
-}
-
 fn money(amount: rust_decimal::Decimal, currency: Currency) -> Result<Money, ReversalError> {
     Money::new(amount, currency).map_err(|e| ReversalError::Conflict(e.to_string()))
 }
 
 fn stored_msisdn(digits: &str) -> Result<Msisdn, ReversalError> {
-    Msisdn::parse(&format!("+{digits}"), Country::KE).map_err(|e| ReversalError::Conflict(e.to_string()))
+    Msisdn::try_from(digits.to_owned()).map_err(|e| ReversalError::Conflict(e.to_string()))
 }

@@ -183,12 +183,7 @@ fn decision_reason(
     body: Result<Bytes, BytesRejection>,
     decision: Decision,
 ) -> Result<Option<String>, ApiError> {
-    let empty = matches!(&body, Ok(bytes) if bytes.is_empty());
-    let request = if empty {
-        DecisionBody::default()
-    } else {
-        body::parse::<DecisionBody>(headers, body, state.config.api.body_limit_bytes)?.0
-    };
+    let request: DecisionBody = body::parse_or_default(headers, body, state.config.api.body_limit_bytes)?;
     let reason = request.reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     if decision == Decision::Reject && reason.is_none() {
         return Err(ApiError::invalid(

@@ -91,6 +91,19 @@ pub(super) fn has_encoded_control(raw: &str) -> bool {
     })
 }
 
+/// As [`parse`], for bodies that may be left out: an empty body is
+/// `T::default()`.
+pub fn parse_or_default<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit_bytes: usize,
+) -> Result<T, ApiError> {
+    if matches!(&body, Ok(bytes) if bytes.is_empty()) {
+        return Ok(T::default());
+    }
+    parse::<T>(headers, body, limit_bytes).map(|(typed, _)| typed)
+}
+
 /// Names the field a serde error is about and classifies it.
 fn field_error(path: &str, message: &str) -> FieldError {
     let base = if path == "." { "" } else { path };

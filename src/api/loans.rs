@@ -8,7 +8,6 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -18,7 +17,7 @@ use super::auth::{Caller, Scope};
 use super::intents::{claim, created, idempotency_key, Claimed};
 use super::problem::{ApiError, FieldError, Problem};
 use super::validate::{validate, IntentInput, PhoneInput};
-use super::views::EventView;
+use super::views::{money_text, EventView};
 use super::{body, AppState};
 use crate::domain::{Money, PartyId};
 use crate::loans::schedule::Installment;
@@ -114,23 +113,14 @@ impl RepaymentView {
         RepaymentView {
             source: row.source.clone(),
             receipt: row.receipt.clone(),
-            paid_in: amount(row.paid_in, currency),
-            applied: amount(row.applied, currency),
-            excess: amount(row.excess, currency),
-            outstanding_after: amount(row.outstanding_after, currency),
+            paid_in: money_text(row.paid_in, currency),
+            applied: money_text(row.applied, currency),
+            excess: money_text(row.excess, currency),
+            outstanding_after: money_text(row.outstanding_after, currency),
             reversed_by: row.reversed_by,
             at: row.at,
         }
     }
-}
-
-/// `value` at its currency's precision, as the API shows amounts.
-fn amount(value: Decimal, currency: &str) -> String {
-    currency
-        .parse::<crate::domain::Currency>()
-        .ok()
-        .and_then(|c| Money::new(value, c).ok())
-        .map_or_else(|| value.normalize().to_string(), |m| m.amount().to_string())
 }
 
 /// A loan.
@@ -173,13 +163,13 @@ impl LoanView {
             state: intent.state.clone(),
             borrower_id: loan.borrower_id.clone(),
             lender_id: loan.lender_id.clone(),
-            principal: amount(loan.principal, &loan.currency),
+            principal: money_text(loan.principal, &loan.currency),
             currency: loan.currency.clone(),
-            installment_amount: amount(loan.installment_amount, &loan.currency),
+            installment_amount: money_text(loan.installment_amount, &loan.currency),
             interval_days: loan.interval_days,
             grace_days: loan.grace_days,
             excess: loan.excess.clone(),
-            outstanding: amount(loan.outstanding, &loan.currency),
+            outstanding: money_text(loan.outstanding, &loan.currency),
             disbursement_id: loan.disbursement_id,
             activated_at: loan.activated_at,
             metadata: intent.metadata.clone(),
@@ -370,8 +360,8 @@ pub async fn get_loan(
             .map(|i: &Installment| InstallmentView {
                 seq: i.seq,
                 due_at: i.due_at,
-                amount: amount(i.amount, &loan.currency),
-                paid: amount(i.paid, &loan.currency),
+                amount: money_text(i.amount, &loan.currency),
+                paid: money_text(i.paid, &loan.currency),
                 reminder_id: reminders.iter().find(|(seq, _)| *seq == i.seq).map(|(_, id)| *id),
             })
             .collect(),
@@ -438,12 +428,7 @@ async fn decide(
     decision: Decision,
 ) -> Result<Json<LoanView>, ApiError> {
     caller.require(Scope::IntentsWrite)?;
-    let empty = matches!(&body, Ok(bytes) if bytes.is_empty());
-    let request = if empty {
-        LoanDecisionBody::default()
-    } else {
-        body::parse::<LoanDecisionBody>(&headers, body, state.config.api.body_limit_bytes)?.0
-    };
+    let request: LoanDecisionBody = body::parse_or_default(&headers, body, state.config.api.body_limit_bytes)?;
     let not_found = || ApiError::NotFound(format!("no loan {id}"));
     let loan_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let actor = Actor {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::auth::{Caller, Scope};
 use super::problem::{ApiError, FieldError, Problem};
-use super::views::IntentView;
+use super::views::{money_text, IntentView};
 use super::{body, AppState};
 use crate::domain::{Currency, Money};
 use crate::ledger::{self, AccountKey, Leg, Mode, NewTransfer, Recorded};
@@ -383,12 +383,6 @@ pub async fn balance_history(
         i64::from(limit),
     )
     .await?;
-    let shown = |value: rust_decimal::Decimal, code: &str| {
-        code.parse::<Currency>()
-            .ok()
-            .and_then(|c| Money::new(value, c).ok())
-            .map_or_else(|| value.normalize().to_string(), |m| m.amount().to_string())
-    };
     Ok(Json(BalanceHistory {
         party_id: party,
         data: rows
@@ -396,8 +390,8 @@ pub async fn balance_history(
             .map(|r| BalancePoint {
                 at: r.taken_at,
                 currency: r.currency.clone(),
-                posted: shown(r.posted, &r.currency),
-                available: shown(r.posted - r.pending_out, &r.currency),
+                posted: money_text(r.posted, &r.currency),
+                available: money_text(r.posted - r.pending_out, &r.currency),
             })
             .collect(),
     }))

@@ -11,6 +11,16 @@ use crate::domain::{Currency, Money, Msisdn};
 use crate::policy::fees::Breakdown;
 use crate::store::intents::{EventRow, IntentRow};
 
+/// An amount as the API shows it: a decimal string at its currency's
+/// precision (`"1500.00"`, `"5000"` for UGX).
+pub fn money_text(value: rust_decimal::Decimal, currency: &str) -> String {
+    currency
+        .parse::<Currency>()
+        .ok()
+        .and_then(|c| Money::new(value, c).ok())
+        .map_or_else(|| value.normalize().to_string(), |m| m.amount().to_string())
+}
+
 /// The phone side of an intent.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PhoneView {
@@ -74,13 +84,7 @@ pub struct IntentView {
 
 impl IntentView {
     pub fn from_row(row: &IntentRow) -> IntentView {
-        let amount = row
-            .currency
-            .parse::<Currency>()
-            .ok()
-            .and_then(|currency| Money::new(row.amount, currency).ok())
-            .map(|money| money.amount().to_string())
-            .unwrap_or_else(|| row.amount.normalize().to_string());
+        let amount = money_text(row.amount, &row.currency);
         let masked = Msisdn::try_from(row.msisdn.clone())
             .map(|m| m.masked())
             .unwrap_or_else(|_| "***".to_owned());

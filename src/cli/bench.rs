@@ -243,7 +243,8 @@ async fn probe_wake_up(
     Ok(waits)
 }
 
-fn percentile_ms(values: &mut [u64], p: f64) -> String {
+/// The `p`th percentile of microsecond samples, in milliseconds.
+pub(super) fn percentile_ms(values: &mut [u64], p: f64) -> String {
     if values.is_empty() {
         return "n/a".into();
     }

@@ -14,6 +14,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 use tokio::sync::Semaphore;
 
+use super::bench::percentile_ms;
 use crate::api::Scope;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -126,8 +127,8 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
         "created: {count} in {:.2} s ({:.0} creates/s); create latency p50 {} p99 {}",
         create_time.as_secs_f64(),
         count as f64 / create_time.as_secs_f64(),
-        ms(&mut created, 50.0),
-        ms(&mut created, 99.0)
+        percentile_ms(&mut created, 50.0),
+        percentile_ms(&mut created, 99.0)
     );
     let deadline = Instant::now() + Duration::from_secs(600);
     let (completed, p50, p99) = loop {
@@ -168,15 +169,6 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
     crate::store::drop_database(&options, &name).await?;
     anyhow::ensure!(problems.is_empty(), "ledger invariants broken: {problems:?}");
     Ok(())
-}
-
-fn ms(values: &mut [u64], p: f64) -> String {
-    if values.is_empty() {
-        return "-".into();
-    }
-    values.sort_unstable();
-    let index = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    format!("{:.1} ms", values[index] as f64 / 1000.0)
 }
 
 /// The process's peak resident set (Linux), for the README.

@@ -49,6 +49,13 @@ impl Currency {
         }
     }
 
+    /// A code read back from the database, where only supported codes are
+    /// ever written; anything else is a broken invariant.
+    pub fn from_stored(code: &str) -> Currency {
+        code.parse()
+            .unwrap_or_else(|_| panic!("stored currency code {code:?} is not a supported currency"))
+    }
+
     /// The ISO 4217 code.
     pub fn code(self) -> &'static str {
         match self {

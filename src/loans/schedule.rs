@@ -142,6 +142,17 @@ pub fn unallocate(installments: &[Installment], amount: Decimal) -> Vec<(i32, De
     out
 }
 
+/// `installments` with the new `(seq, paid)` amounts applied.
+pub fn with_paid(installments: &[Installment], paid: &[(i32, Decimal)]) -> Vec<Installment> {
+    let mut after = installments.to_vec();
+    for (seq, amount) in paid {
+        if let Some(installment) = after.iter_mut().find(|i| i.seq == *seq) {
+            installment.paid = *amount;
+        }
+    }
+    after
+}
+
 /// The due date of the oldest unpaid installment, if any.
 pub fn oldest_unpaid_due(installments: &[Installment]) -> Option<DateTime<Utc>> {
     installments

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::schedule::{self, Allocation, Excess};
 use super::{parse_reference, reference, LoansConfig, REPAYING_STATES};
 use crate::config::Config;
-use crate::domain::{Country, Currency, Money, Msisdn, PartyId};
+use crate::domain::{Currency, Money, Msisdn, PartyId};
 use crate::ledger::{self, AccountKey, LedgerError, Leg, Mode, NewTransfer};
 use crate::policy::{AdmitError, PayoutExtras, Policy, Refusal};
 use crate::store::intents::{self, IntentRow};
@@ -275,7 +275,7 @@ impl Loans {
             Decision::Reject => self.step(tx, id, "reject", Cause::Api, &label).await?,
             Decision::Approve => {
                 self.step(tx, id, "approve", Cause::Api, &label).await?;
-                let currency = parse_currency(&loan.currency);
+                let currency = Currency::from_stored(&loan.currency);
                 let payout = NewIntent {
                     kind: "payout".into(),
                     owner: loan.owner.clone(),
@@ -326,7 +326,7 @@ impl Loans {
                     .step(tx, loan.intent_id, "disbursement_failed", Cause::Policy, "engine")
                     .await;
             }
-            let currency = parse_currency(&loan.currency);
+            let currency = Currency::from_stored(&loan.currency);
             let loan_ref = reference(loan.number);
             ledger::record(
                 tx,
@@ -481,7 +481,7 @@ impl Loans {
         if store::repayment_exists(tx, &payment.source).await? {
             return Ok(None);
         }
-        let currency = parse_currency(&loan.currency);
+        let currency = Currency::from_stored(&loan.currency);
         let loan_ref = reference(loan.number);
         let borrower = AccountKey::party(&loan.owner, &loan.borrower_id, currency);
         let lender = AccountKey::party(&loan.owner, &loan.lender_id, currency);
@@ -577,7 +577,7 @@ impl Loans {
             let event = if outstanding.is_zero() {
                 Some("repaid")
             } else if state == "overdue" {
-                let after = store::installments(tx, loan.intent_id).await?;
+                let after = schedule::with_paid(&installments, &allocation.paid);
                 Some(if schedule::in_arrears(&after, now, self.overdue_after()) {
                     "repayment_received"
                 } else {
@@ -636,7 +636,7 @@ impl Loans {
         self.step(tx, loan.intent_id, event, Cause::Callback, "engine").await?;
         // Reopened or reduced, a loan whose unpaid installments are already
         // past due is overdue at once, not at the next sweep.
-        let after = store::installments(tx, loan.intent_id).await?;
+        let after = schedule::with_paid(&installments, &paid);
         let now = self.now().0;
         if state != "overdue" && schedule::in_arrears(&after, now, self.overdue_after()) {
             self.step(tx, loan.intent_id, "fell_overdue", Cause::Callback, "engine")
@@ -673,11 +673,7 @@ fn repayment_key(source: &str) -> String {
     format!("repayment:{source}")
 }
 
-pub(super) fn parse_currency(code: &str) -> Currency {
-    code.parse().expect("loans are stored with a supported currency code")
-}
-
-/// A number as stored on an intent (E.164 digits).
+/// A number as stored on an intent (international digits).
 pub(super) fn stored_msisdn(digits: &str) -> Result<Msisdn, LoanError> {
-    Msisdn::parse(&format!("+{digits}"), Country::KE).map_err(|e| LoanError::Conflict(e.to_string()))
+    Msisdn::try_from(digits.to_owned()).map_err(|e| LoanError::Conflict(e.to_string()))
 }

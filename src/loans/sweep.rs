@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::service::{parse_currency, stored_msisdn, LoanError, Loans};
+use super::service::{stored_msisdn, LoanError, Loans};
 use super::{reference, schedule};
 use crate::domain::{Money, PartyId};
 use crate::runner::{JobArgs, JobContext, JobError, Worker};
@@ -118,7 +118,7 @@ async fn remind(loans: &Loans, ctx: &JobContext, loan_id: Uuid, seq: i32) -> Res
     if unpaid <= rust_decimal::Decimal::ZERO {
         return Ok(false);
     }
-    let currency = parse_currency(&loan.currency);
+    let currency = crate::domain::Currency::from_stored(&loan.currency);
     let collection = NewIntent {
         kind: "collection".into(),
         owner: loan.owner.clone(),

@@ -32,7 +32,7 @@ pub async fn settle_intent(
     }
     match (intent.kind.as_str(), effect) {
         ("collection", LedgerEffect::Post) => {
-            let currency = parse_currency(&intent.currency);
+            let currency = Currency::from_stored(&intent.currency);
             let payee = match &intent.campaign_id {
                 Some(campaign) => AccountKey::campaign(&intent.owner, campaign, currency),
                 None => AccountKey::party(&intent.owner, &intent.party_id, currency),
@@ -85,8 +85,4 @@ pub async fn credit(
         auto_payout::after_credit(conn, jobs, payee, amount, &transfer.key).await?;
     }
     Ok(recorded)
-}
-
-fn parse_currency(code: &str) -> Currency {
-    code.parse().expect("intents are stored with a supported currency code")
 }
