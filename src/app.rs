@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use crate::api::AppState;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::providers::adapter::Adapter;
 use crate::runner::{JobClient, Registry, Runner};
 use crate::workflow::engine::Engine;
 use crate::workflow::workers::{built_in_actions, ProviderClients};
@@ -45,7 +46,18 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         )),
         None => None,
     };
-    let actions = built_in_actions(&ProviderClients { mpesa: mpesa.clone() });
+    let providers = ProviderClients {
+        mpesa: mpesa.clone(),
+        adapters: adapters(&config)?,
+        circuits: crate::providers::circuit::Circuits::new(
+            config
+                .providers
+                .iter()
+                .map(|(name, settings)| (name.clone(), settings.circuit.clone()))
+                .collect(),
+        ),
+    };
+    let actions = built_in_actions(&providers);
     let workflows = load_workflows(&config, &actions.known_names())?;
     let jobs = JobClient::new(pool.clone(), clock.clone());
     let provider_queues = config
@@ -80,6 +92,10 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     crate::jobs::register(&mut registry);
     actions.register_workers(&engine, &mut registry);
     registry.register(crate::notify::WebhookWorker::new());
+    registry.register(crate::providers::callbacks::ProviderCallbackWorker {
+        engine: engine.clone(),
+        adapters: providers.adapters.clone(),
+    });
     registry.register(crate::providers::mpesa::callbacks::CallbackWorker {
         engine: engine.clone(),
         balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
@@ -103,7 +119,40 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         policy,
         loans,
         config,
+        adapters: providers.adapters.clone(),
         metrics: crate::telemetry::metrics_handle(),
     };
     Ok(App { engine, runner, state })
+}
+
+/// The configured providers other than M-Pesa, behind the adapter
+/// interface.
+fn adapters(config: &Config) -> anyhow::Result<std::collections::BTreeMap<String, Arc<dyn Adapter>>> {
+    use crate::providers::{airtel, mtn, tigo_tz, vodacom_tz};
+    let invalid = |provider: &str, e: String| anyhow::anyhow!("invalid configuration: [{provider}]: {e}");
+    let mut adapters: Vec<Arc<dyn Adapter>> = Vec::new();
+    if let Some(settings) = &config.airtel {
+        adapters.push(Arc::new(
+            airtel::AirtelClient::new(settings.clone()).map_err(|e| invalid("airtel", e))?,
+        ));
+    }
+    if let Some(settings) = &config.mtn {
+        adapters.push(Arc::new(
+            mtn::MtnClient::new(settings.clone()).map_err(|e| invalid("mtn", e))?,
+        ));
+    }
+    if let Some(settings) = &config.vodacom_tz {
+        adapters.push(Arc::new(
+            vodacom_tz::VodacomClient::new(settings.clone()).map_err(|e| invalid("vodacom_tz", e))?,
+        ));
+    }
+    if let Some(settings) = &config.tigo_tz {
+        adapters.push(Arc::new(
+            tigo_tz::TigoClient::new(settings.clone()).map_err(|e| invalid("tigo_tz", e))?,
+        ));
+    }
+    Ok(adapters
+        .into_iter()
+        .map(|adapter| (adapter.name().to_owned(), adapter))
+        .collect())
 }

@@ -30,7 +30,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub workflows: WorkflowsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
-    pub routing: RoutingConfig,
+    pub routing: crate::policy::routing::RoutingConfig,
     pub fees: crate::policy::fees::FeeSchedule,
     pub fx: crate::policy::fx::FxConfig,
     pub policy: crate::policy::PolicyConfig,
@@ -41,6 +41,18 @@ pub struct Config {
     /// Daraja credentials and URLs; absent means M-Pesa intents wait.
     #[serde(default)]
     pub mpesa: Option<crate::providers::mpesa::MpesaConfig>,
+    /// Airtel Money Open API; absent means Airtel intents wait.
+    #[serde(default)]
+    pub airtel: Option<crate::providers::airtel::AirtelConfig>,
+    /// MTN MoMo Open API; absent means MTN intents wait.
+    #[serde(default)]
+    pub mtn: Option<crate::providers::mtn::MtnConfig>,
+    /// Vodacom M-Pesa Tanzania (Open API); absent means its intents wait.
+    #[serde(default)]
+    pub vodacom_tz: Option<crate::providers::vodacom_tz::VodacomConfig>,
+    /// Tigo Pesa Tanzania; absent means its intents wait.
+    #[serde(default)]
+    pub tigo_tz: Option<crate::providers::tigo_tz::TigoConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +79,9 @@ pub struct ProviderConfig {
     /// Whether the provider takes whole units only (no cents).
     pub whole_units: bool,
     pub currencies: BTreeMap<Currency, AmountLimits>,
+    /// When a burst of provider failures pauses this provider's queue.
+    #[serde(default)]
+    pub circuit: crate::providers::circuit::CircuitConfig,
 }
 
 /// Per-transaction limits, in major units of the currency.
@@ -77,13 +92,6 @@ pub struct AmountLimits {
     pub payout_max: Decimal,
     pub collection_min: Decimal,
     pub collection_max: Decimal,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutingConfig {
-    /// The provider used when an intent names none.
-    pub default_provider: BTreeMap<Currency, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +210,7 @@ impl Config {
                 )));
             }
         }
+        crate::policy::routing::check(&self.routing, &self.providers).map_err(ConfigError)?;
         self.runner.validate().map_err(ConfigError)
     }
 }

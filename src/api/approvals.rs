@@ -258,7 +258,10 @@ pub async fn create_batch(
     let mut news = Vec::new();
     let mut errors = Vec::new();
     for (i, payout) in request.payouts.iter().enumerate() {
-        match validate(&payout.input(), &state.config, &caller.owner, &caller.name) {
+        let party_provider = super::intents::party_provider(&state, &caller.owner, &payout.input()).await?;
+        let mut input = payout.input();
+        input.party_provider = party_provider.as_deref();
+        match validate(&input, &state.config, &caller.owner, &caller.name) {
             Ok(new) => news.push((new, payout.quote_id)),
             Err(fields) => errors.extend(fields.into_iter().map(|mut f| {
                 f.field = format!("payouts[{i}].{}", f.field);

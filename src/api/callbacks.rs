@@ -164,3 +164,78 @@ pub async fn mpesa(
         },
     }
 }
+
+/// `/callbacks/{provider}/{kind}/{token}` for the providers behind the
+/// adapter interface (Airtel, MTN, Tigo; Vodacom Tanzania answers in the
+/// call and sends none). Like Daraja's: check, store the raw body and
+/// enqueue its processing in one transaction, then answer the way the
+/// provider expects (its adapter's `callback_ack`).
+pub async fn provider(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path((provider, kind, token)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(adapter) = state.adapters.get(&provider).cloned() else {
+        return crate::api::problem::ApiError::NotFound("no such route".into()).into_response();
+    };
+    let kind_ok = adapter.callback_kinds().contains(&kind.as_str());
+    let token_ok = !token.is_empty() && token.len() <= MAX_TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_hexdigit());
+    let parse_error = if kind_ok {
+        adapter.parse_callback(&kind, &body).err()
+    } else {
+        Some(format!("unknown callback kind {kind:?}"))
+    };
+    let settled = if !token_ok {
+        Some("unknown_token")
+    } else if parse_error.is_some() {
+        Some("malformed")
+    } else {
+        None
+    };
+    let remote_addr = remote.ip().to_string();
+    let name = adapter.name();
+    let stored = async {
+        let mut tx = state.pool.begin().await?;
+        let kind_stored: String = kind.chars().take(32).collect();
+        let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
+        let id = inbox::insert(
+            &mut tx,
+            &NewCallback {
+                provider: name,
+                kind: &kind_stored,
+                token: &token_stored,
+                body: &body,
+                parse_error: parse_error.as_deref(),
+                remote_addr: Some(&remote_addr),
+                outcome: settled,
+            },
+        )
+        .await?;
+        if settled.is_none() {
+            let job = crate::providers::callbacks::ProcessProviderCallback { inbox_id: id };
+            state.engine.jobs().enqueue(&mut tx, &NewJob::new(&job)).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(id)
+    };
+    let kind_label = if kind_ok { kind.clone() } else { "unknown".to_owned() };
+    metrics::counter!("tuma_callbacks_received_total", "provider" => name, "kind" => kind_label.clone()).increment(1);
+    if let Some(outcome) = settled {
+        metrics::counter!("tuma_callbacks_total", "provider" => name, "kind" => kind_label, "outcome" => outcome)
+            .increment(1);
+    }
+    let (status, ack) = match stored.await {
+        Err(error) => {
+            tracing::error!(%error, provider = name, "could not store a callback");
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "try again" }))).into_response();
+        }
+        Ok(id) => {
+            if let Some(reason) = settled {
+                tracing::warn!(inbox_id = id, provider = name, reason, "callback stored and refused");
+            }
+            adapter.callback_ack(&kind, settled.is_none())
+        }
+    };
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(ack)).into_response()
+}

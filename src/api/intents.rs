@@ -87,6 +87,20 @@ pub async fn create_collection(
     create::<CreateCollection>(state, caller, headers, body).await
 }
 
+/// The provider in the payout party's settings, looked up only when the
+/// request names none (routing's second choice).
+pub(super) async fn party_provider(
+    state: &AppState,
+    owner: &str,
+    input: &super::validate::IntentInput<'_>,
+) -> Result<Option<String>, ApiError> {
+    if input.kind != "payout" || input.phone.provider.is_some() {
+        return Ok(None);
+    }
+    let party = crate::store::parties::get(&state.pool, owner, input.party_id).await?;
+    Ok(party.and_then(|p| p.payout_provider))
+}
+
 async fn create<R: CreateRequest>(
     state: AppState,
     caller: Caller,
@@ -96,7 +110,10 @@ async fn create<R: CreateRequest>(
     caller.require(Scope::IntentsWrite)?;
     idempotency_key(&headers)?;
     let (request, json) = body::parse::<R>(&headers, body, state.config.api.body_limit_bytes)?;
-    let new = validate(&request.input(), &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
+    let party_provider = party_provider(&state, &caller.owner, &request.input()).await?;
+    let mut input = request.input();
+    input.party_provider = party_provider.as_deref();
+    let new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
     let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),

@@ -242,6 +242,7 @@ fn validate_loan(request: &CreateLoan, state: &AppState, caller: &Caller) -> Res
             reference: "loan",
             metadata: &request.metadata,
             campaign_id: None,
+            party_provider: None,
         },
         config,
         &caller.owner,

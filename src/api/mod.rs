@@ -43,6 +43,8 @@ pub struct AppState {
     pub policy: crate::policy::Policy,
     pub loans: crate::loans::Loans,
     pub config: Arc<Config>,
+    /// The providers behind the adapter interface, for their callbacks.
+    pub adapters: std::collections::BTreeMap<String, Arc<dyn crate::providers::adapter::Adapter>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -115,6 +117,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/callbacks/mpesa/{kind}/{token}",
             post(callbacks::mpesa).layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)),
+        )
+        // MTN calls back with PUT in some markets and POST in others.
+        .route(
+            "/callbacks/{provider}/{kind}/{token}",
+            post(callbacks::provider)
+                .put(callbacks::provider)
+                .layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)),
         )
         .merge(health::router())
         .fallback(|| async { problem::ApiError::NotFound("no such route".into()) })

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::problem::FieldError;
 use crate::config::Config;
 use crate::domain::{Country, Currency, Money, MoneyError, Msisdn, PartyId};
+use crate::policy::routing::RouteError;
 use crate::workflow::engine::NewIntent;
 
 /// Longest `reference`, in characters.
@@ -21,8 +22,9 @@ pub struct PhoneInput {
     /// As people type it: `0712 345 678`, `+254712345678`, `712345678`.
     #[schema(example = "0712345678")]
     pub msisdn: String,
-    /// `mpesa`, `airtel`, `mtn`, `vodacom_tz` or `tigo_tz`; defaults to the
-    /// currency's configured provider.
+    /// `mpesa`, `airtel`, `mtn`, `vodacom_tz` or `tigo_tz`. Without it, a
+    /// payout goes to the party's payout provider, else (and a collection)
+    /// to the number's operator by its prefix.
     #[schema(example = "mpesa")]
     pub provider: Option<String>,
 }
@@ -91,6 +93,9 @@ pub struct IntentInput<'a> {
     pub reference: &'a str,
     pub metadata: &'a Option<Value>,
     pub campaign_id: Option<&'a str>,
+    /// The provider in the party's payout settings (payouts only): chosen
+    /// when the request names none.
+    pub party_provider: Option<&'a str>,
 }
 
 impl CreatePayout {
@@ -105,6 +110,7 @@ impl CreatePayout {
             reference: &self.reference,
             metadata: &self.metadata,
             campaign_id: self.campaign_id.as_deref(),
+            party_provider: None,
         }
     }
 }
@@ -121,6 +127,7 @@ impl CreateCollection {
             reference: &self.reference,
             metadata: &self.metadata,
             campaign_id: self.campaign_id.as_deref(),
+            party_provider: None,
         }
     }
 }
@@ -157,39 +164,6 @@ pub fn validate(
             None
         }
     };
-    let provider = match (&input.phone.provider, currency) {
-        (Some(name), _) if !config.providers.contains_key(name) => {
-            let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
-            errors.push(FieldError::new(
-                &phone("provider"),
-                "unknown_provider",
-                format!("known providers: {}", known.join(", ")),
-            ));
-            None
-        }
-        (Some(name), Some(currency)) if !config.providers[name].currencies.contains_key(&currency) => {
-            errors.push(FieldError::new(
-                &phone("provider"),
-                "currency_not_served",
-                format!("{name} does not carry {currency}"),
-            ));
-            None
-        }
-        (Some(name), Some(_)) => Some(name.clone()),
-        (None, Some(currency)) => match config.routing.default_provider.get(&currency) {
-            Some(name) => Some(name.clone()),
-            None => {
-                errors.push(FieldError::new(
-                    "currency",
-                    "unsupported_currency",
-                    format!("no provider pays out or collects {currency}"),
-                ));
-                None
-            }
-        },
-        (_, None) => None,
-    };
-
     let amount = currency.and_then(|currency| match Money::parse(input.amount, currency) {
         Ok(money) if !money.is_positive() => {
             errors.push(FieldError::new(
@@ -217,9 +191,6 @@ pub fn validate(
             None
         }
     });
-    if let (Some(money), Some(provider)) = (amount, &provider) {
-        check_provider_amount(input.kind, money, provider, config, &mut errors);
-    }
 
     let default_country = currency.and_then(home_country).unwrap_or(Country::KE);
     let msisdn = match Msisdn::parse(&input.phone.msisdn, default_country) {
@@ -248,6 +219,59 @@ pub fn validate(
             None
         }
     };
+    let carried = currency.is_some_and(|c| config.providers.values().any(|p| p.currencies.contains_key(&c)));
+    if let (Some(currency), false) = (currency, carried) {
+        errors.push(FieldError::new(
+            "currency",
+            "unsupported_currency",
+            format!("no provider pays out or collects {currency}"),
+        ));
+    }
+    let provider = match (&msisdn, currency) {
+        (Some(msisdn), Some(currency)) if carried => match crate::policy::routing::route(
+            &config.routing,
+            &config.providers,
+            msisdn,
+            currency,
+            input.phone.provider.as_deref(),
+            input.party_provider,
+        ) {
+            Ok((name, _)) => Some(name),
+            Err(error) => {
+                let code = match &error {
+                    RouteError::UnknownProvider { .. } => "unknown_provider",
+                    RouteError::CurrencyNotServed { .. } => "currency_not_served",
+                    RouteError::NoProvider { .. } => "no_provider_for_number",
+                };
+                let field = match &error {
+                    RouteError::NoProvider { .. } => phone("msisdn"),
+                    RouteError::UnknownProvider { .. } | RouteError::CurrencyNotServed { .. } => phone("provider"),
+                };
+                errors.push(FieldError::new(&field, code, error.to_string()));
+                None
+            }
+        },
+        _ => None,
+    };
+    match (amount, &provider) {
+        (Some(money), Some(provider)) => check_provider_amount(input.kind, money, provider, config, &mut errors),
+        // Not routed (the number is bad): still say what no provider takes.
+        (Some(money), None) if carried && !money.is_whole() => {
+            let whole_only = config
+                .providers
+                .values()
+                .filter(|p| p.currencies.contains_key(&money.currency()))
+                .all(|p| p.whole_units);
+            if whole_only {
+                errors.push(FieldError::new(
+                    "amount",
+                    "too_many_decimals",
+                    format!("no provider carries fractions of {}", money.currency()),
+                ));
+            }
+        }
+        _ => {}
+    }
     let party_id = PartyId::parse(input.party_id)
         .map_err(|detail| errors.push(FieldError::new("party_id", "invalid_party_id", detail)))
         .ok();

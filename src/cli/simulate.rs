@@ -1,5 +1,8 @@
-//! `tuma simulate`: the provider simulator as a server of its own, for
-//! running the engine (or a provider's own client library) against it.
+//! `tuma simulate`: the provider simulators as servers of their own, for
+//! running the engine (or a provider's own client library) against them:
+//! Daraja on `--listen` (9090), then Airtel, MTN, Vodacom Tanzania and Tigo
+//! on the next four ports, which is where the built-in configuration
+//! looks for them.
 
 use std::time::Duration;
 
@@ -7,14 +10,18 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::simulator::mpesa::{router, SimConfig, SimHandle};
-use crate::simulator::Chaos;
+use crate::simulator::{Chaos, SimOptions, PROVIDERS};
 
 /// Options of `tuma simulate`; its help text is on the subcommand.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Address to serve on.
+    /// Address of the Daraja simulator; the others take the next ports.
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: std::net::SocketAddr,
+    /// The engine's public base URL, where simulators whose callback URL is
+    /// set once (in the provider's portal) send their callbacks.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    engine_url: String,
     /// Seed of every random choice (chaos, receipts): the same seed replays
     /// the same run.
     #[arg(long, default_value_t = 1)]
@@ -85,6 +92,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..SimConfig::default()
     };
+    let options = SimOptions {
+        chaos: config.chaos.clone(),
+        seed: args.seed,
+        token_ttl: config.token_ttl,
+        prompt_timeout: config.prompt_timeout,
+        ..SimOptions::default()
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -93,6 +107,18 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         "Daraja simulator on http://{} (seed {}, chaos {})",
         args.listen, args.seed, args.chaos
     );
+    // The engine's configuration as the simulators would set it: only to
+    // point their portal-configured callback URLs at the engine.
+    let mut scratch = crate::config::Config::load(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (offset, provider) in (1u16..).zip(PROVIDERS.iter().filter(|p| **p != "mpesa")) {
+        let mut address = args.listen;
+        address.set_port(args.listen.port() + offset);
+        let sim = crate::simulator::spawn_at(provider, address, options.clone())
+            .await
+            .with_context(|| format!("cannot start the {provider} simulator on {address}"))?;
+        sim.configure(&mut scratch, &args.engine_url);
+        println!("{provider} simulator on {}", sim.base_url());
+    }
     axum::serve(listener, router(handle))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

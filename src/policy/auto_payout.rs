@@ -83,12 +83,8 @@ impl Worker for AutoPayoutWorker {
         let threshold = party.auto_payout_threshold.unwrap_or(Decimal::MAX);
         let wallet = AccountKey::party(&args.owner, &args.party_id, args.currency);
         let available = ledger::available_of(&mut tx, &wallet).await?;
-        let provider = party
-            .payout_provider
-            .clone()
-            .or_else(|| self.config.routing.default_provider.get(&args.currency).cloned());
-        let (Some(msisdn), Some(provider)) = (party.payout_msisdn.as_deref(), provider) else {
-            skip("the party has no payout phone or provider");
+        let Some(msisdn) = party.payout_msisdn.as_deref() else {
+            skip("the party has no payout phone");
             return complete(ctx, tx).await;
         };
         if !party.auto_payout_enabled || available <= threshold {
@@ -100,6 +96,21 @@ impl Worker for AutoPayoutWorker {
             return complete(ctx, tx).await;
         };
         let msisdn = Msisdn::parse(msisdn, country).map_err(JobError::fatal)?;
+        let routed = crate::policy::routing::route(
+            &self.config.routing,
+            &self.config.providers,
+            &msisdn,
+            args.currency,
+            None,
+            party.payout_provider.as_deref(),
+        );
+        let provider = match routed {
+            Ok((provider, _)) => provider,
+            Err(error) => {
+                skip(&error.to_string());
+                return complete(ctx, tx).await;
+            }
+        };
         let whole = self.config.providers.get(&provider).is_none_or(|p| p.whole_units);
         let breakdown =
             match self

@@ -12,6 +12,7 @@ pub mod approvals;
 pub mod auto_payout;
 pub mod fees;
 pub mod fx;
+pub mod routing;
 mod settle;
 
 use std::sync::Arc;

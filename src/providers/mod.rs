@@ -2,7 +2,15 @@
 //! client, wire types and result-code mapping; only that module knows the
 //! provider's wire format. The rest of Tuma sees [`Outcome`]s.
 
+pub mod actions;
+pub mod adapter;
+pub mod airtel;
+pub mod callbacks;
+pub mod circuit;
 pub mod mpesa;
+pub mod mtn;
+pub mod tigo_tz;
+pub mod vodacom_tz;
 
 /// What a provider's answer means for the money.
 #[derive(Debug, Clone, PartialEq, Eq)]

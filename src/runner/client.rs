@@ -77,6 +77,16 @@ impl JobClient {
         store::set_paused(&self.pool, queue, true, self.clock.sql_now()).await
     }
 
+    /// Stops every node from claiming jobs of `queue` until `until`; claims
+    /// resume on their own then. A manual pause is left alone.
+    pub async fn pause_queue_until(
+        &self,
+        queue: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), sqlx::Error> {
+        store::pause_until(&self.pool, queue, until, self.clock.sql_now()).await
+    }
+
     pub async fn resume_queue(&self, queue: &str) -> Result<(), sqlx::Error> {
         store::set_paused(&self.pool, queue, false, self.clock.sql_now()).await
     }

@@ -189,7 +189,7 @@ pub async fn insert_many(
 
 /// Leases up to `limit` runnable jobs of `queue` to `node`, in priority then
 /// run_at order, skipping rows other nodes are claiming at the same moment.
-/// A paused queue yields nothing.
+/// A paused queue yields nothing (a timed pause only until it ends).
 pub async fn claim(
     pool: &PgPool,
     queue: &str,
@@ -202,7 +202,8 @@ pub async fn claim(
         "WITH picked AS (
              SELECT id FROM tuma_jobs
              WHERE state = 'available' AND queue = $1 AND run_at <= coalesce($5, now())
-               AND NOT EXISTS (SELECT 1 FROM tuma_job_queues q WHERE q.name = $1 AND q.paused_at IS NOT NULL)
+               AND NOT EXISTS (SELECT 1 FROM tuma_job_queues q WHERE q.name = $1 AND q.paused_at IS NOT NULL
+                                 AND (q.paused_until IS NULL OR q.paused_until > coalesce($5, now())))
              ORDER BY priority, run_at, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED
@@ -655,9 +656,10 @@ pub async fn set_paused(
     now: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO tuma_job_queues (name, paused_at, updated_at)
-         VALUES ($1, CASE WHEN $2 THEN coalesce($3, now()) END, coalesce($3, now()))
-         ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at, updated_at = excluded.updated_at",
+        "INSERT INTO tuma_job_queues (name, paused_at, paused_until, updated_at)
+         VALUES ($1, CASE WHEN $2 THEN coalesce($3, now()) END, NULL, coalesce($3, now()))
+         ON CONFLICT (name) DO UPDATE
+         SET paused_at = excluded.paused_at, paused_until = NULL, updated_at = excluded.updated_at",
     )
     .bind(queue)
     .bind(paused)
@@ -670,5 +672,33 @@ pub async fn set_paused(
             .execute(pool)
             .await?;
     }
+    Ok(())
+}
+
+/// Pauses a queue on every node until `until`, when claims resume on their
+/// own. A manual pause (no end) is left as it is; an earlier timed pause is
+/// extended, never shortened.
+pub async fn pause_until(
+    pool: &PgPool,
+    queue: &str,
+    until: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tuma_job_queues (name, paused_at, paused_until, updated_at)
+         VALUES ($1, coalesce($3, now()), $2, coalesce($3, now()))
+         ON CONFLICT (name) DO UPDATE
+         SET paused_at = CASE WHEN tuma_job_queues.paused_at IS NOT NULL AND tuma_job_queues.paused_until IS NULL
+                              THEN tuma_job_queues.paused_at ELSE excluded.paused_at END,
+             paused_until = CASE WHEN tuma_job_queues.paused_at IS NOT NULL AND tuma_job_queues.paused_until IS NULL
+                                 THEN NULL
+                                 ELSE greatest(tuma_job_queues.paused_until, excluded.paused_until) END,
+             updated_at = excluded.updated_at",
+    )
+    .bind(queue)
+    .bind(until)
+    .bind(now)
+    .execute(pool)
+    .await?;
     Ok(())
 }

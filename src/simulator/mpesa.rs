@@ -1093,3 +1093,105 @@ async fn reversal(State(sim): State<Shared>, headers: HeaderMap, body: axum::bod
     sim.deliver(result_url, callback).await;
     Json(reply).into_response()
 }
+
+impl SimConfig {
+    /// A Daraja simulator set up from the options every simulator shares
+    /// (floats and wallets in whole KES).
+    pub fn from_options(options: &super::SimOptions) -> SimConfig {
+        SimConfig {
+            float_kes: options.float,
+            wallet_kes: options.wallet,
+            token_ttl: options.token_ttl,
+            prompt_timeout: options.prompt_timeout,
+            response_delay: options.response_delay,
+            chaos: options.chaos.clone(),
+            seed: options.seed,
+            ..SimConfig::default()
+        }
+    }
+}
+
+impl super::SimulatedProvider for SimHandle {
+    fn name(&self) -> &'static str {
+        "mpesa"
+    }
+
+    fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    fn set_chaos(&self, chaos: Chaos) {
+        SimHandle::set_chaos(self, chaos);
+    }
+
+    fn movements(&self) -> Vec<super::Movement> {
+        self.payments()
+            .into_iter()
+            .map(|p| super::Movement {
+                request_id: p.request_id,
+                msisdn: p.msisdn,
+                currency: "KES".into(),
+                amount: p.amount_kes,
+                receipt: p.receipt,
+                direction: if p.kind == "b2c" { "payout" } else { "collection" },
+            })
+            .collect()
+    }
+
+    fn float(&self, currency: &str) -> u64 {
+        if currency == "KES" {
+            self.float_kes()
+        } else {
+            0
+        }
+    }
+
+    fn set_float(&self, currency: &str, amount: u64) {
+        if currency == "KES" {
+            self.set_float_kes(amount);
+        }
+    }
+
+    fn answer(&self, request_id: &str, pay: bool) -> futures::future::BoxFuture<'_, ()> {
+        let request_id = request_id.to_owned();
+        Box::pin(async move { self.answer_prompt(&request_id, if pay { "0" } else { "1032" }).await })
+    }
+
+    fn callbacks_lost(&self) -> u64 {
+        SimHandle::callbacks_lost(self)
+    }
+
+    fn callbacks_duplicated(&self) -> u64 {
+        SimHandle::callbacks_duplicated(self)
+    }
+
+    fn timeouts_after_money(&self) -> u64 {
+        SimHandle::timeouts_after_money(self)
+    }
+
+    fn expire_tokens(&self) {
+        SimHandle::expire_tokens(self);
+    }
+
+    fn configure(&self, config: &mut crate::config::Config, callback_base_url: &str) {
+        let sim = self.lock().config.clone();
+        let defaults: crate::config::Config =
+            crate::config::Config::load(None).expect("the built-in configuration loads");
+        let mut mpesa = config
+            .mpesa
+            .clone()
+            .or(defaults.mpesa)
+            .expect("the built-in configuration has [mpesa]");
+        mpesa.base_url = self.base_url.clone();
+        mpesa.callback_base_url = callback_base_url.to_owned();
+        mpesa.consumer_key = sim.consumer_key;
+        mpesa.consumer_secret = sim.consumer_secret.into();
+        mpesa.initiator_name = sim.initiator_name;
+        mpesa.initiator_password = sim.initiator_password.into();
+        mpesa.stk_shortcode = sim.stk_shortcode;
+        mpesa.passkey = sim.passkey.into();
+        mpesa.b2c_shortcode = sim.b2c_shortcode;
+        mpesa.certificate_path = String::new();
+        config.mpesa = Some(mpesa);
+    }
+}

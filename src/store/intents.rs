@@ -256,6 +256,23 @@ pub async fn by_callback_token(conn: &mut PgConnection, token: &str) -> Result<O
     .await
 }
 
+/// The intent whose request toward `provider` has id `provider_ref`, locked
+/// like [`by_callback_token`]: how callbacks sent to an app-wide URL (set
+/// once in the provider's portal) find their intent.
+pub async fn by_provider_ref(
+    conn: &mut PgConnection,
+    provider: &str,
+    provider_ref: &str,
+) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM intents WHERE provider = $1 AND provider_ref = $2 FOR UPDATE"
+    ))
+    .bind(provider)
+    .bind(provider_ref)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Records the provider-side request id, unless one is already recorded;
 /// returns the id in force (ours or the one recorded before).
 pub async fn assign_provider_ref(conn: &mut PgConnection, id: Uuid, provider_ref: &str) -> Result<String, sqlx::Error> {

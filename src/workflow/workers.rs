@@ -62,6 +62,11 @@ impl Actions {
 #[derive(Clone, Default)]
 pub struct ProviderClients {
     pub mpesa: Option<Arc<crate::providers::mpesa::MpesaClient>>,
+    /// Every other configured provider, by name, behind the shared adapter
+    /// interface.
+    pub adapters: BTreeMap<String, Arc<dyn crate::providers::adapter::Adapter>>,
+    /// Their circuit breakers.
+    pub circuits: crate::providers::circuit::Circuits,
 }
 
 /// The actions this build has. Provider calls (`submit`, `prompt`,
@@ -119,8 +124,20 @@ struct ProviderAction {
 
 impl Action for ProviderAction {
     fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>> {
+        use crate::providers::actions as shared;
         use crate::providers::mpesa::actions as mpesa;
         let call = self.call;
+        if let Some(adapter) = self.providers.adapters.get(ctx.intent.provider.as_str()) {
+            let provider = shared::Provider {
+                adapter: Arc::clone(adapter),
+                circuits: self.providers.circuits.clone(),
+            };
+            return match call {
+                ProviderCall::Submit | ProviderCall::Prompt => Box::pin(shared::send(ctx, provider)),
+                ProviderCall::QueryStatus => Box::pin(shared::query_status(ctx, provider)),
+                ProviderCall::Reverse => NoProviderAdapter { action: call.name() }.run(ctx),
+            };
+        }
         match (ctx.intent.provider.as_str(), &self.providers.mpesa) {
             ("mpesa", Some(client)) => {
                 let client = Arc::clone(client);

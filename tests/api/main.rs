@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod conformance;
 mod daraja_wire;
 mod idempotency;
 mod intents;
@@ -12,7 +13,12 @@ mod loans;
 mod money;
 mod mpesa;
 mod operations;
+mod providers;
 mod transitions;
 mod validation;
 mod webhooks;
+mod wire_airtel;
+mod wire_mtn;
+mod wire_tigo_tz;
+mod wire_vodacom_tz;
 mod workflow_files;

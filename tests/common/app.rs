@@ -9,6 +9,7 @@ use tuma::app::App;
 use tuma::clock::{Clock, ManualClock};
 use tuma::runner::Runner;
 use tuma::simulator::mpesa::{SimConfig, SimHandle};
+use tuma::simulator::{SimOptions, SimulatedProvider};
 use tuma::workflow::engine::Engine;
 
 use super::{config_with, TestDb};
@@ -35,6 +36,8 @@ pub struct TestApp {
     pub second_approver_key: String,
     /// The Daraja simulator, when M-Pesa is configured.
     pub sim: Option<SimHandle>,
+    /// The simulator of the provider under test ([`spawn_provider_app`]).
+    pub provider_sim: Option<std::sync::Arc<dyn SimulatedProvider>>,
     /// The configuration the engine runs with.
     pub config: std::sync::Arc<tuma::config::Config>,
 }
@@ -48,7 +51,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
     let mut config = config_with(config_overrides);
-    config.mpesa = None;
+    without_providers(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     start(config, listener, None).await
 }
@@ -74,6 +77,43 @@ pub async fn spawn_mpesa_app_with(
     mpesa.float_check = false;
     adjust(mpesa);
     start(config, listener, Some(sim)).await
+}
+
+/// Starts the API with `provider` (any of `tuma::simulator::PROVIDERS`)
+/// pointed at its in-process simulator, and no other provider configured.
+/// Parties are funded in every currency the provider carries.
+pub async fn spawn_provider_app(provider: &str, options: SimOptions) -> TestApp {
+    let sim = tuma::simulator::spawn(provider, options).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = config_with("");
+    without_providers(&mut config);
+    sim.configure(&mut config, &base);
+    if let Some(mpesa) = config.mpesa.as_mut() {
+        mpesa.float_check = false;
+    }
+    let currencies: Vec<String> = config.providers[provider]
+        .currencies
+        .keys()
+        .map(|c| c.to_string())
+        .collect();
+    let mut app = start(config, listener, None).await;
+    app.provider_sim = Some(sim);
+    for party in FUNDED_PARTIES {
+        for currency in currencies.iter().filter(|c| c.as_str() != "KES") {
+            app.fund(&app.admin_key, party, "100000000", currency).await;
+        }
+    }
+    app
+}
+
+/// No provider adapter configured: intents wait where a provider is needed.
+fn without_providers(config: &mut tuma::config::Config) {
+    config.mpesa = None;
+    config.airtel = None;
+    config.mtn = None;
+    config.vodacom_tz = None;
+    config.tigo_tz = None;
 }
 
 async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, sim: Option<SimHandle>) -> TestApp {
@@ -117,6 +157,7 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
         approver_key,
         second_approver_key,
         sim,
+        provider_sim: None,
         config,
     };
     // The parties the intent tests pay out from: fully verified and funded,
@@ -179,12 +220,15 @@ impl TestApp {
         panic!("queue {queue} never drained");
     }
 
-    /// Runs everything runnable on the intent queues (`default`, and the
-    /// provider queue `mpesa`) until nothing is left.
+    /// Runs everything runnable on the intent queues (`default`, and every
+    /// provider's queue) until nothing is left.
     pub async fn run_jobs(&self) -> usize {
         let mut total = 0;
         for _ in 0..100 {
-            let ran = self.work("default").await + self.work("mpesa").await;
+            let mut ran = self.work("default").await;
+            for provider in tuma::simulator::PROVIDERS {
+                ran += self.work(provider).await;
+            }
             if ran == 0 {
                 return total;
             }

@@ -1,0 +1,278 @@
+//! The workflow actions every [`Adapter`] serves: `submit` (a payout),
+//! `prompt` (a collection) and `query_status`. M-Pesa's Daraja, whose STK
+//! push names its requests itself and answers status queries by callback,
+//! keeps actions of its own (`providers::mpesa::actions`).
+//!
+//! The money rules:
+//! - the request id is ours, committed to the intent *before* the first
+//!   call, and re-used by every re-send: the provider's duplicate check is
+//!   what makes a re-send after an ambiguous answer safe;
+//! - only the provider's word moves an intent to `completed` or `failed`; a
+//!   timeout, a 5xx or an answer Tuma does not know never fails one;
+//! - no transaction is held across a provider call;
+//! - a provider failing fast trips its circuit ([`super::circuit`]): the
+//!   job is snoozed and the provider's queue paused, instead of burning
+//!   retries.
+
+use std::sync::Arc;
+
+use super::adapter::{Adapter, CallError, Direction, Reply, Request};
+use super::circuit::{Circuits, Decision};
+use super::Outcome;
+use crate::domain::{Country, Msisdn};
+use crate::runner::JobError;
+use crate::store::intents::{self, IntentRow};
+use crate::workflow::engine::{Cause, Event};
+use crate::workflow::workers::ActionContext;
+
+/// What an action needs besides its context.
+#[derive(Clone)]
+pub struct Provider {
+    pub adapter: Arc<dyn Adapter>,
+    pub circuits: Circuits,
+}
+
+/// The events one reply leads to, in order, with the note kept on them.
+fn events_for(direction: Direction, reply: &Reply) -> Vec<&'static str> {
+    match (direction, &reply.outcome) {
+        (Direction::Payout, Outcome::Succeeded) => vec!["provider_succeeded"],
+        (Direction::Payout, Outcome::Failed { .. }) => vec!["provider_failed"],
+        (Direction::Collection, Outcome::Succeeded) => vec!["prompted", "provider_succeeded"],
+        (Direction::Collection, Outcome::Failed { .. }) => vec!["prompt_failed"],
+        (Direction::Collection, Outcome::Pending | Outcome::Unknown { .. }) => vec!["prompted"],
+        (Direction::Payout, Outcome::Pending | Outcome::Unknown { .. }) => vec![],
+    }
+}
+
+fn note_of(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Failed { code, reason } => Some(format!("{code}: {reason}")),
+        Outcome::Unknown { code, detail } => Some(format!("{code}: {detail}")),
+        Outcome::Succeeded | Outcome::Pending => None,
+    }
+}
+
+/// Applies `events` (with the receipt, if the money moved) and completes the
+/// job, in one transaction.
+async fn apply(
+    ctx: &ActionContext,
+    provider: &str,
+    events: &[&str],
+    cause: Cause,
+    reply: &Reply,
+) -> Result<(), JobError> {
+    let mut tx = ctx.job.pool().begin().await?;
+    if let (Outcome::Succeeded, Some(receipt)) = (&reply.outcome, &reply.receipt) {
+        intents::set_receipt(&mut tx, ctx.intent.id, receipt).await?;
+    }
+    let note = note_of(&reply.outcome);
+    for name in events {
+        let mut event = Event::new(name, cause, provider);
+        event.provider_ref = reply.receipt.as_deref();
+        event.note = note.as_deref();
+        ctx.engine
+            .apply(&mut tx, ctx.intent.id, &event)
+            .await
+            .map_err(JobError::retryable)?;
+    }
+    ctx.job.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn direction_of(intent: &IntentRow) -> Result<Direction, JobError> {
+    Direction::of_kind(&intent.kind)
+        .ok_or_else(|| JobError::fatal(format!("{} intents are not sent to a provider", intent.kind)))
+}
+
+fn country_of(intent: &IntentRow) -> Result<Country, JobError> {
+    Msisdn::parse(&intent.msisdn, Country::KE)
+        .map(|m| m.country())
+        .map_err(|_| JobError::fatal("the intent's number does not parse"))
+}
+
+/// Snoozes the job while the provider's breaker is open.
+fn gate(ctx: &ActionContext, provider: &Provider) -> Result<(), JobError> {
+    let now = ctx.job.clock().local_now();
+    match provider.circuits.open_for(provider.adapter.name(), now) {
+        Some(remaining) => Err(JobError::Snooze(remaining.max(std::time::Duration::from_secs(1)))),
+        None => Ok(()),
+    }
+}
+
+/// Records trouble (or its absence) on the breaker; a trip pauses the
+/// provider's queue, and trouble while open snoozes the job.
+async fn record(ctx: &ActionContext, provider: &Provider, error: Option<&CallError>) -> Result<(), JobError> {
+    let name = provider.adapter.name();
+    let trouble = error.is_some_and(CallError::is_provider_trouble);
+    if let Some(error) = error {
+        let label = match error {
+            CallError::Rejected { .. } => "rejected",
+            CallError::Busy(_) => "busy",
+            CallError::Ambiguous(_) => "ambiguous",
+            CallError::Duplicate => "duplicate",
+            CallError::Config(_) => "config",
+        };
+        metrics::counter!("tuma_provider_errors_total", "provider" => name, "error" => label).increment(1);
+    }
+    match provider.circuits.record(name, trouble, ctx.job.clock().local_now()) {
+        Decision::Closed => Ok(()),
+        Decision::Trip { until, pause } => {
+            ctx.engine.jobs().pause_queue_until(name, until).await?;
+            Err(JobError::Snooze(pause))
+        }
+        Decision::Open { remaining } => Err(JobError::Snooze(remaining.max(std::time::Duration::from_secs(1)))),
+    }
+}
+
+/// Commits our request id for the intent (the one already there, if an
+/// earlier attempt assigned it) before anything is sent.
+async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Direction) -> Result<Request, JobError> {
+    let intent = &ctx.intent;
+    let token = intent
+        .callback_token
+        .clone()
+        .ok_or_else(|| JobError::fatal("intent has no callback token"))?;
+    let country = country_of(intent)?;
+    let request_id = {
+        let mut conn = ctx.job.pool().acquire().await?;
+        intents::assign_provider_ref(&mut conn, intent.id, &adapter.new_request_id()).await?
+    };
+    Ok(Request {
+        direction,
+        request_id,
+        msisdn: intent.msisdn.clone(),
+        country: country.code().to_owned(),
+        currency: intent.currency.clone(),
+        amount: intent.amount,
+        reference: intent.reference.clone(),
+        callback_token: token,
+    })
+}
+
+/// `submit` (payouts) and `prompt` (collections): send the request.
+pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
+    gate(&ctx, &provider)?;
+    let direction = direction_of(&ctx.intent)?;
+    let request = request_for(&ctx, provider.adapter.as_ref(), direction).await?;
+    let name = provider.adapter.name();
+    let started = std::time::Instant::now();
+    let answer = provider.adapter.send(request).await;
+    metrics::histogram!("tuma_provider_request_seconds", "provider" => name, "call" => "send")
+        .record(started.elapsed().as_secs_f64());
+    record(&ctx, &provider, answer.as_ref().err()).await?;
+    let intent_id = ctx.intent.id;
+    match answer {
+        Ok(reply) => {
+            if let Outcome::Unknown { code, .. } = &reply.outcome {
+                tracing::warn!(%intent_id, provider = name, code, "unknown answer; the status polls decide");
+            }
+            let events = events_for(direction, &reply);
+            if events.is_empty() {
+                return Ok(());
+            }
+            apply(&ctx, name, &events, Cause::Api, &reply).await
+        }
+        Err(CallError::Rejected { code, message }) => {
+            tracing::warn!(%intent_id, provider = name, code, message, "the provider refused the request");
+            let reply = Reply {
+                outcome: Outcome::Failed { code, reason: message },
+                receipt: None,
+            };
+            apply(&ctx, name, &events_for(direction, &reply), Cause::Api, &reply).await
+        }
+        // Accepted earlier under this id: the status polls say how it ended.
+        Err(CallError::Duplicate) => match direction {
+            Direction::Payout => Ok(()),
+            Direction::Collection => apply(&ctx, name, &["prompted"], Cause::Api, &Reply::pending()).await,
+        },
+        Err(error @ CallError::Busy(_)) => Err(JobError::retryable(error)),
+        Err(error @ CallError::Ambiguous(_)) => match direction {
+            // Maybe paid: the same id again is safe (refused as a duplicate
+            // if the first arrived) while the polls find out.
+            Direction::Payout => {
+                tracing::warn!(%intent_id, provider = name, %error, "ambiguous answer; re-sending under the same id");
+                Err(JobError::retryable(error))
+            }
+            // The prompt may be on the payer's phone: never prompt again;
+            // the callback, the polls or the expiry decide.
+            Direction::Collection => apply(&ctx, name, &["prompted"], Cause::Api, &Reply::pending()).await,
+        },
+        Err(error @ CallError::Config(_)) => Err(JobError::fatal(error)),
+    }
+}
+
+/// `query_status`: ask the provider what became of the request.
+pub async fn query_status(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
+    let name = provider.adapter.name();
+    metrics::counter!("tuma_provider_polls_total", "provider" => name, "kind" => ctx.intent.kind.clone()).increment(1);
+    gate(&ctx, &provider)?;
+    let direction = direction_of(&ctx.intent)?;
+    let Some(request_id) = ctx.intent.provider_ref.clone() else {
+        tracing::info!(intent_id = %ctx.intent.id, "no request id to query yet");
+        return Ok(());
+    };
+    let country = country_of(&ctx.intent)?;
+    let started = std::time::Instant::now();
+    let answer = provider
+        .adapter
+        .status(
+            direction,
+            request_id,
+            country.code().to_owned(),
+            ctx.intent.currency.clone(),
+        )
+        .await;
+    metrics::histogram!("tuma_provider_request_seconds", "provider" => name, "call" => "status")
+        .record(started.elapsed().as_secs_f64());
+    record(&ctx, &provider, answer.as_ref().err()).await?;
+    match answer {
+        Ok(reply) => {
+            let event = match &reply.outcome {
+                Outcome::Succeeded => "provider_succeeded",
+                Outcome::Failed { .. } => "provider_failed",
+                Outcome::Pending | Outcome::Unknown { .. } => return Ok(()),
+            };
+            apply(&ctx, name, &[event], Cause::Poll, &reply).await
+        }
+        Err(error @ CallError::Config(_)) => Err(JobError::fatal(error)),
+        Err(error) => Err(JobError::retryable(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(outcome: Outcome) -> Reply {
+        Reply { outcome, receipt: None }
+    }
+
+    #[test]
+    fn a_synchronous_final_answer_settles_the_intent_and_anything_else_waits() {
+        let failed = Outcome::Failed {
+            code: "X".into(),
+            reason: "no".into(),
+        };
+        let unknown = Outcome::Unknown {
+            code: "?".into(),
+            detail: "?".into(),
+        };
+        assert_eq!(
+            events_for(Direction::Payout, &reply(Outcome::Succeeded)),
+            ["provider_succeeded"]
+        );
+        assert_eq!(
+            events_for(Direction::Payout, &reply(failed.clone())),
+            ["provider_failed"]
+        );
+        assert!(events_for(Direction::Payout, &reply(Outcome::Pending)).is_empty());
+        assert!(events_for(Direction::Payout, &reply(unknown.clone())).is_empty());
+        assert_eq!(
+            events_for(Direction::Collection, &reply(Outcome::Succeeded)),
+            ["prompted", "provider_succeeded"]
+        );
+        assert_eq!(events_for(Direction::Collection, &reply(failed)), ["prompt_failed"]);
+        assert_eq!(events_for(Direction::Collection, &reply(unknown)), ["prompted"]);
+    }
+}

@@ -1,0 +1,209 @@
+//! Choosing a provider (explicit, the party's settings, the number's
+//! prefix, or a clear refusal) and running several: per-provider amount
+//! limits, and the circuit breaker that pauses a provider failing fast.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tuma::simulator::{Chaos, SimOptions};
+
+use crate::common::app::{spawn_app, spawn_provider_app};
+use crate::common::eventually;
+
+fn payout(number: &str, currency: &str, amount: &str) -> Value {
+    json!({ "amount": amount, "currency": currency, "recipient": { "msisdn": number },
+            "party_id": "creator-42", "reference": "earnings" })
+}
+
+#[tokio::test]
+async fn numbers_in_kenya_uganda_tanzania_and_rwanda_are_routed_to_their_operator() {
+    let app = spawn_app().await;
+    for currency in ["UGX", "TZS", "RWF"] {
+        app.fund(&app.admin_key, "creator-42", "100000000", currency).await;
+    }
+    let cases = [
+        ("0712345678", "KES", "1000", "mpesa"),
+        ("+254733345678", "KES", "1000", "airtel"),
+        ("0772345678", "UGX", "5000", "mtn"),
+        ("256702345678", "UGX", "5000", "airtel"),
+        ("0742345678", "TZS", "5000", "vodacom_tz"),
+        ("0682345678", "TZS", "5000", "airtel"),
+        ("0652345678", "TZS", "5000", "tigo_tz"),
+        ("0782345678", "RWF", "5000", "mtn"),
+        ("0722345678", "RWF", "5000", "airtel"),
+    ];
+    for (number, currency, amount, provider) in cases {
+        let response = app
+            .create(
+                "/v1/payouts",
+                &app.key,
+                &uuid::Uuid::new_v4().to_string(),
+                &payout(number, currency, amount),
+            )
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{number}: {body}");
+        assert_eq!(body["recipient"]["provider"], provider, "{number} in {currency}");
+    }
+}
+
+#[tokio::test]
+async fn a_number_no_operator_serves_and_a_provider_without_the_currency_are_refused_clearly() {
+    let app = spawn_app().await;
+    app.fund(&app.admin_key, "creator-42", "100000000", "TZS").await;
+    let unknown = app
+        .create("/v1/payouts", &app.key, "k1", &payout("0612345678", "TZS", "5000"))
+        .await;
+    assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "recipient.msisdn", "{body}");
+    assert_eq!(body["errors"][0]["code"], "no_provider_for_number", "{body}");
+    assert!(body["errors"][0]["detail"].as_str().unwrap().contains("612"), "{body}");
+
+    let mut wrong = payout("0772345678", "UGX", "5000");
+    wrong["recipient"]["provider"] = json!("vodacom_tz");
+    let refused = app.create("/v1/payouts", &app.key, "k2", &wrong).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "currency_not_served", "{body}");
+}
+
+#[tokio::test]
+async fn the_partys_payout_provider_wins_over_the_prefix_and_an_explicit_one_over_both() {
+    let app = spawn_app().await;
+    app.fund(&app.admin_key, "creator-42", "100000000", "UGX").await;
+    let response = app
+        .http
+        .put(app.url("/v1/parties/creator-42"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "role": "creator", "kyc_tier": 2, "country": "UG",
+                       "payout_msisdn": "0772345678", "payout_provider": "airtel" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+    let by_party: Value = app
+        .create("/v1/payouts", &app.key, "p1", &payout("0772345678", "UGX", "5000"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_party["recipient"]["provider"], "airtel", "{by_party}");
+    let mut named = payout("0772345678", "UGX", "5000");
+    named["recipient"]["provider"] = json!("mtn");
+    let explicit: Value = app
+        .create("/v1/payouts", &app.key, "p2", &named)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(explicit["recipient"]["provider"], "mtn", "{explicit}");
+    // Collections route by the payer's number only.
+    let collection: Value = app
+        .create(
+            "/v1/collections",
+            &app.key,
+            "c1",
+            &json!({ "amount": "5000", "currency": "UGX", "payer": { "msisdn": "0772345678" },
+                     "party_id": "creator-42", "reference": "bundle" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(collection["payer"]["provider"], "mtn", "{collection}");
+}
+
+#[tokio::test]
+async fn each_provider_has_its_own_amount_limits() {
+    let app = spawn_app().await;
+    app.fund(&app.admin_key, "creator-42", "100000000", "TZS").await;
+    // Vodacom pays out from 1,000 TZS; Airtel Tanzania from 100.
+    let vodacom = app
+        .create("/v1/payouts", &app.key, "v", &payout("0742345678", "TZS", "500"))
+        .await;
+    assert_eq!(vodacom.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = vodacom.json().await.unwrap();
+    assert!(
+        body["errors"][0]["detail"].as_str().unwrap().contains("vodacom_tz"),
+        "{body}"
+    );
+    let airtel = app
+        .create("/v1/payouts", &app.key, "a", &payout("0682345678", "TZS", "500"))
+        .await;
+    assert_eq!(airtel.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_fast_pauses_its_queue_instead_of_burning_retries_and_resumes_on_its_own() {
+    let app = spawn_provider_app(
+        "mtn",
+        SimOptions {
+            chaos: Chaos {
+                server_error_permille: 1000,
+                ..Chaos::default()
+            },
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let response = app
+            .create(
+                "/v1/payouts",
+                &app.key,
+                &format!("burst-{i}"),
+                &json!({ "amount": "5000", "currency": "UGX", "recipient": { "msisdn": format!("0772345{i:03}") },
+                         "party_id": "worker-7", "reference": "wages" }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        ids.push(
+            response.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    app.run_jobs().await;
+    let paused: i64 = app
+        .count("SELECT count(*) FROM tuma_job_queues WHERE name = 'mtn' AND paused_until IS NOT NULL")
+        .await;
+    assert_eq!(paused, 1, "the breaker paused the provider's queue");
+    let attempts: i64 = app
+        .count("SELECT coalesce(max(attempt), 0)::bigint FROM tuma_jobs WHERE queue = 'mtn'")
+        .await;
+    assert!(
+        attempts <= 1,
+        "jobs kept retrying against a failing provider ({attempts} attempts)"
+    );
+    // More time passes while the provider is still down: the breaker
+    // probes, fails and pauses longer; nothing gives up.
+    for _ in 0..5 {
+        app.advance(Duration::from_secs(6));
+        app.run_jobs().await;
+    }
+    let dead = app.count("SELECT count(*) FROM tuma_jobs WHERE state = 'dead'").await;
+    assert_eq!(dead, 0);
+    // The provider recovers: once the pause is over, everything goes out.
+    app.provider_sim.as_ref().unwrap().set_chaos(Chaos::default());
+    for id in &ids {
+        eventually(Duration::from_secs(20), "the payout to complete", || async {
+            app.advance(Duration::from_secs(10));
+            app.run_jobs().await;
+            let state = app
+                .get(&format!("/v1/payouts/{id}"), &app.key)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()["state"]
+                .clone();
+            state == "completed"
+        })
+        .await;
+    }
+    app.assert_ledger_balanced().await;
+}
