@@ -286,6 +286,19 @@ fn tuma_demo_runs_every_scenario_on_a_database_of_its_own_and_reports_every_inva
     assert_eq!(scenarios.len(), 5);
     let loans = scenarios.iter().find(|s| s["name"] == "loans").unwrap();
     assert_eq!(loans["intents"]["loan"]["repaid"], 1);
+    let vpn = scenarios.iter().find(|s| s["name"] == "vpn").unwrap();
+    assert_eq!(vpn["intents"]["collection"]["completed"], 9, "{vpn}");
+    assert!(vpn["skipped"].is_null());
+    let creators = scenarios.iter().find(|s| s["name"] == "creators").unwrap();
+    assert!(
+        creators["expectations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e[0].as_str().unwrap().contains("Airtel") && e[1] == true),
+        "{creators}"
+    );
+    assert!(report["float_mismatches"].as_array().unwrap().is_empty());
     let salaries = scenarios.iter().find(|s| s["name"] == "salaries").unwrap();
     assert_eq!(salaries["intents"]["payout"]["completed"], 20);
     assert!(report["database"].as_str().unwrap().contains("dropped at the end"));

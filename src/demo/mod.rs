@@ -22,8 +22,9 @@ use crate::api::Scope;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::simulator::mpesa::{SimConfig, SimHandle};
-use crate::simulator::Chaos;
+use crate::simulator::{Chaos, SimOptions, SimulatedProvider};
 use crate::store::reports as store;
+use rust_decimal::Decimal;
 use scenarios::{Ctx, Keys, Notes};
 
 #[derive(Debug, Args)]
@@ -48,10 +49,17 @@ const OPENING_FLOAT_KES: u64 = 150_000;
 const TOP_UP_KES: u64 = 10_000_000;
 /// How long the demo waits for every intent to settle.
 const SETTLE_LIMIT: Duration = Duration::from_secs(480);
+/// How long the simulated payers take to let a prompt lapse (the
+/// providers then report it expired; the engine's own five-minute expiry
+/// is for payers who never hear back at all).
+const PROMPT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The scenarios, in report order: name, title.
 const SCENARIOS: [(&str, &str); 5] = [
-    ("creators", "Creator earnings to M-Pesa (FX, fees, approval, limits)"),
+    (
+        "creators",
+        "Creator earnings to M-Pesa and Airtel (FX, fees, approval, limits)",
+    ),
     ("vpn", "VPN bundles via Vodacom, Tigo and Airtel (Tanzania)"),
     ("donations", "Campaign donations by STK push and an NGO payout"),
     ("loans", "A 5,000 KES loan repaid by C2B payments"),
@@ -92,6 +100,8 @@ pub struct Report {
     pub double_payouts: usize,
     pub unsettled_intents: i64,
     pub reconciliation_floats_match: bool,
+    /// Provider floats where the simulator and the ledger disagree.
+    pub float_mismatches: Vec<String>,
     pub seconds: f64,
     pub ok: bool,
 }
@@ -128,7 +138,7 @@ async fn run_on(
 
     let sim = SimHandle::spawn(SimConfig {
         float_kes: OPENING_FLOAT_KES,
-        chaos,
+        chaos: chaos.clone(),
         seed: args.seed,
         ..SimConfig::default()
     })
@@ -145,6 +155,22 @@ async fn run_on(
     mpesa.float_check = true;
     mpesa.float_max_age_s = 15;
     let mpesa = mpesa.clone();
+    let mut sims: Vec<Arc<dyn SimulatedProvider>> = vec![Arc::new(sim.clone())];
+    for provider in crate::simulator::PROVIDERS.iter().filter(|p| **p != "mpesa") {
+        let other = crate::simulator::spawn(
+            provider,
+            SimOptions {
+                chaos: chaos.clone(),
+                seed: args.seed,
+                prompt_timeout: PROMPT_TIMEOUT,
+                ..SimOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("starting the {provider} simulator"))?;
+        other.configure(config, &base);
+        sims.push(other);
+    }
 
     let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
     let jobs = app.engine.jobs().clone();
@@ -173,6 +199,25 @@ async fn run_on(
         &json!({ "amount": OPENING_FLOAT_KES.to_string(), "currency": "KES", "reference": "opening-float" }),
     )
     .await?;
+    // The other providers' floats, as their simulators open them, so that
+    // the ledger's view can be compared with theirs at the end.
+    let mut opened = Vec::new();
+    for sim in sims.iter().filter(|s| s.name() != "mpesa") {
+        let currencies = config
+            .providers
+            .get(sim.name())
+            .map(|p| p.currencies.keys().cloned().collect::<Vec<_>>());
+        for currency in currencies.unwrap_or_default() {
+            let currency = currency.to_string();
+            api.ok(
+                &format!("/v1/floats/{}/adjustments", sim.name()),
+                &keys.admin,
+                &json!({ "amount": sim.float(&currency).to_string(), "currency": currency, "reference": format!("opening-float-{currency}") }),
+            )
+            .await?;
+            opened.push((sim.name().to_owned(), currency));
+        }
+    }
     let client = crate::providers::mpesa::MpesaClient::new(mpesa.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let token = crate::providers::mpesa::c2b_token(&mpesa);
     client
@@ -216,8 +261,9 @@ async fn run_on(
             Ok(held)
         }
     };
-    let (creators, donations, loans, salaries) = tokio::join!(
+    let (creators, vpn, donations, loans, salaries) = tokio::join!(
         scenarios::creators(&ctx),
+        scenarios::vpn(&ctx),
         scenarios::donations(&ctx, donations_wait),
         scenarios::loan(&ctx),
         scenarios::salaries(&ctx, top_up),
@@ -225,6 +271,7 @@ async fn run_on(
     let mut notes: BTreeMap<&str, Notes> = BTreeMap::new();
     for (name, outcome) in [
         ("creators", creators),
+        ("vpn", vpn),
         ("donations", donations),
         ("loans", loans),
         ("salaries", salaries),
@@ -268,7 +315,8 @@ async fn run_on(
 
     let report = gather(
         &pool,
-        &sim,
+        &sims,
+        &opened,
         args,
         database,
         notes,
@@ -305,7 +353,8 @@ async fn settle(pool: &sqlx::PgPool, scenario: Option<&str>, limit: Duration) ->
 #[allow(clippy::too_many_arguments)]
 async fn gather(
     pool: &sqlx::PgPool,
-    sim: &SimHandle,
+    sims: &[Arc<dyn SimulatedProvider>],
+    opened: &[(String, String)],
     args: &DemoArgs,
     database: &postgres::DemoDatabase,
     mut notes: BTreeMap<&str, Notes>,
@@ -335,16 +384,15 @@ async fn gather(
                 notes: scenario_notes.lines,
                 expectations: scenario_notes.expectations,
                 seconds: spans.get(*name).copied(),
-                skipped: (*name == "vpn").then(|| {
-                    "needs the Vodacom M-Pesa Tanzania, Tigo Pesa and Airtel Money adapters, not in this build yet"
-                        .to_owned()
-                }),
+                skipped: None,
             }
         })
         .collect::<Vec<_>>();
-    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
-    for payment in sim.payments().iter().filter(|p| p.kind == "b2c") {
-        *per_request.entry(payment.request_id.clone()).or_default() += 1;
+    let mut per_request: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for sim in sims {
+        for movement in sim.movements().into_iter().filter(|m| m.direction == "payout") {
+            *per_request.entry((sim.name(), movement.request_id)).or_default() += 1;
+        }
     }
     let double_payouts = per_request.values().filter(|n| **n > 1).count();
     let ledger_problems = crate::ledger::check_invariants(pool).await?;
@@ -363,7 +411,32 @@ async fn gather(
         .iter()
         .map(|(_, settled, total)| total - settled)
         .sum();
-    let floats_match = reconciliation.floats.iter().all(|f| f.matches);
+    // Daraja's float is checked by reconciliation against its balance
+    // report; the other simulators' floats are compared with the ledger
+    // directly.
+    let mut floats_match = reconciliation
+        .floats
+        .iter()
+        .filter(|f| f.provider_balance.is_some())
+        .all(|f| f.matches);
+    let ledger_floats = store::ledger_floats(pool).await?;
+    let mut float_mismatches = Vec::new();
+    for sim in sims.iter().filter(|s| s.name() != "mpesa") {
+        for (_, currency) in opened.iter().filter(|(p, _)| p == sim.name()) {
+            let ledger = ledger_floats
+                .iter()
+                .find(|f| f.provider == sim.name() && f.currency == *currency)
+                .map_or(Decimal::ZERO, |f| f.posted);
+            let provider = Decimal::from(sim.float(currency));
+            if ledger != provider {
+                floats_match = false;
+                float_mismatches.push(format!(
+                    "{} {currency}: simulator {provider}, ledger {ledger}",
+                    sim.name()
+                ));
+            }
+        }
+    }
     let expectations_hold = scenarios
         .iter()
         .flat_map(|s| s.expectations.iter())
@@ -381,17 +454,18 @@ async fn gather(
         scale: args.scale,
         database: database.describe(),
         scenarios,
-        callbacks_lost: sim.callbacks_lost(),
-        callbacks_duplicated_by_provider: sim.callbacks_duplicated(),
+        callbacks_lost: sims.iter().map(|s| s.callbacks_lost()).sum(),
+        callbacks_duplicated_by_provider: sims.iter().map(|s| s.callbacks_duplicated()).sum(),
         duplicates_ignored: store::duplicate_callbacks(pool).await?,
         outcomes_learned_by_polling: store::applied_events(pool, "poll").await?,
-        ambiguous_submissions: sim.timeouts_after_money(),
+        ambiguous_submissions: sims.iter().map(|s| s.timeouts_after_money()).sum(),
         fees_collected,
         ledger_balanced,
         ledger_problems,
         double_payouts,
         unsettled_intents,
         reconciliation_floats_match: floats_match,
+        float_mismatches,
         seconds: started.elapsed().as_secs_f64(),
         ok,
     })
@@ -508,13 +582,16 @@ fn print_report(report: &Report) {
         println!("    ledger problem: {problem}");
     }
     println!(
-        "    provider float matches the ledger: {}",
+        "    provider floats match the ledger: {}",
         if report.reconciliation_floats_match {
             "yes"
         } else {
             "NO"
         }
     );
+    for mismatch in &report.float_mismatches {
+        println!("    float mismatch: {mismatch}");
+    }
     println!("    double payouts: {}", report.double_payouts);
     println!("    intents not settled: {}", report.unsettled_intents);
     println!();

@@ -80,12 +80,26 @@ async fn quoted_payout(
     usd: &str,
     msisdn: &str,
 ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    quoted_payout_via(ctx, creator, usd, msisdn, "KES", "mpesa").await
+}
+
+/// A creator paid USD earnings in `currency` through `provider` at a
+/// quoted rate (the payout itself is routed by the number's prefix).
+async fn quoted_payout_via(
+    ctx: &Ctx,
+    creator: &str,
+    usd: &str,
+    msisdn: &str,
+    currency: &str,
+    provider: &str,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
     let quote = ctx
         .api
         .ok(
             "/v1/quotes",
             &ctx.keys.product,
-            &json!({ "party_id": creator, "source_amount": usd, "source_currency": "USD", "target_currency": "KES" }),
+            &json!({ "party_id": creator, "source_amount": usd, "source_currency": "USD",
+                     "target_currency": currency, "provider": provider }),
         )
         .await?;
     ctx.api
@@ -93,7 +107,7 @@ async fn quoted_payout(
             "/v1/payouts",
             &ctx.keys.product,
             &json!({
-                "amount": quote["received"], "currency": "KES", "recipient": { "msisdn": msisdn },
+                "amount": quote["received"], "currency": currency, "recipient": { "msisdn": msisdn },
                 "party_id": creator, "reference": format!("earnings-{creator}"), "quote_id": quote["id"],
                 "metadata": { "scenario": "creators" },
             }),
@@ -154,8 +168,115 @@ pub async fn creators(ctx: &Ctx) -> anyhow::Result<Notes> {
         status.as_u16(),
         refused["detail"].as_str().unwrap_or("")
     ));
-    notes.line("Airtel Money payouts: not in this build (the Airtel, MTN, Vodacom and Tigo adapters come next)");
+    // Creators in Uganda, paid to Airtel Money in UGX.
+    let mut airtel_ids = Vec::new();
+    for i in 0..3 * ctx.scale {
+        let creator = format!("creator-ug-{i}");
+        party(ctx, &creator, 1).await?;
+        credit(ctx, &creator, "40.00", "USD", &format!("sale-ug-{i}")).await?;
+        let number = format!("070{:04}{:03}", i % 10_000, 100 + i % 800);
+        let (status, answer) = quoted_payout_via(ctx, &creator, "40", &number, "UGX", "airtel").await?;
+        anyhow::ensure!(status.is_success(), "Airtel payout refused: {answer}");
+        let routed = answer["recipient"]["provider"] == "airtel";
+        if i == 0 {
+            notes.expect("a Ugandan 070… number is routed to Airtel Money", routed);
+            notes.line(format!(
+                "40 USD → {} UGX to Airtel Money Uganda (routed by the number's prefix)",
+                answer["amount"].as_str().unwrap_or("?")
+            ));
+        }
+        airtel_ids.push(answer["id"].as_str().context("payout id")?.to_owned());
+    }
+    let mut paid = 0;
+    for id in &airtel_ids {
+        let state = until_final(ctx, "payouts", id).await?;
+        paid += usize::from(state == "completed");
+    }
+    notes.expect("every Airtel Money payout completed", paid == airtel_ids.len());
     Ok(notes)
+}
+
+/// VPN bundles bought with mobile money in Tanzania: one prompt per
+/// purchase, through Vodacom, Tigo and Airtel as the buyer's number says;
+/// every fourth buyer lets the prompt go unanswered.
+pub async fn vpn(ctx: &Ctx) -> anyhow::Result<Notes> {
+    let mut notes = Notes::default();
+    let operators = [("vodacom_tz", "74"), ("tigo_tz", "65"), ("airtel", "68")];
+    let mut purchases = Vec::new();
+    for (provider, prefix) in operators {
+        for i in 0..4 * ctx.scale {
+            let unanswered = i % 4 == 3;
+            // …003 never answers the prompt (the simulators' convention).
+            let tail = if unanswered { 3 } else { 100 + i % 800 };
+            let number = format!("0{prefix}{:04}{tail:03}", i % 10_000);
+            let (status, answer) = ctx
+                .api
+                .post(
+                    "/v1/collections",
+                    &ctx.keys.product,
+                    &json!({
+                        "amount": "5000", "currency": "TZS", "payer": { "msisdn": number },
+                        "party_id": "vpn-shop", "reference": format!("bundle-30d-{provider}-{i}"),
+                        "metadata": { "scenario": "vpn", "bundle": "30 days" },
+                    }),
+                )
+                .await?;
+            anyhow::ensure!(status.is_success(), "bundle purchase refused: {answer}");
+            let id = answer["id"].as_str().context("collection id")?.to_owned();
+            let routed = answer["payer"]["provider"] == provider;
+            purchases.push((provider, unanswered, id, routed));
+        }
+    }
+    notes.expect(
+        "every buyer's number is routed to its operator",
+        purchases.iter().all(|(_, _, _, routed)| *routed),
+    );
+    for (provider, _) in operators {
+        let (mut paid, mut unanswered, mut wrong) = (0, 0, 0);
+        let mut ended = std::collections::BTreeSet::new();
+        for (_, silent, id, _) in purchases.iter().filter(|(p, ..)| *p == provider) {
+            let state = until_final(ctx, "collections", id).await?;
+            match (silent, state.as_str()) {
+                (false, "completed") => paid += 1,
+                (true, "expired" | "failed") => {
+                    unanswered += 1;
+                    ended.insert(state);
+                }
+                _ => wrong += 1,
+            }
+        }
+        notes.line(format!(
+            "{provider}: {paid} bundles paid, {unanswered} prompts unanswered (ended {})",
+            ended.into_iter().collect::<Vec<_>>().join("/")
+        ));
+        notes.expect(
+            format!("{provider}: paid prompts completed, unanswered ones took no money"),
+            wrong == 0,
+        );
+    }
+    Ok(notes)
+}
+
+/// Polls a payout or collection until it is final (or unresolved).
+async fn until_final(ctx: &Ctx, kind: &str, id: &str) -> anyhow::Result<String> {
+    const SETTLED: [&str; 7] = [
+        "completed",
+        "failed",
+        "expired",
+        "cancelled",
+        "rejected",
+        "unresolved",
+        "reversed",
+    ];
+    for _ in 0..840 {
+        let view = ctx.api.get(&format!("/v1/{kind}/{id}"), &ctx.keys.product).await?;
+        let state = view["state"].as_str().unwrap_or_default().to_owned();
+        if SETTLED.contains(&state.as_str()) {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("{kind} {id} did not settle in time")
 }
 
 /// Donations by STK push into a campaign bucket, then the NGO paid out of
