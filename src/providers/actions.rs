@@ -91,20 +91,38 @@ fn country_of(intent: &IntentRow) -> Result<Country, JobError> {
         .map_err(|_| JobError::fatal("the intent's number does not parse"))
 }
 
-/// Snoozes the job while the provider's breaker is open.
-fn gate(ctx: &ActionContext, provider: &Provider) -> Result<(), JobError> {
+/// Snoozes the job while `provider`'s breaker is open. Daraja's actions
+/// use it too.
+pub fn gate(ctx: &ActionContext, circuits: &Circuits, provider: &str) -> Result<(), JobError> {
     let now = ctx.job.clock().local_now();
-    match provider.circuits.open_for(provider.adapter.name(), now) {
+    match circuits.open_for(provider, now) {
         Some(remaining) => Err(JobError::Snooze(remaining.max(std::time::Duration::from_secs(1)))),
         None => Ok(()),
     }
 }
 
-/// Records trouble (or its absence) on the breaker; a trip pauses the
-/// provider's queue, and trouble while open snoozes the job.
+/// Records an answer of `provider` on its breaker (`trouble`: it failed
+/// fast); a trip pauses the provider's queue, and trouble while open
+/// snoozes the job. Daraja's actions use it too.
+pub async fn record_answer(
+    ctx: &ActionContext,
+    circuits: &Circuits,
+    provider: &'static str,
+    trouble: bool,
+) -> Result<(), JobError> {
+    match circuits.record(provider, trouble, ctx.job.clock().local_now()) {
+        Decision::Closed => Ok(()),
+        Decision::Trip { until, pause } => {
+            ctx.engine.jobs().pause_queue_until(provider, until).await?;
+            Err(JobError::Snooze(pause))
+        }
+        Decision::Open { remaining } => Err(JobError::Snooze(remaining.max(std::time::Duration::from_secs(1)))),
+    }
+}
+
+/// Counts an adapter's error and records the answer on the breaker.
 async fn record(ctx: &ActionContext, provider: &Provider, error: Option<&CallError>) -> Result<(), JobError> {
     let name = provider.adapter.name();
-    let trouble = error.is_some_and(CallError::is_provider_trouble);
     if let Some(error) = error {
         let label = match error {
             CallError::Rejected { .. } => "rejected",
@@ -115,14 +133,8 @@ async fn record(ctx: &ActionContext, provider: &Provider, error: Option<&CallErr
         };
         metrics::counter!("tuma_provider_errors_total", "provider" => name, "error" => label).increment(1);
     }
-    match provider.circuits.record(name, trouble, ctx.job.clock().local_now()) {
-        Decision::Closed => Ok(()),
-        Decision::Trip { until, pause } => {
-            ctx.engine.jobs().pause_queue_until(name, until).await?;
-            Err(JobError::Snooze(pause))
-        }
-        Decision::Open { remaining } => Err(JobError::Snooze(remaining.max(std::time::Duration::from_secs(1)))),
-    }
+    let trouble = error.is_some_and(CallError::is_provider_trouble);
+    record_answer(ctx, &provider.circuits, name, trouble).await
 }
 
 /// Commits our request id for the intent (the one already there, if an
@@ -152,7 +164,7 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
 
 /// `submit` (payouts) and `prompt` (collections): send the request.
 pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
-    gate(&ctx, &provider)?;
+    gate(&ctx, &provider.circuits, provider.adapter.name())?;
     let direction = direction_of(&ctx.intent)?;
     let request = request_for(&ctx, provider.adapter.as_ref(), direction).await?;
     let name = provider.adapter.name();
@@ -206,7 +218,7 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
 pub async fn query_status(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
     let name = provider.adapter.name();
     metrics::counter!("tuma_provider_polls_total", "provider" => name, "kind" => ctx.intent.kind.clone()).increment(1);
-    gate(&ctx, &provider)?;
+    gate(&ctx, &provider.circuits, provider.adapter.name())?;
     let direction = direction_of(&ctx.intent)?;
     let Some(request_id) = ctx.intent.provider_ref.clone() else {
         tracing::info!(intent_id = %ctx.intent.id, "no request id to query yet");

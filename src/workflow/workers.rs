@@ -141,11 +141,12 @@ impl Action for ProviderAction {
         match (ctx.intent.provider.as_str(), &self.providers.mpesa) {
             ("mpesa", Some(client)) => {
                 let client = Arc::clone(client);
+                let circuits = self.providers.circuits.clone();
                 match call {
-                    ProviderCall::Submit => Box::pin(mpesa::submit(ctx, client)),
-                    ProviderCall::Prompt => Box::pin(mpesa::prompt(ctx, client)),
-                    ProviderCall::QueryStatus => Box::pin(mpesa::query_status(ctx, client)),
-                    ProviderCall::Reverse => Box::pin(mpesa::reverse(ctx, client)),
+                    ProviderCall::Submit => Box::pin(mpesa::submit(ctx, client, circuits)),
+                    ProviderCall::Prompt => Box::pin(mpesa::prompt(ctx, client, circuits)),
+                    ProviderCall::QueryStatus => Box::pin(mpesa::query_status(ctx, client, circuits)),
+                    ProviderCall::Reverse => Box::pin(mpesa::reverse(ctx, client, circuits)),
                 }
             }
             _ => NoProviderAdapter { action: call.name() }.run(ctx),

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{MpesaClient, MpesaError};
+use crate::providers::actions::{gate, record_answer};
+use crate::providers::circuit::Circuits;
 use crate::providers::Outcome;
 use crate::runner::JobError;
 use crate::store::intents::{self, IntentRow};
@@ -59,8 +61,20 @@ async fn apply(ctx: &ActionContext, event: &str, cause: Cause, provider_ref: Opt
     Ok(())
 }
 
+/// Whether Daraja failed fast (overloaded, 5xx, timed out): what trips
+/// its circuit breaker.
+fn trouble<T>(answer: &Result<T, MpesaError>) -> bool {
+    matches!(answer, Err(MpesaError::Busy(_) | MpesaError::Ambiguous(_)))
+}
+
+/// Whether Daraja refused before processing (overload, spike arrest).
+fn busy<T>(answer: &Result<T, MpesaError>) -> bool {
+    matches!(answer, Err(MpesaError::Busy(_)))
+}
+
 /// B2C: pay the recipient.
-pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
+    gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     // Rule 1: the request id exists, committed, before the call.
@@ -71,7 +85,7 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), 
     };
     let result_url = callback_url(&client, "b2c-result", intent)?;
     let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
-    match client
+    let answer = client
         .b2c(
             &originator,
             &intent.msisdn,
@@ -80,8 +94,9 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), 
             &result_url,
             &timeout_url,
         )
-        .await
-    {
+        .await;
+    record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
+    match answer {
         Ok(_) | Err(MpesaError::Duplicate) => Ok(()),
         Err(MpesaError::Rejected { code, message }) => {
             tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the payout request");
@@ -98,11 +113,16 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), 
 }
 
 /// STK push: prompt the payer.
-pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
+    gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
-    match client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await {
+    let answer = client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await;
+    // Only a refusal before processing may delay this job: an ambiguous
+    // prompt must be recorded as sent now, never pushed again.
+    record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
+    match answer {
         Ok(checkout_id) => apply(&ctx, "prompted", Cause::Api, Some(&checkout_id)).await,
         Err(MpesaError::Rejected { code, message }) => {
             tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the prompt");
@@ -117,7 +137,8 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), 
 }
 
 /// Ask M-Pesa what became of the request.
-pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
+    gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     metrics::counter!("tuma_provider_polls_total", "provider" => "mpesa", "kind" => intent.kind.clone()).increment(1);
     let Some(reference) = intent.provider_ref.clone() else {
@@ -125,7 +146,9 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Resul
         return Ok(());
     };
     if intent.kind == "collection" {
-        match client.stk_query(&reference).await {
+        let answer = client.stk_query(&reference).await;
+        record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
+        match answer {
             Ok(Outcome::Succeeded) => apply(&ctx, "provider_succeeded", Cause::Poll, None).await,
             Ok(Outcome::Failed { .. }) => apply(&ctx, "provider_failed", Cause::Poll, None).await,
             Ok(Outcome::Pending) | Ok(Outcome::Unknown { .. }) => Ok(()),
@@ -135,7 +158,9 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Resul
     } else {
         let result_url = callback_url(&client, "status-result", intent)?;
         let timeout_url = callback_url(&client, "status-timeout", intent)?;
-        match client.transaction_status(&reference, &result_url, &timeout_url).await {
+        let answer = client.transaction_status(&reference, &result_url, &timeout_url).await;
+        record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
+        match answer {
             Ok(()) => Ok(()),
             Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
             Err(error) => Err(JobError::retryable(error)),
@@ -149,7 +174,8 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>) -> Resul
 /// read as a failure. The intent waits in `processing` for the result
 /// callback (matched by its token) or, with no callback, for the polls to
 /// run out and a person to decide.
-pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(), JobError> {
+pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
+    gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let receiver = intent.metadata["receiver_party"]
@@ -159,7 +185,7 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(),
     let remarks = intent.metadata["reason"].as_str().unwrap_or("reversal").to_owned();
     let result_url = callback_url(&client, "reversal-result", intent)?;
     let timeout_url = callback_url(&client, "reversal-timeout", intent)?;
-    match client
+    let answer = client
         .reversal(
             &intent.reference,
             amount,
@@ -168,8 +194,10 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>) -> Result<(),
             &result_url,
             &timeout_url,
         )
-        .await
-    {
+        .await;
+    // As for prompts: an ambiguous reversal is never sent again.
+    record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
+    match answer {
         Ok(originator) => apply(&ctx, "requested", Cause::Api, Some(&originator)).await,
         Err(MpesaError::Rejected { code, message }) => {
             tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the reversal request");
