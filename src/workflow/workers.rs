@@ -58,7 +58,7 @@ impl Actions {
 }
 
 /// The provider clients this node has; an absent one means intents of
-/// that provider wait (their adapter is not configured or not built yet).
+/// that provider wait (their provider is not configured on this node).
 #[derive(Clone, Default)]
 pub struct ProviderClients {
     pub mpesa: Option<Arc<crate::providers::mpesa::MpesaClient>>,
@@ -215,9 +215,10 @@ impl Action for Release {
     }
 }
 
-/// Stands for a provider call while no adapter for the intent's provider is
-/// built in: the intent keeps waiting for the provider's word, which is the
-/// truthful state; nothing is invented.
+/// Stands for a provider call the intent's provider cannot make here (not
+/// configured on this node, or a reversal through a provider other than
+/// Daraja): the intent keeps waiting for the provider's word or a person,
+/// which is the truthful state; nothing is invented.
 struct NoProviderAdapter {
     action: &'static str,
 }
@@ -230,7 +231,7 @@ impl Action for NoProviderAdapter {
                 intent_id = %ctx.intent.id,
                 provider = ctx.intent.provider,
                 action,
-                "no adapter for this provider in this build; the intent waits"
+                "this provider cannot make this call here; the intent waits"
             );
             Ok(())
         })
