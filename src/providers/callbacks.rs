@@ -180,8 +180,9 @@ impl ProviderCallbackWorker {
 }
 
 /// Records what became of a stored callback, and counts it
-/// (`tuma_callbacks_total{provider, kind, outcome}`).
-async fn finish_row(
+/// (`tuma_callbacks_total{provider, kind, outcome}`). Daraja's callback job
+/// uses it too.
+pub(crate) async fn finish_row(
     conn: &mut sqlx::PgConnection,
     row: &inbox::InboxRow,
     intent_id: Option<uuid::Uuid>,
@@ -200,7 +201,8 @@ async fn finish_row(
     Ok(())
 }
 
-async fn finish(ctx: JobContext, mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), JobError> {
+/// Completes the callback's job in its transaction and commits.
+pub(crate) async fn finish(ctx: JobContext, mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), JobError> {
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())

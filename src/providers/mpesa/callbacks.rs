@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
+use crate::providers::callbacks::{finish, finish_row};
 use crate::providers::Outcome;
 use crate::runner::{JobArgs, JobContext, JobError, Worker};
 use crate::store::{inbox, intents};
@@ -479,31 +480,4 @@ impl CallbackWorker {
         .await?;
         finish(ctx, tx).await
     }
-}
-
-/// Records what became of a stored callback, and counts it
-/// (`tuma_callbacks_total{provider, kind, outcome}`).
-async fn finish_row(
-    conn: &mut sqlx::PgConnection,
-    row: &inbox::InboxRow,
-    intent_id: Option<uuid::Uuid>,
-    dedupe_key: Option<&str>,
-    outcome: &str,
-    detail: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    inbox::finish(conn, row.id, intent_id, dedupe_key, outcome, detail).await?;
-    metrics::counter!(
-        "tuma_callbacks_total",
-        "provider" => "mpesa",
-        "kind" => row.kind.clone(),
-        "outcome" => outcome.to_owned()
-    )
-    .increment(1);
-    Ok(())
-}
-
-async fn finish(ctx: JobContext, mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), JobError> {
-    ctx.complete_in(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
 }
