@@ -265,8 +265,13 @@ async fn tuma_reconcile_keeps_the_days_report_prints_it_and_exits_1_on_discrepan
     assert_eq!(kept, 2);
 }
 
+/// The demo and the soak each run engines with dozens of database
+/// connections: one at a time keeps the server under its limit.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn tuma_demo_runs_every_scenario_on_a_database_of_its_own_and_reports_every_invariant() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let output = tuma()
         .args(["demo", "--chaos", "none", "--json", "--seed", "3"])
         .env("DATABASE_URL", common::server_url())
@@ -302,4 +307,47 @@ fn tuma_demo_runs_every_scenario_on_a_database_of_its_own_and_reports_every_inva
     let salaries = scenarios.iter().find(|s| s["name"] == "salaries").unwrap();
     assert_eq!(salaries["intents"]["payout"]["completed"], 20);
     assert!(report["database"].as_str().unwrap().contains("dropped at the end"));
+}
+
+#[test]
+fn the_chaos_soak_keeps_the_promise_through_crashes_cut_connections_and_provider_faults() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let output = tuma()
+        .args(["chaos", "--payouts", "500", "--seed", "11", "--json"])
+        .env("DATABASE_URL", common::server_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{stdout}");
+    assert!(report["violations"].as_array().unwrap().is_empty(), "{stdout}");
+    assert_eq!(report["intents_created"], 500);
+    assert_eq!(report["double_payments"], 0);
+    // The faults really happened.
+    assert_eq!(report["engines_killed"], 1);
+    assert_eq!(report["server_error_bursts"], 2);
+    assert!(report["database_connections_cut"].as_i64().unwrap() > 0, "{stdout}");
+    assert!(report["callbacks_lost"].as_u64().unwrap() > 0, "{stdout}");
+    assert!(report["outcomes_learned_by_polling"].as_i64().unwrap() > 0, "{stdout}");
+    // Every provider carried both payouts and collections to a final state.
+    for provider in ["mpesa", "airtel", "mtn", "vodacom_tz", "tigo_tz"] {
+        for kind in ["payout", "collection"] {
+            let states = &report["intents"][provider][kind];
+            assert!(
+                states["completed"].as_i64().unwrap_or(0) > 0,
+                "{provider} {kind}: {states}"
+            );
+        }
+    }
+    assert!(report["float_mismatches"].as_array().unwrap().is_empty(), "{stdout}");
+    assert!(report["ledger_balanced"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|b| b == true));
 }

@@ -81,6 +81,14 @@ enum Command {
     /// with no server there and PostgreSQL's tools installed, a throwaway
     /// cluster in a temporary directory.
     Demo(crate::demo::DemoArgs),
+    /// The chaos soak: payouts and collections over every provider with
+    /// lost, duplicated and reordered callbacks, timeouts after moving
+    /// money, 5xx bursts, a starved float, two engine processes (one killed
+    /// with SIGKILL and restarted) and cut database connections; then the
+    /// books checked against the simulators. Exits 1 on any violation.
+    ///
+    /// Uses DATABASE_URL's server (a fresh database, dropped afterwards).
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 /// Parses arguments, runs the subcommand on a multi-threaded runtime, and
@@ -95,7 +103,9 @@ pub fn main() -> ExitCode {
         }
     };
     let mut log = config.log.clone();
-    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && std::env::var_os("RUST_LOG").is_none() {
+    if matches!(cli.command, Command::Demo(_) | Command::Bench(_) | Command::Chaos(_))
+        && std::env::var_os("RUST_LOG").is_none()
+    {
         // The demo and the benchmarks speak through their own output (and
         // per-intent log lines would be part of what a benchmark measures).
         log.filter = "warn,sqlx=error".into();
@@ -124,6 +134,11 @@ pub fn main() -> ExitCode {
             }
             Command::Demo(args) => {
                 crate::demo::run(config, args)
+                    .await
+                    .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            Command::Chaos(args) => {
+                crate::chaos::run(config, args)
                     .await
                     .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }

@@ -4,7 +4,7 @@
 //! and whether every invariant held (the exit code says so).
 
 mod api;
-mod postgres;
+pub(crate) mod postgres;
 mod scenarios;
 
 use std::collections::BTreeMap;
@@ -112,7 +112,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<bool> {
         .ok_or_else(|| anyhow::anyhow!("--chaos must be none, moderate or heavy, not {:?}", args.chaos))?;
     anyhow::ensure!(args.scale >= 1 && args.scale <= 100, "--scale must be 1 to 100");
     let started = Instant::now();
-    let database = postgres::DemoDatabase::provision(&config.database.url).await?;
+    let database = postgres::DemoDatabase::provision(&config.database.url, "demo").await?;
     let outcome = run_on(&mut config, &args, chaos, &database, started).await;
     database.remove().await;
     let report = outcome?;

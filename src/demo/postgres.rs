@@ -26,12 +26,12 @@ struct Cluster {
 }
 
 impl DemoDatabase {
-    /// A fresh database named after `configured_url`'s, on its server if it
-    /// answers, else on a throwaway cluster.
-    pub async fn provision(configured_url: &str) -> anyhow::Result<DemoDatabase> {
+    /// A fresh database named after `configured_url`'s and `purpose`, on
+    /// its server if it answers, else on a throwaway cluster.
+    pub async fn provision(configured_url: &str, purpose: &str) -> anyhow::Result<DemoDatabase> {
         let options = PgConnectOptions::from_str(configured_url).context("database.url is not a Postgres URL")?;
         let base = options.get_database().unwrap_or("tuma").to_owned();
-        let name = format!("{base}_demo_{}", std::process::id());
+        let name = format!("{base}_{purpose}_{}", std::process::id());
         if reachable(&options).await {
             return Ok(DemoDatabase {
                 url: options.clone().database(&name).to_url_lossy().to_string(),

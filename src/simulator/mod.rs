@@ -131,9 +131,15 @@ pub trait SimulatedProvider: Send + Sync + 'static {
             .filter(|m| m.request_id == request_id)
             .collect()
     }
-    /// The business float in `currency`, whole units.
+    /// The business float in `currency`, whole units: every account the
+    /// ledger's float for this provider tracks.
     fn float(&self, currency: &str) -> u64;
+    /// Sets the float payouts are made from.
     fn set_float(&self, currency: &str, amount: u64);
+    /// Adds to the float payouts are made from, as a bank transfer in would.
+    fn top_up(&self, currency: &str, amount: u64) {
+        self.set_float(currency, self.float(currency) + amount);
+    }
     /// Settles a waiting prompt (`…005` numbers) of request `request_id`
     /// (the provider's reference of it, as Tuma stored it): paid or declined.
     /// Sends the callback where the provider has one.

@@ -1138,17 +1138,28 @@ impl super::SimulatedProvider for SimHandle {
             .collect()
     }
 
+    /// The utility account (B2C pays from it) plus the working account
+    /// (collections land in it): what the ledger's M-Pesa float tracks.
     fn float(&self, currency: &str) -> u64 {
         if currency == "KES" {
-            self.float_kes()
+            let state = self.lock();
+            state.float_kes + state.collected_kes
         } else {
             0
         }
     }
 
+    /// Sets the utility account, which payouts are made from.
     fn set_float(&self, currency: &str, amount: u64) {
         if currency == "KES" {
             self.set_float_kes(amount);
+        }
+    }
+
+    fn top_up(&self, currency: &str, amount: u64) {
+        if currency == "KES" {
+            let mut state = self.lock();
+            state.float_kes += amount;
         }
     }
 
