@@ -351,3 +351,84 @@ fn the_chaos_soak_keeps_the_promise_through_crashes_cut_connections_and_provider
         .values()
         .all(|b| b == true));
 }
+
+#[test]
+fn the_benchmarks_run_end_to_end_at_a_small_size() {
+    let run = |args: &[&str]| {
+        let output = tuma()
+            .args(args)
+            .env("DATABASE_URL", common::server_url())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let api = run(&["bench", "api", "--rate", "50", "--duration", "2", "--no-runner"]);
+    assert!(api.contains("100 created, 0 refused"), "{api}");
+    assert!(api.contains("p999"), "{api}");
+    let payouts = run(&["bench", "payouts", "--count", "40", "--clients", "8"]);
+    assert!(payouts.contains("ledger invariants: hold"), "{payouts}");
+    assert!(payouts.contains("payments per request id: at most 1"), "{payouts}");
+}
+
+/// The bad-input sweep (`.ci/schemathesis`): schemathesis, installed from
+/// PyPI into a virtual environment under `target/`, against the served
+/// `/openapi.json`. Needs Python 3 with venv; under `CI=true` its absence
+/// fails the suite, elsewhere the test says it skipped.
+#[test]
+fn the_bad_input_sweep_finds_no_server_error_and_no_answer_off_the_documented_schema() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/schemathesis-venv");
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if !venv.join("bin/st").exists() {
+        let installed = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "schemathesis"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                !in_ci,
+                "schemathesis could not be installed (python3 -m venv, pip from PyPI)"
+            );
+            eprintln!("SKIPPED: the bad-input sweep needs python3 with venv and PyPI to install schemathesis");
+            return;
+        }
+    }
+    let mut command = Command::new(root.join(".ci/schemathesis"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TUMA__")) {
+        command.env_remove(key);
+    }
+    let output = command
+        .current_dir(root)
+        .env("TUMA_BIN", env!("CARGO_BIN_EXE_tuma"))
+        .env("DATABASE_URL", common::server_url())
+        .env("PORT", free_port().to_string())
+        .env("MAX_TIME", "90")
+        .env("TUMA__DATABASE__MAX_CONNECTIONS", "10")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tail: String = stdout
+        .chars()
+        .rev()
+        .take(6000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        output.status.success(),
+        "{tail}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

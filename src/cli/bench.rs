@@ -44,6 +44,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         clients: usize,
     },
+    /// Payout creation through the HTTP API at a fixed rate (open loop):
+    /// p50/p99/p999 latency.
+    Api {
+        /// Requests per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds to keep the rate.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Leave the runner off: the API alone, no payouts submitted.
+        #[arg(long)]
+        no_runner: bool,
+    },
 }
 
 const BENCH_QUEUE: &str = "bench";
@@ -98,6 +111,11 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Payouts { count, clients } => {
             super::bench_payouts::bench_payouts(config, count, clients.max(1)).await
         }
+        BenchCommand::Api {
+            rate,
+            duration,
+            no_runner,
+        } => super::bench_payouts::bench_api(config, rate, Duration::from_secs(duration.max(1)), !no_runner).await,
     }
 }
 

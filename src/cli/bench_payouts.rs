@@ -1,7 +1,8 @@
 //! `tuma bench payouts`: payouts end to end, as production runs them:
 //! created through the HTTP API, admitted by policy with the ledger hold,
 //! submitted by the runner through the Daraja adapter to the in-process
-//! simulator, completed by its callbacks, the ledger posted. In a scratch
+//! simulator, completed by its callbacks, the ledger posted. And `tuma
+//! bench api`: payout creation at a fixed rate. Both in a scratch
 //! database, dropped afterwards.
 
 use std::collections::BTreeMap;
@@ -24,60 +25,117 @@ use crate::simulator::mpesa::{SimConfig, SimHandle};
 /// Parties the payouts are spread over (each payout locks its party's row).
 const PARTIES: usize = 200;
 
-pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(&config.database.url)?;
-    let name = format!("{}_bench_payouts", options.get_database().unwrap_or("tuma"));
-    crate::store::drop_database(&options, &name).await?;
-    config.database.url = options.clone().database(&name).to_url_lossy().to_string();
-    config.database.create_if_missing = true;
-    config.database.max_connections = config.database.max_connections.max(64);
-    // Policy out of the way (its checks still run): full KYC, no velocity.
-    config.policy.default_kyc_tier = 2;
-    config.policy.velocity.clear();
-    config.runner.queues.insert(
-        "mpesa".into(),
-        QueueConfig {
-            concurrency: 256,
-            rate_per_s: None,
-            burst: None,
-        },
-    );
-    let pool = crate::store::connect(&config.database).await?;
-    crate::store::migrate(&pool).await?;
+/// A scratch engine for the end-to-end benchmarks: its own database, the
+/// Daraja simulator, the runner (unless asked not to run) and the HTTP API,
+/// with funded parties and an API key.
+pub(super) struct Scratch {
+    pub pool: sqlx::PgPool,
+    pub base: String,
+    pub key: String,
+    pub sim: SimHandle,
+    runner: Option<crate::runner::RunningRunner>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    options: PgConnectOptions,
+    name: String,
+}
 
-    let sim = SimHandle::spawn(SimConfig {
-        float_kes: u64::MAX / 4,
-        ..SimConfig::default()
-    })
-    .await
-    .context("starting the Daraja simulator")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let mpesa = config
-        .mpesa
-        .as_mut()
-        .context("the built-in configuration has [mpesa]")?;
-    mpesa.base_url = sim.base_url.clone();
-    mpesa.callback_base_url = base.clone();
-    mpesa.float_check = false;
+impl Scratch {
+    pub async fn start(mut config: Config, suffix: &str, run_jobs: bool) -> anyhow::Result<Scratch> {
+        let options = PgConnectOptions::from_str(&config.database.url)?;
+        let name = format!("{}_bench_{suffix}", options.get_database().unwrap_or("tuma"));
+        crate::store::drop_database(&options, &name).await?;
+        config.database.url = options.clone().database(&name).to_url_lossy().to_string();
+        config.database.create_if_missing = true;
+        config.database.max_connections = config.database.max_connections.max(64);
+        // Policy out of the way (its checks still run): full KYC, no velocity.
+        config.policy.default_kyc_tier = 2;
+        config.policy.velocity.clear();
+        config.runner.queues.insert(
+            "mpesa".into(),
+            QueueConfig {
+                concurrency: 256,
+                rate_per_s: None,
+                burst: None,
+            },
+        );
+        let pool = crate::store::connect(&config.database).await?;
+        crate::store::migrate(&pool).await?;
 
-    let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
-    let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
-    let service = crate::api::router(app.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, service).await });
+        let sim = SimHandle::spawn(SimConfig {
+            float_kes: u64::MAX / 4,
+            ..SimConfig::default()
+        })
+        .await
+        .context("starting the Daraja simulator")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let mpesa = config
+            .mpesa
+            .as_mut()
+            .context("the built-in configuration has [mpesa]")?;
+        mpesa.base_url = sim.base_url.clone();
+        mpesa.callback_base_url = base.clone();
+        mpesa.float_check = false;
 
-    let admin = crate::api::create_key(&pool, "bench-admin", "bench", &[Scope::Admin]).await?;
-    let key = crate::api::create_key(&pool, "bench", "bench", &[Scope::IntentsWrite, Scope::IntentsRead]).await?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
-    for party in 0..PARTIES {
-        let response = http
-            .post(format!("{base}/v1/parties/payer-{party}/credits"))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({ "amount": "100000000", "currency": "KES", "reference": format!("budget-{party}") }))
-            .send()
-            .await?;
-        anyhow::ensure!(response.status().is_success(), "funding failed: {}", response.status());
+        let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
+        let runner = if run_jobs {
+            Some(app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?)
+        } else {
+            None
+        };
+        let service = crate::api::router(app.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, service).await });
+
+        let admin = crate::api::create_key(&pool, "bench-admin", "bench", &[Scope::Admin]).await?;
+        let key = crate::api::create_key(&pool, "bench", "bench", &[Scope::IntentsWrite, Scope::IntentsRead]).await?;
+        let http = reqwest::Client::new();
+        for party in 0..PARTIES {
+            let response = http
+                .post(format!("{base}/v1/parties/payer-{party}/credits"))
+                .bearer_auth(&admin)
+                .json(&serde_json::json!({ "amount": "100000000000", "currency": "KES", "reference": format!("budget-{party}") }))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().is_success(), "funding failed: {}", response.status());
+        }
+        Ok(Scratch {
+            pool,
+            base,
+            key,
+            sim,
+            runner,
+            server,
+            options,
+            name,
+        })
     }
+
+    /// The `i`th payout's request body: 1,000 KES from one of the funded
+    /// parties to a recipient the simulator pays.
+    pub fn payout(i: usize) -> serde_json::Value {
+        serde_json::json!({
+            "amount": "1000", "currency": "KES",
+            // Last three digits 100–899: recipients the simulator pays.
+            "recipient": { "msisdn": format!("0722{:03}{:03}", i / 800 % 1000, 100 + i % 800) },
+            "party_id": format!("payer-{}", i % PARTIES), "reference": format!("bench-{i}"),
+        })
+    }
+
+    pub async fn finish(self) -> anyhow::Result<()> {
+        if let Some(runner) = self.runner {
+            runner.shutdown().await;
+        }
+        self.server.abort();
+        self.pool.close().await;
+        crate::store::drop_database(&self.options, &self.name).await?;
+        Ok(())
+    }
+}
+
+pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyhow::Result<()> {
+    let scratch = Scratch::start(config, "payouts", true).await?;
+    let (pool, base, key) = (scratch.pool.clone(), scratch.base.clone(), scratch.key.clone());
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
 
     println!(
         "bench payouts: {count} payouts of 1,000 KES from {PARTIES} parties, {clients} HTTP clients, \
@@ -91,18 +149,12 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
         let (http, base, key) = (http.clone(), base.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let body = serde_json::json!({
-                "amount": "1000", "currency": "KES",
-                // Last three digits 100–899: recipients the simulator pays.
-                "recipient": { "msisdn": format!("0722{:03}{:03}", i / 800 % 1000, 100 + i % 800) },
-                "party_id": format!("payer-{}", i % PARTIES), "reference": format!("bench-{i}"),
-            });
             let sent = Instant::now();
             let response = http
                 .post(format!("{base}/v1/payouts"))
                 .bearer_auth(&key)
                 .header("Idempotency-Key", format!("bench-{i}"))
-                .json(&body)
+                .json(&Scratch::payout(i))
                 .send()
                 .await;
             let latency = sent.elapsed();
@@ -145,7 +197,7 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
     );
     let problems = crate::ledger::check_invariants(&pool).await?;
     let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
-    for payment in sim.payments() {
+    for payment in scratch.sim.payments() {
         *per_request.entry(payment.request_id).or_default() += 1;
     }
     println!(
@@ -163,12 +215,83 @@ pub async fn bench_payouts(mut config: Config, count: usize, clients: usize) -> 
         if problems.is_empty() { "hold" } else { "BROKEN" },
         per_request.values().max().copied().unwrap_or(0)
     );
-    runner.shutdown().await;
-    server.abort();
-    pool.close().await;
-    crate::store::drop_database(&options, &name).await?;
+    scratch.finish().await?;
     anyhow::ensure!(problems.is_empty(), "ledger invariants broken: {problems:?}");
     Ok(())
+}
+
+/// `tuma bench api`: payouts created at a fixed rate for a while, open
+/// loop (each request is sent at its scheduled time whether or not earlier
+/// ones have answered, and its latency counts from that time, so a stall
+/// shows in the numbers instead of slowing the load down).
+pub async fn bench_api(config: Config, rate: u32, duration: Duration, run_jobs: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(rate >= 1, "--rate must be at least 1 request per second");
+    let scratch = Scratch::start(config, "api", run_jobs).await?;
+    let count = (rate as f64 * duration.as_secs_f64()).round() as usize;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    // Warm the connection pools (HTTP and database) before measuring.
+    for i in 0..50 {
+        let response = http
+            .post(format!("{}/v1/payouts", scratch.base))
+            .bearer_auth(&scratch.key)
+            .header("Idempotency-Key", format!("warm-{i}"))
+            .json(&Scratch::payout(count + i))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "warm-up refused: {}", response.status());
+    }
+    println!(
+        "bench api: POST /v1/payouts at {rate}/s for {} s ({count} requests, open loop), runner {}",
+        duration.as_secs(),
+        if run_jobs { "on" } else { "off" }
+    );
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let (http, base, key) = (http.clone(), scratch.base.clone(), scratch.key.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = http
+                .post(format!("{base}/v1/payouts"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("bench-{i}"))
+                .json(&Scratch::payout(i))
+                .send()
+                .await;
+            let latency = due.elapsed();
+            match response {
+                Ok(r) if r.status().is_success() => Ok(latency),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
+    let sent_in = started.elapsed();
+    let mut latencies = Vec::with_capacity(count);
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for task in tasks {
+        match task.await? {
+            Ok(latency) => latencies.push(latency.as_micros() as u64),
+            Err(why) => *errors.entry(why).or_default() += 1,
+        }
+    }
+    println!(
+        "sent {count} in {:.2} s ({:.0}/s achieved); {} created, {} refused {errors:?}",
+        sent_in.as_secs_f64(),
+        count as f64 / sent_in.as_secs_f64(),
+        latencies.len(),
+        count - latencies.len()
+    );
+    println!(
+        "create latency: p50 {} p99 {} p999 {} max {}",
+        percentile_ms(&mut latencies, 50.0),
+        percentile_ms(&mut latencies, 99.0),
+        percentile_ms(&mut latencies, 99.9),
+        percentile_ms(&mut latencies, 100.0)
+    );
+    scratch.finish().await
 }
 
 /// The process's peak resident set (Linux), for the README.
