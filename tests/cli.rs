@@ -303,3 +303,42 @@ fn tuma_demo_runs_every_scenario_on_a_database_of_its_own_and_reports_every_inva
     assert_eq!(salaries["intents"]["payout"]["completed"], 20);
     assert!(report["database"].as_str().unwrap().contains("dropped at the end"));
 }
+
+#[tokio::test]
+async fn tuma_users_create_reads_the_password_from_stdin_and_stores_only_its_hash() {
+    let db = TestDb::new().await;
+    let create = |name: &str, role: &str, password: &str| {
+        let mut child = tuma()
+            .args(["users", "create", "--username", name, "--role", role])
+            .env("DATABASE_URL", db.url())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let made = create("ada", "admin", "the first admin's long password");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stdout).contains("ada created with role admin"));
+    let (hash, role): (String, String) = sqlx::query_as("SELECT password_hash, role FROM console_users")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(role, "admin");
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("long password"));
+
+    let short = create("bob", "viewer", "short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("12 to 1024 characters"));
+    let taken = create("ada", "viewer", "another long password here");
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already exists"));
+    let bad_role = create("cy", "root", "another long password here");
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
+}
