@@ -16,10 +16,12 @@ CREATE TABLE console_users (
 -- One row per signed-in browser. The cookie carries a random token; only its
 -- SHA-256 is stored, so a copy of this table signs no one in. `csrf_token`
 -- is the session's token every form must send back. A session signed in with
--- an admin API key has no user row (`user_id` NULL) and the key's name.
+-- an admin API key has no user row (`user_id` NULL), the key's name as actor
+-- and its prefix, so that revoking the key ends the session too.
 CREATE TABLE console_sessions (
     token_hash   bytea       PRIMARY KEY,
     user_id      uuid        REFERENCES console_users (id),
+    key_prefix   text,
     actor        text        NOT NULL,
     role         text        NOT NULL CHECK (role IN ('viewer', 'approver', 'operator', 'admin')),
     csrf_token   text        NOT NULL,

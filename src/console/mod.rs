@@ -12,11 +12,13 @@
 //! - `session`: sign-in (password or admin API key), the session extractor,
 //!   CSRF, roles, the audit helper.
 //! - `pages`: read-only pages (overview, lists, the intent timeline, audit).
-//! - `approvals`, `review`, `jobs`, `users`: the queues and their actions.
+//! - `approvals`, `review`, `jobs`: the queues and their actions.
+//! - `users`, `keys`: who may use the console and the API (admins).
 
 mod approvals;
 mod filters;
 mod jobs;
+mod keys;
 mod pages;
 mod review;
 mod session;
@@ -204,5 +206,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/audit", get(pages::audit))
         .route("/console/users", get(users::list).post(users::create))
         .route("/console/users/{name}/disable", post(users::disable))
+        .route("/console/keys", get(keys::list))
+        .route("/console/keys/{prefix}/revoke", post(keys::revoke))
         .layer(axum::middleware::from_fn(page_headers))
 }

@@ -353,6 +353,7 @@ pub async fn login_page(
 /// Who the sign-in form names, once checked.
 struct Identity {
     user_id: Option<uuid::Uuid>,
+    key_prefix: Option<String>,
     actor: String,
     role: Role,
 }
@@ -369,6 +370,8 @@ async fn identify(state: &AppState, form: &Form) -> Result<Option<Identity>, Con
         return Ok(match crate::api::authenticate(&state.pool, key).await {
             Ok(caller) if caller.scopes.contains(&Scope::Admin) => Some(Identity {
                 user_id: None,
+                // `tuma_<prefix>_<secret>`: authenticate checked the shape.
+                key_prefix: key.split('_').nth(1).map(str::to_owned),
                 actor: caller.name,
                 role: Role::Admin,
             }),
@@ -393,6 +396,7 @@ async fn identify(state: &AppState, form: &Form) -> Result<Option<Identity>, Con
     Ok(match user {
         Some(user) if verified && user.disabled_at.is_none() => Some(Identity {
             user_id: Some(user.id),
+            key_prefix: None,
             actor: user.username,
             role: Role::parse(&user.role).map_err(|e| ConsoleError::Internal(anyhow::anyhow!(e)))?,
         }),
@@ -450,6 +454,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         &store::NewSession {
             token_hash: &token_hash(&token),
             user_id: identity.user_id,
+            key_prefix: identity.key_prefix.as_deref(),
             actor: &identity.actor,
             role: identity.role.as_str(),
             csrf_token: &csrf,

@@ -98,6 +98,8 @@ pub struct SessionRow {
 pub struct NewSession<'a> {
     pub token_hash: &'a [u8],
     pub user_id: Option<Uuid>,
+    /// The API key's prefix, for a session signed in with a key.
+    pub key_prefix: Option<&'a str>,
     pub actor: &'a str,
     pub role: &'a str,
     pub csrf_token: &'a str,
@@ -120,8 +122,8 @@ pub async fn insert_session(
     .execute(pool)
     .await?;
     sqlx::query(
-        "INSERT INTO console_sessions (token_hash, user_id, actor, role, csrf_token, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, coalesce($7, now()), coalesce($7, now()) + make_interval(secs => $6))",
+        "INSERT INTO console_sessions (token_hash, user_id, actor, role, csrf_token, created_at, expires_at, key_prefix)
+         VALUES ($1, $2, $3, $4, $5, coalesce($7, now()), coalesce($7, now()) + make_interval(secs => $6), $8)",
     )
     .bind(session.token_hash)
     .bind(session.user_id)
@@ -130,13 +132,14 @@ pub async fn insert_session(
     .bind(session.csrf_token)
     .bind(session.ttl_s as f64)
     .bind(now)
+    .bind(session.key_prefix)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// The session with this token hash, unless it expired or its user was
-/// disabled.
+/// The session with this token hash, unless it expired, its user was
+/// disabled or its API key revoked.
 pub async fn session(
     pool: &PgPool,
     token_hash: &[u8],
@@ -146,7 +149,9 @@ pub async fn session(
         "SELECT s.actor, s.role, s.csrf_token, s.expires_at
          FROM console_sessions s LEFT JOIN console_users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.expires_at > coalesce($2, now())
-           AND (s.user_id IS NULL OR u.disabled_at IS NULL)",
+           AND (s.user_id IS NULL OR u.disabled_at IS NULL)
+           AND (s.key_prefix IS NULL OR EXISTS (
+                SELECT 1 FROM api_keys k WHERE k.prefix = s.key_prefix AND k.revoked_at IS NULL))",
     )
     .bind(token_hash)
     .bind(now)

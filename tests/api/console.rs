@@ -667,3 +667,34 @@ async fn admins_add_and_disable_users_and_the_audit_log_shows_who_did_what_from_
     let only_vera = admin.page("/console/audit?actor=vera").await;
     assert!(!only_vera.contains("create_user"));
 }
+
+#[tokio::test]
+async fn an_admin_revokes_an_api_key_which_ends_its_console_sessions_and_api_access() {
+    let app = spawn_app().await;
+    app.console_user("ada", Role::Admin).await;
+    app.console_user("vera", Role::Viewer).await;
+    let ada = app.console_as("ada").await;
+    let keyholder = app.console_with_key(&app.admin_key).await;
+    let keys = ada.page("/console/keys").await;
+    assert!(keys.contains("shop-backend") && keys.contains("approvals:write"));
+    assert!(!keys.contains(&app.admin_key), "a page never shows a key");
+    let vera = app.console_as("vera").await;
+    assert_eq!(vera.get("/console/keys").await.status(), StatusCode::FORBIDDEN);
+    let prefix = &app.admin_key[5..13];
+    let path = format!("/console/keys/{prefix}/revoke");
+    assert_eq!(vera.post(&path, &[]).await.status(), StatusCode::FORBIDDEN);
+
+    assert_eq!(ada.post(&path, &[]).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(keyholder.get("/console").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/v1/approvals", &app.admin_key).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(ada.post(&path, &[]).await.status(), StatusCode::NOT_FOUND);
+    assert!(ada.page("/console/keys").await.contains("revoked"));
+    assert_eq!(
+        audit_outcomes(&app, "revoke_key").await.len(),
+        2,
+        "vera's refusal and ada's revocation"
+    );
+}
