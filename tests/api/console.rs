@@ -139,6 +139,12 @@ async fn pages_send_strangers_to_sign_in_and_only_admin_keys_sign_in() {
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(location(&response), "/console/login");
     }
+    let login = reqwest::get(app.url("/console/login")).await.unwrap();
+    let headers = login.headers();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
     let refused = app.console_sign_in(&[("api_key", &app.approver_key)]).await;
     assert_eq!(
         refused.status(),

@@ -212,7 +212,25 @@ async fn an_approver_signs_in_approves_a_payout_and_sees_it_complete() {
         .click()
         .await
         .unwrap();
-    browser.text_of("#approvals").await;
+    // The row's form updates the queue in place, without a page load.
+    browser
+        .client
+        .wait()
+        .at_most(ELEMENT_WAIT)
+        .for_element(Locator::Css("#flash.done"))
+        .await
+        .unwrap();
+    assert_eq!(browser.text_of("#flash").await, "Approved.");
+    assert_eq!(
+        browser
+            .client
+            .find_all(Locator::Css("button.approve"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    browser.shot("approvals-after").await;
     eventually(Duration::from_secs(30), "the approved payout to complete", || async {
         app.run_jobs().await;
         state_of(&app, &id).await == "completed"
