@@ -32,6 +32,14 @@ const LOGIN_FORM_TTL_S: u64 = 900;
 /// Largest form body the console accepts: a bulk selection of a few
 /// hundred ids fits many times over.
 const FORM_LIMIT_BYTES: usize = 256 * 1024;
+/// Wrong passwords allowed for one user name within
+/// [`SIGN_IN_WINDOW_S`]; past that, sign-in under that name is refused
+/// without checking the password until the window has moved on. Ten is
+/// plenty for a person who mistypes, and far too few to guess a password
+/// of twelve characters or more.
+const SIGN_IN_FAILURES_ALLOWED: i64 = 10;
+/// The window the failures are counted in, in seconds (15 minutes).
+const SIGN_IN_WINDOW_S: i64 = 900;
 /// Passwords shorter than this are refused when a user is created.
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Passwords longer than this are refused (hashing cost is per byte).
@@ -404,6 +412,47 @@ async fn identify(state: &AppState, form: &Form) -> Result<Option<Identity>, Con
     })
 }
 
+async fn audit_sign_in(
+    state: &AppState,
+    actor: &str,
+    outcome: &str,
+    remote_addr: Option<&str>,
+) -> Result<(), ConsoleError> {
+    let entry = store::NewAudit {
+        actor,
+        role: None,
+        action: "sign_in",
+        target: None,
+        outcome,
+        detail: None,
+        remote_addr,
+    };
+    store::insert_audit(&state.pool, &entry, state.engine.jobs().clock().sql_now()).await?;
+    Ok(())
+}
+
+/// The sign-in form again, with why, and a fresh form token.
+fn refused_sign_in(
+    state: &AppState,
+    form: &Form,
+    status: StatusCode,
+    error: &'static str,
+) -> Result<Response, ConsoleError> {
+    let csrf = random_token();
+    let page = LoginPage {
+        csrf: csrf.clone(),
+        error: Some(error),
+        next: safe_next(form.get("next")),
+    };
+    let mut response = render(&page)?;
+    *response.status_mut() = status;
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, LOGIN_COOKIE, &csrf, LOGIN_FORM_TTL_S),
+    );
+    Ok(response)
+}
+
 /// `POST /console/login`: checks the form token, then the password or API
 /// key; on success starts a session and goes on to `next`.
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, ConsoleError> {
@@ -421,30 +470,26 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     } else {
         "(none)"
     });
+    if let Some(username) = form.get("username") {
+        let failures = store::recent_refusals(&state.pool, username, SIGN_IN_WINDOW_S, now).await?;
+        if failures >= SIGN_IN_FAILURES_ALLOWED {
+            audit_sign_in(&state, username, "throttled", remote.as_deref()).await?;
+            return refused_sign_in(
+                &state,
+                &form,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins for this name: wait a quarter of an hour, or ask an admin.",
+            );
+        }
+    }
     let Some(identity) = identify(&state, &form).await? else {
-        let entry = store::NewAudit {
-            actor: claimed,
-            role: None,
-            action: "sign_in",
-            target: None,
-            outcome: "refused",
-            detail: None,
-            remote_addr: remote.as_deref(),
-        };
-        store::insert_audit(&state.pool, &entry, now).await?;
-        let csrf = random_token();
-        let page = LoginPage {
-            csrf: csrf.clone(),
-            error: Some("That sign-in did not work: check the name and password, or the key."),
-            next: safe_next(form.get("next")),
-        };
-        let mut response = render(&page)?;
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            set_cookie(&state, LOGIN_COOKIE, &csrf, LOGIN_FORM_TTL_S),
+        audit_sign_in(&state, claimed, "refused", remote.as_deref()).await?;
+        return refused_sign_in(
+            &state,
+            &form,
+            StatusCode::UNAUTHORIZED,
+            "That sign-in did not work: check the name and password, or the key.",
         );
-        return Ok(response);
     };
     let token = random_token();
     let csrf = random_token();

@@ -210,6 +210,25 @@ pub async fn insert_audit(pool: &PgPool, entry: &NewAudit<'_>, now: Option<DateT
     Ok(())
 }
 
+/// Refused sign-ins of `actor` in the last `window_s` seconds.
+pub async fn recent_refusals(
+    pool: &PgPool,
+    actor: &str,
+    window_s: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM console_audit
+         WHERE actor = $1 AND action = 'sign_in' AND outcome = 'refused'
+           AND at > coalesce($3, now()) - make_interval(secs => $2)",
+    )
+    .bind(actor)
+    .bind(window_s as f64)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
+
 /// Audit lines older than `before` (an id), newest first, optionally one
 /// actor's.
 pub async fn audit(

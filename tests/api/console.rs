@@ -704,3 +704,34 @@ async fn an_admin_revokes_an_api_key_which_ends_its_console_sessions_and_api_acc
         "vera's refusal and ada's revocation"
     );
 }
+
+#[tokio::test]
+async fn ten_wrong_passwords_lock_a_name_out_for_a_quarter_of_an_hour() {
+    let app = spawn_app().await;
+    app.console_user("amina", Role::Approver).await;
+    app.console_user("baraka", Role::Approver).await;
+    for _ in 0..10 {
+        let wrong = app
+            .console_sign_in(&[("username", "amina"), ("password", "a guess at her password")])
+            .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let right = crate::common::console::password_of("amina");
+    let locked = app
+        .console_sign_in(&[("username", "amina"), ("password", &right)])
+        .await;
+    assert_eq!(
+        locked.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    // Another name is not affected.
+    app.console_as("baraka").await;
+    app.advance(Duration::from_secs(15 * 60 + 1));
+    app.console_as("amina").await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM console_audit WHERE outcome = 'throttled'")
+            .await,
+        1
+    );
+}
