@@ -341,4 +341,16 @@ async fn tuma_users_create_reads_the_password_from_stdin_and_stores_only_its_has
     assert!(String::from_utf8_lossy(&taken.stderr).contains("already exists"));
     let bad_role = create("cy", "root", "another long password here");
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
+
+    let run = |args: &[&str]| tuma().args(args).env("DATABASE_URL", db.url()).output().unwrap();
+    let listed = run(&["users", "list"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(line["username"], "ada");
+    assert!(line["disabled_at"].is_null());
+    assert!(run(&["users", "disable", "--username", "ada"]).status.success());
+    let listed = run(&["users", "list"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(line["disabled_at"].is_string());
+    let again = run(&["users", "disable", "--username", "ada"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no active console user ada"));
 }

@@ -1,5 +1,6 @@
 //! `tuma users …`: admin console users, from the shell. The first admin is
-//! made here; admins add the others in the console.
+//! made here; admins add the others in the console. Listing and disabling
+//! work here too, for when no admin can sign in.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -21,7 +22,17 @@ pub enum UsersCommand {
         #[arg(long)]
         role: String,
     },
+    /// List console users, as JSON lines.
+    List,
+    /// Disable a console user and end their sessions at once.
+    Disable {
+        #[arg(long)]
+        username: String,
+    },
 }
+
+/// Most users `users list` prints.
+const MAX_LISTED: i64 = 10_000;
 
 fn read_password() -> anyhow::Result<String> {
     let stdin = std::io::stdin();
@@ -46,6 +57,30 @@ pub async fn run(config: Config, command: UsersCommand) -> anyhow::Result<()> {
             create_user(&pool, &username, role, &password, None).await?;
             let _ = std::io::stderr().flush();
             println!("console user {username} created with role {}", role.as_str());
+            Ok(())
+        }
+        UsersCommand::List => {
+            let pool = crate::store::connect(&config.database).await?;
+            crate::store::migrate(&pool).await?;
+            for user in crate::store::console::users(&pool, MAX_LISTED).await? {
+                let line = serde_json::json!({
+                    "username": user.username,
+                    "role": user.role,
+                    "created_at": user.created_at,
+                    "disabled_at": user.disabled_at,
+                });
+                println!("{line}");
+            }
+            Ok(())
+        }
+        UsersCommand::Disable { username } => {
+            let pool = crate::store::connect(&config.database).await?;
+            crate::store::migrate(&pool).await?;
+            anyhow::ensure!(
+                crate::store::console::disable_user(&pool, &username, None).await?,
+                "no active console user {username}"
+            );
+            println!("console user {username} disabled; their sessions have ended");
             Ok(())
         }
     }

@@ -190,6 +190,9 @@ async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
     assert_eq!(state_of(&app, &id).await, "pending");
 }
 
+/// Who posts what to where.
+type Attempt<'a> = (&'a Console, &'a str, Vec<(&'a str, &'a str)>);
+
 #[tokio::test]
 async fn each_role_may_read_everything_but_act_only_within_its_duty() {
     let app = spawn_app().await;
@@ -219,7 +222,7 @@ async fn each_role_may_read_everything_but_act_only_within_its_duty() {
     }
     let approve = format!("/console/intents/{id}/approve");
     let resolve = format!("/console/intents/{id}/resolve");
-    let refused: Vec<(&Console, &str, Vec<(&str, &str)>)> = vec![
+    let refused: Vec<Attempt> = vec![
         (&viewer, &approve, vec![]),
         (&viewer, "/console/approvals/bulk", vec![("id", &id)]),
         (&viewer, "/console/jobs/action", vec![("op", "retry"), ("id", "1")]),
