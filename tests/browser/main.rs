@@ -84,7 +84,10 @@ impl Browser {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("browser tests need a browser under CI: {why}");
             }
-            eprintln!("SKIPPED: browser test: {why}");
+            // Written to stderr directly: the test harness hides what a
+            // passing test prints, and a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: browser test: {why}");
             return None;
         };
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
