@@ -12,6 +12,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,7 +92,10 @@ impl Browser {
             return None;
         };
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Its own process group, so that a failing test can stop the
+        // driver and the browser it started together (see `Drop`).
         let driver = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -156,9 +160,22 @@ impl Browser {
         assert_eq!(who, name);
     }
 
-    async fn close(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill();
+    /// Ends the WebDriver session (the driver closes the browser), then
+    /// the driver.
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    /// Stops the driver and its browser, also when a test failed half-way
+    /// and never reached `close`: nothing outlives the test.
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.wait();
     }
 }
