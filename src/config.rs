@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogConfig,
     pub runner: RunnerConfig,
     pub api: ApiConfig,
+    pub console: crate::console::ConsoleConfig,
     pub workflows: WorkflowsConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routing: crate::policy::routing::RoutingConfig,
@@ -181,6 +182,12 @@ impl Config {
             return Err(ConfigError(
                 "api.body_limit_bytes must be at least 1024, and page sizes positive".into(),
             ));
+        }
+        if self.console.session_ttl_s == 0 || self.console.session_ttl_s > crate::console::MAX_SESSION_TTL_S {
+            return Err(ConfigError(format!(
+                "console.session_ttl_s must be between 1 and {} (seven days)",
+                crate::console::MAX_SESSION_TTL_S
+            )));
         }
         if self.api.default_page_size > self.api.max_page_size {
             return Err(ConfigError(

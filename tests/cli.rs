@@ -371,6 +371,8 @@ fn the_benchmarks_run_end_to_end_at_a_small_size() {
     let api = run(&["bench", "api", "--rate", "50", "--duration", "2", "--no-runner"]);
     assert!(api.contains("100 created, 0 refused"), "{api}");
     assert!(api.contains("p999"), "{api}");
+    let jobs = run(&["bench", "jobs", "--count", "2000", "--probes", "5"]);
+    assert!(jobs.contains("jobs/s"), "{jobs}");
     let payouts = run(&["bench", "payouts", "--count", "40", "--clients", "8"]);
     assert!(payouts.contains("ledger invariants: hold"), "{payouts}");
     assert!(payouts.contains("payments per request id: at most 1"), "{payouts}");
@@ -431,4 +433,55 @@ fn the_bad_input_sweep_finds_no_server_error_and_no_answer_off_the_documented_sc
         "{tail}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn tuma_users_create_reads_the_password_from_stdin_and_stores_only_its_hash() {
+    let db = TestDb::new().await;
+    let create = |name: &str, role: &str, password: &str| {
+        let mut child = tuma()
+            .args(["users", "create", "--username", name, "--role", role])
+            .env("DATABASE_URL", db.url())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let made = create("ada", "admin", "the first admin's long password");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stdout).contains("ada created with role admin"));
+    let (hash, role): (String, String) = sqlx::query_as("SELECT password_hash, role FROM console_users")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(role, "admin");
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("long password"));
+
+    let short = create("bob", "viewer", "short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("12 to 1024 characters"));
+    let taken = create("ada", "viewer", "another long password here");
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already exists"));
+    let bad_role = create("cy", "root", "another long password here");
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
+
+    let run = |args: &[&str]| tuma().args(args).env("DATABASE_URL", db.url()).output().unwrap();
+    let listed = run(&["users", "list"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(line["username"], "ada");
+    assert!(line["disabled_at"].is_null());
+    assert!(run(&["users", "disable", "--username", "ada"]).status.success());
+    let listed = run(&["users", "list"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(line["disabled_at"].is_string());
+    let again = run(&["users", "disable", "--username", "ada"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no active console user ada"));
 }

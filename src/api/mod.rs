@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)),
         )
         .merge(health::router())
+        .merge(crate::console::router())
         .fallback(|| async { problem::ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }

@@ -22,7 +22,6 @@ use crate::domain::{Currency, Money};
 use crate::ledger::{self, AccountKey, Leg, Mode, NewTransfer, Recorded};
 use crate::reconcile::{self, Report};
 use crate::store::{intents, reports};
-use crate::workflow::engine::{Applied, Cause, Event};
 
 /// The reconciliation report. With `date`, the one kept for that day (by
 /// the daily job or `tuma reconcile`); without, one built now and not
@@ -270,69 +269,50 @@ async fn resolve(
 ) -> Result<Json<IntentView>, ApiError> {
     caller.require(Scope::Admin)?;
     let (request, _) = body::parse::<Resolution>(&headers, body, state.config.api.body_limit_bytes)?;
-    let mut errors = Vec::new();
-    let event = match request.outcome.as_str() {
-        "succeeded" => "resolved_succeeded",
-        "failed" => "resolved_failed",
-        _ => {
-            errors.push(FieldError::new("outcome", "invalid_outcome", "succeeded or failed"));
-            ""
+    let not_found = || ApiError::NotFound(format!("no {kind} {id}"));
+    let resolution = crate::resolve::Resolution {
+        outcome: &request.outcome,
+        evidence: &request.evidence,
+        receipt: request.receipt.as_deref(),
+    };
+    // An unparsable id is a 404 only once the fields are known good, as
+    // for any other id: field errors come first.
+    let intent_id = match Uuid::parse_str(&id) {
+        Ok(intent_id) => intent_id,
+        Err(_) => {
+            crate::resolve::check(&resolution).map_err(resolve_error_fields)?;
+            return Err(not_found());
         }
     };
-    let evidence = request.evidence.trim();
-    if evidence.is_empty() || evidence.chars().count() > 500 {
-        errors.push(FieldError::new("evidence", "invalid_evidence", "1 to 500 characters"));
-    }
-    let receipt = request.receipt.as_deref().map(str::trim).filter(|r| !r.is_empty());
-    if receipt.is_some_and(|r| r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric())) {
-        errors.push(FieldError::new(
-            "receipt",
-            "invalid_receipt",
-            "1 to 64 letters and digits",
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
-    let not_found = || ApiError::NotFound(format!("no {kind} {id}"));
-    let intent_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    intents::get_owned(&state.pool, &caller.owner, kind, intent_id)
-        .await?
-        .ok_or_else(not_found)?;
-    let mut tx = state.pool.begin().await?;
-    if let Some(receipt) = receipt {
-        // A receipt names one payment: another intent's or a C2B payment's
-        // cannot be borrowed (a later reversal would act on it).
-        if intents::receipt_in_use(&mut tx, receipt, intent_id).await? {
-            return Err(ApiError::InvalidState(format!(
-                "receipt {receipt} already belongs to another payment"
-            )));
-        }
-    }
-    if let (Some(receipt), "resolved_succeeded") = (receipt, event) {
-        intents::set_receipt(&mut tx, intent_id, receipt).await?;
-    }
-    let note = format!("evidence: {evidence}");
-    let mut applied = Event::new(event, Cause::Admin, &caller.name);
-    applied.note = Some(&note);
-    applied.provider_ref = receipt;
-    match state
-        .engine
-        .apply(&mut tx, intent_id, &applied)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-    {
-        Applied::Moved { .. } => {}
-        Applied::Rejected { state: current, .. } | Applied::Lost { expected: current } => {
-            return Err(ApiError::InvalidState(format!(
-                "the {kind} is {current}; only an unresolved {kind} can be resolved"
-            )))
-        }
-    }
-    tx.commit().await?;
+    crate::resolve::resolve(
+        &state.engine,
+        &state.pool,
+        Some(&caller.owner),
+        Some(kind),
+        intent_id,
+        &caller.name,
+        &resolution,
+    )
+    .await
+    .map_err(|error| match error {
+        crate::resolve::ResolveError::Invalid(problems) => resolve_error_fields(problems),
+        crate::resolve::ResolveError::NotFound => not_found(),
+        crate::resolve::ResolveError::InvalidState(message) => ApiError::InvalidState(message),
+        crate::resolve::ResolveError::Engine(e) => ApiError::Internal(e.into()),
+        crate::resolve::ResolveError::Database(e) => e.into(),
+    })?;
     let mut conn = state.pool.acquire().await?;
     let row = intents::get(&mut conn, intent_id).await?.ok_or_else(not_found)?;
     Ok(Json(IntentView::from_row(&row)))
+}
+
+fn resolve_error_fields(problems: Vec<crate::resolve::FieldProblem>) -> ApiError {
+    ApiError::Invalid(
+        problems
+            .into_iter()
+            .map(|(field, code, detail)| FieldError::new(field, code, detail))
+            .collect(),
+    )
 }
 
 /// One point of a balance history.

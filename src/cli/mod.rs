@@ -12,6 +12,7 @@ mod mpesa;
 mod reconcile;
 mod serve;
 mod simulate;
+mod users;
 mod workflows;
 
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Manage admin console users (`users create --role admin` makes the
+    /// first admin).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Show workflows as Mermaid diagrams, or check workflow files.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -124,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::Bench(command) => done(bench::run(config, command).await),
             Command::Jobs(command) => done(jobs::run(config, command).await),
             Command::Keys(command) => done(keys::run(config, command).await),
+            Command::Users(command) => done(users::run(config, command).await),
             Command::Mpesa(command) => done(mpesa::run(config, command).await),
             Command::Workflows(command) => done(workflows::run(&config, command)),
             Command::Simulate(args) => done(simulate::run(args).await),

@@ -10,4 +10,4 @@ mod msisdn;
 
 pub use ids::{IntentId, JobId, PartyId};
 pub use money::{Currency, Money, MoneyError};
-pub use msisdn::{Country, Msisdn, MsisdnError};
+pub use msisdn::{mask_numbers_in, Country, Msisdn, MsisdnError};

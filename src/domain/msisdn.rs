@@ -207,6 +207,45 @@ impl From<Msisdn> for String {
     }
 }
 
+/// Masks every phone number found in free text (a provider's raw callback
+/// body, say) the way [`Msisdn::masked`] does. A run of 9 to 15 digits, with
+/// an optional leading `+`, that reads as a mobile number of a supported
+/// country, internationally or nationally, is masked; other digits (amounts,
+/// receipts, timestamps) are left alone.
+pub fn mask_numbers_in(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let plus = bytes[i] == b'+';
+        let mut end = if plus { i + 1 } else { i };
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        let digits = end - start - usize::from(plus);
+        let preceded_by_digit = start > 0 && bytes[start - 1].is_ascii_digit();
+        if digits == 0 || preceded_by_digit {
+            // Not the start of a run: copy one character (whole, for UTF-8).
+            let c = text[i..].chars().next().expect("i is on a char boundary");
+            out.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let run = &text[start..end];
+        let number = (9..=15)
+            .contains(&digits)
+            .then(|| Country::ALL.into_iter().find_map(|c| Msisdn::parse(run, c).ok()))
+            .flatten();
+        match number {
+            Some(number) => out.push_str(&number.masked()),
+            None => out.push_str(run),
+        }
+        i = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +353,16 @@ mod tests {
         fn parsing_arbitrary_text_never_panics(input in "\\PC{0,40}", country in any_country()) {
             let _ = Msisdn::parse(&input, country);
         }
+    }
+
+    #[test]
+    fn numbers_in_free_text_are_masked_and_other_digits_kept() {
+        let body = r#"{"msisdn":"254712345678","amount":"1500","alt":"+255 ","n":"0712345678","receipt":"TKL3X8F2QA","ts":20261123174501}"#;
+        let masked = super::mask_numbers_in(body);
+        assert!(!masked.contains("712345678"), "{masked}");
+        assert!(masked.contains("*********678"), "{masked}");
+        assert!(masked.contains("\"amount\":\"1500\""));
+        assert!(masked.contains("20261123174501"));
+        assert_eq!(super::mask_numbers_in("ünïcode 12"), "ünïcode 12");
     }
 }

@@ -3,7 +3,7 @@
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::job::{EnqueueOutcome, NewJob};
-use super::store::{self, CancelOutcome, JobRow, RetryOutcome};
+use super::store::{self, CancelOutcome, JobFilter, JobRow, RetryOutcome};
 use crate::clock::Clock;
 use crate::domain::JobId;
 
@@ -89,5 +89,25 @@ impl JobClient {
 
     pub async fn resume_queue(&self, queue: &str) -> Result<(), sqlx::Error> {
         store::set_paused(&self.pool, queue, false, self.clock.sql_now()).await
+    }
+
+    /// Jobs matching `filter`, newest first (the admin console's listing).
+    pub async fn list_filtered(&self, filter: &JobFilter, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+        store::list_filtered(&self.pool, filter, limit.clamp(1, MAX_LIST_LIMIT)).await
+    }
+
+    /// How many jobs match `filter`.
+    pub async fn count_filtered(&self, filter: &JobFilter) -> Result<i64, sqlx::Error> {
+        store::count_filtered(&self.pool, filter).await
+    }
+
+    /// Ids of the jobs matching `filter`, oldest first, at most `limit`.
+    pub async fn ids_filtered(&self, filter: &JobFilter, limit: i64) -> Result<Vec<JobId>, sqlx::Error> {
+        store::ids_filtered(&self.pool, filter, limit).await
+    }
+
+    /// Deletes a dead job that will not be re-run.
+    pub async fn discard_dead(&self, id: JobId) -> Result<bool, sqlx::Error> {
+        store::discard_dead(&self.pool, id).await
     }
 }

@@ -57,7 +57,7 @@ pub use job::{
     DEFAULT_QUEUE,
 };
 pub use registry::Registry;
-pub use store::{CancelOutcome, JobRow, RetryOutcome};
+pub use store::{CancelOutcome, JobFilter, JobRow, RetryOutcome};
 
 use crate::clock::Clock;
 use execute::{execute, Done, InFlight, Interrupt, Outcome};

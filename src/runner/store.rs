@@ -552,7 +552,7 @@ pub async fn record_tick(
 
 /// How many jobs are in `state`.
 pub async fn count_in_state(pool: &PgPool, state: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM tuma_jobs WHERE state = $1")
+    sqlx::query_scalar("SELECT count(*) FROM tuma_jobs WHERE state = $1::tuma_job_state")
         .bind(state)
         .fetch_one(pool)
         .await
@@ -701,4 +701,99 @@ pub async fn pause_until(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Which jobs an admin is looking at (the console's jobs page); every part
+/// optional, all combined.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    /// Any of these states; empty means every state.
+    pub states: Vec<String>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    /// Jobs whose arguments name this intent.
+    pub intent_id: Option<uuid::Uuid>,
+    /// The cursor: only jobs with a smaller id.
+    pub before: Option<i64>,
+}
+
+/// Jobs matching `filter`, newest first, at most `limit`.
+pub async fn list_filtered(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM tuma_jobs
+         WHERE (cardinality($1::text[]) = 0 OR state::text = ANY($1))
+           AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR queue = $3)
+           AND ($4::text IS NULL OR args->>'intent_id' = $4) AND ($5::bigint IS NULL OR id < $5)
+         ORDER BY id DESC LIMIT $6"
+    ))
+    .bind(&filter.states)
+    .bind(&filter.kind)
+    .bind(&filter.queue)
+    .bind(filter.intent_id.map(|id| id.to_string()))
+    .bind(filter.before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many jobs match `filter` (its cursor ignored).
+pub async fn count_filtered(pool: &PgPool, filter: &JobFilter) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM tuma_jobs
+         WHERE (cardinality($1::text[]) = 0 OR state::text = ANY($1))
+           AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR queue = $3)
+           AND ($4::text IS NULL OR args->>'intent_id' = $4)",
+    )
+    .bind(&filter.states)
+    .bind(&filter.kind)
+    .bind(&filter.queue)
+    .bind(filter.intent_id.map(|id| id.to_string()))
+    .fetch_one(pool)
+    .await
+}
+
+/// Ids of jobs matching `filter` (its cursor ignored), oldest first, at most
+/// `limit`: what a filter-wide action acts on, one job at a time.
+pub async fn ids_filtered(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<JobId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM tuma_jobs
+         WHERE (cardinality($1::text[]) = 0 OR state::text = ANY($1))
+           AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR queue = $3)
+           AND ($4::text IS NULL OR args->>'intent_id' = $4)
+         ORDER BY id LIMIT $5",
+    )
+    .bind(&filter.states)
+    .bind(&filter.kind)
+    .bind(&filter.queue)
+    .bind(filter.intent_id.map(|id| id.to_string()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes a dead job now, as retention would after `retention.dead_s`:
+/// for a job an admin has looked at and will not re-run. `false` when it
+/// is not dead (or does not exist).
+pub async fn discard_dead(pool: &PgPool, id: JobId) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM tuma_jobs WHERE id = $1 AND state = 'dead'")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// A queue's pause controls: (name, paused_at, paused_until).
+pub async fn queue_controls(
+    pool: &PgPool,
+) -> Result<Vec<(String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, sqlx::Error> {
+    sqlx::query_as("SELECT name, paused_at, paused_until FROM tuma_job_queues ORDER BY name")
+        .fetch_all(pool)
+        .await
+}
+
+/// Jobs per queue and state (for the console's queue table).
+pub async fn counts_by_queue(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT queue, state::text, count(*) FROM tuma_jobs GROUP BY queue, state ORDER BY queue, state")
+        .fetch_all(pool)
+        .await
 }

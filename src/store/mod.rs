@@ -3,6 +3,7 @@
 //! and webhooks. The runner keeps its own SQL in `runner::store`.
 
 pub mod c2b;
+pub mod console;
 pub mod floats;
 pub mod idempotency;
 pub mod inbox;

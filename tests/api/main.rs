@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod conformance;
+mod console;
 mod daraja_wire;
 mod idempotency;
 mod intents;

@@ -13,6 +13,7 @@ use tuma::config::{Config, DEFAULT_TOML};
 use tuma::runner::RunnerConfig;
 
 pub mod app;
+pub mod console;
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/tuma";
 

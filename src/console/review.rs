@@ -1,0 +1,159 @@
+//! The needs-review queue: `unresolved` intents (the provider's word never
+//! came) with the evidence gathered so far (status polls, the provider's
+//! last answers, callbacks), and open intents that AML or velocity rules
+//! flagged. Operators resolve an unresolved intent here through
+//! `resolve::resolve`, the same rules as the API.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use uuid::Uuid;
+
+use super::approvals::back;
+use super::filters::{first, pairs};
+use super::pages::{when, IntentLine};
+use super::session::{audit, Chrome, Permission, Posted, Session};
+use super::{render, ConsoleError, PAGE_ROWS};
+use crate::api::AppState;
+use crate::domain::mask_numbers_in;
+use crate::resolve::{Resolution, ResolveError};
+use crate::store::console as store;
+
+/// Provider answers shown per intent: the last few tell the story.
+const LAST_ANSWERS: usize = 3;
+
+struct UnresolvedLine {
+    intent: IntentLine,
+    polls: usize,
+    last_poll: String,
+    answers: Vec<String>,
+    callbacks: usize,
+}
+
+struct FlaggedLine {
+    intent: IntentLine,
+    flags: Vec<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "console/review.html")]
+struct ReviewPage {
+    chrome: Chrome,
+    unresolved: Vec<UnresolvedLine>,
+    flagged: Vec<FlaggedLine>,
+    next_query: Option<String>,
+}
+
+/// `GET /console/review`.
+pub async fn queue(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ConsoleError> {
+    let pairs = pairs(query.as_deref());
+    let after = first(&pairs, "after")
+        .map(|a| Uuid::parse_str(a).map_err(|_| ConsoleError::Invalid("after: use the next-page link".into())))
+        .transpose()?;
+    let mut rows = store::queue(
+        &state.pool,
+        &["payout", "collection", "reversal"],
+        &["unresolved"],
+        after,
+        PAGE_ROWS + 1,
+    )
+    .await?;
+    let more = rows.len() as i64 > PAGE_ROWS;
+    rows.truncate(PAGE_ROWS as usize);
+    let mut unresolved = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let events = crate::store::intents::events(&state.pool, row.id).await?;
+        let polls: Vec<_> = events.iter().filter(|e| e.cause == "poll").collect();
+        let answers: Vec<String> = events
+            .iter()
+            .filter(|e| e.cause == "poll" || e.cause == "callback")
+            .rev()
+            .take(LAST_ANSWERS)
+            .map(|e| {
+                let reason = e.reason.as_deref().map(mask_numbers_in).unwrap_or_default();
+                format!("{} {} ({}) {}", when(e.at), e.event, e.cause, reason)
+            })
+            .collect();
+        let callbacks = store::callbacks(&state.pool, row.id, 100).await?.len();
+        unresolved.push(UnresolvedLine {
+            polls: polls.len(),
+            last_poll: polls.last().map(|e| when(e.at)).unwrap_or_default(),
+            answers,
+            callbacks,
+            intent: IntentLine::from_row(row),
+        });
+    }
+    let flagged_rows = store::flagged_open(&state.pool, None, PAGE_ROWS).await?;
+    let ids: Vec<Uuid> = flagged_rows.iter().map(|r| r.id).collect();
+    let flags = store::flags_of(&state.pool, &ids).await?;
+    let flagged = flagged_rows
+        .iter()
+        .map(|row| FlaggedLine {
+            intent: IntentLine::from_row(row),
+            flags: flags
+                .iter()
+                .filter(|f| f.0 == row.id)
+                .map(|(_, rule, action, detail)| format!("{rule} ({action}): {detail}"))
+                .collect(),
+        })
+        .collect();
+    render(&ReviewPage {
+        chrome: Chrome::new(&session, "review"),
+        unresolved,
+        flagged,
+        next_query: match (more, rows.last()) {
+            (true, Some(last)) => Some(format!("after={}", last.id)),
+            _ => None,
+        },
+    })
+}
+
+/// `POST /console/intents/{id}/resolve`: `outcome` (succeeded or failed),
+/// `evidence`, and the provider's `receipt` when the money moved.
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted,
+) -> Result<Response, ConsoleError> {
+    posted
+        .session
+        .require(&state, Permission::Operate, "resolve", Some(&id))
+        .await?;
+    let intent_id = Uuid::parse_str(&id).map_err(|_| ConsoleError::NotFound(format!("no intent {id}")))?;
+    let resolution = Resolution {
+        outcome: posted.form.get("outcome").unwrap_or_default(),
+        evidence: posted.form.get("evidence").unwrap_or_default(),
+        receipt: posted.form.get("receipt"),
+    };
+    let result = crate::resolve::resolve(
+        &state.engine,
+        &state.pool,
+        None,
+        None,
+        intent_id,
+        &posted.session.actor,
+        &resolution,
+    )
+    .await;
+    match result {
+        Ok(()) => {
+            let detail = format!("{}: {}", resolution.outcome, resolution.evidence.trim());
+            audit(&state, &posted.session, "resolve", Some(&id), "ok", Some(&detail)).await?;
+            Ok(Redirect::to(&back(&posted, "/console/review")).into_response())
+        }
+        Err(ResolveError::Invalid(problems)) => {
+            let text: Vec<String> = problems.iter().map(|(f, _, d)| format!("{f}: {d}")).collect();
+            Err(ConsoleError::Invalid(text.join("; ")))
+        }
+        Err(ResolveError::NotFound) => Err(ConsoleError::NotFound(format!("no intent {id}"))),
+        Err(ResolveError::InvalidState(message)) => {
+            audit(&state, &posted.session, "resolve", Some(&id), "refused", Some(&message)).await?;
+            Err(ConsoleError::Refused(message))
+        }
+        Err(ResolveError::Engine(e)) => Err(ConsoleError::Internal(e.into())),
+        Err(ResolveError::Database(e)) => Err(e.into()),
+    }
+}

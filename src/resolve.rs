@@ -1,0 +1,118 @@
+//! Settling an `unresolved` intent by hand: a person looked at the
+//! provider's statement (or asked its support) and says whether the money
+//! moved, with the evidence. The API (`POST /v1/payouts/{id}/resolve` and
+//! its siblings) and the admin console both resolve through here, so the
+//! rules (evidence required, a receipt names one payment only) are written
+//! once.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::store::intents;
+use crate::workflow::engine::{Applied, Cause, Engine, EngineError, Event};
+
+/// Longest evidence kept, in characters.
+pub const MAX_EVIDENCE_CHARS: usize = 500;
+/// Longest receipt accepted, in bytes (providers' are 10 to 30).
+pub const MAX_RECEIPT_BYTES: usize = 64;
+
+/// What the person says, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolution<'a> {
+    /// `succeeded` (the money moved) or `failed` (it did not).
+    pub outcome: &'a str,
+    pub evidence: &'a str,
+    /// The provider's receipt, when the money moved.
+    pub receipt: Option<&'a str>,
+}
+
+/// One bad field: (field, code, detail).
+pub type FieldProblem = (&'static str, &'static str, &'static str);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the resolution has invalid fields")]
+    Invalid(Vec<FieldProblem>),
+    #[error("no such intent")]
+    NotFound,
+    #[error("{0}")]
+    InvalidState(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Checks a resolution's fields; returns the event to apply, the trimmed
+/// evidence and receipt.
+pub fn check<'a>(resolution: &Resolution<'a>) -> Result<(&'static str, &'a str, Option<&'a str>), Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    let event = match resolution.outcome {
+        "succeeded" => "resolved_succeeded",
+        "failed" => "resolved_failed",
+        _ => {
+            problems.push(("outcome", "invalid_outcome", "succeeded or failed"));
+            ""
+        }
+    };
+    let evidence = resolution.evidence.trim();
+    if evidence.is_empty() || evidence.chars().count() > MAX_EVIDENCE_CHARS {
+        problems.push(("evidence", "invalid_evidence", "1 to 500 characters"));
+    }
+    let receipt = resolution.receipt.map(str::trim).filter(|r| !r.is_empty());
+    if receipt.is_some_and(|r| r.len() > MAX_RECEIPT_BYTES || !r.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        problems.push(("receipt", "invalid_receipt", "1 to 64 letters and digits"));
+    }
+    if problems.is_empty() {
+        Ok((event, evidence, receipt))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Resolves intent `id` (of `kind` and `owner` when given; any otherwise)
+/// as `actor`, in one transaction: the receipt, when the money moved, and
+/// the transition with the evidence as its note.
+pub async fn resolve(
+    engine: &Engine,
+    pool: &PgPool,
+    owner: Option<&str>,
+    kind: Option<&str>,
+    id: Uuid,
+    actor: &str,
+    resolution: &Resolution<'_>,
+) -> Result<(), ResolveError> {
+    let (event, evidence, receipt) = check(resolution).map_err(ResolveError::Invalid)?;
+    let mut tx = pool.begin().await?;
+    let row = intents::get(&mut tx, id).await?.ok_or(ResolveError::NotFound)?;
+    if owner.is_some_and(|o| o != row.owner) || kind.is_some_and(|k| k != row.kind) {
+        return Err(ResolveError::NotFound);
+    }
+    let kind = row.kind.as_str();
+    if let Some(receipt) = receipt {
+        // A receipt names one payment: another intent's or a C2B payment's
+        // cannot be borrowed (a later reversal would act on it).
+        if intents::receipt_in_use(&mut tx, receipt, id).await? {
+            return Err(ResolveError::InvalidState(format!(
+                "receipt {receipt} already belongs to another payment"
+            )));
+        }
+    }
+    if let (Some(receipt), "resolved_succeeded") = (receipt, event) {
+        intents::set_receipt(&mut tx, id, receipt).await?;
+    }
+    let note = format!("evidence: {evidence}");
+    let mut applied = Event::new(event, Cause::Admin, actor);
+    applied.note = Some(&note);
+    applied.provider_ref = receipt;
+    match engine.apply(&mut tx, id, &applied).await? {
+        Applied::Moved { .. } => {}
+        Applied::Rejected { state: current, .. } | Applied::Lost { expected: current } => {
+            return Err(ResolveError::InvalidState(format!(
+                "the {kind} is {current}; only an unresolved {kind} can be resolved"
+            )))
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
