@@ -50,8 +50,8 @@ pub struct ChaosArgs {
     json: bool,
 }
 
-/// The soak's provider misbehaviour (per mille): what the issue of a real
-/// provider's bad day looks like, all at once.
+/// The soak's provider misbehaviour (per mille): a real provider's bad
+/// day, all at once.
 fn soak_chaos() -> Chaos {
     Chaos {
         callback_loss_permille: 100,

@@ -357,6 +357,8 @@ struct IntentPage {
     flags: Vec<(String, String, String)>,
     approvals: Vec<(String, String, String)>,
     events: Vec<EventLine>,
+    /// `(at, provider, call, request id, outcome, code, latency)`.
+    calls: Vec<(String, String, String, String, String, String, String)>,
     jobs: Vec<JobLine>,
     callbacks: Vec<CallbackLine>,
     ledger: Vec<LedgerLine>,
@@ -438,6 +440,7 @@ pub async fn intent(
     let ledger = store::ledger_lines(&state.pool, intent_id, TIMELINE_ROWS).await?;
     let deliveries = store::deliveries(&state.pool, intent_id, TIMELINE_ROWS).await?;
     let flags = crate::store::policy::flags(&state.pool, intent_id).await?;
+    let calls = crate::store::provider_calls::for_intent(&state.pool, intent_id, TIMELINE_ROWS).await?;
     let mut conn = state.pool.acquire().await?;
     let approvals = crate::store::policy::approvals(&mut conn, intent_id).await?;
     drop(conn);
@@ -470,6 +473,20 @@ pub async fn intent(
                 actor: e.actor,
                 reason: e.reason.map(|r| mask_numbers_in(&r)).unwrap_or_default(),
                 provider_ref: e.provider_ref.unwrap_or_default(),
+            })
+            .collect(),
+        calls: calls
+            .into_iter()
+            .map(|c| {
+                (
+                    when(c.called_at),
+                    c.provider,
+                    c.call,
+                    c.request_id.unwrap_or_default(),
+                    c.outcome,
+                    c.code.unwrap_or_default(),
+                    format!("{} ms", c.latency_ms),
+                )
             })
             .collect(),
         jobs: jobs

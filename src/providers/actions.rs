@@ -120,6 +120,29 @@ pub async fn record_answer(
     }
 }
 
+/// Times a whole adapter call (token refresh included) and keeps it in the
+/// intent's record of provider calls.
+async fn note_call(
+    ctx: &ActionContext,
+    provider: &'static str,
+    call: &'static str,
+    request_id: &str,
+    answer: &Result<Reply, CallError>,
+    latency: std::time::Duration,
+) {
+    let summary = crate::store::provider_calls::summarize(answer);
+    crate::store::provider_calls::note(
+        ctx.job.pool(),
+        ctx.intent.id,
+        provider,
+        call,
+        Some(request_id),
+        summary,
+        latency,
+    )
+    .await;
+}
+
 /// Counts an adapter's error and records the answer on the breaker.
 async fn record(ctx: &ActionContext, provider: &Provider, error: Option<&CallError>) -> Result<(), JobError> {
     let name = provider.adapter.name();
@@ -168,10 +191,10 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
     let direction = direction_of(&ctx.intent)?;
     let request = request_for(&ctx, provider.adapter.as_ref(), direction).await?;
     let name = provider.adapter.name();
+    let request_id = request.request_id.clone();
     let started = std::time::Instant::now();
     let answer = provider.adapter.send(request).await;
-    metrics::histogram!("tuma_provider_request_seconds", "provider" => name, "call" => "send")
-        .record(started.elapsed().as_secs_f64());
+    note_call(&ctx, name, "send", &request_id, &answer, started.elapsed()).await;
     record(&ctx, &provider, answer.as_ref().err()).await?;
     let intent_id = ctx.intent.id;
     match answer {
@@ -230,13 +253,12 @@ pub async fn query_status(ctx: ActionContext, provider: Provider) -> Result<(), 
         .adapter
         .status(
             direction,
-            request_id,
+            request_id.clone(),
             country.code().to_owned(),
             ctx.intent.currency.clone(),
         )
         .await;
-    metrics::histogram!("tuma_provider_request_seconds", "provider" => name, "call" => "status")
-        .record(started.elapsed().as_secs_f64());
+    note_call(&ctx, name, "status", &request_id, &answer, started.elapsed()).await;
     record(&ctx, &provider, answer.as_ref().err()).await?;
     match answer {
         Ok(reply) => {

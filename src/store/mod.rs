@@ -12,6 +12,7 @@ pub mod keys;
 pub mod loans;
 pub mod parties;
 pub mod policy;
+pub mod provider_calls;
 pub mod reports;
 pub mod webhooks;
 

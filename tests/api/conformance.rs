@@ -172,6 +172,18 @@ pub async fn happy_path(case: &Case) {
             "no receipt on {done}"
         );
         assert_eq!(applied(&done).last().unwrap().0, "provider_succeeded");
+        // The call is on the intent's record, with its answer and latency.
+        let calls: Vec<(String, String, String, i32)> = sqlx::query_as(
+            "SELECT provider, call, outcome, latency_ms FROM provider_calls WHERE intent_id = $1::uuid ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        let (provider, call, outcome, latency_ms) = calls.first().expect("the send is recorded");
+        assert_eq!((provider.as_str(), call.as_str()), (case.provider, "send"), "{calls:?}");
+        assert!(["pending", "succeeded"].contains(&outcome.as_str()), "{calls:?}");
+        assert!(*latency_ms >= 0);
     }
     paid_once(&app, &[&paying, &collecting]).await;
     assert_eq!(sim(&app).movements().len(), 2);

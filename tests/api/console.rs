@@ -571,9 +571,21 @@ async fn the_intent_page_tells_the_whole_story_and_shows_raw_bodies_to_admins_on
     .execute(&app.db.pool)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO provider_calls (intent_id, provider, call, request_id, outcome, code, latency_ms)
+         VALUES ($1::uuid, 'mpesa', 'send', 'req-0042', 'rejected', '2001', 143)",
+    )
+    .bind(&id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
     let path = format!("/console/intents/{id}");
 
     let admin = app.console_as("ada").await.page(&path).await;
+    assert!(
+        admin.contains("req-0042") && admin.contains("2001") && admin.contains("143 ms"),
+        "each provider call with its id, code and latency"
+    );
     assert!(admin.contains("ResultCode"), "admins see the raw body");
     assert!(!admin.contains("712345678"), "never the whole number");
     assert!(admin.contains("*********678"));

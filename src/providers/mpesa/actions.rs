@@ -85,6 +85,7 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     };
     let result_url = callback_url(&client, "b2c-result", intent)?;
     let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
+    let started = std::time::Instant::now();
     let answer = client
         .b2c(
             &originator,
@@ -95,6 +96,14 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
             &timeout_url,
         )
         .await;
+    note(
+        &ctx,
+        "send",
+        Some(&originator),
+        summary(&answer, |_| ("pending", None)),
+        started,
+    )
+    .await;
     record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
     match answer {
         Ok(_) | Err(MpesaError::Duplicate) => Ok(()),
@@ -112,13 +121,51 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     }
 }
 
+/// `(outcome, code)` of a Daraja answer for the intent's record of
+/// provider calls; `ok` reads an accepted one.
+fn summary<T>(
+    answer: &Result<T, MpesaError>,
+    ok: impl FnOnce(&T) -> (&'static str, Option<String>),
+) -> (&'static str, Option<String>) {
+    match answer {
+        Ok(value) => ok(value),
+        Err(MpesaError::Rejected { code, .. }) => ("rejected", Some(code.clone())),
+        Err(MpesaError::Busy(_)) => ("busy", None),
+        Err(MpesaError::Ambiguous(_)) => ("ambiguous", None),
+        Err(MpesaError::Duplicate) => ("duplicate", None),
+        Err(MpesaError::Config(_)) => ("config", None),
+    }
+}
+
+async fn note(
+    ctx: &ActionContext,
+    call: &'static str,
+    request_id: Option<&str>,
+    summary: (&'static str, Option<String>),
+    started: std::time::Instant,
+) {
+    crate::store::provider_calls::note(
+        ctx.job.pool(),
+        ctx.intent.id,
+        "mpesa",
+        call,
+        request_id,
+        summary,
+        started.elapsed(),
+    )
+    .await;
+}
+
 /// STK push: prompt the payer.
 pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
     gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
+    let started = std::time::Instant::now();
     let answer = client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await;
+    let checkout = answer.as_ref().ok().map(String::as_str);
+    note(&ctx, "send", checkout, summary(&answer, |_| ("pending", None)), started).await;
     // Only a refusal before processing may delay this job: an ambiguous
     // prompt must be recorded as sent now, never pushed again.
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
@@ -146,7 +193,15 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>, circuits
         return Ok(());
     };
     if intent.kind == "collection" {
+        let started = std::time::Instant::now();
         let answer = client.stk_query(&reference).await;
+        let outcome = summary(&answer, |outcome| match outcome {
+            Outcome::Succeeded => ("succeeded", None),
+            Outcome::Failed { code, .. } => ("failed", Some(code.clone())),
+            Outcome::Pending => ("pending", None),
+            Outcome::Unknown { code, .. } => ("unknown", Some(code.clone())),
+        });
+        note(&ctx, "status", Some(&reference), outcome, started).await;
         record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
         match answer {
             Ok(Outcome::Succeeded) => apply(&ctx, "provider_succeeded", Cause::Poll, None).await,
@@ -158,7 +213,17 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>, circuits
     } else {
         let result_url = callback_url(&client, "status-result", intent)?;
         let timeout_url = callback_url(&client, "status-timeout", intent)?;
+        let started = std::time::Instant::now();
         let answer = client.transaction_status(&reference, &result_url, &timeout_url).await;
+        // Accepted: the answer comes by callback.
+        note(
+            &ctx,
+            "status",
+            Some(&reference),
+            summary(&answer, |_| ("pending", None)),
+            started,
+        )
+        .await;
         record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
         match answer {
             Ok(()) => Ok(()),
