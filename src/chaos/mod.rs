@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::api::Scope;
 use crate::config::Config;
+use crate::demo::api::Api;
 use crate::demo::postgres::DemoDatabase;
 use crate::simulator::{Chaos, SimOptions, SimulatedProvider};
 use engines::Engine;
@@ -213,7 +214,9 @@ async fn soak(
         http: http.clone(),
         urls: urls.clone(),
     };
-    setup(&client, &admin, &sims, config).await?;
+    // Set-up and the faults' own requests go to engine A, never killed.
+    let api = Api::new(urls[0].clone());
+    setup(&api, &admin, &sims, config).await?;
 
     let planned = plan::plan(args.payouts, args.seed);
     let submitted = Arc::new(AtomicUsize::new(0));
@@ -223,7 +226,7 @@ async fn soak(
         chaos.clone(),
         pool.clone(),
         database.url.clone(),
-        client.clone(),
+        api,
         admin.clone(),
         Arc::clone(&submitted),
         args.payouts,
@@ -383,41 +386,19 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-
-    async fn post(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.urls[0]))
-            .bearer_auth(key)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {path}"))?;
-        let status = response.status();
-        let answer = response.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.is_success(), "POST {path} answered {status}: {answer}");
-        Ok(answer)
-    }
 }
 
 /// Funds the paying parties and records each provider's opening float.
-async fn setup(
-    client: &Client,
-    admin: &str,
-    sims: &[Arc<dyn SimulatedProvider>],
-    config: &Config,
-) -> anyhow::Result<()> {
+async fn setup(api: &Api, admin: &str, sims: &[Arc<dyn SimulatedProvider>], config: &Config) -> anyhow::Result<()> {
     for currency in plan::CURRENCIES {
         for i in 0..plan::PARTIES {
             let party = plan::party(currency, i);
-            client
-                .post(
-                    &format!("/v1/parties/{party}/credits"),
-                    admin,
-                    &json!({ "amount": "1000000000", "currency": currency, "reference": format!("budget-{party}") }),
-                )
-                .await?;
+            api.ok(
+                &format!("/v1/parties/{party}/credits"),
+                admin,
+                &json!({ "amount": "1000000000", "currency": currency, "reference": format!("budget-{party}") }),
+            )
+            .await?;
         }
     }
     for sim in sims {
@@ -427,14 +408,13 @@ async fn setup(
             .map(|p| p.currencies.keys().map(|c| c.to_string()).collect::<Vec<_>>())
             .unwrap_or_default();
         for currency in currencies {
-            client
-                .post(
-                    &format!("/v1/floats/{}/adjustments", sim.name()),
-                    admin,
-                    &json!({ "amount": sim.float(&currency).to_string(), "currency": currency,
+            api.ok(
+                &format!("/v1/floats/{}/adjustments", sim.name()),
+                admin,
+                &json!({ "amount": sim.float(&currency).to_string(), "currency": currency,
                              "reference": format!("opening-float-{currency}") }),
-                )
-                .await?;
+            )
+            .await?;
         }
     }
     Ok(())
@@ -456,7 +436,7 @@ async fn inject_faults(
     chaos: Chaos,
     pool: sqlx::PgPool,
     database_url: String,
-    client: Client,
+    api: Api,
     admin: String,
     submitted: Arc<AtomicUsize>,
     total: usize,
@@ -490,13 +470,12 @@ async fn inject_faults(
                 injected.held_for_float = crate::store::reports::held_for_float(&pool).await?;
                 let mpesa = sims.iter().find(|s| s.name() == "mpesa").context("simulator")?;
                 mpesa.top_up("KES", TOP_UP_KES);
-                client
-                    .post(
-                        "/v1/floats/mpesa/adjustments",
-                        &admin,
-                        &json!({ "amount": TOP_UP_KES.to_string(), "currency": "KES", "reference": "top-up-1" }),
-                    )
-                    .await?;
+                api.ok(
+                    "/v1/floats/mpesa/adjustments",
+                    &admin,
+                    &json!({ "amount": TOP_UP_KES.to_string(), "currency": "KES", "reference": "top-up-1" }),
+                )
+                .await?;
             }
             Fault::DropConnections => {
                 injected.connections_cut = drop_connections(&database_url).await?;
@@ -511,12 +490,7 @@ async fn inject_faults(
 async fn drop_connections(database_url: &str) -> anyhow::Result<i64> {
     use sqlx::Connection;
     let mut connection = sqlx::PgConnection::connect(database_url).await?;
-    let cut: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-         FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&mut connection)
-    .await?;
+    let cut = crate::store::reports::terminate_other_connections(&mut connection).await?;
     connection.close().await?;
     Ok(cut)
 }
@@ -543,14 +517,9 @@ async fn settle(pool: &sqlx::PgPool, engines: &Mutex<[Engine; 2]>, limit: Durati
             }
         }
         if !quiet && last_said.elapsed() > Duration::from_secs(5) {
-            let open: Vec<(String, String, String, i64)> = sqlx::query_as(
-                "SELECT provider, kind, state, count(*) FROM intents
-                 WHERE metadata->>'scenario' = 'chaos' AND final_at IS NULL AND state <> 'unresolved'
-                 GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 4",
-            )
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default();
+            let open = crate::store::reports::scenario_open(pool, "chaos", 4)
+                .await
+                .unwrap_or_default();
             let open: Vec<String> = open
                 .into_iter()
                 .map(|(provider, kind, state, n)| format!("{n} {provider} {kind} {state}"))
@@ -578,14 +547,7 @@ async fn check(
     created: &BTreeSet<String>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT i.id::text, i.provider, i.kind, i.state,
-                (SELECT e.event FROM intent_events e WHERE e.intent_id = i.id AND e.outcome = 'applied'
-                 ORDER BY e.id DESC LIMIT 1)
-         FROM intents i WHERE i.metadata->>'scenario' = 'chaos'",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = crate::store::reports::scenario_intents(pool, "chaos").await?;
     let stored: BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let lost = created.iter().filter(|id| !stored.contains(id.as_str())).count();
     if lost > 0 {

@@ -132,6 +132,28 @@ impl Scratch {
     }
 }
 
+/// POSTs the `i`th payout; why not, when it was not created.
+async fn create_payout(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    idempotency_key: &str,
+    i: usize,
+) -> Result<(), String> {
+    let response = http
+        .post(format!("{base}/v1/payouts"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", idempotency_key)
+        .json(&Scratch::payout(i))
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyhow::Result<()> {
     let scratch = Scratch::start(config, "payouts", true).await?;
     let (pool, base, key) = (scratch.pool.clone(), scratch.base.clone(), scratch.key.clone());
@@ -150,19 +172,9 @@ pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyh
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let sent = Instant::now();
-            let response = http
-                .post(format!("{base}/v1/payouts"))
-                .bearer_auth(&key)
-                .header("Idempotency-Key", format!("bench-{i}"))
-                .json(&Scratch::payout(i))
-                .send()
-                .await;
-            let latency = sent.elapsed();
-            match response {
-                Ok(r) if r.status().is_success() => Ok(latency),
-                Ok(r) => Err(format!("HTTP {}", r.status())),
-                Err(e) => Err(e.to_string()),
-            }
+            create_payout(&http, &base, &key, &format!("bench-{i}"), i)
+                .await
+                .map(|()| sent.elapsed())
         }));
     }
     let mut created = Vec::with_capacity(count);
@@ -231,14 +243,9 @@ pub async fn bench_api(config: Config, rate: u32, duration: Duration, run_jobs: 
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
     // Warm the connection pools (HTTP and database) before measuring.
     for i in 0..50 {
-        let response = http
-            .post(format!("{}/v1/payouts", scratch.base))
-            .bearer_auth(&scratch.key)
-            .header("Idempotency-Key", format!("warm-{i}"))
-            .json(&Scratch::payout(count + i))
-            .send()
-            .await?;
-        anyhow::ensure!(response.status().is_success(), "warm-up refused: {}", response.status());
+        create_payout(&http, &scratch.base, &scratch.key, &format!("warm-{i}"), count + i)
+            .await
+            .map_err(|why| anyhow::anyhow!("warm-up refused: {why}"))?;
     }
     println!(
         "bench api: POST /v1/payouts at {rate}/s for {} s ({count} requests, open loop), runner {}",
@@ -253,19 +260,9 @@ pub async fn bench_api(config: Config, rate: u32, duration: Duration, run_jobs: 
         tokio::time::sleep_until(due).await;
         let (http, base, key) = (http.clone(), scratch.base.clone(), scratch.key.clone());
         tasks.push(tokio::spawn(async move {
-            let response = http
-                .post(format!("{base}/v1/payouts"))
-                .bearer_auth(&key)
-                .header("Idempotency-Key", format!("bench-{i}"))
-                .json(&Scratch::payout(i))
-                .send()
-                .await;
-            let latency = due.elapsed();
-            match response {
-                Ok(r) if r.status().is_success() => Ok(latency),
-                Ok(r) => Err(format!("HTTP {}", r.status())),
-                Err(e) => Err(e.to_string()),
-            }
+            create_payout(&http, &base, &key, &format!("bench-{i}"), i)
+                .await
+                .map(|()| due.elapsed())
         }));
     }
     let sent_in = started.elapsed();

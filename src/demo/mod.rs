@@ -3,7 +3,7 @@
 //! HTTP API with the simulator's chaos on; then a report of what happened
 //! and whether every invariant held (the exit code says so).
 
-mod api;
+pub(crate) mod api;
 pub(crate) mod postgres;
 mod scenarios;
 

@@ -439,3 +439,49 @@ pub async fn completion_stats(pool: &PgPool, kind: &str) -> Result<(i64, Option<
     .fetch_one(pool)
     .await
 }
+
+/// Every intent of `scenario`: `(id, provider, kind, state, last applied
+/// event)`; the event says why an `unresolved` one is waiting.
+pub async fn scenario_intents(
+    pool: &PgPool,
+    scenario: &str,
+) -> Result<Vec<(String, String, String, String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id::text, i.provider, i.kind, i.state,
+                (SELECT e.event FROM intent_events e WHERE e.intent_id = i.id AND e.outcome = 'applied'
+                 ORDER BY e.id DESC LIMIT 1)
+         FROM intents i WHERE i.metadata->>'scenario' = $1",
+    )
+    .bind(scenario)
+    .fetch_all(pool)
+    .await
+}
+
+/// The largest groups of `scenario`'s intents still in flight (not final,
+/// not `unresolved`): `(provider, kind, state, count)`.
+pub async fn scenario_open(
+    pool: &PgPool,
+    scenario: &str,
+    limit: i64,
+) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, kind, state, count(*) FROM intents
+         WHERE metadata->>'scenario' = $1 AND final_at IS NULL AND state <> 'unresolved'
+         GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT $2",
+    )
+    .bind(scenario)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Terminates every server connection to this connection's database but
+/// itself; how many it cut.
+pub async fn terminate_other_connections(connection: &mut sqlx::PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+         FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(connection)
+    .await
+}
