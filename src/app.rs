@@ -59,7 +59,10 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     };
     let actions = built_in_actions(&providers);
     let workflows = load_workflows(&config, &actions.known_names())?;
-    let jobs = JobClient::new(pool.clone(), clock.clone());
+    // What the runner's LISTEN connection hears, shared with the engine's
+    // enqueues so they can leave out redundant NOTIFYs.
+    let heard = crate::runner::Heard::new(std::time::Duration::from_millis(config.runner.notify_debounce_ms));
+    let jobs = JobClient::new(pool.clone(), clock.clone()).with_heard(heard.clone());
     let provider_queues = config
         .providers
         .keys()
@@ -112,7 +115,8 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let runner = Runner::new(pool.clone(), config.runner.clone(), registry, clock)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
         .context("building the job runner")?
-        .with_cron(cron);
+        .with_cron(cron)
+        .with_heard(heard);
     let state = AppState {
         pool,
         engine: engine.clone(),

@@ -238,8 +238,12 @@ async fn probe_wake_up(
         finished: Arc::clone(&finished),
         waits_us: Arc::clone(&waits_us),
     });
-    let runner =
-        Runner::new(pool.clone(), config.runner.clone(), registry, Clock::Database).map_err(|e| anyhow::anyhow!(e))?;
+    // Every probe sends its NOTIFY: back to back, the default debounce
+    // would leave them to the busy queue's polling, which is not what this
+    // measures.
+    let mut runner_config = config.runner.clone();
+    runner_config.notify_debounce_ms = 0;
+    let runner = Runner::new(pool.clone(), runner_config, registry, Clock::Database).map_err(|e| anyhow::anyhow!(e))?;
     let client = runner.client();
     let running = runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
     // Let the LISTEN connection come up before the first probe.

@@ -27,34 +27,44 @@ pub(super) async fn ensure_accounts<'a>(
     let currencies = column(|k| k.currency.code().to_owned());
     let sides = column(|k| k.kind.normal_side().as_str().to_owned());
     let non_negative: Vec<bool> = unique.iter().map(|k| k.kind.non_negative()).collect();
-    let new_ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
-        "INSERT INTO ledger_accounts (id, owner, kind, ref, currency, normal_side, non_negative)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
-         ORDER BY 2, 3, 4, 5
-         ON CONFLICT (owner, kind, ref, currency) DO NOTHING",
-    )
-    .bind(&new_ids)
-    .bind(&owners)
-    .bind(&kinds)
-    .bind(&refs)
-    .bind(&currencies)
-    .bind(&sides)
-    .bind(&non_negative)
-    .execute(&mut *conn)
-    .await?;
-    let rows: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(
-        "SELECT a.id, a.owner, a.kind, a.ref, a.currency
+    let select = "SELECT a.id, a.owner, a.kind, a.ref, a.currency
          FROM ledger_accounts a
          JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(owner, kind, ref, currency)
-           ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency",
-    )
-    .bind(&owners)
-    .bind(&kinds)
-    .bind(&refs)
-    .bind(&currencies)
-    .fetch_all(&mut *conn)
-    .await?;
+           ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency";
+    // Accounts are made once and used ever after: look first, create only
+    // what is missing.
+    let mut rows: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(select)
+        .bind(&owners)
+        .bind(&kinds)
+        .bind(&refs)
+        .bind(&currencies)
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() < unique.len() {
+        let new_ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
+        sqlx::query(
+            "INSERT INTO ledger_accounts (id, owner, kind, ref, currency, normal_side, non_negative)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
+             ORDER BY 2, 3, 4, 5
+             ON CONFLICT (owner, kind, ref, currency) DO NOTHING",
+        )
+        .bind(&new_ids)
+        .bind(&owners)
+        .bind(&kinds)
+        .bind(&refs)
+        .bind(&currencies)
+        .bind(&sides)
+        .bind(&non_negative)
+        .execute(&mut *conn)
+        .await?;
+        rows = sqlx::query_as(select)
+            .bind(&owners)
+            .bind(&kinds)
+            .bind(&refs)
+            .bind(&currencies)
+            .fetch_all(&mut *conn)
+            .await?;
+    }
     let mut ids = HashMap::with_capacity(rows.len());
     for key in unique {
         let id = rows

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::runner::{JobArgs, JobClient, JobContext, JobError, JobOptions, NewJob, RetryPolicy, Worker};
+use crate::runner::{JobArgs, JobContext, JobError, JobOptions, NewJob, RetryPolicy, Worker};
 use crate::store::{intents, webhooks};
 
 /// The header carrying the signature.
@@ -65,21 +64,15 @@ impl JobArgs for DeliverWebhook {
     }
 }
 
-/// Enqueues one delivery per active endpoint of `owner`, in the transaction
-/// of the state change itself (a delivery exists iff the change committed).
-pub async fn enqueue_deliveries(
-    jobs: &JobClient,
-    tx: &mut Transaction<'_, Postgres>,
-    owner: &str,
-    event_id: i64,
-) -> Result<(), sqlx::Error> {
-    let endpoints = webhooks::active_endpoint_ids(tx, owner).await?;
-    let deliveries: Vec<NewJob> = endpoints
-        .into_iter()
-        .map(|endpoint_id| NewJob::new(&DeliverWebhook { endpoint_id, event_id }).retry_policy(DELIVERY_RETRY))
-        .collect();
-    jobs.enqueue_many(tx, &deliveries).await?;
-    Ok(())
+/// One delivery job per endpoint for event `event_id`. The engine enqueues
+/// them in the transaction of the state change itself (a delivery exists iff
+/// the change committed), the endpoints read by the statement that recorded
+/// the event ([`intents::insert_event_for_delivery`]).
+pub fn deliveries(event_id: i64, endpoints: &[Uuid]) -> Vec<NewJob> {
+    endpoints
+        .iter()
+        .map(|&endpoint_id| NewJob::new(&DeliverWebhook { endpoint_id, event_id }).retry_policy(DELIVERY_RETRY))
+        .collect()
 }
 
 /// The body of a delivery.

@@ -151,9 +151,12 @@ impl ProviderCallbackWorker {
                 return finish(ctx, tx).await;
             }
         };
+        let mut intent = intent;
         if let (Outcome::Succeeded, Some(receipt)) = (&report.outcome, &report.receipt) {
             intents::set_receipt(&mut tx, intent.id, receipt).await?;
+            intent.receipt.get_or_insert_with(|| receipt.clone());
         }
+        let id = intent.id;
         let note = match &report.outcome {
             Outcome::Failed { code, reason } => Some(format!("{code}: {reason}")),
             _ => None,
@@ -164,7 +167,7 @@ impl ProviderCallbackWorker {
         applied_event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&row.body)));
         let applied = self
             .engine
-            .apply(&mut tx, intent.id, &applied_event)
+            .apply_to(&mut tx, intent, &applied_event)
             .await
             .map_err(JobError::retryable)?;
         let (outcome, detail) = match &applied {
@@ -174,7 +177,7 @@ impl ProviderCallbackWorker {
                 return Err(JobError::retryable("the intent changed while the callback was applied"));
             }
         };
-        finish_row(&mut tx, row, Some(intent.id), key, outcome, detail.as_deref()).await?;
+        finish_row(&mut tx, row, Some(id), key, outcome, detail.as_deref()).await?;
         finish(ctx, tx).await
     }
 }

@@ -1,5 +1,9 @@
 //! Enqueueing jobs and the operations admins run on them.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::job::{EnqueueOutcome, NewJob};
@@ -10,17 +14,82 @@ use crate::domain::JobId;
 /// Most jobs one listing returns.
 pub const MAX_LIST_LIMIT: i64 = 1_000;
 
+/// When this process last heard a NOTIFY for each queue, as its runner's
+/// LISTEN connection records them.
+///
+/// A NOTIFY is a serialization point in Postgres: a committing transaction
+/// that sent one holds a cluster-wide lock through its WAL flush, so
+/// notifying transactions commit one at a time. Under load nearly every
+/// transaction enqueues a job, and a notification per enqueue would cap the
+/// whole engine at one commit per flush. So an enqueue leaves its NOTIFY out
+/// while one for its queue was heard less than `debounce` ago: that
+/// notification was committed and delivered, so a node claimed its job and
+/// keeps polling the queue for its busy window (`runner.busy_window_ms`,
+/// at least four debounces), which picks this job up too. A job is never
+/// lost by this; at worst, if its transaction stays open longer than that
+/// window, it waits for the poll interval.
+#[derive(Clone, Debug, Default)]
+pub struct Heard {
+    debounce: Duration,
+    at: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Heard {
+    /// Remembers notifications for `debounce`; zero never skips a NOTIFY.
+    pub fn new(debounce: Duration) -> Heard {
+        Heard {
+            debounce,
+            at: Arc::default(),
+        }
+    }
+
+    /// A notification for `queue` arrived now.
+    pub(crate) fn record(&self, queue: &str) {
+        let mut at = self.at.lock().expect("heard mutex poisoned");
+        match at.get_mut(queue) {
+            Some(when) => *when = Instant::now(),
+            None => {
+                at.insert(queue.to_owned(), Instant::now());
+            }
+        }
+    }
+
+    /// Whether an enqueue to `queue` may leave its NOTIFY out.
+    pub(crate) fn fresh(&self, queue: &str) -> bool {
+        !self.debounce.is_zero()
+            && self
+                .at
+                .lock()
+                .expect("heard mutex poisoned")
+                .get(queue)
+                .is_some_and(|when| when.elapsed() < self.debounce)
+    }
+}
+
 /// The way into the runner for code that is not a worker: product code
 /// enqueues through it, admin tools inspect and steer jobs with it.
 #[derive(Clone, Debug)]
 pub struct JobClient {
     pool: PgPool,
     clock: Clock,
+    heard: Heard,
 }
 
 impl JobClient {
+    /// A client that notifies on every enqueue.
     pub fn new(pool: PgPool, clock: Clock) -> JobClient {
-        JobClient { pool, clock }
+        JobClient {
+            pool,
+            clock,
+            heard: Heard::default(),
+        }
+    }
+
+    /// Leaves out the NOTIFY of an enqueue while `heard` says a node is busy
+    /// on its queue (see [`Heard`]); share the runner's.
+    pub fn with_heard(mut self, heard: Heard) -> JobClient {
+        self.heard = heard;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -38,7 +107,8 @@ impl JobClient {
         tx: &mut Transaction<'_, Postgres>,
         job: &NewJob,
     ) -> Result<EnqueueOutcome, sqlx::Error> {
-        store::insert_job(tx, job, self.clock.sql_now()).await
+        let notify = !self.heard.fresh(&job.queue);
+        store::insert_job(tx, job, notify, self.clock.sql_now()).await
     }
 
     /// Enqueues many jobs with one statement in the caller's transaction.
@@ -48,7 +118,21 @@ impl JobClient {
         if jobs.is_empty() {
             return Ok(0);
         }
-        store::insert_many(tx, jobs, self.clock.sql_now()).await
+        let notify = jobs.iter().any(|job| !self.heard.fresh(&job.queue));
+        store::insert_many(tx, jobs, notify, self.clock.sql_now()).await
+    }
+
+    /// Withdraws the jobs waiting under any of `unique_keys` in the caller's
+    /// transaction (a job already running is left alone); returns how many.
+    pub async fn withdraw(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        unique_keys: &[String],
+    ) -> Result<u64, sqlx::Error> {
+        if unique_keys.is_empty() {
+            return Ok(0);
+        }
+        store::delete_waiting(tx, unique_keys).await
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
@@ -109,5 +193,32 @@ impl JobClient {
     /// Deletes a dead job that will not be re-run.
     pub async fn discard_dead(&self, id: JobId) -> Result<bool, sqlx::Error> {
         store::discard_dead(&self.pool, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_is_fresh_for_the_debounce_and_only_for_its_queue() {
+        let heard = Heard::new(Duration::from_secs(60));
+        assert!(!heard.fresh("mpesa"), "nothing heard yet");
+        heard.record("mpesa");
+        assert!(heard.fresh("mpesa"));
+        assert!(!heard.fresh("default"));
+
+        let short = Heard::new(Duration::from_millis(1));
+        short.record("mpesa");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!short.fresh("mpesa"), "past the debounce the next enqueue notifies");
+    }
+
+    #[test]
+    fn a_zero_debounce_never_skips_a_notify() {
+        let heard = Heard::new(Duration::ZERO);
+        heard.record("mpesa");
+        assert!(!heard.fresh("mpesa"));
+        assert!(!Heard::default().fresh("mpesa"));
     }
 }

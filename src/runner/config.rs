@@ -19,6 +19,16 @@ pub struct RunnerConfig {
     pub heartbeat_interval_ms: u64,
     pub rescue_interval_ms: u64,
     pub poll_interval_ms: u64,
+    /// While a queue is busy (a claim found jobs within the last
+    /// `busy_window_ms`), a producer whose claim came back short claims
+    /// again after this long instead of waiting for a notification: the
+    /// jobs that arrive meanwhile are claimed together.
+    pub busy_poll_ms: u64,
+    pub busy_window_ms: u64,
+    /// An enqueue leaves out its NOTIFY when this process heard one for the
+    /// same queue less than this long ago: some node is busy on that queue
+    /// and will claim the job by polling. 0 notifies on every enqueue.
+    pub notify_debounce_ms: u64,
     pub claim_batch: u32,
     pub completion_batch: u32,
     pub shutdown_timeout_ms: u64,
@@ -68,6 +78,8 @@ impl RunnerConfig {
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("rescue_interval_ms", self.rescue_interval_ms),
             ("poll_interval_ms", self.poll_interval_ms),
+            ("busy_poll_ms", self.busy_poll_ms),
+            ("busy_window_ms", self.busy_window_ms),
             ("claim_batch", u64::from(self.claim_batch)),
             ("completion_batch", u64::from(self.completion_batch)),
             ("default_timeout_ms", self.default_timeout_ms),
@@ -90,6 +102,19 @@ impl RunnerConfig {
                 "runner.heartbeat_interval_ms ({}) must be at most half of runner.lease_ms ({}), \
                  or a healthy node could lose a lease between two heartbeats",
                 self.heartbeat_interval_ms, self.lease_ms
+            ));
+        }
+        if self.busy_poll_ms > self.poll_interval_ms {
+            return Err(format!(
+                "runner.busy_poll_ms ({}) must be at most runner.poll_interval_ms ({})",
+                self.busy_poll_ms, self.poll_interval_ms
+            ));
+        }
+        if self.notify_debounce_ms * 4 > self.busy_window_ms {
+            return Err(format!(
+                "runner.notify_debounce_ms ({}) must be at most a quarter of runner.busy_window_ms ({}): \
+                 an enqueue that leaves out its NOTIFY counts on a node still polling its queue",
+                self.notify_debounce_ms, self.busy_window_ms
             ));
         }
         if self.retry.max_ms < self.retry.base_ms {

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use backoff::RetryPolicy;
-pub use client::JobClient;
+pub use client::{Heard, JobClient};
 pub use config::{QueueConfig, RetentionConfig, RunnerConfig};
 pub use cron::{fire as fire_cron_tick, CronEntry};
 pub use job::{
@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: Mutex<HashMap<i64, InFlight>>,
     queues: BTreeMap<String, Arc<QueueRuntime>>,
     cron: Vec<CronEntry>,
+    /// Notifications this process's LISTEN connection heard, by queue.
+    pub(crate) heard: Heard,
 }
 
 /// A queue's local state on this node.
@@ -144,10 +146,12 @@ impl Runner {
                 )
             })
             .collect();
+        let heard = Heard::new(Duration::from_millis(config.notify_debounce_ms));
         Ok(Runner {
             inner: Arc::new(Inner {
                 pool,
                 control,
+                heard,
                 config,
                 registry,
                 node,
@@ -166,12 +170,22 @@ impl Runner {
         Runner { inner: Arc::new(inner) }
     }
 
+    /// Records the notifications this runner hears in `heard`, the one the
+    /// process's other job clients share (see [`Heard`]).
+    pub fn with_heard(self, heard: Heard) -> Runner {
+        let mut inner =
+            Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_heard before the runner is shared"));
+        inner.heard = heard;
+        Runner { inner: Arc::new(inner) }
+    }
+
     pub fn node_id(&self) -> &str {
         &self.inner.node
     }
 
+    /// A job client that shares what this runner hears.
     pub fn client(&self) -> JobClient {
-        JobClient::new(self.inner.pool.clone(), self.inner.clock.clone())
+        JobClient::new(self.inner.pool.clone(), self.inner.clock.clone()).with_heard(self.inner.heard.clone())
     }
 
     /// Claims what `queue` has runnable now (up to its concurrency), runs it,
@@ -238,7 +252,7 @@ impl Runner {
         let scheduler = if inner.cron.is_empty() {
             None
         } else {
-            let client = JobClient::new(inner.pool.clone(), inner.clock.clone());
+            let client = JobClient::new(inner.pool.clone(), inner.clock.clone()).with_heard(inner.heard.clone());
             Some(cron::start_scheduler(client, &inner.cron).await?)
         };
         tracing::info!(node = %inner.node, queues = inner.queues.len(), "job runner started");
@@ -281,8 +295,9 @@ impl RunningRunner {
         &self.inner.node
     }
 
+    /// A job client that shares what this runner hears.
     pub fn client(&self) -> JobClient {
-        JobClient::new(self.inner.pool.clone(), self.inner.clock.clone())
+        JobClient::new(self.inner.pool.clone(), self.inner.clock.clone()).with_heard(self.inner.heard.clone())
     }
 
     /// Wakes `queue`'s producer as a notification would.
@@ -528,6 +543,10 @@ async fn produce(
     done_tx: mpsc::Sender<Done>,
 ) {
     let poll = Duration::from_millis(inner.config.poll_interval_ms);
+    let busy_poll = Duration::from_millis(inner.config.busy_poll_ms);
+    let busy_window = Duration::from_millis(inner.config.busy_window_ms);
+    // When a claim last found jobs: the queue counts as busy for a window.
+    let mut last_found: Option<std::time::Instant> = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -552,6 +571,9 @@ async fn produce(
             }
         };
         let drained = claimed.len() < wanted;
+        if !claimed.is_empty() {
+            last_found = Some(std::time::Instant::now());
+        }
         // Track first: jobs waiting for the token bucket are this node's and
         // must have their leases renewed while they wait.
         let flights: Vec<InFlight> = claimed.iter().map(|job| inner.track(job)).collect();
@@ -595,11 +617,24 @@ async fn produce(
             return;
         }
         if drained {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return,
-                () = queue.wake.notified() => {}
-                () = tokio::time::sleep(poll) => {}
+            let busy = last_found.is_some_and(|at| at.elapsed() < busy_window);
+            if busy {
+                // Enqueues skip their NOTIFY while the queue is busy (see
+                // `Heard`): poll, and take what arrived meanwhile together.
+                // The few notifications still sent wake it sooner.
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    () = queue.wake.notified() => {}
+                    () = tokio::time::sleep(busy_poll) => {}
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    () = queue.wake.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                }
             }
         }
     }

@@ -173,7 +173,10 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
             tokio::select! {
                 () = stop.cancelled() => return,
                 received = listener.try_recv() => match received {
-                    Ok(Some(notification)) => inner.wake(notification.payload()),
+                    Ok(Some(notification)) => {
+                        inner.heard.record(notification.payload());
+                        inner.wake(notification.payload());
+                    }
                     // The connection dropped; the next call reconnects.
                     Ok(None) => inner.wake_all(),
                     Err(error) => {

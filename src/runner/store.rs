@@ -74,11 +74,13 @@ pub struct JobRow {
 const JOB_COLUMNS: &str = "id, kind, queue, args, priority, state::text AS state, attempt, max_attempts, \
      run_at, created_at, attempted_at, finished_at, locked_by, locked_until, unique_key, errors";
 
-/// Inserts one job in the caller's transaction and notifies listeners when it
-/// is runnable now (delivered by Postgres only if the transaction commits).
+/// Inserts one job in the caller's transaction and, with `notify`, notifies
+/// listeners when it is runnable now (delivered by Postgres only if the
+/// transaction commits).
 pub async fn insert_job(
     tx: &mut PgConnection,
     job: &NewJob,
+    notify: bool,
     now: Option<DateTime<Utc>>,
 ) -> Result<EnqueueOutcome, sqlx::Error> {
     for _ in 0..UNIQUE_INSERT_ROUNDS {
@@ -93,7 +95,7 @@ pub async fn insert_job(
                  RETURNING id, queue, run_at
              ),
              notified AS (
-                 SELECT pg_notify('tuma_jobs', queue) FROM inserted WHERE run_at <= coalesce($7, now())
+                 SELECT pg_notify('tuma_jobs', queue) FROM inserted WHERE $13 AND run_at <= coalesce($7, now())
              )
              SELECT id, (SELECT count(*) FROM notified) FROM inserted",
         )
@@ -109,6 +111,7 @@ pub async fn insert_job(
         .bind(job.retry.map(|r| r.base_ms as i64))
         .bind(job.retry.map(|r| r.max_ms as i64))
         .bind(job.timeout_ms)
+        .bind(notify)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((id, _)) = inserted {
@@ -132,10 +135,12 @@ pub async fn insert_job(
 }
 
 /// Inserts many jobs with one statement. Jobs whose unique key is held by a
-/// live job are skipped. Returns how many were inserted.
+/// live job are skipped. With `notify`, each queue that got a job runnable
+/// now is notified once. Returns how many were inserted.
 pub async fn insert_many(
     tx: &mut PgConnection,
     jobs: &[NewJob],
+    notify: bool,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind).collect();
@@ -166,7 +171,7 @@ pub async fn insert_many(
          ),
          notified AS (
              SELECT pg_notify('tuma_jobs', queue)
-             FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= coalesce($8, now())) AS runnable
+             FROM (SELECT DISTINCT queue FROM inserted WHERE $13 AND run_at <= coalesce($8, now())) AS runnable
          )
          SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)",
     )
@@ -182,6 +187,7 @@ pub async fn insert_many(
     .bind(&retry_bases)
     .bind(&retry_maxes)
     .bind(&timeouts)
+    .bind(notify)
     .fetch_one(&mut *tx)
     .await?;
     Ok(inserted as u64)
@@ -780,6 +786,16 @@ pub async fn discard_dead(pool: &PgPool, id: JobId) -> Result<bool, sqlx::Error>
         .execute(pool)
         .await?;
     Ok(deleted.rows_affected() == 1)
+}
+
+/// Deletes the waiting (not yet claimed) jobs holding any of `unique_keys`,
+/// in the caller's transaction; returns how many.
+pub async fn delete_waiting(conn: &mut PgConnection, unique_keys: &[String]) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM tuma_jobs WHERE unique_key = ANY($1) AND state = 'available'")
+        .bind(unique_keys)
+        .execute(conn)
+        .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// A queue's pause controls: (name, paused_at, paused_until).

@@ -152,9 +152,17 @@ pub struct SimHandle {
     state: Arc<Mutex<SimState>>,
     http: reqwest::Client,
     key: Arc<RsaPrivateKey>,
+    /// Credentials already decrypted, with what they decrypt to. A client
+    /// computes its `SecurityCredential` once and sends it on every
+    /// request; an RSA private-key operation per request would make the
+    /// simulator, not the engine, what a benchmark measures.
+    decrypted: Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>,
 }
 
 type Shared = SimHandle;
+
+/// Most credentials remembered; past it the memory starts over.
+const MAX_DECRYPTED: usize = 64;
 
 impl SimHandle {
     /// Serves the simulator on `listener` until the task is dropped.
@@ -186,7 +194,31 @@ impl SimHandle {
                 .build()
                 .expect("HTTP client"),
             key: Arc::new(RsaPrivateKey::from_pkcs1_pem(PRIVATE_KEY).expect("the simulator key parses")),
+            decrypted: Arc::default(),
         }
+    }
+
+    /// What a `SecurityCredential` decrypts to with the simulator's key;
+    /// `None` when it is not base64 or not encrypted with that key.
+    fn decrypt_credential(&self, credential: &str) -> Option<Vec<u8>> {
+        if let Some(known) = self
+            .decrypted
+            .lock()
+            .expect("credential cache poisoned")
+            .get(credential)
+        {
+            return known.clone();
+        }
+        let password = base64::engine::general_purpose::STANDARD
+            .decode(credential)
+            .ok()
+            .and_then(|bytes| self.key.decrypt(Pkcs1v15Encrypt, &bytes).ok());
+        let mut decrypted = self.decrypted.lock().expect("credential cache poisoned");
+        if decrypted.len() >= MAX_DECRYPTED {
+            decrypted.clear();
+        }
+        decrypted.insert(credential.to_owned(), password.clone());
+        password
     }
 
     /// Starts a simulator on a free local port.
@@ -708,10 +740,8 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
         Ok(request) => request,
         Err(response) => return response,
     };
-    let credential_ok = base64::engine::general_purpose::STANDARD
-        .decode(&request.security_credential)
-        .ok()
-        .and_then(|bytes| sim.key.decrypt(Pkcs1v15Encrypt, &bytes).ok())
+    let credential_ok = sim
+        .decrypt_credential(&request.security_credential)
         .is_some_and(|password| {
             let state = sim.lock();
             password == state.config.initiator_password.as_bytes()

@@ -23,17 +23,15 @@ pub async fn claim(
     ttl_s: i64,
     now: Option<DateTime<Utc>>,
 ) -> Result<Option<Record>, sqlx::Error> {
-    // An expired record is as good as none.
-    sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND expires_at <= coalesce($3, now())")
-        .bind(owner)
-        .bind(key)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    // An expired record is as good as none: it is replaced in place. A live
+    // one is left alone (and locked; a concurrent first user is waited for).
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (owner, key, request_hash, response_status, response_body, created_at, expires_at)
          VALUES ($1, $2, $3, 0, 'null'::jsonb, coalesce($5, now()), coalesce($5, now()) + $4 * interval '1 second')
-         ON CONFLICT (owner, key) DO NOTHING",
+         ON CONFLICT (owner, key) DO UPDATE
+         SET request_hash = EXCLUDED.request_hash, response_status = 0, response_body = 'null'::jsonb,
+             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+         WHERE idempotency_keys.expires_at <= coalesce($5, now())",
     )
     .bind(owner)
     .bind(key)

@@ -192,6 +192,42 @@ pub async fn insert_event(
     .await
 }
 
+/// Records `event` and, in the same round trip, reads the active webhook
+/// endpoints of `owner` (who must hear of it). Returns the event's id and
+/// the endpoints' ids.
+pub async fn insert_event_for_delivery(
+    conn: &mut PgConnection,
+    event: &NewEvent<'_>,
+    owner: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<(i64, Vec<Uuid>), sqlx::Error> {
+    sqlx::query_as(
+        "WITH inserted AS (
+             INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
+                                        provider_ref, payload_digest, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
+             RETURNING id
+         )
+         SELECT id, ARRAY(SELECT e.id FROM webhook_endpoints e
+                          WHERE e.owner = $12 AND e.disabled_at IS NULL ORDER BY e.id)
+         FROM inserted",
+    )
+    .bind(event.intent_id)
+    .bind(event.event)
+    .bind(event.from_state)
+    .bind(event.to_state)
+    .bind(event.outcome)
+    .bind(event.reason)
+    .bind(event.cause)
+    .bind(event.actor)
+    .bind(event.provider_ref)
+    .bind(event.payload_digest)
+    .bind(now)
+    .bind(owner)
+    .fetch_one(conn)
+    .await
+}
+
 pub async fn events(pool: &PgPool, intent_id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, event, from_state, to_state, outcome, reason, cause, actor, provider_ref, at

@@ -32,19 +32,23 @@ pub async fn lock_or_create(
     id: &str,
     default_tier: i16,
 ) -> Result<PartyRow, sqlx::Error> {
+    let lock = format!("SELECT {COLUMNS} FROM parties WHERE owner = $1 AND id = $2 FOR UPDATE");
+    // A party is created once and locked on every payout after: look first.
+    let found: Option<PartyRow> = sqlx::query_as(&lock)
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(party) = found {
+        return Ok(party);
+    }
     sqlx::query("INSERT INTO parties (owner, id, kyc_tier) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(owner)
         .bind(id)
         .bind(default_tier)
         .execute(&mut *conn)
         .await?;
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM parties WHERE owner = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(owner)
-    .bind(id)
-    .fetch_one(conn)
-    .await
+    sqlx::query_as(&lock).bind(owner).bind(id).fetch_one(conn).await
 }
 
 pub async fn get(pool: &PgPool, owner: &str, id: &str) -> Result<Option<PartyRow>, sqlx::Error> {

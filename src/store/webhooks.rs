@@ -1,7 +1,7 @@
 //! SQL for outbound webhook endpoints and their delivery log.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -25,13 +25,6 @@ pub async fn insert_endpoint(pool: &PgPool, owner: &str, url: &str, secret: &str
     .bind(secret)
     .fetch_one(pool)
     .await
-}
-
-pub async fn active_endpoint_ids(conn: &mut PgConnection, owner: &str) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM webhook_endpoints WHERE owner = $1 AND disabled_at IS NULL ORDER BY id")
-        .bind(owner)
-        .fetch_all(conn)
-        .await
 }
 
 pub async fn get_endpoint(pool: &PgPool, id: Uuid) -> Result<Option<EndpointRow>, sqlx::Error> {

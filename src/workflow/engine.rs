@@ -304,7 +304,7 @@ impl Engine {
         };
         row.created_at = intents::insert_intent(tx, &row, now).await?;
         row.updated_at = row.created_at;
-        let event_id = intents::insert_event(
+        let (event_id, endpoints) = intents::insert_event_for_delivery(
             tx,
             &NewEvent {
                 intent_id: row.id,
@@ -318,10 +318,11 @@ impl Engine {
                 provider_ref: None,
                 payload_digest: None,
             },
+            &row.owner,
             now,
         )
         .await?;
-        self.enter_state(tx, &workflow, &row, &row.state, row.state_version, event_id)
+        self.enter_state(tx, &workflow, &row, &row.state, row.state_version, event_id, &endpoints)
             .await?;
         tracing::info!(intent_id = %row.id, kind = row.kind, state = row.state, "intent created");
         Ok(row)
@@ -335,6 +336,20 @@ impl Engine {
         event: &Event<'_>,
     ) -> Result<Applied, EngineError> {
         let intent = intents::get(tx, id).await?.ok_or(EngineError::NotFound(id))?;
+        self.apply_to(tx, intent, event).await
+    }
+
+    /// Applies `event` to `intent` as the caller has just read it (ideally
+    /// locked, in this transaction), saving the engine's own read. The
+    /// compare-and-set still guards it: if the row has moved on since it was
+    /// read, nothing is written and the answer is `Lost`.
+    pub async fn apply_to(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        intent: IntentRow,
+        event: &Event<'_>,
+    ) -> Result<Applied, EngineError> {
+        let id = intent.id;
         let workflow = Arc::clone(self.workflow(&intent.kind)?);
         let now = self.inner.jobs.clock().sql_now();
         let refusal = match workflow.transition(&intent.state, event.name) {
@@ -352,7 +367,7 @@ impl Engine {
         let transition = match refusal {
             Ok(transition) => transition,
             Err(reason) => {
-                let event_id = self
+                let (event_id, _) = self
                     .record(tx, &intent, event, None, "rejected", Some(&reason), now)
                     .await?;
                 tracing::info!(intent_id = %id, state = intent.state, event = event.name, reason, "event rejected");
@@ -371,13 +386,15 @@ impl Engine {
             tracing::info!(intent_id = %id, expected = intent.state, event = event.name, "state changed concurrently; event not applied");
             return Ok(Applied::Lost { expected: intent.state });
         };
-        let event_id = self
+        self.disarm_timers(tx, &workflow, &intent).await?;
+        let (event_id, endpoints) = self
             .record(tx, &intent, event, Some(&to), "applied", event.note, now)
             .await?;
         if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
-        self.enter_state(tx, &workflow, &intent, &to, version, event_id).await?;
+        self.enter_state(tx, &workflow, &intent, &to, version, event_id, &endpoints)
+            .await?;
         metrics::counter!(
             "tuma_intent_transitions_total",
             "kind" => intent.kind.clone(),
@@ -415,6 +432,37 @@ impl Engine {
         })
     }
 
+    /// Withdraws the timers of the state `intent` is leaving that have not
+    /// fired yet: each would only find the intent gone and do nothing, at
+    /// the cost of a claim and a transaction. (One already running sees the
+    /// same and does nothing.)
+    async fn disarm_timers(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        workflow: &Workflow,
+        intent: &IntentRow,
+    ) -> Result<(), sqlx::Error> {
+        let Some(spec) = workflow.state(&intent.state) else {
+            return Ok(());
+        };
+        let keys: Vec<String> = spec
+            .timers
+            .iter()
+            .flat_map(|timer| {
+                let fires = match timer {
+                    Timer::Once { .. } => 1,
+                    // The last fire applies the exhausted event.
+                    Timer::Repeat { max_fires, .. } => max_fires + 1,
+                };
+                (1..=fires).map(move |fire| timer_key(intent.id, timer.name(), intent.state_version, fire))
+            })
+            .collect();
+        self.inner.jobs.withdraw(tx, &keys).await?;
+        Ok(())
+    }
+
+    /// Records the event; an applied one (a state change, which the owner's
+    /// webhook endpoints hear of) with the endpoints to deliver it to.
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
@@ -425,28 +473,30 @@ impl Engine {
         outcome: &str,
         reason: Option<&str>,
         now: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<i64, sqlx::Error> {
-        intents::insert_event(
-            tx,
-            &NewEvent {
-                intent_id: intent.id,
-                event: event.name,
-                from_state: Some(&intent.state),
-                to_state: to,
-                outcome,
-                reason,
-                cause: event.cause.as_str(),
-                actor: event.actor,
-                provider_ref: event.provider_ref,
-                payload_digest: event.payload_digest.as_deref(),
-            },
-            now,
-        )
-        .await
+    ) -> Result<(i64, Vec<Uuid>), sqlx::Error> {
+        let new = NewEvent {
+            intent_id: intent.id,
+            event: event.name,
+            from_state: Some(&intent.state),
+            to_state: to,
+            outcome,
+            reason,
+            cause: event.cause.as_str(),
+            actor: event.actor,
+            provider_ref: event.provider_ref,
+            payload_digest: event.payload_digest.as_deref(),
+        };
+        if to.is_some() {
+            intents::insert_event_for_delivery(tx, &new, &intent.owner, now).await
+        } else {
+            Ok((intents::insert_event(tx, &new, now).await?, Vec::new()))
+        }
     }
 
     /// Enqueues what entering `state` (at `version`) asks for: its on-enter
-    /// actions, its timers, and a notification of the change.
+    /// actions, its timers, and a delivery of the change to each of the
+    /// owner's webhook `endpoints`; all with one statement.
+    #[allow(clippy::too_many_arguments)]
     async fn enter_state(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -455,6 +505,7 @@ impl Engine {
         state: &str,
         version: i32,
         event_id: i64,
+        endpoints: &[Uuid],
     ) -> Result<(), sqlx::Error> {
         let spec = workflow
             .state(state)
@@ -473,13 +524,19 @@ impl Engine {
                     fire: 1,
                 })
                 .run_after(timer.after())
-                .unique_key(format!("timer:{}:{}:{version}:1", intent.id, timer.name())),
+                .unique_key(timer_key(intent.id, timer.name(), version, 1)),
             );
         }
+        jobs.extend(crate::notify::deliveries(event_id, endpoints));
         self.inner.jobs.enqueue_many(tx, &jobs).await?;
-        crate::notify::enqueue_deliveries(&self.inner.jobs, tx, &intent.owner, event_id).await?;
         Ok(())
     }
+}
+
+/// The unique key of the `fire`th firing of timer `name` armed when the
+/// intent entered its state at `version`.
+pub(crate) fn timer_key(intent_id: Uuid, name: &str, version: i32, fire: u32) -> String {
+    format!("timer:{intent_id}:{name}:{version}:{fire}")
 }
 
 /// 128 random bits, hex: the secret path segment of an intent's callback

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::engine::{find_timer, ActionJob, Applied, Cause, Engine, Event, TimerJob};
+use super::engine::{find_timer, timer_key, ActionJob, Applied, Cause, Engine, Event, TimerJob};
 use super::model::Timer;
 use super::KnownNames;
 use crate::runner::{JobContext, JobError, NewJob, Registry, Worker};
@@ -200,9 +200,11 @@ impl Action for Release {
                 }
             }
             let event = Event::new("release", Cause::Policy, "engine");
+            // The intent as the action worker read it: the compare-and-set
+            // finds out if it moved since.
             let applied = ctx
                 .engine
-                .apply(&mut tx, ctx.intent.id, &event)
+                .apply_to(&mut tx, ctx.intent.clone(), &event)
                 .await
                 .map_err(JobError::retryable)?;
             ctx.job.complete_in(&mut tx).await?;
@@ -323,12 +325,11 @@ impl Worker for TimerWorker {
                             ..args.clone()
                         })
                         .run_after(*every)
-                        .unique_key(format!(
-                            "timer:{}:{}:{}:{}",
+                        .unique_key(timer_key(
                             intent.id,
-                            args.timer,
+                            &args.timer,
                             args.version,
-                            args.fire + 1
+                            args.fire + 1,
                         )),
                     ];
                     self.engine.jobs().enqueue_many(&mut tx, &jobs).await?;

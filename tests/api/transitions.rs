@@ -256,6 +256,42 @@ async fn every_collection_transition_runs_as_declared_including_a_late_success_a
     assert_eq!(exercised(&app, "collection").await, declared(&app, "collection"));
 }
 
+/// Live (waiting or running) timer jobs of intent `id`.
+async fn armed_timers(app: &TestApp, id: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT unique_key FROM tuma_jobs
+         WHERE kind = 'workflow.timer' AND state IN ('available', 'running') AND args->>'intent_id' = $1
+         ORDER BY unique_key",
+    )
+    .bind(id.to_string())
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn leaving_a_state_withdraws_its_timers_that_have_not_fired() {
+    let app = spawn_app().await;
+    let paid = create(&app, "payout").await;
+    app.run_jobs().await;
+    assert_eq!(state(&app, paid).await, "processing");
+    let armed = armed_timers(&app, paid).await;
+    assert_eq!(armed.len(), 1, "{armed:?}");
+    assert!(armed[0].contains(":status_poll:"), "{armed:?}");
+
+    moved(
+        &apply(&app, paid, "provider_succeeded", Cause::Callback, "mpesa").await,
+        "completed",
+    );
+    assert_eq!(armed_timers(&app, paid).await, Vec::<String>::new());
+
+    // A timer of another intent is not touched.
+    let other = create(&app, "payout").await;
+    app.run_jobs().await;
+    assert_eq!(armed_timers(&app, other).await.len(), 1);
+    assert_eq!(armed_timers(&app, paid).await, Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn an_illegal_event_is_recorded_as_rejected_and_changes_nothing() {
     let app = spawn_app().await;

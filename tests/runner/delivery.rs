@@ -193,3 +193,61 @@ async fn a_newly_enqueued_job_wakes_an_idle_runner_without_waiting_for_the_poll(
     .await;
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn while_a_queue_is_busy_an_enqueue_leaves_out_its_notify_and_the_job_still_runs_at_once() {
+    let db = TestDb::new().await;
+    create_run_counter(&db).await;
+    // A poll interval of a minute: the first job can only start by its
+    // NOTIFY, the second only by the busy queue's polling. A long debounce
+    // and busy window keep the test's timing out of the way.
+    let config = runner_config(
+        "[runner]\npoll_interval_ms = 60000\nbusy_poll_ms = 10\nbusy_window_ms = 20000\nnotify_debounce_ms = 5000",
+    );
+    let runner = Runner::new(db.pool.clone(), config, counted_registry(), Clock::Database).unwrap();
+    let client = runner.client();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen("tuma_jobs").await.unwrap();
+    let running = runner.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let enqueue = || async {
+        let mut tx = db.pool.begin().await.unwrap();
+        client
+            .enqueue(&mut tx, &NewJob::new(&Counted { in_tx: true }))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+    enqueue().await;
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the first enqueue notifies")
+        .unwrap();
+    assert_eq!(first.payload(), "default");
+    eventually(Duration::from_secs(10), "the first job ran", || async {
+        count(&db.pool, "SELECT count(*) FROM job_runs").await == 1
+    })
+    .await;
+
+    enqueue().await;
+    eventually(Duration::from_secs(10), "the second job ran", || async {
+        count(&db.pool, "SELECT count(*) FROM job_runs").await == 2
+    })
+    .await;
+    let second = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(second.is_err(), "the second enqueue sent a NOTIFY: {second:?}");
+
+    // A client that hears nothing notifies every time.
+    let mut tx = db.pool.begin().await.unwrap();
+    tuma::runner::JobClient::new(db.pool.clone(), Clock::Database)
+        .enqueue(&mut tx, &NewJob::new(&Counted { in_tx: true }))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a client without the runner's ear notifies")
+        .unwrap();
+    running.shutdown().await;
+}

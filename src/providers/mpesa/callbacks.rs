@@ -224,7 +224,7 @@ impl Worker for CallbackWorker {
                 return finish(ctx, tx).await;
             }
         };
-        let Some(intent) = intents::by_callback_token(&mut tx, &row.token).await? else {
+        let Some(mut intent) = intents::by_callback_token(&mut tx, &row.token).await? else {
             finish_row(&mut tx, &row, None, Some(&report.dedupe_key), "unknown_token", None).await?;
             tracing::warn!(
                 inbox_id = row.id,
@@ -269,7 +269,8 @@ impl Worker for CallbackWorker {
         if let (None, Some(reference)) = (&intent.provider_ref, &report.provider_ref) {
             // Our request's answer never arrived (ambiguous); the callback
             // tells us its id.
-            intents::assign_provider_ref(&mut tx, intent.id, reference).await?;
+            let assigned = intents::assign_provider_ref(&mut tx, intent.id, reference).await?;
+            intent.provider_ref = Some(assigned);
         }
         if inbox::already_applied(&mut tx, "mpesa", &report.dedupe_key, row.id).await? {
             finish_row(
@@ -301,7 +302,9 @@ impl Worker for CallbackWorker {
         };
         if let (Outcome::Succeeded, Some(receipt)) = (&report.outcome, &report.receipt) {
             intents::set_receipt(&mut tx, intent.id, receipt).await?;
+            intent.receipt.get_or_insert_with(|| receipt.clone());
         }
+        let intent_id = intent.id;
         let mut applied_event = Event::new(
             event,
             if report.from_query {
@@ -315,7 +318,7 @@ impl Worker for CallbackWorker {
         applied_event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&row.body)));
         let applied = self
             .engine
-            .apply(&mut tx, intent.id, &applied_event)
+            .apply_to(&mut tx, intent, &applied_event)
             .await
             .map_err(JobError::retryable)?;
         let outcome = match &applied {
@@ -333,7 +336,7 @@ impl Worker for CallbackWorker {
         finish_row(
             &mut tx,
             &row,
-            Some(intent.id),
+            Some(intent_id),
             Some(&report.dedupe_key),
             outcome,
             detail.as_deref(),
