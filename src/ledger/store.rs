@@ -12,6 +12,29 @@ use uuid::Uuid;
 use super::{AccountKey, AccountKind, Leg, NewTransfer};
 use crate::domain::Currency;
 
+/// The existing accounts among the keys given column by column, as
+/// (id, owner, kind, ref, currency).
+async fn account_rows(
+    conn: &mut PgConnection,
+    owners: &[String],
+    kinds: &[String],
+    refs: &[String],
+    currencies: &[String],
+) -> Result<Vec<(Uuid, String, String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.owner, a.kind, a.ref, a.currency
+         FROM ledger_accounts a
+         JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(owner, kind, ref, currency)
+           ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency",
+    )
+    .bind(owners)
+    .bind(kinds)
+    .bind(refs)
+    .bind(currencies)
+    .fetch_all(conn)
+    .await
+}
+
 /// Creates the accounts that do not exist yet; returns every one's id.
 pub(super) async fn ensure_accounts<'a>(
     conn: &mut PgConnection,
@@ -27,19 +50,9 @@ pub(super) async fn ensure_accounts<'a>(
     let currencies = column(|k| k.currency.code().to_owned());
     let sides = column(|k| k.kind.normal_side().as_str().to_owned());
     let non_negative: Vec<bool> = unique.iter().map(|k| k.kind.non_negative()).collect();
-    let select = "SELECT a.id, a.owner, a.kind, a.ref, a.currency
-         FROM ledger_accounts a
-         JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(owner, kind, ref, currency)
-           ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency";
     // Accounts are made once and used ever after: look first, create only
     // what is missing.
-    let mut rows: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(select)
-        .bind(&owners)
-        .bind(&kinds)
-        .bind(&refs)
-        .bind(&currencies)
-        .fetch_all(&mut *conn)
-        .await?;
+    let mut rows = account_rows(conn, &owners, &kinds, &refs, &currencies).await?;
     if rows.len() < unique.len() {
         let new_ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
         sqlx::query(
@@ -57,13 +70,7 @@ pub(super) async fn ensure_accounts<'a>(
         .bind(&non_negative)
         .execute(&mut *conn)
         .await?;
-        rows = sqlx::query_as(select)
-            .bind(&owners)
-            .bind(&kinds)
-            .bind(&refs)
-            .bind(&currencies)
-            .fetch_all(&mut *conn)
-            .await?;
+        rows = account_rows(conn, &owners, &kinds, &refs, &currencies).await?;
     }
     let mut ids = HashMap::with_capacity(rows.len());
     for key in unique {

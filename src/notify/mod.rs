@@ -67,7 +67,7 @@ impl JobArgs for DeliverWebhook {
 /// One delivery job per endpoint for event `event_id`. The engine enqueues
 /// them in the transaction of the state change itself (a delivery exists iff
 /// the change committed), the endpoints read by the statement that recorded
-/// the event ([`intents::insert_event_for_delivery`]).
+/// the event ([`intents::insert_event`]).
 pub fn deliveries(event_id: i64, endpoints: &[Uuid]) -> Vec<NewJob> {
     endpoints
         .iter()

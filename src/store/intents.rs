@@ -166,39 +166,13 @@ pub struct NewEvent<'a> {
     pub payload_digest: Option<&'a str>,
 }
 
+/// Records `event` and, in the same round trip, reads the active webhook
+/// endpoints of `deliver_to` (the owner who must hear of it; `None` for an
+/// event nobody is told of). Returns the event's id and the endpoints' ids.
 pub async fn insert_event(
     conn: &mut PgConnection,
     event: &NewEvent<'_>,
-    now: Option<DateTime<Utc>>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
-                                    provider_ref, payload_digest, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
-         RETURNING id",
-    )
-    .bind(event.intent_id)
-    .bind(event.event)
-    .bind(event.from_state)
-    .bind(event.to_state)
-    .bind(event.outcome)
-    .bind(event.reason)
-    .bind(event.cause)
-    .bind(event.actor)
-    .bind(event.provider_ref)
-    .bind(event.payload_digest)
-    .bind(now)
-    .fetch_one(conn)
-    .await
-}
-
-/// Records `event` and, in the same round trip, reads the active webhook
-/// endpoints of `owner` (who must hear of it). Returns the event's id and
-/// the endpoints' ids.
-pub async fn insert_event_for_delivery(
-    conn: &mut PgConnection,
-    event: &NewEvent<'_>,
-    owner: &str,
+    deliver_to: Option<&str>,
     now: Option<DateTime<Utc>>,
 ) -> Result<(i64, Vec<Uuid>), sqlx::Error> {
     sqlx::query_as(
@@ -223,7 +197,7 @@ pub async fn insert_event_for_delivery(
     .bind(event.provider_ref)
     .bind(event.payload_digest)
     .bind(now)
-    .bind(owner)
+    .bind(deliver_to)
     .fetch_one(conn)
     .await
 }

@@ -304,7 +304,7 @@ impl Engine {
         };
         row.created_at = intents::insert_intent(tx, &row, now).await?;
         row.updated_at = row.created_at;
-        let (event_id, endpoints) = intents::insert_event_for_delivery(
+        let (event_id, endpoints) = intents::insert_event(
             tx,
             &NewEvent {
                 intent_id: row.id,
@@ -318,7 +318,7 @@ impl Engine {
                 provider_ref: None,
                 payload_digest: None,
             },
-            &row.owner,
+            Some(&row.owner),
             now,
         )
         .await?;
@@ -486,11 +486,8 @@ impl Engine {
             provider_ref: event.provider_ref,
             payload_digest: event.payload_digest.as_deref(),
         };
-        if to.is_some() {
-            intents::insert_event_for_delivery(tx, &new, &intent.owner, now).await
-        } else {
-            Ok((intents::insert_event(tx, &new, now).await?, Vec::new()))
-        }
+        let deliver_to = to.map(|_| intent.owner.as_str());
+        intents::insert_event(tx, &new, deliver_to, now).await
     }
 
     /// Enqueues what entering `state` (at `version`) asks for: its on-enter

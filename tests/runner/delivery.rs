@@ -211,15 +211,19 @@ async fn while_a_queue_is_busy_an_enqueue_leaves_out_its_notify_and_the_job_stil
     let running = runner.start().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let enqueue = || async {
-        let mut tx = db.pool.begin().await.unwrap();
-        client
-            .enqueue(&mut tx, &NewJob::new(&Counted { in_tx: true }))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+    let pool = db.pool.clone();
+    let enqueue = |client: tuma::runner::JobClient| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            client
+                .enqueue(&mut tx, &NewJob::new(&Counted { in_tx: true }))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
     };
-    enqueue().await;
+    enqueue(client.clone()).await;
     let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
         .await
         .expect("the first enqueue notifies")
@@ -230,7 +234,7 @@ async fn while_a_queue_is_busy_an_enqueue_leaves_out_its_notify_and_the_job_stil
     })
     .await;
 
-    enqueue().await;
+    enqueue(client.clone()).await;
     eventually(Duration::from_secs(10), "the second job ran", || async {
         count(&db.pool, "SELECT count(*) FROM job_runs").await == 2
     })
@@ -239,12 +243,7 @@ async fn while_a_queue_is_busy_an_enqueue_leaves_out_its_notify_and_the_job_stil
     assert!(second.is_err(), "the second enqueue sent a NOTIFY: {second:?}");
 
     // A client that hears nothing notifies every time.
-    let mut tx = db.pool.begin().await.unwrap();
-    tuma::runner::JobClient::new(db.pool.clone(), Clock::Database)
-        .enqueue(&mut tx, &NewJob::new(&Counted { in_tx: true }))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    enqueue(tuma::runner::JobClient::new(db.pool.clone(), Clock::Database)).await;
     tokio::time::timeout(Duration::from_secs(10), listener.recv())
         .await
         .expect("a client without the runner's ear notifies")
