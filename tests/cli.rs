@@ -378,8 +378,9 @@ fn the_benchmarks_run_end_to_end_at_a_small_size() {
     assert!(payouts.contains("payments per request id: at most 1"), "{payouts}");
 }
 
-/// The bad-input sweep (`.ci/schemathesis`): schemathesis, installed from
-/// PyPI into a virtual environment under `target/`, against the served
+/// The bad-input sweep (`.ci/schemathesis`): schemathesis, at the versions
+/// pinned in `.ci/schemathesis-requirements.txt`, installed from PyPI into a
+/// virtual environment under `target/`, against the served
 /// `/openapi.json`. Needs Python 3 with venv; under `CI=true` its absence
 /// fails the suite, elsewhere the test says it skipped.
 #[test]
@@ -387,16 +388,23 @@ fn the_bad_input_sweep_finds_no_server_error_and_no_answer_off_the_documented_sc
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target/schemathesis-venv");
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if !venv.join("bin/st").exists() {
+    // The pinned versions; the venv keeps a copy of what it was built from.
+    let requirements = root.join(".ci/schemathesis-requirements.txt");
+    let pinned = std::fs::read(&requirements).unwrap();
+    let current =
+        venv.join("bin/st").exists() && std::fs::read(venv.join("requirements.txt")).is_ok_and(|held| held == pinned);
+    if !current {
         let installed = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
             .status()
             .is_ok_and(|s| s.success())
             && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "schemathesis"])
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements)
                 .status()
-                .is_ok_and(|s| s.success());
+                .is_ok_and(|s| s.success())
+            && std::fs::write(venv.join("requirements.txt"), &pinned).is_ok();
         if !installed {
             assert!(
                 !in_ci,
