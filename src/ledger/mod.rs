@@ -383,10 +383,9 @@ pub async fn record(
     };
     let ids = store::ensure_accounts(conn, transfer.legs.iter().map(|l| &l.account)).await?;
     let id = Uuid::now_v7();
-    let Some(transfer_id) = store::insert_transfer(conn, id, transfer, state, now).await? else {
+    let Some(transfer_id) = store::insert_transfer(conn, id, transfer, state, &ids, now).await? else {
         return already_recorded(conn, transfer).await;
     };
-    store::insert_entries(conn, transfer_id, &transfer.legs, &ids).await?;
 
     // Running totals of the accounts that must not go below zero, in
     // account-id order so that concurrent transfers lock them in one order.
@@ -452,7 +451,7 @@ pub async fn settle(
     how: Settle,
     now: Option<DateTime<Utc>>,
 ) -> Result<bool, LedgerError> {
-    let Some((transfer_id, state)) = store::lock_transfer(conn, key).await? else {
+    let Some(store::Settling { state, deltas }) = store::settle_transfer(conn, key, how.state(), now).await? else {
         return Ok(false);
     };
     if state == how.state() {
@@ -465,8 +464,8 @@ pub async fn settle(
             wanted: how.state(),
         });
     }
-    store::set_transfer_state(conn, transfer_id, how.state(), now).await?;
-    for (account_id, delta) in store::tracked_deltas(conn, transfer_id).await? {
+    // In account-id order, so that concurrent settlements lock in one order.
+    for (account_id, delta) in deltas {
         let (posted, pending_out, pending_in) = match (how, delta.is_sign_negative()) {
             (Settle::Post, true) => (delta, delta, Decimal::ZERO),
             (Settle::Post, false) => (delta, Decimal::ZERO, -delta),

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AccountKey, AccountKind, Leg, NewTransfer};
+use super::{AccountKey, AccountKind, NewTransfer};
 use crate::domain::Currency;
 
 /// The existing accounts among the keys given column by column, as
@@ -89,19 +89,33 @@ pub(super) async fn ensure_accounts<'a>(
     Ok(ids)
 }
 
-/// Inserts `transfer` in `state`; `None` when its key is already recorded.
+/// Inserts the transfer and its entries with one statement; `None` (and
+/// nothing written) when a transfer with its key exists.
 pub(super) async fn insert_transfer(
     conn: &mut PgConnection,
     id: Uuid,
     transfer: &NewTransfer,
     state: &str,
+    ids: &HashMap<AccountKey, Uuid>,
     now: Option<DateTime<Utc>>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    let legs = &transfer.legs;
+    let accounts: Vec<Uuid> = legs.iter().map(|l| ids[&l.account]).collect();
+    let amounts: Vec<Decimal> = legs.iter().map(|l| l.amount).collect();
+    let currencies: Vec<&str> = legs.iter().map(|l| l.account.currency.code()).collect();
+    let memos: Vec<&str> = legs.iter().map(|l| l.memo.as_str()).collect();
     sqlx::query_scalar(
-        "INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), CASE WHEN $5 = 'posted' THEN coalesce($8, now()) END)
-         ON CONFLICT (key) DO NOTHING
-         RETURNING id",
+        "WITH transfer AS (
+             INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), CASE WHEN $5 = 'posted' THEN coalesce($8, now()) END)
+             ON CONFLICT (key) DO NOTHING
+             RETURNING id
+         ), entries AS (
+             INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
+             SELECT transfer.id, legs.* FROM transfer
+             CROSS JOIN unnest($9::uuid[], $10::numeric[], $11::text[], $12::text[]) AS legs
+         )
+         SELECT id FROM transfer",
     )
     .bind(id)
     .bind(&transfer.key)
@@ -111,55 +125,59 @@ pub(super) async fn insert_transfer(
     .bind(transfer.intent_id)
     .bind(&transfer.description)
     .bind(now)
-    .fetch_optional(conn)
-    .await
-}
-
-/// The transfer `key`'s id and state, locked until the transaction ends.
-pub(super) async fn lock_transfer(conn: &mut PgConnection, key: &str) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, state FROM ledger_transfers WHERE key = $1 FOR UPDATE")
-        .bind(key)
-        .fetch_optional(conn)
-        .await
-}
-
-pub(super) async fn set_transfer_state(
-    conn: &mut PgConnection,
-    id: Uuid,
-    state: &str,
-    now: Option<DateTime<Utc>>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE ledger_transfers SET state = $2, settled_at = coalesce($3, now()) WHERE id = $1")
-        .bind(id)
-        .bind(state)
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-pub(super) async fn insert_entries(
-    conn: &mut PgConnection,
-    transfer_id: Uuid,
-    legs: &[Leg],
-    ids: &HashMap<AccountKey, Uuid>,
-) -> Result<(), sqlx::Error> {
-    let accounts: Vec<Uuid> = legs.iter().map(|l| ids[&l.account]).collect();
-    let amounts: Vec<Decimal> = legs.iter().map(|l| l.amount).collect();
-    let currencies: Vec<&str> = legs.iter().map(|l| l.account.currency.code()).collect();
-    let memos: Vec<&str> = legs.iter().map(|l| l.memo.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
-         SELECT $1, * FROM unnest($2::uuid[], $3::numeric[], $4::text[], $5::text[])",
-    )
-    .bind(transfer_id)
     .bind(&accounts)
     .bind(&amounts)
     .bind(&currencies)
     .bind(&memos)
-    .execute(conn)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What [`settle_transfer`] found.
+pub(super) struct Settling {
+    /// The state before this statement; only `pending` was changed.
+    pub state: String,
+    /// Per non-negative account the transfer touches, in id order, its net
+    /// change on the account's normal side.
+    pub deltas: Vec<(Uuid, Decimal)>,
+}
+
+/// Locks the transfer `key` and, if it is pending, moves it to `to` with
+/// the same statement; `None` when there is no such transfer.
+pub(super) async fn settle_transfer(
+    conn: &mut PgConnection,
+    key: &str,
+    to: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<Option<Settling>, sqlx::Error> {
+    let row: Option<(String, Vec<Uuid>, Vec<Decimal>)> = sqlx::query_as(
+        "WITH found AS (
+             SELECT id, state FROM ledger_transfers WHERE key = $1 FOR UPDATE
+         ), settled AS (
+             UPDATE ledger_transfers t SET state = $2, settled_at = coalesce($3, now())
+             FROM found WHERE t.id = found.id AND found.state = 'pending'
+         ), deltas AS (
+             SELECT a.id, sum(CASE WHEN a.normal_side = 'credit' THEN e.amount ELSE -e.amount END) AS delta
+             FROM found
+             JOIN ledger_entries e ON e.transfer_id = found.id
+             JOIN ledger_accounts a ON a.id = e.account_id
+             WHERE a.non_negative AND found.state = 'pending'
+             GROUP BY a.id
+         )
+         SELECT found.state,
+                coalesce((SELECT array_agg(id ORDER BY id) FROM deltas), '{}'),
+                coalesce((SELECT array_agg(delta ORDER BY id) FROM deltas), '{}')
+         FROM found",
+    )
+    .bind(key)
+    .bind(to)
+    .bind(now)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(row.map(|(state, accounts, deltas)| Settling {
+        state,
+        deltas: accounts.into_iter().zip(deltas).collect(),
+    }))
 }
 
 /// Adds to an account's running totals; with `check`, only if it stays
@@ -237,24 +255,6 @@ pub(super) async fn legs_of(
         })
         .collect();
     Ok((id, state, legs))
-}
-
-/// Per non-negative account touched by a transfer, in id order (and locked
-/// in that order), its net change on the account's normal side.
-pub(super) async fn tracked_deltas(
-    conn: &mut PgConnection,
-    transfer_id: Uuid,
-) -> Result<Vec<(Uuid, Decimal)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT a.id, sum(CASE WHEN a.normal_side = 'credit' THEN e.amount ELSE -e.amount END)
-         FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
-         WHERE e.transfer_id = $1 AND a.non_negative
-         GROUP BY a.id
-         ORDER BY a.id",
-    )
-    .bind(transfer_id)
-    .fetch_all(conn)
-    .await
 }
 
 /// An account's balances, on its normal side.

@@ -61,49 +61,6 @@ pub const COLUMNS: &str = "id, kind, state, state_version, owner, created_by, pa
      provider, reference, metadata, provider_ref, callback_token, receipt, hold_reason, fees, quote_id, usd_equivalent, \
      approvals_required, campaign_id, batch_id, parent_id, created_at, updated_at, final_at";
 
-/// Inserts `row`, stamping it with the clock's time (`now`, else the
-/// database's); returns that time.
-pub async fn insert_intent(
-    conn: &mut PgConnection,
-    row: &IntentRow,
-    now: Option<DateTime<Utc>>,
-) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn,
-                              provider, reference, metadata, provider_ref, created_at, updated_at, final_at,
-                              callback_token, fees, quote_id, usd_equivalent, approvals_required, campaign_id,
-                              batch_id, parent_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 coalesce($15, now()), coalesce($15, now()), NULL, $16, $17, $18, $19, $20, $21, $22, $23)
-         RETURNING created_at",
-    )
-    .bind(row.id)
-    .bind(&row.kind)
-    .bind(&row.state)
-    .bind(row.state_version)
-    .bind(&row.owner)
-    .bind(&row.created_by)
-    .bind(&row.party_id)
-    .bind(row.amount)
-    .bind(&row.currency)
-    .bind(&row.msisdn)
-    .bind(&row.provider)
-    .bind(&row.reference)
-    .bind(&row.metadata)
-    .bind(&row.provider_ref)
-    .bind(now)
-    .bind(&row.callback_token)
-    .bind(&row.fees)
-    .bind(row.quote_id)
-    .bind(row.usd_equivalent)
-    .bind(row.approvals_required)
-    .bind(&row.campaign_id)
-    .bind(row.batch_id)
-    .bind(row.parent_id)
-    .fetch_one(conn)
-    .await
-}
-
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = $1"))
         .bind(id)
@@ -124,34 +81,6 @@ pub async fn get_owned(pool: &PgPool, owner: &str, kind: &str, id: Uuid) -> Resu
     .await
 }
 
-/// Moves `id` from `from` to `to` if it is still in `from` at `version`.
-/// Returns the new version, or `None` when someone else moved it first.
-pub async fn compare_and_set_state(
-    conn: &mut PgConnection,
-    id: Uuid,
-    from: &str,
-    version: i32,
-    to: &str,
-    is_final: bool,
-    now: Option<DateTime<Utc>>,
-) -> Result<Option<i32>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE intents
-         SET state = $4, state_version = state_version + 1, updated_at = coalesce($6, now()),
-             final_at = CASE WHEN $5 THEN coalesce($6, now()) ELSE NULL END
-         WHERE id = $1 AND state = $2 AND state_version = $3
-         RETURNING state_version",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(version)
-    .bind(to)
-    .bind(is_final)
-    .bind(now)
-    .fetch_optional(conn)
-    .await
-}
-
 /// What an event row records.
 pub struct NewEvent<'a> {
     pub intent_id: Uuid,
@@ -166,6 +95,45 @@ pub struct NewEvent<'a> {
     pub payload_digest: Option<&'a str>,
 }
 
+/// The event's insert, its columns bound as `$1`–`$11` (`$11` the clock's
+/// time, else the database's), taking one row from `source`.
+fn event_insert(source: &str) -> String {
+    format!(
+        "INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
+                                    provider_ref, payload_digest, at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()) FROM {source}
+         RETURNING id"
+    )
+}
+
+/// The active webhook endpoints of the owner bound as `$12`, by id.
+const ENDPOINTS: &str =
+    "ARRAY(SELECT e.id FROM webhook_endpoints e WHERE e.owner = $12 AND e.disabled_at IS NULL ORDER BY e.id)";
+
+type EventQuery<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+
+/// Binds `$1`–`$12` of [`event_insert`] and [`ENDPOINTS`].
+fn bind_event<'q, O>(
+    query: EventQuery<'q, O>,
+    event: &'q NewEvent<'q>,
+    deliver_to: Option<&'q str>,
+    now: Option<DateTime<Utc>>,
+) -> EventQuery<'q, O> {
+    query
+        .bind(event.intent_id)
+        .bind(event.event)
+        .bind(event.from_state)
+        .bind(event.to_state)
+        .bind(event.outcome)
+        .bind(event.reason)
+        .bind(event.cause)
+        .bind(event.actor)
+        .bind(event.provider_ref)
+        .bind(event.payload_digest)
+        .bind(now)
+        .bind(deliver_to)
+}
+
 /// Records `event` and, in the same round trip, reads the active webhook
 /// endpoints of `deliver_to` (the owner who must hear of it; `None` for an
 /// event nobody is told of). Returns the event's id and the endpoints' ids.
@@ -175,31 +143,95 @@ pub async fn insert_event(
     deliver_to: Option<&str>,
     now: Option<DateTime<Utc>>,
 ) -> Result<(i64, Vec<Uuid>), sqlx::Error> {
-    sqlx::query_as(
-        "WITH inserted AS (
-             INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
-                                        provider_ref, payload_digest, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
-             RETURNING id
-         )
-         SELECT id, ARRAY(SELECT e.id FROM webhook_endpoints e
-                          WHERE e.owner = $12 AND e.disabled_at IS NULL ORDER BY e.id)
-         FROM inserted",
-    )
-    .bind(event.intent_id)
-    .bind(event.event)
-    .bind(event.from_state)
-    .bind(event.to_state)
-    .bind(event.outcome)
-    .bind(event.reason)
-    .bind(event.cause)
-    .bind(event.actor)
-    .bind(event.provider_ref)
-    .bind(event.payload_digest)
-    .bind(now)
-    .bind(deliver_to)
-    .fetch_one(conn)
-    .await
+    let sql = format!(
+        "WITH inserted AS ({}) SELECT id, {ENDPOINTS} FROM inserted",
+        event_insert("(VALUES (1)) AS one")
+    );
+    bind_event(sqlx::query_as(&sql), event, deliver_to, now)
+        .fetch_one(conn)
+        .await
+}
+
+/// Inserts `row` and its first event (`event`, told to `deliver_to`) with
+/// one statement, stamping both with the clock's time (`now`, else the
+/// database's). Returns that time, the event's id and the endpoints to
+/// deliver it to.
+pub async fn insert_intent(
+    conn: &mut PgConnection,
+    row: &IntentRow,
+    event: &NewEvent<'_>,
+    deliver_to: Option<&str>,
+    now: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, i64, Vec<Uuid>), sqlx::Error> {
+    let sql = format!(
+        "WITH created AS (
+             INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency,
+                                  msisdn, provider, reference, metadata, provider_ref, created_at, updated_at,
+                                  final_at, callback_token, fees, quote_id, usd_equivalent, approvals_required,
+                                  campaign_id, batch_id, parent_id)
+             VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+                     coalesce($11, now()), coalesce($11, now()), NULL, $27, $28, $29, $30, $31, $32, $33, $34)
+             RETURNING created_at
+         ), inserted AS ({})
+         SELECT created.created_at, inserted.id, {ENDPOINTS} FROM created, inserted",
+        event_insert("created")
+    );
+    bind_event(sqlx::query_as(&sql), event, deliver_to, now)
+        .bind(row.id)
+        .bind(&row.kind)
+        .bind(&row.state)
+        .bind(row.state_version)
+        .bind(&row.owner)
+        .bind(&row.created_by)
+        .bind(&row.party_id)
+        .bind(row.amount)
+        .bind(&row.currency)
+        .bind(&row.msisdn)
+        .bind(&row.provider)
+        .bind(&row.reference)
+        .bind(&row.metadata)
+        .bind(&row.provider_ref)
+        .bind(&row.callback_token)
+        .bind(&row.fees)
+        .bind(row.quote_id)
+        .bind(row.usd_equivalent)
+        .bind(row.approvals_required)
+        .bind(&row.campaign_id)
+        .bind(row.batch_id)
+        .bind(row.parent_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Moves the event's intent from its `from_state` at `version` to its
+/// `to_state` (`is_final` says whether that ends it), and records the event
+/// in the same statement; nothing is written when someone else moved the
+/// intent first (`None`). Returns the new version, the event's id and the
+/// endpoints of `deliver_to` to tell.
+pub async fn move_and_record(
+    conn: &mut PgConnection,
+    event: &NewEvent<'_>,
+    version: i32,
+    is_final: bool,
+    deliver_to: Option<&str>,
+    now: Option<DateTime<Utc>>,
+) -> Result<Option<(i32, i64, Vec<Uuid>)>, sqlx::Error> {
+    let sql = format!(
+        "WITH moved AS (
+             UPDATE intents
+             SET state = $4, state_version = state_version + 1, updated_at = coalesce($11, now()),
+                 final_at = CASE WHEN $14 THEN coalesce($11, now()) ELSE NULL END
+             WHERE id = $1 AND state = $3 AND state_version = $13
+             RETURNING state_version
+         ), inserted AS ({})
+         SELECT moved.state_version, inserted.id, {ENDPOINTS} FROM moved, inserted",
+        event_insert("moved")
+    );
+    bind_event(sqlx::query_as(&sql), event, deliver_to, now)
+        .bind(version)
+        .bind(is_final)
+        .fetch_optional(conn)
+        .await
 }
 
 pub async fn events(pool: &PgPool, intent_id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {

@@ -69,6 +69,10 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How long a pooled connection may sit idle before it is pinged on the way
+/// out of the pool.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Connects a pool to the configured database, creating the database first
 /// when `create_if_missing` is set and it does not exist.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
@@ -80,6 +84,20 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(timeout)
+        // sqlx pings every connection it hands out: a round trip before each
+        // transaction. A connection back from use within the last moment is
+        // known to work; only one idle longer is checked first. (One that
+        // died meanwhile fails its statement, and the caller's retry or the
+        // job's next attempt takes a fresh one.)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|cause| DbError::Unreachable {

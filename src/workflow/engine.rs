@@ -302,10 +302,9 @@ impl Engine {
             updated_at: chrono::DateTime::UNIX_EPOCH,
             final_at: None,
         };
-        row.created_at = intents::insert_intent(tx, &row, now).await?;
-        row.updated_at = row.created_at;
-        let (event_id, endpoints) = intents::insert_event(
+        let (created_at, event_id, endpoints) = intents::insert_intent(
             tx,
+            &row,
             &NewEvent {
                 intent_id: row.id,
                 event: "create",
@@ -322,6 +321,8 @@ impl Engine {
             now,
         )
         .await?;
+        row.created_at = created_at;
+        row.updated_at = created_at;
         self.enter_state(tx, &workflow, &row, &row.state, row.state_version, event_id, &endpoints)
             .await?;
         tracing::info!(intent_id = %row.id, kind = row.kind, state = row.state, "intent created");
@@ -367,9 +368,8 @@ impl Engine {
         let transition = match refusal {
             Ok(transition) => transition,
             Err(reason) => {
-                let (event_id, _) = self
-                    .record(tx, &intent, event, None, "rejected", Some(&reason), now)
-                    .await?;
+                let rejected = Self::new_event(&intent, event, None, "rejected", Some(&reason));
+                let (event_id, _) = intents::insert_event(tx, &rejected, None, now).await?;
                 tracing::info!(intent_id = %id, state = intent.state, event = event.name, reason, "event rejected");
                 return Ok(Applied::Rejected {
                     state: intent.state,
@@ -380,16 +380,20 @@ impl Engine {
         };
         let to = transition.to.clone();
         let is_final = workflow.state(&to).is_some_and(|s| s.is_final);
-        let Some(version) =
-            intents::compare_and_set_state(tx, id, &intent.state, intent.state_version, &to, is_final, now).await?
+        let Some((version, event_id, endpoints)) = intents::move_and_record(
+            tx,
+            &Self::new_event(&intent, event, Some(&to), "applied", event.note),
+            intent.state_version,
+            is_final,
+            Some(&intent.owner),
+            now,
+        )
+        .await?
         else {
             tracing::info!(intent_id = %id, expected = intent.state, event = event.name, "state changed concurrently; event not applied");
             return Ok(Applied::Lost { expected: intent.state });
         };
         self.disarm_timers(tx, &workflow, &intent).await?;
-        let (event_id, endpoints) = self
-            .record(tx, &intent, event, Some(&to), "applied", event.note, now)
-            .await?;
         if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
@@ -461,20 +465,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Records the event; an applied one (a state change, which the owner's
-    /// webhook endpoints hear of) with the endpoints to deliver it to.
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        intent: &IntentRow,
-        event: &Event<'_>,
-        to: Option<&str>,
-        outcome: &str,
-        reason: Option<&str>,
-        now: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<(i64, Vec<Uuid>), sqlx::Error> {
-        let new = NewEvent {
+    /// The row recording `event` on `intent`: applied (moving it `to` a
+    /// state) or rejected (with `reason`).
+    fn new_event<'a>(
+        intent: &'a IntentRow,
+        event: &'a Event<'_>,
+        to: Option<&'a str>,
+        outcome: &'a str,
+        reason: Option<&'a str>,
+    ) -> NewEvent<'a> {
+        NewEvent {
             intent_id: intent.id,
             event: event.name,
             from_state: Some(&intent.state),
@@ -485,9 +485,7 @@ impl Engine {
             actor: event.actor,
             provider_ref: event.provider_ref,
             payload_digest: event.payload_digest.as_deref(),
-        };
-        let deliver_to = to.map(|_| intent.owner.as_str());
-        intents::insert_event(tx, &new, deliver_to, now).await
+        }
     }
 
     /// Enqueues what entering `state` (at `version`) asks for: its on-enter

@@ -8,7 +8,9 @@
 //! an intent to `completed` or `failed`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{MpesaClient, MpesaError};
@@ -59,6 +61,25 @@ async fn apply(ctx: &ActionContext, event: &str, cause: Cause, provider_ref: Opt
     ctx.job.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// [`apply`] after Daraja may have acted on a request it cannot recognise
+/// if sent again (an STK push, a reversal: Daraja names them itself). A
+/// failed job would be retried and send it a second time, so a database
+/// that is briefly unreachable (a cut connection, a restart) is waited out
+/// here, for about ten seconds, before the job gives up.
+async fn apply_once_sent(ctx: &ActionContext, event: &str, provider_ref: Option<&str>) -> Result<(), JobError> {
+    let patience = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10);
+    (|| apply(ctx, event, Cause::Api, provider_ref))
+        .retry(patience)
+        .notify(|error, wait| {
+            tracing::warn!(intent_id = %ctx.intent.id, event, %error, retry_in_ms = wait.as_millis() as u64,
+                "could not record a request M-Pesa may have acted on; retrying");
+        })
+        .await
 }
 
 /// Whether Daraja failed fast (overloaded, 5xx, timed out): what trips
@@ -170,7 +191,7 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     // prompt must be recorded as sent now, never pushed again.
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
     match answer {
-        Ok(checkout_id) => apply(&ctx, "prompted", Cause::Api, Some(&checkout_id)).await,
+        Ok(checkout_id) => apply_once_sent(&ctx, "prompted", Some(&checkout_id)).await,
         Err(MpesaError::Rejected { code, message }) => {
             tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the prompt");
             apply(&ctx, "prompt_failed", Cause::Api, None).await
@@ -178,7 +199,7 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
         Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
         // The prompt may be on the payer's phone: do not prompt again. Its
         // callback (which names the intent by token) or its expiry decides.
-        Err(MpesaError::Ambiguous(_)) | Err(MpesaError::Duplicate) => apply(&ctx, "prompted", Cause::Api, None).await,
+        Err(MpesaError::Ambiguous(_)) | Err(MpesaError::Duplicate) => apply_once_sent(&ctx, "prompted", None).await,
         Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
     }
 }
@@ -263,7 +284,7 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
     // As for prompts: an ambiguous reversal is never sent again.
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
     match answer {
-        Ok(originator) => apply(&ctx, "requested", Cause::Api, Some(&originator)).await,
+        Ok(originator) => apply_once_sent(&ctx, "requested", Some(&originator)).await,
         Err(MpesaError::Rejected { code, message }) => {
             tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the reversal request");
             apply(&ctx, "request_refused", Cause::Api, None).await
@@ -271,7 +292,7 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
         Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
         Err(MpesaError::Ambiguous(_)) | Err(MpesaError::Duplicate) => {
             tracing::warn!(intent_id = %intent.id, "ambiguous reversal answer; waiting for M-Pesa's word");
-            apply(&ctx, "requested", Cause::Api, None).await
+            apply_once_sent(&ctx, "requested", None).await
         }
         Err(error @ MpesaError::Config(_)) => Err(JobError::fatal(error)),
     }
