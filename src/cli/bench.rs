@@ -53,9 +53,14 @@ pub enum BenchCommand {
         /// Seconds to keep the rate.
         #[arg(long, default_value_t = 30)]
         duration: u64,
-        /// Leave the runner off: the API alone, no payouts submitted.
+        /// Run no jobs: every queue paused, so the API is measured alone and no
+        /// payout is submitted.
         #[arg(long)]
         no_runner: bool,
+        /// Write each request's send time (ms from the start) and latency
+        /// (ms) to this CSV file, to see when the slow ones happened.
+        #[arg(long, value_name = "FILE")]
+        latencies: Option<std::path::PathBuf>,
     },
 }
 
@@ -115,7 +120,11 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             rate,
             duration,
             no_runner,
-        } => super::bench_payouts::bench_api(config, rate, Duration::from_secs(duration.max(1)), !no_runner).await,
+            latencies,
+        } => {
+            let duration = Duration::from_secs(duration.max(1));
+            super::bench_payouts::bench_api(config, rate, duration, !no_runner, latencies.as_deref()).await
+        }
     }
 }
 

@@ -26,14 +26,16 @@ use crate::simulator::mpesa::{SimConfig, SimHandle};
 const PARTIES: usize = 200;
 
 /// A scratch engine for the end-to-end benchmarks: its own database, the
-/// Daraja simulator, the runner (unless asked not to run) and the HTTP API,
-/// with funded parties and an API key.
+/// Daraja simulator, the runner and the HTTP API, with funded parties and
+/// an API key. Asked not to run jobs, the runner still runs (its LISTEN
+/// connection, which lets enqueues leave out their NOTIFY, is part of how
+/// a node serves the API) but every queue is paused, so nothing is claimed.
 pub(super) struct Scratch {
     pub pool: sqlx::PgPool,
     pub base: String,
     pub key: String,
     pub sim: SimHandle,
-    runner: Option<crate::runner::RunningRunner>,
+    runner: crate::runner::RunningRunner,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     options: PgConnectOptions,
     name: String,
@@ -78,11 +80,13 @@ impl Scratch {
         mpesa.float_check = false;
 
         let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
-        let runner = if run_jobs {
-            Some(app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?)
-        } else {
-            None
-        };
+        if !run_jobs {
+            let jobs = app.runner.client();
+            for queue in config.runner.queues.keys() {
+                jobs.pause_queue(queue).await?;
+            }
+        }
+        let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
         let service = crate::api::router(app.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move { axum::serve(listener, service).await });
 
@@ -122,9 +126,7 @@ impl Scratch {
     }
 
     pub async fn finish(self) -> anyhow::Result<()> {
-        if let Some(runner) = self.runner {
-            runner.shutdown().await;
-        }
+        self.runner.shutdown().await;
         self.server.abort();
         self.pool.close().await;
         crate::store::drop_database(&self.options, &self.name).await?;
@@ -236,43 +238,49 @@ pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyh
 /// loop (each request is sent at its scheduled time whether or not earlier
 /// ones have answered, and its latency counts from that time, so a stall
 /// shows in the numbers instead of slowing the load down).
-pub async fn bench_api(config: Config, rate: u32, duration: Duration, run_jobs: bool) -> anyhow::Result<()> {
+pub async fn bench_api(
+    config: Config,
+    rate: u32,
+    duration: Duration,
+    run_jobs: bool,
+    trace: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(rate >= 1, "--rate must be at least 1 request per second");
     let scratch = Scratch::start(config, "api", run_jobs).await?;
     let count = (rate as f64 * duration.as_secs_f64()).round() as usize;
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
-    // Warm the connection pools (HTTP and database) before measuring.
-    for i in 0..50 {
-        create_payout(&http, &scratch.base, &scratch.key, &format!("warm-{i}"), count + i)
-            .await
-            .map_err(|why| anyhow::anyhow!("warm-up refused: {why}"))?;
+    // Warm up at the same rate, uncounted: a node that has just started
+    // opens its database connections and prepares its statements on the
+    // first burst, which is start-up, not serving.
+    let warm_count = (rate as usize * WARM_UP_S).min(count.max(1));
+    let (warm, _) = open_loop(&http, &scratch, rate, warm_count, count, "warm").await;
+    for result in warm {
+        result?.map_err(|why| anyhow::anyhow!("warm-up refused: {why}"))?;
     }
     println!(
-        "bench api: POST /v1/payouts at {rate}/s for {} s ({count} requests, open loop), runner {}",
+        "bench api: POST /v1/payouts at {rate}/s for {} s ({count} requests, open loop, after {warm_count} to warm up), queues {}",
         duration.as_secs(),
-        if run_jobs { "on" } else { "off" }
+        if run_jobs { "on" } else { "paused" }
     );
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        let due = started + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due).await;
-        let (http, base, key) = (http.clone(), scratch.base.clone(), scratch.key.clone());
-        tasks.push(tokio::spawn(async move {
-            create_payout(&http, &base, &key, &format!("bench-{i}"), i)
-                .await
-                .map(|()| due.elapsed())
-        }));
-    }
-    let sent_in = started.elapsed();
+    let (results, sent_in) = open_loop(&http, &scratch, rate, count, 0, "bench").await;
     let mut latencies = Vec::with_capacity(count);
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    for task in tasks {
-        match task.await? {
-            Ok(latency) => latencies.push(latency.as_micros() as u64),
+    let mut csv = String::from("sent_ms,latency_ms\n");
+    for result in results {
+        match result? {
+            Ok((sent, latency)) => {
+                latencies.push(latency.as_micros() as u64);
+                csv.push_str(&format!(
+                    "{:.3},{:.3}\n",
+                    sent.as_secs_f64() * 1e3,
+                    latency.as_secs_f64() * 1e3
+                ));
+            }
             Err(why) => *errors.entry(why).or_default() += 1,
         }
+    }
+    if let Some(path) = trace {
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "sent {count} in {:.2} s ({:.0}/s achieved); {} created, {} refused {errors:?}",
@@ -289,6 +297,47 @@ pub async fn bench_api(config: Config, rate: u32, duration: Duration, run_jobs: 
         percentile_ms(&mut latencies, 100.0)
     );
     scratch.finish().await
+}
+
+/// Seconds of uncounted load at the benchmark's rate before it measures.
+const WARM_UP_S: usize = 3;
+
+/// Creation results of one open-loop run.
+type Sent = Vec<Result<Result<(Duration, Duration), String>, tokio::task::JoinError>>;
+
+/// Sends `count` payouts (numbered from `first`, keyed `{label}-{i}`) at
+/// `rate` per second, each at its scheduled time whatever the earlier ones
+/// are doing. Returns, per request, its send time from the start and its
+/// latency counted from that scheduled time; and how long sending took.
+async fn open_loop(
+    http: &reqwest::Client,
+    scratch: &Scratch,
+    rate: u32,
+    count: usize,
+    first: usize,
+    label: &str,
+) -> (Sent, Duration) {
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for n in 0..count {
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due).await;
+        let (http, base, key) = (http.clone(), scratch.base.clone(), scratch.key.clone());
+        let i = first + n;
+        let idempotency_key = format!("{label}-{i}");
+        tasks.push(tokio::spawn(async move {
+            create_payout(&http, &base, &key, &idempotency_key, i)
+                .await
+                .map(|()| (due - started, due.elapsed()))
+        }));
+    }
+    let sent_in = started.elapsed();
+    let mut results = Vec::with_capacity(count);
+    for task in tasks {
+        results.push(task.await);
+    }
+    (results, sent_in)
 }
 
 /// The process's peak resident set (Linux), for the README.

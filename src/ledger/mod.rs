@@ -369,7 +369,8 @@ pub fn check_balanced(key: &str, legs: &[Leg]) -> Result<(), LedgerError> {
 }
 
 /// Records `transfer` (pending or posted, per `mode`) in the caller's
-/// transaction. Idempotent on its key.
+/// transaction. Idempotent on its key. On an error (insufficient funds
+/// among them) part of it may be written: the caller rolls back.
 pub async fn record(
     conn: &mut PgConnection,
     transfer: &NewTransfer,
@@ -381,39 +382,61 @@ pub async fn record(
         Mode::Hold => "pending",
         Mode::Post => "posted",
     };
-    let ids = store::ensure_accounts(conn, transfer.legs.iter().map(|l| &l.account)).await?;
-    let id = Uuid::now_v7();
-    let Some(transfer_id) = store::insert_transfer(conn, id, transfer, state, &ids, now).await? else {
-        return already_recorded(conn, transfer).await;
-    };
+    let mut accounts: Vec<&AccountKey> = transfer.legs.iter().map(|l| &l.account).collect();
+    accounts.sort();
+    accounts.dedup();
+    let at = |key: &AccountKey| accounts.binary_search(&key).expect("every leg's account is listed");
+    let legs_at: Vec<usize> = transfer.legs.iter().map(|l| at(&l.account)).collect();
 
-    // Running totals of the accounts that must not go below zero, in
-    // account-id order so that concurrent transfers lock them in one order.
-    let mut deltas: BTreeMap<Uuid, (&AccountKey, Decimal)> = BTreeMap::new();
-    for leg in transfer.legs.iter().filter(|l| l.account.kind.non_negative()) {
-        let entry = deltas.entry(ids[&leg.account]).or_insert((&leg.account, Decimal::ZERO));
-        entry.1 += leg.normal_delta();
-    }
-    for (account_id, (key, delta)) in deltas {
-        if delta.is_zero() {
-            continue;
-        }
-        let (posted, pending_out, pending_in) = match (mode, delta.is_sign_negative()) {
-            (Mode::Post, _) => (delta, Decimal::ZERO, Decimal::ZERO),
-            (Mode::Hold, true) => (Decimal::ZERO, -delta, Decimal::ZERO),
-            (Mode::Hold, false) => (Decimal::ZERO, Decimal::ZERO, delta),
-        };
-        let updated = store::apply_totals(conn, account_id, posted, pending_out, pending_in, true).await?;
-        if !updated {
-            let available = store::available(conn, account_id).await?;
-            return Err(LedgerError::InsufficientFunds(Shortfall {
-                account: key.to_string(),
-                currency: key.currency,
-                available,
-                needed: -delta,
-            }));
+    // Running totals of the accounts that must not go below zero.
+    let mut deltas: BTreeMap<usize, Decimal> = BTreeMap::new();
+    for (leg, &i) in transfer.legs.iter().zip(&legs_at) {
+        if leg.account.kind.non_negative() {
+            *deltas.entry(i).or_default() += leg.normal_delta();
         }
     }
+    deltas.retain(|_, delta| !delta.is_zero());
+    let totals: Vec<store::Totals> = deltas
+        .iter()
+        .map(|(&account, &delta)| {
+            let (posted, pending_out, pending_in) = match (mode, delta.is_sign_negative()) {
+                (Mode::Post, _) => (delta, Decimal::ZERO, Decimal::ZERO),
+                (Mode::Hold, true) => (Decimal::ZERO, -delta, Decimal::ZERO),
+                (Mode::Hold, false) => (Decimal::ZERO, Decimal::ZERO, delta),
+            };
+            store::Totals {
+                account,
+                posted,
+                pending_out,
+                pending_in,
+            }
+        })
+        .collect();
+
+    // Accounts are made once and used ever after: write as if they exist,
+    // and create them only when the statement says some do not.
+    let id = Uuid::now_v7();
+    let mut written = store::record_transfer(conn, id, transfer, state, &accounts, &legs_at, &totals, now).await?;
+    if matches!(written, store::Written::MissingAccounts) {
+        store::create_accounts(conn, &accounts).await?;
+        written = store::record_transfer(conn, id, transfer, state, &accounts, &legs_at, &totals, now).await?;
+    }
+    let transfer_id = match written {
+        store::Written::MissingAccounts => return Err(LedgerError::Database(sqlx::Error::RowNotFound)),
+        store::Written::KeyTaken => return already_recorded(conn, transfer).await,
+        store::Written::Inserted { transfer_id, refused } => match refused.first() {
+            None => transfer_id,
+            Some(&i) => {
+                let key = accounts[i];
+                return Err(LedgerError::InsufficientFunds(Shortfall {
+                    account: key.to_string(),
+                    currency: key.currency,
+                    available: store::available_of(conn, key).await?,
+                    needed: -deltas[&i],
+                }));
+            }
+        },
+    };
     Ok(Recorded::New { transfer_id })
 }
 
@@ -451,31 +474,17 @@ pub async fn settle(
     how: Settle,
     now: Option<DateTime<Utc>>,
 ) -> Result<bool, LedgerError> {
-    let Some(store::Settling { state, deltas }) = store::settle_transfer(conn, key, how.state(), now).await? else {
+    let Some(state) = store::settle_transfer(conn, key, how.state(), now).await? else {
         return Ok(false);
     };
-    if state == how.state() {
+    if state == how.state() || state == "pending" {
         return Ok(true);
     }
-    if state != "pending" {
-        return Err(LedgerError::AlreadySettled {
-            key: key.to_owned(),
-            state,
-            wanted: how.state(),
-        });
-    }
-    // In account-id order, so that concurrent settlements lock in one order.
-    for (account_id, delta) in deltas {
-        let (posted, pending_out, pending_in) = match (how, delta.is_sign_negative()) {
-            (Settle::Post, true) => (delta, delta, Decimal::ZERO),
-            (Settle::Post, false) => (delta, Decimal::ZERO, -delta),
-            (Settle::Void, true) => (Decimal::ZERO, delta, Decimal::ZERO),
-            (Settle::Void, false) => (Decimal::ZERO, Decimal::ZERO, -delta),
-        };
-        // Settling only releases what was reserved, so it cannot overdraw.
-        store::apply_totals(conn, account_id, posted, pending_out, pending_in, false).await?;
-    }
-    Ok(true)
+    Err(LedgerError::AlreadySettled {
+        key: key.to_owned(),
+        state,
+        wanted: how.state(),
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! The ledger's SQL.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -12,111 +10,118 @@ use uuid::Uuid;
 use super::{AccountKey, AccountKind, NewTransfer};
 use crate::domain::Currency;
 
-/// The existing accounts among the keys given column by column, as
-/// (id, owner, kind, ref, currency).
-async fn account_rows(
-    conn: &mut PgConnection,
-    owners: &[String],
-    kinds: &[String],
-    refs: &[String],
-    currencies: &[String],
-) -> Result<Vec<(Uuid, String, String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT a.id, a.owner, a.kind, a.ref, a.currency
-         FROM ledger_accounts a
-         JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(owner, kind, ref, currency)
-           ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency",
+/// Creates those of `keys` (sorted, without repeats) that do not exist yet.
+pub(super) async fn create_accounts(conn: &mut PgConnection, keys: &[&AccountKey]) -> Result<(), sqlx::Error> {
+    let column = |f: fn(&AccountKey) -> String| keys.iter().map(|k| f(k)).collect::<Vec<String>>();
+    let new_ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
+    let non_negative: Vec<bool> = keys.iter().map(|k| k.kind.non_negative()).collect();
+    sqlx::query(
+        "INSERT INTO ledger_accounts (id, owner, kind, ref, currency, normal_side, non_negative)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
+         ORDER BY 2, 3, 4, 5
+         ON CONFLICT (owner, kind, ref, currency) DO NOTHING",
     )
-    .bind(owners)
-    .bind(kinds)
-    .bind(refs)
-    .bind(currencies)
-    .fetch_all(conn)
-    .await
+    .bind(&new_ids)
+    .bind(column(|k| k.owner.clone()))
+    .bind(column(|k| k.kind.as_str().to_owned()))
+    .bind(column(|k| k.reference.clone()))
+    .bind(column(|k| k.currency.code().to_owned()))
+    .bind(column(|k| k.kind.normal_side().as_str().to_owned()))
+    .bind(&non_negative)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
-/// Creates the accounts that do not exist yet; returns every one's id.
-pub(super) async fn ensure_accounts<'a>(
-    conn: &mut PgConnection,
-    keys: impl Iterator<Item = &'a AccountKey>,
-) -> Result<HashMap<AccountKey, Uuid>, sqlx::Error> {
-    let mut unique: Vec<&AccountKey> = keys.collect();
-    unique.sort();
-    unique.dedup();
-    let column = |f: fn(&AccountKey) -> String| unique.iter().map(|k| f(k)).collect::<Vec<String>>();
-    let owners = column(|k| k.owner.clone());
-    let kinds = column(|k| k.kind.as_str().to_owned());
-    let refs = column(|k| k.reference.clone());
-    let currencies = column(|k| k.currency.code().to_owned());
-    let sides = column(|k| k.kind.normal_side().as_str().to_owned());
-    let non_negative: Vec<bool> = unique.iter().map(|k| k.kind.non_negative()).collect();
-    // Accounts are made once and used ever after: look first, create only
-    // what is missing.
-    let mut rows = account_rows(conn, &owners, &kinds, &refs, &currencies).await?;
-    if rows.len() < unique.len() {
-        let new_ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
-        sqlx::query(
-            "INSERT INTO ledger_accounts (id, owner, kind, ref, currency, normal_side, non_negative)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
-             ORDER BY 2, 3, 4, 5
-             ON CONFLICT (owner, kind, ref, currency) DO NOTHING",
-        )
-        .bind(&new_ids)
-        .bind(&owners)
-        .bind(&kinds)
-        .bind(&refs)
-        .bind(&currencies)
-        .bind(&sides)
-        .bind(&non_negative)
-        .execute(&mut *conn)
-        .await?;
-        rows = account_rows(conn, &owners, &kinds, &refs, &currencies).await?;
-    }
-    let mut ids = HashMap::with_capacity(rows.len());
-    for key in unique {
-        let id = rows
-            .iter()
-            .find(|(_, owner, kind, reference, currency)| {
-                *owner == key.owner
-                    && kind == key.kind.as_str()
-                    && *reference == key.reference
-                    && currency == key.currency.code()
-            })
-            .map(|row| row.0)
-            .ok_or(sqlx::Error::RowNotFound)?;
-        ids.insert(key.clone(), id);
-    }
-    Ok(ids)
+/// A change to one non-negative account's running totals, by its index in
+/// the transfer's account list.
+pub(super) struct Totals {
+    pub account: usize,
+    pub posted: Decimal,
+    pub pending_out: Decimal,
+    pub pending_in: Decimal,
 }
 
-/// Inserts the transfer and its entries with one statement; `None` (and
-/// nothing written) when a transfer with its key exists.
-pub(super) async fn insert_transfer(
+/// What [`record_transfer`] did.
+pub(super) enum Written {
+    /// Some of the accounts do not exist yet; nothing was written.
+    MissingAccounts,
+    /// A transfer with this key exists; nothing was written.
+    KeyTaken,
+    /// The transfer and its entries were written; `refused` lists the
+    /// totals (by account index) that would have overdrawn their account
+    /// and were not applied, so the caller must roll back.
+    Inserted { transfer_id: Uuid, refused: Vec<usize> },
+}
+
+/// Writes a transfer with one statement: finds its accounts (`accounts`,
+/// sorted without repeats; `legs_at[i]` is leg `i`'s account), inserts the
+/// transfer and its entries, and applies `totals` to the non-negative
+/// accounts, locking them in id order and refusing any change that would
+/// take one below zero.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn record_transfer(
     conn: &mut PgConnection,
     id: Uuid,
     transfer: &NewTransfer,
     state: &str,
-    ids: &HashMap<AccountKey, Uuid>,
+    accounts: &[&AccountKey],
+    legs_at: &[usize],
+    totals: &[Totals],
     now: Option<DateTime<Utc>>,
-) -> Result<Option<Uuid>, sqlx::Error> {
+) -> Result<Written, sqlx::Error> {
+    let column = |f: fn(&AccountKey) -> &str| accounts.iter().map(|k| f(k)).collect::<Vec<&str>>();
+    let index = |i: usize| i as i32 + 1;
     let legs = &transfer.legs;
-    let accounts: Vec<Uuid> = legs.iter().map(|l| ids[&l.account]).collect();
-    let amounts: Vec<Decimal> = legs.iter().map(|l| l.amount).collect();
-    let currencies: Vec<&str> = legs.iter().map(|l| l.account.currency.code()).collect();
-    let memos: Vec<&str> = legs.iter().map(|l| l.memo.as_str()).collect();
-    sqlx::query_scalar(
-        "WITH transfer AS (
+    let (found, transfer_id, applied): (i64, Option<Uuid>, Vec<i32>) = sqlx::query_as(
+        "WITH keys AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+                 AS k(owner, kind, ref, currency, n)
+         ), found AS (
+             SELECT k.n, a.id FROM keys k
+             JOIN ledger_accounts a
+               ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency
+         ), transfer AS (
              INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), CASE WHEN $5 = 'posted' THEN coalesce($8, now()) END)
+             SELECT $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()),
+                    CASE WHEN $9 = 'posted' THEN coalesce($12, now()) END
+             WHERE (SELECT count(*) FROM found) = cardinality($1::text[])
              ON CONFLICT (key) DO NOTHING
              RETURNING id
          ), entries AS (
              INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
-             SELECT transfer.id, legs.* FROM transfer
-             CROSS JOIN unnest($9::uuid[], $10::numeric[], $11::text[], $12::text[]) AS legs
+             SELECT transfer.id, found.id, legs.amount, legs.currency, legs.memo
+             FROM transfer
+             CROSS JOIN unnest($13::int4[], $14::numeric[], $15::text[], $16::text[]) AS legs(n, amount, currency, memo)
+             JOIN found ON found.n = legs.n
+         ), changes AS (
+             SELECT found.id, c.posted, c.pending_out, c.pending_in
+             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
+                  AS c(n, posted, pending_out, pending_in)
+             JOIN found ON found.n = c.n
+             WHERE EXISTS (SELECT 1 FROM transfer)
+         ), locked AS (
+             SELECT a.id FROM ledger_accounts a
+             WHERE a.id IN (SELECT id FROM changes)
+             ORDER BY a.id
+             FOR UPDATE
+         ), applied AS (
+             UPDATE ledger_accounts a
+             SET posted = a.posted + c.posted,
+                 pending_out = a.pending_out + c.pending_out,
+                 pending_in = a.pending_in + c.pending_in
+             FROM locked JOIN changes c ON c.id = locked.id
+             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
+             RETURNING a.id
          )
-         SELECT id FROM transfer",
+         SELECT (SELECT count(*) FROM found),
+                (SELECT id FROM transfer),
+                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{}')",
     )
+    .bind(column(|k| k.owner.as_str()))
+    .bind(column(|k| k.kind.as_str()))
+    .bind(column(|k| k.reference.as_str()))
+    .bind(column(|k| k.currency.code()))
     .bind(id)
     .bind(&transfer.key)
     .bind(&transfer.owner)
@@ -125,32 +130,43 @@ pub(super) async fn insert_transfer(
     .bind(transfer.intent_id)
     .bind(&transfer.description)
     .bind(now)
-    .bind(&accounts)
-    .bind(&amounts)
-    .bind(&currencies)
-    .bind(&memos)
-    .fetch_optional(conn)
-    .await
+    .bind(legs_at.iter().map(|&i| index(i)).collect::<Vec<i32>>())
+    .bind(legs.iter().map(|l| l.amount).collect::<Vec<Decimal>>())
+    .bind(legs.iter().map(|l| l.account.currency.code()).collect::<Vec<&str>>())
+    .bind(legs.iter().map(|l| l.memo.as_str()).collect::<Vec<&str>>())
+    .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
+    .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
+    .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
+    .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
+    .fetch_one(conn)
+    .await?;
+    if (found as usize) < accounts.len() {
+        return Ok(Written::MissingAccounts);
+    }
+    let Some(transfer_id) = transfer_id else {
+        return Ok(Written::KeyTaken);
+    };
+    let refused = totals
+        .iter()
+        .map(|t| t.account)
+        .filter(|&i| !applied.contains(&index(i)))
+        .collect();
+    Ok(Written::Inserted { transfer_id, refused })
 }
 
-/// What [`settle_transfer`] found.
-pub(super) struct Settling {
-    /// The state before this statement; only `pending` was changed.
-    pub state: String,
-    /// Per non-negative account the transfer touches, in id order, its net
-    /// change on the account's normal side.
-    pub deltas: Vec<(Uuid, Decimal)>,
-}
-
-/// Locks the transfer `key` and, if it is pending, moves it to `to` with
-/// the same statement; `None` when there is no such transfer.
+/// Locks the transfer `key` and, if it is pending, moves it to `to`
+/// (`posted` or `voided`) and releases or spends what it reserved on its
+/// non-negative accounts, locked in id order, all with one statement.
+/// Returns the state the transfer was in; `None` when there is no such
+/// transfer. Settling only releases what was reserved, so it cannot
+/// overdraw.
 pub(super) async fn settle_transfer(
     conn: &mut PgConnection,
     key: &str,
     to: &str,
     now: Option<DateTime<Utc>>,
-) -> Result<Option<Settling>, sqlx::Error> {
-    let row: Option<(String, Vec<Uuid>, Vec<Decimal>)> = sqlx::query_as(
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
         "WITH found AS (
              SELECT id, state FROM ledger_transfers WHERE key = $1 FOR UPDATE
          ), settled AS (
@@ -163,53 +179,26 @@ pub(super) async fn settle_transfer(
              JOIN ledger_accounts a ON a.id = e.account_id
              WHERE a.non_negative AND found.state = 'pending'
              GROUP BY a.id
+         ), locked AS (
+             SELECT a.id FROM ledger_accounts a
+             WHERE a.id IN (SELECT id FROM deltas WHERE delta <> 0)
+             ORDER BY a.id
+             FOR UPDATE
+         ), released AS (
+             UPDATE ledger_accounts a
+             SET posted = a.posted + CASE WHEN $2 = 'posted' THEN d.delta ELSE 0 END,
+                 pending_out = a.pending_out + least(d.delta, 0),
+                 pending_in = a.pending_in - greatest(d.delta, 0)
+             FROM locked JOIN deltas d ON d.id = locked.id
+             WHERE a.id = locked.id
          )
-         SELECT found.state,
-                coalesce((SELECT array_agg(id ORDER BY id) FROM deltas), '{}'),
-                coalesce((SELECT array_agg(delta ORDER BY id) FROM deltas), '{}')
-         FROM found",
+         SELECT state FROM found",
     )
     .bind(key)
     .bind(to)
     .bind(now)
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(state, accounts, deltas)| Settling {
-        state,
-        deltas: accounts.into_iter().zip(deltas).collect(),
-    }))
-}
-
-/// Adds to an account's running totals; with `check`, only if it stays
-/// non-negative. Returns whether the row was updated.
-pub(super) async fn apply_totals(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    posted: Decimal,
-    pending_out: Decimal,
-    pending_in: Decimal,
-    check: bool,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE ledger_accounts
-         SET posted = posted + $2, pending_out = pending_out + $3, pending_in = pending_in + $4
-         WHERE id = $1 AND (NOT $5 OR NOT non_negative OR posted + $2 - (pending_out + $3) >= 0)",
-    )
-    .bind(account_id)
-    .bind(posted)
-    .bind(pending_out)
-    .bind(pending_in)
-    .bind(check)
-    .execute(conn)
-    .await?;
-    Ok(updated.rows_affected() == 1)
-}
-
-pub(super) async fn available(conn: &mut PgConnection, account_id: Uuid) -> Result<Decimal, sqlx::Error> {
-    sqlx::query_scalar("SELECT posted - pending_out FROM ledger_accounts WHERE id = $1")
-        .bind(account_id)
-        .fetch_one(conn)
-        .await
+    .await
 }
 
 /// A non-negative account's available balance (zero if it has no account).

@@ -72,6 +72,8 @@ pub(crate) async fn heartbeat_once(inner: &Inner) -> Result<(), sqlx::Error> {
                     flight.interrupt(Interrupt::LeaseLost);
                 }
             }
+            // Its work committed with its completion; the attempt is ending.
+            Some(LeaseStatus::Finished) => continue,
             Some(LeaseStatus::Busy) | None => {}
         }
         // Self-fencing: a lease this node could not renew in time may already

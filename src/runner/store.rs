@@ -351,6 +351,9 @@ pub enum LeaseStatus {
     /// Still this node's, but its row is locked (a worker's transaction is
     /// completing it); not renewed this time, not lost either.
     Busy,
+    /// Completed under this lease by the worker's own transaction
+    /// (`complete_in`), whose outcome has not reached the in-flight map yet.
+    Finished,
     /// No longer held under this lease.
     Lost,
 }
@@ -391,14 +394,16 @@ pub async fn heartbeat(
         .map(|(id, seq, cancel)| (Lease { id, seq }, cancel))
         .collect();
     let missing: Vec<Lease> = leases.iter().copied().filter(|l| !renewed.contains_key(l)).collect();
-    let busy: std::collections::HashSet<Lease> = if missing.is_empty() {
+    // Those not renewed: still running here (a worker's transaction holds
+    // the row) or completed under this very lease by such a transaction.
+    let elsewhere: std::collections::HashMap<Lease, bool> = if missing.is_empty() {
         Default::default()
     } else {
         let (ids, seqs) = split(&missing);
-        sqlx::query_as::<_, (i64, i32)>(
-            "SELECT j.id, j.lease_seq FROM tuma_jobs j
+        sqlx::query_as::<_, (i64, i32, bool)>(
+            "SELECT j.id, j.lease_seq, j.state = 'completed' FROM tuma_jobs j
              JOIN unnest($1::int8[], $2::int4[]) AS u(id, seq) ON j.id = u.id AND j.lease_seq = u.seq
-             WHERE j.id = ANY($1) AND j.state = 'running' AND j.locked_by = $3",
+             WHERE j.id = ANY($1) AND (j.state = 'running' AND j.locked_by = $3 OR j.state = 'completed')",
         )
         .bind(&ids)
         .bind(&seqs)
@@ -406,16 +411,17 @@ pub async fn heartbeat(
         .fetch_all(pool)
         .await?
         .into_iter()
-        .map(|(id, seq)| Lease { id, seq })
+        .map(|(id, seq, completed)| (Lease { id, seq }, completed))
         .collect()
     };
     Ok(leases
         .iter()
         .map(|lease| {
-            let status = match renewed.get(lease) {
-                Some(&cancel_requested) => LeaseStatus::Renewed { cancel_requested },
-                None if busy.contains(lease) => LeaseStatus::Busy,
-                None => LeaseStatus::Lost,
+            let status = match (renewed.get(lease), elsewhere.get(lease)) {
+                (Some(&cancel_requested), _) => LeaseStatus::Renewed { cancel_requested },
+                (None, Some(false)) => LeaseStatus::Busy,
+                (None, Some(true)) => LeaseStatus::Finished,
+                (None, None) => LeaseStatus::Lost,
             };
             (*lease, status)
         })

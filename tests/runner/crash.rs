@@ -318,4 +318,11 @@ async fn a_late_outcome_for_an_old_lease_never_lands_on_a_newer_lease_of_the_sam
             .unwrap(),
         1
     );
+    // Completed under its own lease: finished, not lost (a worker that
+    // completes its job in its own transaction is not warned about).
+    let statuses = store::heartbeat(&db.pool, &[old, new], "node-x", 1_000, Some(clock.now()))
+        .await
+        .unwrap();
+    assert_eq!(statuses[0].1, store::LeaseStatus::Lost, "{statuses:?}");
+    assert_eq!(statuses[1].1, store::LeaseStatus::Finished, "{statuses:?}");
 }
