@@ -118,21 +118,13 @@ impl JobClient {
         if jobs.is_empty() {
             return Ok(0);
         }
-        let notify = jobs.iter().any(|job| !self.heard.fresh(&job.queue));
-        store::insert_many(tx, jobs, notify, self.clock.sql_now()).await
+        store::insert_many(tx, jobs, self.notify_for(jobs), self.clock.sql_now()).await
     }
 
-    /// Withdraws the jobs waiting under any of `unique_keys` in the caller's
-    /// transaction (a job already running is left alone); returns how many.
-    pub async fn withdraw(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        unique_keys: &[String],
-    ) -> Result<u64, sqlx::Error> {
-        if unique_keys.is_empty() {
-            return Ok(0);
-        }
-        store::delete_waiting(tx, unique_keys).await
+    /// Whether enqueueing `jobs` should notify (see [`Heard`]), for a
+    /// statement that inserts them itself (`store::jobs_cte`).
+    pub(crate) fn notify_for(&self, jobs: &[NewJob]) -> bool {
+        jobs.iter().any(|job| !self.heard.fresh(&job.queue))
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {

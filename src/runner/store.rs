@@ -134,6 +134,70 @@ pub async fn insert_job(
     )))
 }
 
+/// Two CTEs for a statement that enqueues jobs along with its own writes:
+/// `jobs_inserted` inserts the jobs [`bind_jobs`] binds as `$p` to
+/// `$p+11` when `guard` holds (skipping those whose unique key a live job
+/// holds), and `jobs_notified` notifies each queue that got a job runnable
+/// now, when the notify flag is bound true. `now` is the SQL of the
+/// statement's clock parameter. The statement must read `jobs_notified`
+/// (a CTE nobody reads is not run).
+pub(crate) fn jobs_cte(p: usize, now: &str, guard: &str) -> String {
+    let [kinds, queues, args, priorities, max_attempts, run_ats, unique_keys, delays, bases, maxes, timeouts, notify] =
+        std::array::from_fn(|i| format!("${}", p + i));
+    format!(
+        "jobs_inserted AS (
+             INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key,
+                                    retry_base_ms, retry_max_ms, timeout_ms)
+             SELECT kind, queue, args, priority, max_attempts,
+                    coalesce(run_at, coalesce({now}, now()) + delay_ms * interval '1 millisecond'), unique_key,
+                    retry_base_ms, retry_max_ms, timeout_ms
+             FROM unnest({kinds}::text[], {queues}::text[], {args}::jsonb[], {priorities}::int2[],
+                         {max_attempts}::int4[], {run_ats}::timestamptz[], {unique_keys}::text[],
+                         {delays}::int8[], {bases}::int8[], {maxes}::int8[], {timeouts}::int8[])
+                  AS input(kind, queue, args, priority, max_attempts, run_at, unique_key,
+                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms)
+             WHERE {guard}
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+             DO NOTHING
+             RETURNING queue, run_at
+         ), jobs_notified AS (
+             SELECT pg_notify('tuma_jobs', queue)
+             FROM (SELECT DISTINCT queue FROM jobs_inserted WHERE {notify} AND run_at <= coalesce({now}, now())) AS runnable
+         )"
+    )
+}
+
+pub(crate) type JobsQuery<'q, O> = sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>;
+
+/// Binds `jobs` and `notify` as the twelve parameters of [`jobs_cte`].
+pub(crate) fn bind_jobs<'q, O>(query: JobsQuery<'q, O>, jobs: &'q [NewJob], notify: bool) -> JobsQuery<'q, O> {
+    query
+        .bind(jobs.iter().map(|j| j.kind).collect::<Vec<&str>>())
+        .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<&str>>())
+        .bind(jobs.iter().map(|j| &j.args).collect::<Vec<&Value>>())
+        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<i16>>())
+        .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<i32>>())
+        .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<Option<DateTime<Utc>>>>())
+        .bind(
+            jobs.iter()
+                .map(|j| j.unique_key.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(jobs.iter().map(|j| j.delay_ms).collect::<Vec<i64>>())
+        .bind(
+            jobs.iter()
+                .map(|j| j.retry.map(|r| r.base_ms as i64))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(
+            jobs.iter()
+                .map(|j| j.retry.map(|r| r.max_ms as i64))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(jobs.iter().map(|j| j.timeout_ms).collect::<Vec<Option<i64>>>())
+        .bind(notify)
+}
+
 /// Inserts many jobs with one statement. Jobs whose unique key is held by a
 /// live job are skipped. With `notify`, each queue that got a job runnable
 /// now is notified once. Returns how many were inserted.
@@ -143,53 +207,13 @@ pub async fn insert_many(
     notify: bool,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
-    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind).collect();
-    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-    let args: Vec<&Value> = jobs.iter().map(|j| &j.args).collect();
-    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
-    let unique_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
-    let delays: Vec<i64> = jobs.iter().map(|j| j.delay_ms).collect();
-    let retry_bases: Vec<Option<i64>> = jobs.iter().map(|j| j.retry.map(|r| r.base_ms as i64)).collect();
-    let retry_maxes: Vec<Option<i64>> = jobs.iter().map(|j| j.retry.map(|r| r.max_ms as i64)).collect();
-    let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout_ms).collect();
-    let (inserted, _notified): (i64, i64) = sqlx::query_as(
-        "WITH inserted AS (
-             INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key,
-                                    retry_base_ms, retry_max_ms, timeout_ms)
-             SELECT kind, queue, args, priority, max_attempts,
-                    coalesce(run_at, coalesce($8, now()) + delay_ms * interval '1 millisecond'), unique_key,
-                    retry_base_ms, retry_max_ms, timeout_ms
-             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::timestamptz[], $7::text[],
-                         $9::int8[], $10::int8[], $11::int8[], $12::int8[])
-                  AS input(kind, queue, args, priority, max_attempts, run_at, unique_key,
-                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms)
-             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
-             DO NOTHING
-             RETURNING queue, run_at
-         ),
-         notified AS (
-             SELECT pg_notify('tuma_jobs', queue)
-             FROM (SELECT DISTINCT queue FROM inserted WHERE $13 AND run_at <= coalesce($8, now())) AS runnable
-         )
-         SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)",
-    )
-    .bind(&kinds)
-    .bind(&queues)
-    .bind(&args)
-    .bind(&priorities)
-    .bind(&max_attempts)
-    .bind(&run_ats)
-    .bind(&unique_keys)
-    .bind(now)
-    .bind(&delays)
-    .bind(&retry_bases)
-    .bind(&retry_maxes)
-    .bind(&timeouts)
-    .bind(notify)
-    .fetch_one(&mut *tx)
-    .await?;
+    let sql = format!(
+        "WITH {} SELECT (SELECT count(*) FROM jobs_inserted), (SELECT count(*) FROM jobs_notified)",
+        jobs_cte(2, "$1", "true")
+    );
+    let (inserted, _notified): (i64, i64) = bind_jobs(sqlx::query_as(&sql).bind(now), jobs, notify)
+        .fetch_one(&mut *tx)
+        .await?;
     Ok(inserted as u64)
 }
 
@@ -792,16 +816,6 @@ pub async fn discard_dead(pool: &PgPool, id: JobId) -> Result<bool, sqlx::Error>
         .execute(pool)
         .await?;
     Ok(deleted.rows_affected() == 1)
-}
-
-/// Deletes the waiting (not yet claimed) jobs holding any of `unique_keys`,
-/// in the caller's transaction; returns how many.
-pub async fn delete_waiting(conn: &mut PgConnection, unique_keys: &[String]) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM tuma_jobs WHERE unique_key = ANY($1) AND state = 'available'")
-        .bind(unique_keys)
-        .execute(conn)
-        .await?;
-    Ok(deleted.rows_affected())
 }
 
 /// A queue's pause controls: (name, paused_at, paused_until).

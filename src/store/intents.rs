@@ -6,6 +6,9 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::runner::store::{bind_jobs, jobs_cte};
+use crate::runner::NewJob;
+
 /// An intent row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IntentRow {
@@ -152,9 +155,10 @@ pub async fn insert_event(
         .await
 }
 
-/// Inserts `row` and its first event (`event`, told to `deliver_to`) with
-/// one statement, stamping both with the clock's time (`now`, else the
-/// database's). Returns that time, the event's id and the endpoints to
+/// Inserts `row`, its first event (`event`, told to `deliver_to`) and the
+/// `jobs` its first state asks for (notifying their queues with `notify`)
+/// with one statement, stamping them with the clock's time (`now`, else
+/// the database's). Returns that time, the event's id and the endpoints to
 /// deliver it to.
 pub async fn insert_intent(
     conn: &mut PgConnection,
@@ -162,6 +166,8 @@ pub async fn insert_intent(
     event: &NewEvent<'_>,
     deliver_to: Option<&str>,
     now: Option<DateTime<Utc>>,
+    jobs: &[NewJob],
+    notify: bool,
 ) -> Result<(DateTime<Utc>, i64, Vec<Uuid>), sqlx::Error> {
     let sql = format!(
         "WITH created AS (
@@ -172,11 +178,13 @@ pub async fn insert_intent(
              VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
                      coalesce($11, now()), coalesce($11, now()), NULL, $27, $28, $29, $30, $31, $32, $33, $34)
              RETURNING created_at
-         ), inserted AS ({})
-         SELECT created.created_at, inserted.id, {ENDPOINTS} FROM created, inserted",
-        event_insert("created")
+         ), inserted AS ({}), {}
+         SELECT created.created_at, inserted.id, {ENDPOINTS}, (SELECT count(*) FROM jobs_notified)
+         FROM created, inserted",
+        event_insert("created"),
+        jobs_cte(35, "$11", "true")
     );
-    bind_event(sqlx::query_as(&sql), event, deliver_to, now)
+    let query = bind_event(sqlx::query_as(&sql), event, deliver_to, now)
         .bind(row.id)
         .bind(&row.kind)
         .bind(&row.state)
@@ -198,15 +206,28 @@ pub async fn insert_intent(
         .bind(row.approvals_required)
         .bind(&row.campaign_id)
         .bind(row.batch_id)
-        .bind(row.parent_id)
-        .fetch_one(conn)
-        .await
+        .bind(row.parent_id);
+    let (created_at, event_id, endpoints, _notified): (DateTime<Utc>, i64, Vec<Uuid>, i64) =
+        bind_jobs(query, jobs, notify).fetch_one(conn).await?;
+    Ok((created_at, event_id, endpoints))
+}
+
+/// What a transition writes besides the intent and its event.
+pub struct Entering<'a> {
+    /// Unique keys of the timers of the state left, withdrawn if they have
+    /// not fired.
+    pub withdraw: &'a [String],
+    /// The jobs the new state asks for.
+    pub jobs: &'a [NewJob],
+    /// Whether to notify their queues.
+    pub notify: bool,
 }
 
 /// Moves the event's intent from its `from_state` at `version` to its
-/// `to_state` (`is_final` says whether that ends it), and records the event
-/// in the same statement; nothing is written when someone else moved the
-/// intent first (`None`). Returns the new version, the event's id and the
+/// `to_state` (`is_final` says whether that ends it), records the event,
+/// withdraws the timers and enqueues the jobs of `entering`, all in the
+/// same statement; nothing is written when someone else moved the intent
+/// first (`None`). Returns the new version, the event's id and the
 /// endpoints of `deliver_to` to tell.
 pub async fn move_and_record(
     conn: &mut PgConnection,
@@ -215,6 +236,7 @@ pub async fn move_and_record(
     is_final: bool,
     deliver_to: Option<&str>,
     now: Option<DateTime<Utc>>,
+    entering: &Entering<'_>,
 ) -> Result<Option<(i32, i64, Vec<Uuid>)>, sqlx::Error> {
     let sql = format!(
         "WITH moved AS (
@@ -223,15 +245,23 @@ pub async fn move_and_record(
                  final_at = CASE WHEN $14 THEN coalesce($11, now()) ELSE NULL END
              WHERE id = $1 AND state = $3 AND state_version = $13
              RETURNING state_version
-         ), inserted AS ({})
-         SELECT moved.state_version, inserted.id, {ENDPOINTS} FROM moved, inserted",
-        event_insert("moved")
+         ), inserted AS ({}), withdrawn AS (
+             DELETE FROM tuma_jobs
+             WHERE unique_key = ANY($15) AND state = 'available' AND EXISTS (SELECT 1 FROM moved)
+         ), {}
+         SELECT moved.state_version, inserted.id, {ENDPOINTS}, (SELECT count(*) FROM jobs_notified)
+         FROM moved, inserted",
+        event_insert("moved"),
+        jobs_cte(16, "$11", "EXISTS (SELECT 1 FROM moved)")
     );
-    bind_event(sqlx::query_as(&sql), event, deliver_to, now)
+    let query = bind_event(sqlx::query_as(&sql), event, deliver_to, now)
         .bind(version)
         .bind(is_final)
+        .bind(entering.withdraw);
+    let moved: Option<(i32, i64, Vec<Uuid>, i64)> = bind_jobs(query, entering.jobs, entering.notify)
         .fetch_optional(conn)
-        .await
+        .await?;
+    Ok(moved.map(|(version, event_id, endpoints, _notified)| (version, event_id, endpoints)))
 }
 
 pub async fn events(pool: &PgPool, intent_id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {

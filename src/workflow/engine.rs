@@ -18,7 +18,7 @@ use super::model::{Timer, Workflow};
 use super::Workflows;
 use crate::domain::{IntentId, Money, Msisdn, PartyId};
 use crate::runner::{JobArgs, JobClient, NewJob};
-use crate::store::intents::{self, IntentRow, NewEvent};
+use crate::store::intents::{self, Entering, IntentRow, NewEvent};
 
 /// What caused an event; recorded with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +302,7 @@ impl Engine {
             updated_at: chrono::DateTime::UNIX_EPOCH,
             final_at: None,
         };
+        let jobs = self.state_jobs(&workflow, &row, &row.state, row.state_version);
         let (created_at, event_id, endpoints) = intents::insert_intent(
             tx,
             &row,
@@ -319,12 +320,13 @@ impl Engine {
             },
             Some(&row.owner),
             now,
+            &jobs,
+            self.inner.jobs.notify_for(&jobs),
         )
         .await?;
         row.created_at = created_at;
         row.updated_at = created_at;
-        self.enter_state(tx, &workflow, &row, &row.state, row.state_version, event_id, &endpoints)
-            .await?;
+        self.deliver(tx, event_id, &endpoints).await?;
         tracing::info!(intent_id = %row.id, kind = row.kind, state = row.state, "intent created");
         Ok(row)
     }
@@ -380,6 +382,13 @@ impl Engine {
         };
         let to = transition.to.clone();
         let is_final = workflow.state(&to).is_some_and(|s| s.is_final);
+        // The compare-and-set moves the version one on.
+        let jobs = self.state_jobs(&workflow, &intent, &to, intent.state_version + 1);
+        let entering = Entering {
+            withdraw: &Self::armed_timers(&workflow, &intent),
+            jobs: &jobs,
+            notify: self.inner.jobs.notify_for(&jobs),
+        };
         let Some((version, event_id, endpoints)) = intents::move_and_record(
             tx,
             &Self::new_event(&intent, event, Some(&to), "applied", event.note),
@@ -387,18 +396,18 @@ impl Engine {
             is_final,
             Some(&intent.owner),
             now,
+            &entering,
         )
         .await?
         else {
             tracing::info!(intent_id = %id, expected = intent.state, event = event.name, "state changed concurrently; event not applied");
             return Ok(Applied::Lost { expected: intent.state });
         };
-        self.disarm_timers(tx, &workflow, &intent).await?;
+        debug_assert_eq!(version, intent.state_version + 1);
         if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
-        self.enter_state(tx, &workflow, &intent, &to, version, event_id, &endpoints)
-            .await?;
+        self.deliver(tx, event_id, &endpoints).await?;
         metrics::counter!(
             "tuma_intent_transitions_total",
             "kind" => intent.kind.clone(),
@@ -436,21 +445,15 @@ impl Engine {
         })
     }
 
-    /// Withdraws the timers of the state `intent` is leaving that have not
-    /// fired yet: each would only find the intent gone and do nothing, at
-    /// the cost of a claim and a transaction. (One already running sees the
-    /// same and does nothing.)
-    async fn disarm_timers(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        workflow: &Workflow,
-        intent: &IntentRow,
-    ) -> Result<(), sqlx::Error> {
+    /// The unique keys of the timers of the state `intent` is leaving, to
+    /// withdraw those that have not fired yet: each would only find the
+    /// intent gone and do nothing, at the cost of a claim and a
+    /// transaction. (One already running sees the same and does nothing.)
+    fn armed_timers(workflow: &Workflow, intent: &IntentRow) -> Vec<String> {
         let Some(spec) = workflow.state(&intent.state) else {
-            return Ok(());
+            return Vec::new();
         };
-        let keys: Vec<String> = spec
-            .timers
+        spec.timers
             .iter()
             .flat_map(|timer| {
                 let fires = match timer {
@@ -460,9 +463,7 @@ impl Engine {
                 };
                 (1..=fires).map(move |fire| timer_key(intent.id, timer.name(), intent.state_version, fire))
             })
-            .collect();
-        self.inner.jobs.withdraw(tx, &keys).await?;
-        Ok(())
+            .collect()
     }
 
     /// The row recording `event` on `intent`: applied (moving it `to` a
@@ -488,20 +489,10 @@ impl Engine {
         }
     }
 
-    /// Enqueues what entering `state` (at `version`) asks for: its on-enter
-    /// actions, its timers, and a delivery of the change to each of the
-    /// owner's webhook `endpoints`; all with one statement.
-    #[allow(clippy::too_many_arguments)]
-    async fn enter_state(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        workflow: &Workflow,
-        intent: &IntentRow,
-        state: &str,
-        version: i32,
-        event_id: i64,
-        endpoints: &[Uuid],
-    ) -> Result<(), sqlx::Error> {
+    /// The jobs entering `state` (at `version`) asks for: its on-enter
+    /// actions and its timers. They are written by the statement that moves
+    /// the intent.
+    fn state_jobs(&self, workflow: &Workflow, intent: &IntentRow, state: &str, version: i32) -> Vec<NewJob> {
         let spec = workflow
             .state(state)
             .expect("validated: transitions go to declared states");
@@ -522,8 +513,21 @@ impl Engine {
                 .unique_key(timer_key(intent.id, timer.name(), version, 1)),
             );
         }
-        jobs.extend(crate::notify::deliveries(event_id, endpoints));
-        self.inner.jobs.enqueue_many(tx, &jobs).await?;
+        jobs
+    }
+
+    /// Enqueues a delivery of event `event_id` to each of the owner's
+    /// webhook `endpoints` (none: nothing to write).
+    async fn deliver(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event_id: i64,
+        endpoints: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        self.inner
+            .jobs
+            .enqueue_many(tx, &crate::notify::deliveries(event_id, endpoints))
+            .await?;
         Ok(())
     }
 }
