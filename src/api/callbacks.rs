@@ -105,33 +105,20 @@ pub async fn mpesa(
         (_, settled, _) => settled,
     };
     let remote_addr = remote.ip().to_string();
-    let stored = async {
-        let mut tx = state.pool.begin().await?;
-        let kind_stored: String = kind.chars().take(32).collect();
-        let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
-        let id = inbox::insert(
-            &mut tx,
-            &NewCallback {
-                provider: "mpesa",
-                kind: &kind_stored,
-                token: &token_stored,
-                body: &body,
-                parse_error: parsed.as_deref(),
-                remote_addr: Some(&remote_addr),
-                outcome: settled,
-            },
-        )
-        .await?;
-        if settled.is_none() {
-            state
-                .engine
-                .jobs()
-                .enqueue(&mut tx, &NewJob::new(&ProcessCallback { inbox_id: id }))
-                .await?;
-        }
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(id)
+    let kind_stored: String = kind.chars().take(32).collect();
+    let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
+    let callback = NewCallback {
+        provider: "mpesa",
+        kind: &kind_stored,
+        token: &token_stored,
+        body: &body,
+        parse_error: parsed.as_deref(),
+        remote_addr: Some(&remote_addr),
+        outcome: settled,
     };
+    // The job's inbox id is filled in by the statement that stores the row.
+    let process = NewJob::new(&ProcessCallback { inbox_id: 0 });
+    let stored = store_and_enqueue(&state, &callback, settled.is_none().then_some(&process));
     let kind_label = if kind_ok { kind.clone() } else { "unknown".to_owned() };
     metrics::counter!("tuma_callbacks_received_total", "provider" => "mpesa", "kind" => kind_label.clone())
         .increment(1);
@@ -195,30 +182,20 @@ pub async fn provider(
     };
     let remote_addr = remote.ip().to_string();
     let name = adapter.name();
-    let stored = async {
-        let mut tx = state.pool.begin().await?;
-        let kind_stored: String = kind.chars().take(32).collect();
-        let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
-        let id = inbox::insert(
-            &mut tx,
-            &NewCallback {
-                provider: name,
-                kind: &kind_stored,
-                token: &token_stored,
-                body: &body,
-                parse_error: parse_error.as_deref(),
-                remote_addr: Some(&remote_addr),
-                outcome: settled,
-            },
-        )
-        .await?;
-        if settled.is_none() {
-            let job = crate::providers::callbacks::ProcessProviderCallback { inbox_id: id };
-            state.engine.jobs().enqueue(&mut tx, &NewJob::new(&job)).await?;
-        }
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(id)
+    let kind_stored: String = kind.chars().take(32).collect();
+    let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
+    let callback = NewCallback {
+        provider: name,
+        kind: &kind_stored,
+        token: &token_stored,
+        body: &body,
+        parse_error: parse_error.as_deref(),
+        remote_addr: Some(&remote_addr),
+        outcome: settled,
     };
+    // The job's inbox id is filled in by the statement that stores the row.
+    let process = NewJob::new(&crate::providers::callbacks::ProcessProviderCallback { inbox_id: 0 });
+    let stored = store_and_enqueue(&state, &callback, settled.is_none().then_some(&process));
     let kind_label = if kind_ok { kind.clone() } else { "unknown".to_owned() };
     metrics::counter!("tuma_callbacks_received_total", "provider" => name, "kind" => kind_label.clone()).increment(1);
     if let Some(outcome) = settled {
@@ -238,4 +215,16 @@ pub async fn provider(
         }
     };
     (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(ack)).into_response()
+}
+
+/// Stores a callback and, unless it is settled already, enqueues `process`
+/// for it: one statement, so one round trip and its own commit.
+async fn store_and_enqueue(
+    state: &AppState,
+    callback: &NewCallback<'_>,
+    process: Option<&NewJob>,
+) -> Result<i64, sqlx::Error> {
+    let jobs = state.engine.jobs();
+    let process = process.map(|job| (job, jobs.notify_for(std::slice::from_ref(job))));
+    inbox::insert_and_enqueue(&state.pool, callback, process, jobs.clock().sql_now()).await
 }

@@ -142,20 +142,28 @@ pub async fn insert_job(
 /// statement's clock parameter. The statement must read `jobs_notified`
 /// (a CTE nobody reads is not run).
 pub(crate) fn jobs_cte(p: usize, now: &str, guard: &str) -> String {
+    jobs_cte_from(p, now, guard, "args", "")
+}
+
+/// [`jobs_cte`] whose jobs' arguments are the SQL `args` (over the bound
+/// `args` and whatever `also_from`, joined to the bound jobs, provides):
+/// for jobs that name a row the same statement inserts.
+pub(crate) fn jobs_cte_from(p: usize, now: &str, guard: &str, args: &str, also_from: &str) -> String {
+    let job_args = args;
     let [kinds, queues, args, priorities, max_attempts, run_ats, unique_keys, delays, bases, maxes, timeouts, notify] =
         std::array::from_fn(|i| format!("${}", p + i));
     format!(
         "jobs_inserted AS (
              INSERT INTO tuma_jobs (kind, queue, args, priority, max_attempts, run_at, unique_key,
                                     retry_base_ms, retry_max_ms, timeout_ms)
-             SELECT kind, queue, args, priority, max_attempts,
+             SELECT kind, queue, {job_args}, priority, max_attempts,
                     coalesce(run_at, coalesce({now}, now()) + delay_ms * interval '1 millisecond'), unique_key,
                     retry_base_ms, retry_max_ms, timeout_ms
              FROM unnest({kinds}::text[], {queues}::text[], {args}::jsonb[], {priorities}::int2[],
                          {max_attempts}::int4[], {run_ats}::timestamptz[], {unique_keys}::text[],
                          {delays}::int8[], {bases}::int8[], {maxes}::int8[], {timeouts}::int8[])
                   AS input(kind, queue, args, priority, max_attempts, run_at, unique_key,
-                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms)
+                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms){also_from}
              WHERE {guard}
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
              DO NOTHING

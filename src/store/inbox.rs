@@ -3,6 +3,9 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::runner::store::{bind_jobs, jobs_cte_from};
+use crate::runner::NewJob;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxRow {
     pub id: i64,
@@ -27,22 +30,46 @@ pub struct NewCallback<'a> {
     pub outcome: Option<&'a str>,
 }
 
-pub async fn insert(conn: &mut PgConnection, callback: &NewCallback<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO callback_inbox (provider, kind, token, body, parse_error, remote_addr, outcome,
-                                     processed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7::text IS NULL THEN NULL ELSE now() END)
-         RETURNING id",
-    )
-    .bind(callback.provider)
-    .bind(callback.kind)
-    .bind(callback.token)
-    .bind(callback.body)
-    .bind(callback.parse_error)
-    .bind(callback.remote_addr)
-    .bind(callback.outcome)
-    .fetch_one(conn)
-    .await
+/// Stores `callback` and, when `process` is given, enqueues that job for
+/// it with the same statement (one round trip, committed on its own): the
+/// job's `inbox_id` argument is set to the stored row's id. Returns the id.
+pub async fn insert_and_enqueue(
+    pool: &PgPool,
+    callback: &NewCallback<'_>,
+    process: Option<(&NewJob, bool)>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<i64, sqlx::Error> {
+    let (jobs, notify) = match process {
+        Some((job, notify)) => (std::slice::from_ref(job), notify),
+        None => (&[][..], false),
+    };
+    let sql = format!(
+        "WITH stored AS (
+             INSERT INTO callback_inbox (provider, kind, token, body, parse_error, remote_addr, outcome,
+                                         processed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7::text IS NULL THEN NULL ELSE now() END)
+             RETURNING id
+         ), {}
+         SELECT stored.id, (SELECT count(*) FROM jobs_notified) FROM stored",
+        jobs_cte_from(
+            9,
+            "$8",
+            "true",
+            "input.args || jsonb_build_object('inbox_id', stored.id)",
+            " CROSS JOIN stored"
+        )
+    );
+    let query = sqlx::query_as(&sql)
+        .bind(callback.provider)
+        .bind(callback.kind)
+        .bind(callback.token)
+        .bind(callback.body)
+        .bind(callback.parse_error)
+        .bind(callback.remote_addr)
+        .bind(callback.outcome)
+        .bind(now);
+    let (id, _notified): (i64, i64) = bind_jobs(query, jobs, notify).fetch_one(pool).await?;
+    Ok(id)
 }
 
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<InboxRow>, sqlx::Error> {
