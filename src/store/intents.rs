@@ -357,6 +357,28 @@ pub async fn assign_provider_ref(conn: &mut PgConnection, id: Uuid, provider_ref
     .await
 }
 
+/// Marks that a request the provider names itself is about to be sent for
+/// intent `id` (see the `request_started_at` migration). `false` when an
+/// earlier attempt marked it already: that request may have been sent.
+pub async fn start_request(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let marked =
+        sqlx::query("UPDATE intents SET request_started_at = now() WHERE id = $1 AND request_started_at IS NULL")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    Ok(marked.rows_affected() == 1)
+}
+
+/// Clears the mark of [`start_request`]: the provider refused the request
+/// before processing it, so a later attempt may send it.
+pub async fn unstart_request(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE intents SET request_started_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_receipt(conn: &mut PgConnection, id: Uuid, receipt: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE intents SET receipt = coalesce(receipt, $2) WHERE id = $1")
         .bind(id)

@@ -139,6 +139,42 @@ async fn an_stk_collection_completes_on_its_callback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_an_earlier_attempt_may_have_sent_is_never_sent_again() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/collections", &collection("0722 000 112", "250")).await;
+    // An earlier attempt committed its start and died before it could
+    // record Daraja's answer (killed, or the database gone for long).
+    sqlx::query("UPDATE intents SET request_started_at = now() WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let prompted = until_state(&app, "collection", &id, "processing").await;
+    assert_eq!(events(&prompted).last().unwrap().0, "prompted");
+    assert!(
+        sqlx::query_scalar::<_, Option<String>>("SELECT provider_ref FROM intents WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            .is_none(),
+        "no second prompt, so no CheckoutRequestID of ours"
+    );
+    // Nobody answers a prompt that was never sent: it expires, unpaid.
+    app.advance(Duration::from_secs(301));
+    until_state(&app, "collection", &id, "expired").await;
+    assert!(sim.payments().is_empty(), "{:?}", sim.payments());
+    assert_eq!(
+        app.count("SELECT count(*) FROM provider_calls WHERE call = 'send'")
+            .await,
+        0,
+        "the prompt was not sent"
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_callback_is_recovered_by_the_30_second_status_poll() {
     let app = spawn_mpesa_app(SimConfig {
         chaos: Chaos {

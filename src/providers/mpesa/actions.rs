@@ -183,10 +183,29 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
+    // Daraja names the prompt, so it cannot be re-sent under one id: the
+    // attempt to send it is committed first, and an attempt that finds an
+    // earlier one (which may have died after Daraja accepted the push)
+    // does not prompt the payer again.
+    let fresh = {
+        let mut conn = ctx.job.pool().acquire().await?;
+        intents::start_request(&mut conn, intent.id).await?
+    };
+    if !fresh {
+        tracing::warn!(intent_id = %intent.id, "an earlier attempt may have prompted the payer; not prompting again");
+        return apply_once_sent(&ctx, "prompted", None).await;
+    }
     let started = std::time::Instant::now();
     let answer = client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await;
     let checkout = answer.as_ref().ok().map(String::as_str);
     note(&ctx, "send", checkout, summary(&answer, |_| ("pending", None)), started).await;
+    if busy(&answer) {
+        // Refused before processing: the next attempt may prompt. (Should
+        // this write fail, that attempt takes the prompt as sent and the
+        // intent expires unpaid: never a second prompt.)
+        let mut conn = ctx.job.pool().acquire().await?;
+        intents::unstart_request(&mut conn, intent.id).await?;
+    }
     // Only a refusal before processing may delay this job: an ambiguous
     // prompt must be recorded as sent now, never pushed again.
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
