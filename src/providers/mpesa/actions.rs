@@ -82,6 +82,27 @@ async fn apply_once_sent(ctx: &ActionContext, event: &str, provider_ref: Option<
         .await
 }
 
+/// Commits that a request Daraja names itself (an STK push, a reversal)
+/// is about to be sent, before sending it: such a request cannot be re-sent
+/// under one id, so `false` (an earlier attempt started it, and may have
+/// died after Daraja accepted it) means: do not send it again.
+async fn start_once(ctx: &ActionContext) -> Result<bool, JobError> {
+    let mut conn = ctx.job.pool().acquire().await?;
+    Ok(intents::start_request(&mut conn, ctx.intent.id).await?)
+}
+
+/// Withdraws [`start_once`]'s mark when Daraja refused the request before
+/// processing it, so that the job's next attempt may send it. (Should this
+/// write fail, that attempt takes the request as sent: it waits for
+/// Daraja's word or its expiry, never sent twice.)
+async fn unstart_if_refused<T>(ctx: &ActionContext, answer: &Result<T, MpesaError>) -> Result<(), JobError> {
+    if busy(answer) {
+        let mut conn = ctx.job.pool().acquire().await?;
+        intents::unstart_request(&mut conn, ctx.intent.id).await?;
+    }
+    Ok(())
+}
+
 /// Whether Daraja failed fast (overloaded, 5xx, timed out): what trips
 /// its circuit breaker.
 fn trouble<T>(answer: &Result<T, MpesaError>) -> bool {
@@ -183,15 +204,7 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
-    // Daraja names the prompt, so it cannot be re-sent under one id: the
-    // attempt to send it is committed first, and an attempt that finds an
-    // earlier one (which may have died after Daraja accepted the push)
-    // does not prompt the payer again.
-    let fresh = {
-        let mut conn = ctx.job.pool().acquire().await?;
-        intents::start_request(&mut conn, intent.id).await?
-    };
-    if !fresh {
+    if !start_once(&ctx).await? {
         tracing::warn!(intent_id = %intent.id, "an earlier attempt may have prompted the payer; not prompting again");
         return apply_once_sent(&ctx, "prompted", None).await;
     }
@@ -199,13 +212,7 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let answer = client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await;
     let checkout = answer.as_ref().ok().map(String::as_str);
     note(&ctx, "send", checkout, summary(&answer, |_| ("pending", None)), started).await;
-    if busy(&answer) {
-        // Refused before processing: the next attempt may prompt. (Should
-        // this write fail, that attempt takes the prompt as sent and the
-        // intent expires unpaid: never a second prompt.)
-        let mut conn = ctx.job.pool().acquire().await?;
-        intents::unstart_request(&mut conn, intent.id).await?;
-    }
+    unstart_if_refused(&ctx, &answer).await?;
     // Only a refusal before processing may delay this job: an ambiguous
     // prompt must be recorded as sent now, never pushed again.
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
@@ -290,6 +297,10 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
     let remarks = intent.metadata["reason"].as_str().unwrap_or("reversal").to_owned();
     let result_url = callback_url(&client, "reversal-result", intent)?;
     let timeout_url = callback_url(&client, "reversal-timeout", intent)?;
+    if !start_once(&ctx).await? {
+        tracing::warn!(intent_id = %intent.id, "an earlier attempt may have sent the reversal; waiting for M-Pesa's word");
+        return apply_once_sent(&ctx, "requested", None).await;
+    }
     let answer = client
         .reversal(
             &intent.reference,
@@ -300,6 +311,7 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
             &timeout_url,
         )
         .await;
+    unstart_if_refused(&ctx, &answer).await?;
     // As for prompts: an ambiguous reversal is never sent again.
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
     match answer {
