@@ -145,11 +145,10 @@ pub(crate) fn jobs_cte(p: usize, now: &str, guard: &str) -> String {
     jobs_cte_from(p, now, guard, "args", "")
 }
 
-/// [`jobs_cte`] whose jobs' arguments are the SQL `args` (over the bound
-/// `args` and whatever `also_from`, joined to the bound jobs, provides):
-/// for jobs that name a row the same statement inserts.
-pub(crate) fn jobs_cte_from(p: usize, now: &str, guard: &str, args: &str, also_from: &str) -> String {
-    let job_args = args;
+/// [`jobs_cte`] whose jobs' arguments are the SQL `job_args` (over the
+/// bound `input.args` and whatever `also_from`, joined to the bound jobs,
+/// provides): for jobs that name a row the same statement inserts.
+pub(crate) fn jobs_cte_from(p: usize, now: &str, guard: &str, job_args: &str, also_from: &str) -> String {
     let [kinds, queues, args, priorities, max_attempts, run_ats, unique_keys, delays, bases, maxes, timeouts, notify] =
         std::array::from_fn(|i| format!("${}", p + i));
     format!(
