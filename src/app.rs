@@ -95,16 +95,20 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     crate::jobs::register(&mut registry);
     actions.register_workers(&engine, &mut registry);
     registry.register(crate::notify::WebhookWorker::new());
-    registry.register(crate::providers::callbacks::ProviderCallbackWorker {
-        engine: engine.clone(),
-        adapters: providers.adapters.clone(),
-    });
-    registry.register(crate::providers::mpesa::callbacks::CallbackWorker {
-        engine: engine.clone(),
-        balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
-        c2b_token: config.mpesa.as_ref().map(crate::providers::mpesa::c2b_token),
-        loans: loans.clone(),
-    });
+    registry.register(crate::providers::callbacks::ProviderCallbackWorker::new(
+        crate::providers::callbacks::ProviderCallbacks {
+            engine: engine.clone(),
+            adapters: providers.adapters.clone(),
+        },
+    ));
+    registry.register(crate::providers::mpesa::callbacks::CallbackWorker::new(
+        crate::providers::mpesa::callbacks::Callbacks {
+            engine: engine.clone(),
+            balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
+            c2b_token: config.mpesa.as_ref().map(crate::providers::mpesa::c2b_token),
+            loans: loans.clone(),
+        },
+    ));
     let cron = crate::jobs::cron_entries(&config.cron, mpesa.is_some())
         .map_err(|e| anyhow::anyhow!("invalid configuration: cron: {e}"))?;
     if let Some(client) = &mpesa {

@@ -7,14 +7,15 @@
 //! whose id is not recorded yet waits a little; an outcome the adapter does
 //! not understand is stored and never applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::adapter::{Adapter, CallbackReport};
 use super::Outcome;
-use crate::runner::{JobArgs, JobContext, JobError, Worker};
+use crate::runner::{Batcher, JobArgs, JobContext, JobError, Worker};
 use crate::store::intents::IntentRow;
 use crate::store::{inbox, intents};
 use crate::workflow::engine::{Applied, Cause, Engine, Event};
@@ -24,6 +25,11 @@ use crate::workflow::engine::{Applied, Cause, Engine, Event};
 const MATCH_WINDOW_S: i64 = 600;
 /// How long to wait between tries of matching such a callback.
 const MATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most callbacks one batch applies together.
+pub(crate) const CALLBACK_BATCH: usize = 64;
+/// Batches of one callback kind in progress at once on a node.
+pub(crate) const CALLBACK_LANES: usize = 2;
 
 /// Job arguments: process one stored callback of a provider behind the
 /// adapter interface.
@@ -36,9 +42,41 @@ impl JobArgs for ProcessProviderCallback {
     const KIND: &'static str = "callback.provider";
 }
 
-pub struct ProviderCallbackWorker {
+/// What processing adapter providers' callbacks needs.
+pub struct ProviderCallbacks {
     pub engine: Engine,
     pub adapters: BTreeMap<String, Arc<dyn Adapter>>,
+}
+
+type Item = (JobContext, ProcessProviderCallback);
+
+/// The job processing a stored callback of an adapter provider. Callback
+/// jobs running at the same time on this node are handled together
+/// ([`Batcher`]): the common case (a final word on a known, recorded
+/// request) of the whole batch is applied in one transaction
+/// ([`apply_batch`]), everything else one at a time.
+pub struct ProviderCallbackWorker {
+    batcher: Batcher<Item, Result<(), JobError>>,
+}
+
+impl ProviderCallbackWorker {
+    pub fn new(callbacks: ProviderCallbacks) -> ProviderCallbackWorker {
+        let callbacks = Arc::new(callbacks);
+        ProviderCallbackWorker {
+            batcher: Batcher::new(CALLBACK_BATCH, CALLBACK_LANES, move |items| {
+                let callbacks = Arc::clone(&callbacks);
+                async move {
+                    let together = if items.len() > 1 {
+                        Some(callbacks.together(&items).await)
+                    } else {
+                        None
+                    };
+                    many(items, together, |ctx, args| callbacks.one(ctx, args)).await
+                }
+                .boxed()
+            }),
+        }
+    }
 }
 
 /// Where a callback stands once its intent is looked up.
@@ -54,6 +92,148 @@ impl Worker for ProviderCallbackWorker {
     type Args = ProcessProviderCallback;
 
     async fn work(&self, ctx: JobContext, args: ProcessProviderCallback) -> Result<(), JobError> {
+        self.batcher
+            .run((ctx, args))
+            .await
+            .unwrap_or_else(|e| Err(JobError::retryable(e)))
+    }
+}
+
+/// Answers a batch of callback jobs: what `together` (the batch's shared
+/// transaction, when there was one) settled, and the rest one by one
+/// (`one`), side by side. Should the batch have failed, every callback of
+/// it goes one by one.
+pub(crate) async fn many<A, O, OF>(
+    items: Vec<(JobContext, A)>,
+    together: Option<Result<BatchDone, JobError>>,
+    one: O,
+) -> Vec<Result<(), JobError>>
+where
+    O: Fn(JobContext, A) -> OF,
+    OF: std::future::Future<Output = Result<(), JobError>>,
+{
+    let mut answers: Vec<Option<Result<(), JobError>>> = vec![None; items.len()];
+    if let Some(together) = together {
+        match together {
+            Ok(done) => {
+                for i in done.applied {
+                    answers[i] = Some(Ok(()));
+                }
+                for i in done.lease_lost {
+                    answers[i] = Some(Err(JobError::retryable(
+                        "the job is no longer leased to this node; its work was left out",
+                    )));
+                }
+            }
+            Err(error) => {
+                metrics::counter!("tuma_callback_batch_fallbacks_total").increment(1);
+                tracing::warn!(%error, callbacks = items.len(), "a batch of callbacks rolled back; processing them one by one");
+            }
+        }
+    }
+    let rest = items
+        .into_iter()
+        .zip(answers.iter())
+        .filter(|(_, answer)| answer.is_none())
+        .map(|((ctx, args), _)| one(ctx, args))
+        .collect::<Vec<_>>();
+    let mut rest = futures::future::join_all(rest).await.into_iter();
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| rest.next().expect("one answer per callback left out")))
+        .collect()
+}
+
+impl ProviderCallbacks {
+    /// The batch's final words on known, recorded requests, applied in one
+    /// transaction.
+    async fn together(&self, items: &[Item]) -> Result<BatchDone, JobError> {
+        let mut tx = items[0].0.pool().begin().await?;
+        let ids: Vec<i64> = items.iter().map(|(_, args)| args.inbox_id).collect();
+        let rows: HashMap<i64, inbox::InboxRow> = inbox::get_many(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        let mut parsed = Vec::new();
+        for (item, (_, args)) in items.iter().enumerate() {
+            let Some(row) = rows.get(&args.inbox_id) else { continue };
+            let Some(adapter) = self.adapters.get(&row.provider) else {
+                continue;
+            };
+            let Ok(report) = adapter.parse_callback(&row.kind, &row.body) else {
+                continue;
+            };
+            if !matches!(report.outcome, Outcome::Succeeded | Outcome::Failed { .. }) {
+                continue;
+            }
+            // Sent to the app-wide URL: matched by our request id.
+            let by_request = adapter.app_callback_token().as_deref() == Some(row.token.as_str());
+            if by_request && report.request_id.is_none() {
+                continue;
+            }
+            parsed.push((item, row, adapter.name(), by_request, report));
+        }
+        if parsed.is_empty() {
+            return Ok(BatchDone::default());
+        }
+        let tokens: Vec<&str> = parsed
+            .iter()
+            .filter(|p| !p.3)
+            .map(|(_, row, ..)| row.token.as_str())
+            .collect();
+        let requests: Vec<(&str, &str)> = parsed
+            .iter()
+            .filter(|p| p.3)
+            .filter_map(|(_, _, provider, _, report)| Some((*provider, report.request_id.as_deref()?)))
+            .collect();
+        let mut by_token = HashMap::new();
+        let mut by_request = HashMap::new();
+        for intent in intents::lock_for_callbacks(&mut tx, &tokens, &requests).await? {
+            if let Some(reference) = &intent.provider_ref {
+                by_request.insert((intent.provider.clone(), reference.clone()), intent.clone());
+            }
+            if let Some(token) = &intent.callback_token {
+                by_token.insert(token.clone(), intent);
+            }
+        }
+        let mut ready = Vec::new();
+        for (item, row, provider, app_wide, report) in parsed {
+            let intent = if app_wide {
+                let key = (provider.to_owned(), report.request_id.clone().unwrap_or_default());
+                by_request.remove(&key)
+            } else {
+                by_token.remove(&row.token)
+            };
+            // Unknown, or a second callback for an intent already in the
+            // batch: the one-at-a-time path.
+            let Some(intent) = intent else { continue };
+            if intent.provider != provider {
+                continue;
+            }
+            match (&intent.provider_ref, &report.request_id) {
+                (None, _) => continue,
+                (Some(expected), Some(got)) if expected != got => continue,
+                _ => {}
+            }
+            ready.push(Ready {
+                item,
+                row,
+                intent,
+                note: failure_detail(&report.outcome),
+                dedupe_key: report.dedupe_key,
+                outcome: report.outcome,
+                receipt: report.receipt,
+                cause: Cause::Callback,
+                actor: &row.provider,
+            });
+        }
+        let jobs: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
+        apply_batch(&self.engine, tx, &jobs, ready).await
+    }
+
+    /// One callback, whatever it is.
+    async fn one(&self, ctx: JobContext, args: ProcessProviderCallback) -> Result<(), JobError> {
         let mut tx = ctx.pool().begin().await?;
         let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
             return Err(JobError::fatal("inbox row is gone"));
@@ -128,7 +308,7 @@ async fn find(
     }
 }
 
-impl ProviderCallbackWorker {
+impl ProviderCallbacks {
     async fn apply(
         &self,
         ctx: JobContext,
@@ -194,6 +374,12 @@ pub(crate) async fn finish_row(
     detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     inbox::finish(conn, row.id, intent_id, dedupe_key, outcome, detail).await?;
+    count(row, outcome);
+    Ok(())
+}
+
+/// `tuma_callbacks_total{provider, kind, outcome}`.
+fn count(row: &inbox::InboxRow, outcome: &str) {
     metrics::counter!(
         "tuma_callbacks_total",
         "provider" => row.provider.clone(),
@@ -201,7 +387,6 @@ pub(crate) async fn finish_row(
         "outcome" => outcome.to_owned()
     )
     .increment(1);
-    Ok(())
 }
 
 /// Completes the callback's job in its transaction and commits.
@@ -209,4 +394,161 @@ pub(crate) async fn finish(ctx: JobContext, mut tx: sqlx::Transaction<'_, sqlx::
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A callback that a batch can apply: its intent found and locked, its
+/// request id matching, and its report a final word (succeeded or failed).
+pub(crate) struct Ready<'a> {
+    /// Its place in the batch.
+    pub item: usize,
+    pub row: &'a inbox::InboxRow,
+    pub intent: IntentRow,
+    pub dedupe_key: String,
+    pub outcome: Outcome,
+    pub receipt: Option<String>,
+    pub cause: Cause,
+    pub actor: &'a str,
+    /// Kept with the event.
+    pub note: Option<String>,
+}
+
+/// What a batch settled, by place in the batch; every other callback of
+/// the batch is left to be processed on its own.
+#[derive(Debug, Default)]
+pub(crate) struct BatchDone {
+    pub applied: Vec<usize>,
+    /// Their jobs are no longer this node's: their work was left out.
+    pub lease_lost: Vec<usize>,
+}
+
+/// Applies `ready` callbacks of `provider`, in `tx`, and commits: what the
+/// one-at-a-time path does for the common case (an outcome applied or
+/// rejected), with the reads and bookkeeping of the whole batch done by
+/// one statement each, and one commit. `jobs[i]` is the job of the batch's
+/// `i`th callback.
+///
+/// What the batch leaves out, the one-at-a-time path does after it: a
+/// second callback for an intent already in the batch, a duplicate of an
+/// earlier callback (marked as such there), a job no longer leased here.
+/// An error rolls all of it back; the caller then processes each callback
+/// on its own.
+pub(crate) async fn apply_batch(
+    engine: &Engine,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: &[&JobContext],
+    ready: Vec<Ready<'_>>,
+) -> Result<BatchDone, JobError> {
+    let mut seen_intents = std::collections::HashSet::new();
+    let mut seen_keys = std::collections::HashSet::new();
+    let mut ready: Vec<Ready<'_>> = ready
+        .into_iter()
+        .filter(|r| {
+            seen_intents.insert(r.intent.id) && seen_keys.insert((r.row.provider.clone(), r.dedupe_key.clone()))
+        })
+        .collect();
+    if !ready.is_empty() {
+        let keys: Vec<(&str, &str)> = ready
+            .iter()
+            .map(|r| (r.row.provider.as_str(), r.dedupe_key.as_str()))
+            .collect();
+        let ids: Vec<i64> = ready.iter().map(|r| r.row.id).collect();
+        let earlier = inbox::applied_keys(&mut tx, &keys, &ids).await?;
+        ready.retain(|r| {
+            !earlier
+                .iter()
+                .any(|(provider, key)| *provider == r.row.provider && *key == r.dedupe_key)
+        });
+    }
+    let mut done = BatchDone::default();
+    if ready.is_empty() {
+        return Ok(done);
+    }
+    let contexts: Vec<&JobContext> = ready.iter().map(|r| jobs[r.item]).collect();
+    let held = JobContext::complete_all_in(&mut tx, &contexts).await?;
+    let mut ready: Vec<Ready<'_>> = ready
+        .into_iter()
+        .zip(held)
+        .filter_map(|(r, held)| {
+            if !held {
+                done.lease_lost.push(r.item);
+            }
+            held.then_some(r)
+        })
+        .collect();
+    let receipts: Vec<(uuid::Uuid, &str)> = ready
+        .iter()
+        .filter_map(|r| match (&r.outcome, &r.receipt) {
+            (Outcome::Succeeded, Some(receipt)) => Some((r.intent.id, receipt.as_str())),
+            _ => None,
+        })
+        .collect();
+    intents::set_receipts(&mut tx, &receipts).await?;
+    // Settling locks each intent's non-negative account (its party's
+    // balance, its campaign's bucket): take them in one order in every
+    // batch, so that two batches wait for each other instead of deadlocking.
+    ready.sort_by(|a, b| ledger_order(&a.intent).cmp(&ledger_order(&b.intent)));
+    let mut finished = Vec::with_capacity(ready.len());
+    for r in &mut ready {
+        if let (Outcome::Succeeded, Some(receipt)) = (&r.outcome, &r.receipt) {
+            r.intent.receipt.get_or_insert_with(|| receipt.clone());
+        }
+        let name = match r.outcome {
+            Outcome::Succeeded => "provider_succeeded",
+            _ => "provider_failed",
+        };
+        let mut event = Event::new(name, r.cause, r.actor);
+        event.provider_ref = r.receipt.as_deref();
+        event.note = r.note.as_deref();
+        event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&r.row.body)));
+        let applied = engine
+            .apply_to(&mut tx, r.intent.clone(), &event)
+            .await
+            .map_err(JobError::retryable)?;
+        let (outcome, detail) = match applied {
+            Applied::Moved { .. } => ("applied", failure_detail(&r.outcome)),
+            Applied::Rejected { reason, .. } => ("rejected", Some(reason)),
+            Applied::Lost { .. } => {
+                return Err(JobError::retryable("an intent changed while its callback was applied"));
+            }
+        };
+        finished.push((r.item, r.row, r.intent.id, outcome, detail));
+    }
+    let rows: Vec<inbox::Finished<'_>> = finished
+        .iter()
+        .zip(&ready)
+        .map(|((_, row, intent_id, outcome, detail), r)| inbox::Finished {
+            id: row.id,
+            intent_id: Some(*intent_id),
+            dedupe_key: Some(r.dedupe_key.as_str()),
+            outcome,
+            detail: detail.as_deref(),
+        })
+        .collect();
+    inbox::finish_many(&mut tx, &rows).await?;
+    tx.commit().await?;
+    for (item, row, _, outcome, _) in &finished {
+        count(row, outcome);
+        done.applied.push(*item);
+    }
+    Ok(done)
+}
+
+/// The order in which a batch settles its intents: by the account settling
+/// locks (owner, campaign or party, currency), then by intent.
+fn ledger_order(intent: &IntentRow) -> (&str, Option<&str>, &str, &str, uuid::Uuid) {
+    (
+        &intent.owner,
+        intent.campaign_id.as_deref(),
+        &intent.party_id,
+        &intent.currency,
+        intent.id,
+    )
+}
+
+/// What a failed outcome said, for the inbox row.
+fn failure_detail(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Failed { code, reason } => Some(format!("{code}: {reason}")),
+        _ => None,
+    }
 }

@@ -262,4 +262,28 @@ impl JobContext {
         }
         Ok(())
     }
+
+    /// [`JobContext::complete_in`] for several jobs of this node at once (a
+    /// batch handled together, see [`super::Batcher`]), in one statement:
+    /// says, job by job, whether it was completed. One that was not no
+    /// longer belongs to this node, and the caller must leave its work out
+    /// of the transaction (or roll back).
+    pub async fn complete_all_in(
+        tx: &mut Transaction<'_, Postgres>,
+        jobs: &[&JobContext],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let Some(first) = jobs.first() else {
+            return Ok(Vec::new());
+        };
+        let leases: Vec<store::Lease> = jobs
+            .iter()
+            .map(|job| store::Lease {
+                id: job.id.get(),
+                seq: job.lease_seq,
+            })
+            .collect();
+        // Jobs handled together ran on this node, under its clock.
+        let held = store::complete_held(tx, &leases, &first.node, first.clock.sql_now()).await?;
+        Ok(jobs.iter().map(|job| held.contains(&job.id.get())).collect())
+    }
 }

@@ -24,6 +24,7 @@
 //! tests call directly; their loops only sleep and repeat.
 
 mod backoff;
+mod batch;
 mod client;
 mod config;
 mod cron;
@@ -49,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use backoff::RetryPolicy;
+pub use batch::{BatchPanicked, Batcher};
 pub use client::{Heard, JobClient};
 pub use config::{QueueConfig, RetentionConfig, RunnerConfig};
 pub use cron::{fire as fire_cron_tick, CronEntry};

@@ -81,6 +81,39 @@ pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<InboxRow>, s
     .await
 }
 
+/// The rows `ids` (those that exist), in no particular order.
+pub async fn get_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<InboxRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, provider, kind, token, body, parse_error, outcome, received_at
+         FROM callback_inbox WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Of the `(provider, dedupe key)` pairs, those an earlier callback (any
+/// but `ids`) was applied under: [`already_applied`] for a batch.
+pub async fn applied_keys(
+    conn: &mut PgConnection,
+    keys: &[(&str, &str)],
+    ids: &[i64],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let providers: Vec<&str> = keys.iter().map(|(p, _)| *p).collect();
+    let dedupe_keys: Vec<&str> = keys.iter().map(|(_, k)| *k).collect();
+    sqlx::query_as(
+        "SELECT DISTINCT c.provider, c.dedupe_key
+         FROM callback_inbox c JOIN unnest($1::text[], $2::text[]) AS k(provider, dedupe_key)
+           ON c.provider = k.provider AND c.dedupe_key = k.dedupe_key
+         WHERE c.id <> ALL($3) AND c.outcome IN ('applied', 'rejected')",
+    )
+    .bind(providers)
+    .bind(dedupe_keys)
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
 /// Whether an earlier callback with the same provider ids was applied.
 pub async fn already_applied(
     conn: &mut PgConnection,
@@ -117,6 +150,40 @@ pub async fn finish(
     .bind(dedupe_key)
     .bind(outcome)
     .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What processing made of one callback, for [`finish_many`].
+pub struct Finished<'a> {
+    pub id: i64,
+    pub intent_id: Option<Uuid>,
+    pub dedupe_key: Option<&'a str>,
+    pub outcome: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+/// [`finish`] for many callbacks in one statement.
+pub async fn finish_many(conn: &mut PgConnection, rows: &[Finished<'_>]) -> Result<(), sqlx::Error> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let intents: Vec<Option<Uuid>> = rows.iter().map(|r| r.intent_id).collect();
+    let keys: Vec<Option<&str>> = rows.iter().map(|r| r.dedupe_key).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+    let details: Vec<Option<&str>> = rows.iter().map(|r| r.detail).collect();
+    sqlx::query(
+        "UPDATE callback_inbox c
+         SET intent_id = f.intent_id, dedupe_key = f.dedupe_key, outcome = f.outcome, detail = f.detail,
+             processed_at = now()
+         FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+              AS f(id, intent_id, dedupe_key, outcome, detail)
+         WHERE c.id = f.id",
+    )
+    .bind(ids)
+    .bind(intents)
+    .bind(keys)
+    .bind(outcomes)
+    .bind(details)
     .execute(conn)
     .await?;
     Ok(())

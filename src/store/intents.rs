@@ -328,6 +328,31 @@ pub async fn by_callback_token(conn: &mut PgConnection, token: &str) -> Result<O
     .await
 }
 
+/// The intents of callback `tokens` and of `(provider, request id)` pairs
+/// (those that exist), locked like [`by_callback_token`], in id order so
+/// that batches locking overlapping sets queue rather than deadlock.
+pub async fn lock_for_callbacks(
+    conn: &mut PgConnection,
+    tokens: &[&str],
+    requests: &[(&str, &str)],
+) -> Result<Vec<IntentRow>, sqlx::Error> {
+    let providers: Vec<&str> = requests.iter().map(|(p, _)| *p).collect();
+    let refs: Vec<&str> = requests.iter().map(|(_, r)| *r).collect();
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM intents
+         WHERE id IN (SELECT id FROM intents WHERE callback_token = ANY($1)
+                      UNION
+                      SELECT i.id FROM intents i JOIN unnest($2::text[], $3::text[]) AS r(provider, provider_ref)
+                        ON i.provider = r.provider AND i.provider_ref = r.provider_ref)
+         ORDER BY id FOR UPDATE"
+    ))
+    .bind(tokens)
+    .bind(providers)
+    .bind(refs)
+    .fetch_all(conn)
+    .await
+}
+
 /// The intent whose request toward `provider` has id `provider_ref`, locked
 /// like [`by_callback_token`]: how callbacks sent to an app-wide URL (set
 /// once in the provider's portal) find their intent.
@@ -385,6 +410,25 @@ pub async fn set_receipt(conn: &mut PgConnection, id: Uuid, receipt: &str) -> Re
         .bind(receipt)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// [`set_receipt`] for many intents in one statement.
+pub async fn set_receipts(conn: &mut PgConnection, receipts: &[(Uuid, &str)]) -> Result<(), sqlx::Error> {
+    if receipts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = receipts.iter().map(|(id, _)| *id).collect();
+    let values: Vec<&str> = receipts.iter().map(|(_, r)| *r).collect();
+    sqlx::query(
+        "UPDATE intents i SET receipt = coalesce(i.receipt, r.receipt)
+         FROM unnest($1::uuid[], $2::text[]) AS r(id, receipt)
+         WHERE i.id = r.id",
+    )
+    .bind(ids)
+    .bind(values)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

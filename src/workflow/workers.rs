@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use super::engine::{find_timer, timer_key, ActionJob, Applied, Cause, Engine, Event, TimerJob};
 use super::model::Timer;
 use super::KnownNames;
-use crate::runner::{JobContext, JobError, NewJob, Registry, Worker};
+use crate::runner::{Batcher, JobContext, JobError, NewJob, Registry, Worker};
 use crate::store::intents::{self, IntentRow};
 
 /// What an action runs with.
@@ -74,12 +75,7 @@ pub struct ProviderClients {
 /// without one leaves its intent where it is and says so in the log.
 pub fn built_in_actions(providers: &ProviderClients) -> Actions {
     let mut actions = Actions::default();
-    actions.register(
-        "release",
-        Release {
-            providers: providers.clone(),
-        },
-    );
+    actions.register("release", Release::new(providers.clone()));
     for call in [
         ProviderCall::Submit,
         ProviderCall::Prompt,
@@ -157,8 +153,46 @@ impl Action for ProviderAction {
 /// `release`: a pending payout goes on to the provider, once nothing holds
 /// it back. Today that is the provider's float (M-Pesa); the policy gates
 /// (limits, approvals) join here.
+///
+/// Releases running at the same time on this node are applied together
+/// ([`Batcher`]), in one transaction: the float is locked and read once,
+/// each release takes its share of it in turn, every released job is
+/// completed by one statement, and each intent moves by its own
+/// compare-and-set. A batch that fails is retried one release at a time.
 struct Release {
-    providers: ProviderClients,
+    batcher: Batcher<ActionContext, Result<(), JobError>>,
+}
+
+/// Most releases applied together.
+const RELEASE_BATCH: usize = 64;
+/// Batches of releases in progress at once on a node.
+const RELEASE_LANES: usize = 2;
+
+impl Release {
+    fn new(providers: ProviderClients) -> Release {
+        let providers = Arc::new(providers);
+        Release {
+            batcher: Batcher::new(RELEASE_BATCH, RELEASE_LANES, move |items: Vec<ActionContext>| {
+                let providers = Arc::clone(&providers);
+                async move {
+                    match release_together(&providers, &items).await {
+                        Ok(answers) => answers,
+                        Err(error) if items.len() > 1 => {
+                            tracing::warn!(%error, releases = items.len(), "a batch of releases rolled back; releasing one at a time");
+                            let mut answers = Vec::with_capacity(items.len());
+                            for item in &items {
+                                let answer = release_together(&providers, std::slice::from_ref(item)).await;
+                                answers.push(answer.and_then(|mut one| one.pop().expect("one answer")));
+                            }
+                            answers
+                        }
+                        Err(error) => vec![Err(error)],
+                    }
+                }
+                .boxed()
+            }),
+        }
+    }
 }
 
 /// How long a held payout waits before it is looked at again.
@@ -166,55 +200,98 @@ const HOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Action for Release {
     fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<(), JobError>> {
-        let gate = match (
-            &self.providers.mpesa,
-            ctx.intent.kind.as_str(),
-            ctx.intent.provider.as_str(),
-        ) {
-            (Some(client), "payout", "mpesa") if client.config().float_check => Some(Arc::clone(client)),
-            _ => None,
-        };
-        Box::pin(async move {
-            use crate::providers::mpesa::float;
-            let mut tx = ctx.job.pool().begin().await?;
-            if let Some(client) = gate {
-                let now = ctx.job.clock().local_now();
-                let tariff: rust_decimal::Decimal = ctx
-                    .intent
-                    .fees
-                    .as_ref()
-                    .and_then(|f| f["provider_fee"].as_str())
-                    .and_then(|f| f.parse().ok())
-                    .unwrap_or_default();
-                match float::check(&mut tx, client.config(), ctx.intent.amount + tariff, now).await? {
-                    float::Gate::Hold(reason) => {
-                        tracing::info!(intent_id = %ctx.intent.id, reason, "payout held");
-                        crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, Some(&reason)).await?;
-                        float::request_report(ctx.engine.jobs(), &mut tx).await?;
-                        tx.commit().await?;
-                        return Err(JobError::Snooze(HOLD_RETRY));
-                    }
-                    float::Gate::Release => {
-                        crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, None).await?;
-                    }
-                }
-            }
-            let event = Event::new("release", Cause::Policy, "engine");
-            // The intent as the action worker read it: the compare-and-set
-            // finds out if it moved since.
-            let applied = ctx
-                .engine
-                .apply_to(&mut tx, ctx.intent.clone(), &event)
-                .await
-                .map_err(JobError::retryable)?;
-            ctx.job.complete_in(&mut tx).await?;
-            tx.commit().await?;
-            if let Applied::Rejected { reason, .. } = applied {
-                tracing::warn!(intent_id = %ctx.intent.id, reason, "release was not applied");
-            }
-            Ok(())
-        })
+        let batcher = self.batcher.clone();
+        Box::pin(async move { batcher.run(ctx).await.unwrap_or_else(|e| Err(JobError::retryable(e))) })
     }
+}
+
+/// The M-Pesa client whose float gates `intent`'s release, if any.
+fn float_gate<'p>(
+    providers: &'p ProviderClients,
+    intent: &IntentRow,
+) -> Option<&'p crate::providers::mpesa::MpesaClient> {
+    match (&providers.mpesa, intent.kind.as_str(), intent.provider.as_str()) {
+        (Some(client), "payout", "mpesa") if client.config().float_check => Some(client),
+        _ => None,
+    }
+}
+
+/// Releases `items` in one transaction; one answer per item.
+async fn release_together(
+    providers: &ProviderClients,
+    items: &[ActionContext],
+) -> Result<Vec<Result<(), JobError>>, JobError> {
+    use crate::providers::mpesa::float;
+    let Some(first) = items.first() else {
+        return Ok(Vec::new());
+    };
+    let mut tx = first.job.pool().begin().await?;
+    let mut answers: Vec<Option<Result<(), JobError>>> = vec![None; items.len()];
+    let mut budget = None;
+    let mut held_any = false;
+    for (i, ctx) in items.iter().enumerate() {
+        let Some(client) = float_gate(providers, &ctx.intent) else {
+            continue;
+        };
+        let budget = match &mut budget {
+            Some(budget) => budget,
+            None => budget.insert(float::budget(&mut tx, client.config(), ctx.job.clock().local_now()).await?),
+        };
+        let tariff: rust_decimal::Decimal = ctx
+            .intent
+            .fees
+            .as_ref()
+            .and_then(|f| f["provider_fee"].as_str())
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_default();
+        if let float::Gate::Hold(reason) = budget.take(ctx.intent.amount + tariff) {
+            tracing::info!(intent_id = %ctx.intent.id, reason, "payout held");
+            crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, Some(&reason)).await?;
+            answers[i] = Some(Err(JobError::Snooze(HOLD_RETRY)));
+            held_any = true;
+        }
+    }
+    if held_any {
+        float::request_report(first.engine.jobs(), &mut tx).await?;
+    }
+    // Intents in id order, as every batch takes them.
+    let mut releasing: Vec<usize> = (0..items.len()).filter(|&i| answers[i].is_none()).collect();
+    releasing.sort_by_key(|&i| items[i].intent.id);
+    let jobs: Vec<&JobContext> = releasing.iter().map(|&i| &items[i].job).collect();
+    let held = JobContext::complete_all_in(&mut tx, &jobs).await?;
+    let mut refused = Vec::new();
+    for (&i, held) in releasing.iter().zip(held) {
+        let ctx = &items[i];
+        if !held {
+            answers[i] = Some(Err(JobError::retryable(
+                "the job is no longer leased to this node; its release was left out",
+            )));
+            continue;
+        }
+        if ctx.intent.hold_reason.is_some() {
+            crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, None).await?;
+        }
+        let event = Event::new("release", Cause::Policy, "engine");
+        // The intent as the action worker read it: the compare-and-set
+        // finds out if it moved since.
+        let applied = ctx
+            .engine
+            .apply_to(&mut tx, ctx.intent.clone(), &event)
+            .await
+            .map_err(JobError::retryable)?;
+        if let Applied::Rejected { reason, .. } = applied {
+            refused.push((ctx.intent.id, reason));
+        }
+        answers[i] = Some(Ok(()));
+    }
+    tx.commit().await?;
+    for (intent_id, reason) in refused {
+        tracing::warn!(%intent_id, reason, "release was not applied");
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.expect("every release answered"))
+        .collect())
 }
 
 /// Stands for a provider call the intent's provider cannot make here (not

@@ -372,6 +372,41 @@ pub async fn an_unanswered_prompt_expires_and_a_late_payment_still_completes(cas
 }
 
 /// One module of tests per provider, each case its own test.
+/// Results that wait together are applied together, in shared
+/// transactions, each exactly as it would be alone.
+pub async fn results_waiting_together_are_applied_together(case: &Case) {
+    if !case.calls_back {
+        return;
+    }
+    let app = start(case, Chaos::default()).await;
+    const N: i64 = 6;
+    let mut ids = Vec::new();
+    for _ in 0..N {
+        ids.push(create(&app, "/v1/collections", &case.collection("322")).await);
+    }
+    // Send every prompt; hold the results back until all are stored, so
+    // that one claim takes them together.
+    app.work("default").await;
+    app.work(case.provider).await;
+    eventually(Duration::from_secs(10), "every result stored", || async {
+        app.count("SELECT count(*) FROM callback_inbox").await >= N
+    })
+    .await;
+    app.work("default").await;
+    for id in &ids {
+        let done = fetch(&app, "collection", id).await;
+        assert_eq!(done["state"], "completed", "{done}");
+        assert!(done["receipt"].as_str().is_some_and(|r| !r.is_empty()), "{done}");
+    }
+    let transactions = app
+        .count("SELECT count(DISTINCT xmin::text) FROM callback_inbox WHERE outcome = 'applied'")
+        .await;
+    assert!(transactions < N, "{N} results applied in {transactions} transactions");
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    paid_once(&app, &ids).await;
+    app.assert_ledger_balanced().await;
+}
+
 macro_rules! conformance {
     ($module:ident, $case:expr) => {
         mod $module {
@@ -402,6 +437,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn definite_refusals_fail_with_the_providers_reason_and_move_nothing() {
                 super::definite_refusals_fail_with_the_providers_reason_and_move_nothing(&CASE).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn results_waiting_together_are_applied_together() {
+                super::results_waiting_together_are_applied_together(&CASE).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,6 +237,64 @@ async fn duplicate_callbacks_change_nothing_the_second_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_waiting_together_are_applied_in_shared_transactions_exactly_as_one_by_one() {
+    let app = spawn_mpesa_app(SimConfig {
+        chaos: Chaos {
+            callback_duplicate_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = app.sim.clone().unwrap();
+    const N: i64 = 12;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(create(&app, "/v1/payouts", &payout("0712345678", &format!("{}", 100 + i))).await);
+    }
+    // Release and submit them all; hold the callbacks back until every
+    // result (each sent twice) is stored, so one claim takes them together.
+    app.work("default").await;
+    app.work("mpesa").await;
+    eventually(
+        Duration::from_secs(10),
+        "every result callback stored, twice",
+        || async { app.count("SELECT count(*) FROM callback_inbox").await == 2 * N },
+    )
+    .await;
+    app.work("default").await;
+    for id in &ids {
+        let done = fetch(&app, "payout", id).await;
+        assert_eq!(done["state"], "completed", "{done}");
+        let paid = sim.payments_for(&provider_ref(&app, id).await);
+        assert_eq!(paid.len(), 1);
+        let receipt: Option<String> = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(receipt.as_deref(), Some(paid[0].receipt.as_str()));
+    }
+    let outcomes = tuma::store::inbox::outcomes(&app.db.pool).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![(Some("applied".into()), N), (Some("duplicate".into()), N)]
+    );
+    // Rows one transaction wrote share its id (xmin): fewer transactions
+    // than callbacks applied means they were applied together.
+    let transactions = app
+        .count("SELECT count(DISTINCT xmin::text) FROM callback_inbox WHERE outcome = 'applied'")
+        .await;
+    assert!(transactions < N, "{N} callbacks applied in {transactions} transactions");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa' AND state <> 'completed'")
+            .await,
+        0
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     let chaos = Chaos {
         callback_before_response: true,
@@ -485,6 +543,55 @@ async fn a_payout_the_float_cannot_cover_stays_pending_with_a_reason_until_the_f
     assert!(paid["hold_reason"].is_null());
     assert_eq!(sim.payments().len(), 1);
     app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_released_together_share_the_float_as_if_released_one_after_another() {
+    let app = crate::common::app::spawn_mpesa_app_with(
+        SimConfig {
+            float_kes: 5_000,
+            ..SimConfig::default()
+        },
+        |mpesa| mpesa.float_check = true,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(create(&app, "/v1/payouts", &payout("0712345678", "1000")).await);
+    }
+    // No report yet: all held, and a report is asked for.
+    eventually(Duration::from_secs(20), "the first float report", || async {
+        app.run_jobs().await;
+        app.count("SELECT count(*) FROM provider_floats WHERE account = 'Utility Account' AND available = 5000")
+            .await
+            == 1
+    })
+    .await;
+    // Their retries come due together: one batch.
+    app.advance(Duration::from_secs(5));
+    app.work("default").await;
+    let mut states = Vec::new();
+    for id in &ids {
+        let intent = fetch(&app, "payout", id).await;
+        states.push((
+            intent["state"].as_str().unwrap().to_owned(),
+            intent["hold_reason"].clone(),
+        ));
+    }
+    // 1,025 KES each with the tariff: four fit in 5,000, the fifth does not.
+    let released = states.iter().filter(|(state, _)| state != "pending").count();
+    assert_eq!(released, 4, "{states:?}");
+    let held: Vec<_> = states.iter().filter(|(state, _)| state == "pending").collect();
+    assert_eq!(
+        held[0].1,
+        "M-Pesa float too low: 900.00 KES free, 1025.00 KES needed (its tariff included)"
+    );
+    let transactions = app
+        .count("SELECT count(DISTINCT xmin::text) FROM intent_events WHERE event = 'release' AND outcome = 'applied'")
+        .await;
+    assert!(transactions < 4, "4 releases in {transactions} transactions");
+    app.work("mpesa").await;
+    assert_eq!(app.sim.clone().unwrap().payments().len(), 4);
 }
 
 #[tokio::test]

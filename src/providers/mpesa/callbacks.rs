@@ -5,9 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
-use crate::providers::callbacks::{finish, finish_row};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::FutureExt;
+
+use crate::providers::callbacks::{
+    apply_batch, finish, finish_row, many, BatchDone, Ready, CALLBACK_BATCH, CALLBACK_LANES,
+};
 use crate::providers::Outcome;
-use crate::runner::{JobArgs, JobContext, JobError, Worker};
+use crate::runner::{Batcher, JobArgs, JobContext, JobError, Worker};
+use crate::store::intents::IntentRow;
 use crate::store::{inbox, intents};
 use crate::workflow::engine::{Applied, Cause, Engine, Event};
 
@@ -193,7 +201,8 @@ impl JobArgs for ProcessCallback {
     const KIND: &'static str = "callback.mpesa";
 }
 
-pub struct CallbackWorker {
+/// What processing Daraja's callbacks needs.
+pub struct Callbacks {
     pub engine: Engine,
     /// The token of balance reports ([`super::balance_token`]).
     pub balance_token: Option<String>,
@@ -203,10 +212,117 @@ pub struct CallbackWorker {
     pub loans: crate::loans::Loans,
 }
 
+type Item = (JobContext, ProcessCallback);
+
+/// The job processing a stored Daraja callback. Callback jobs running at
+/// the same time on this node are handled together ([`Batcher`]): the
+/// common case (a result for a known, recorded request) of the whole batch
+/// is applied in one transaction, everything else one at a time.
+pub struct CallbackWorker {
+    batcher: Batcher<Item, Result<(), JobError>>,
+}
+
+impl CallbackWorker {
+    pub fn new(callbacks: Callbacks) -> CallbackWorker {
+        let callbacks = Arc::new(callbacks);
+        CallbackWorker {
+            batcher: Batcher::new(CALLBACK_BATCH, CALLBACK_LANES, move |items| {
+                let callbacks = Arc::clone(&callbacks);
+                async move {
+                    let together = if items.len() > 1 {
+                        Some(callbacks.together(&items).await)
+                    } else {
+                        None
+                    };
+                    many(items, together, |ctx, args| callbacks.one(ctx, args)).await
+                }
+                .boxed()
+            }),
+        }
+    }
+}
+
 impl Worker for CallbackWorker {
     type Args = ProcessCallback;
 
     async fn work(&self, ctx: JobContext, args: ProcessCallback) -> Result<(), JobError> {
+        self.batcher
+            .run((ctx, args))
+            .await
+            .unwrap_or_else(|e| Err(JobError::retryable(e)))
+    }
+}
+
+impl Callbacks {
+    /// The batch's results for known, recorded requests, applied in one
+    /// transaction ([`apply_batch`]).
+    async fn together(&self, items: &[Item]) -> Result<BatchDone, JobError> {
+        let mut tx = items[0].0.pool().begin().await?;
+        let ids: Vec<i64> = items.iter().map(|(_, args)| args.inbox_id).collect();
+        let rows: HashMap<i64, inbox::InboxRow> = inbox::get_many(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        let mut parsed = Vec::new();
+        for (item, (_, args)) in items.iter().enumerate() {
+            let Some(row) = rows.get(&args.inbox_id) else { continue };
+            if row.kind.starts_with("balance-") || row.kind == "c2b-confirmation" {
+                continue;
+            }
+            let Ok(report) = parse(&row.kind, &row.body) else {
+                continue;
+            };
+            if matches!(report.outcome, Outcome::Succeeded | Outcome::Failed { .. }) {
+                parsed.push((item, row, report));
+            }
+        }
+        if parsed.is_empty() {
+            return Ok(BatchDone::default());
+        }
+        let tokens: Vec<&str> = parsed.iter().map(|(_, row, _)| row.token.as_str()).collect();
+        let mut locked: HashMap<String, IntentRow> = intents::lock_for_callbacks(&mut tx, &tokens, &[])
+            .await?
+            .into_iter()
+            .filter_map(|intent| Some((intent.callback_token.clone()?, intent)))
+            .collect();
+        let mut ready = Vec::new();
+        for (item, row, report) in parsed {
+            // A second callback for the same intent is left to the
+            // one-at-a-time path, after this batch.
+            let Some(intent) = locked.remove(&row.token) else {
+                continue;
+            };
+            let Some(expected) = &intent.provider_ref else {
+                // Not recorded yet, or learned from this callback: the
+                // one-at-a-time path waits or records it.
+                continue;
+            };
+            if report.provider_ref.as_ref().is_some_and(|got| got != expected) {
+                continue;
+            }
+            ready.push(Ready {
+                item,
+                row,
+                intent,
+                dedupe_key: report.dedupe_key,
+                outcome: report.outcome,
+                receipt: report.receipt,
+                cause: if report.from_query {
+                    Cause::Poll
+                } else {
+                    Cause::Callback
+                },
+                actor: "mpesa",
+                note: None,
+            });
+        }
+        let jobs: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
+        apply_batch(&self.engine, tx, &jobs, ready).await
+    }
+
+    /// One callback, whatever it is.
+    async fn one(&self, ctx: JobContext, args: ProcessCallback) -> Result<(), JobError> {
         let mut tx = ctx.pool().begin().await?;
         let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
             return Err(JobError::fatal("inbox row is gone"));
@@ -346,7 +462,7 @@ impl Worker for CallbackWorker {
     }
 }
 
-impl CallbackWorker {
+impl Callbacks {
     /// A C2B confirmation: records the payment, once per M-Pesa receipt.
     async fn confirmation(
         &self,

@@ -71,22 +71,51 @@ pub async fn check(
     amount: Decimal,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Gate, sqlx::Error> {
+    Ok(budget(tx, config, now).await?.take(amount))
+}
+
+/// What the float can still carry, read once under the float's lock for a
+/// run of releases in one transaction: each release [`Budget::take`]s its
+/// share, as if each had been checked after the one before it.
+#[derive(Debug, Clone)]
+pub enum Budget {
+    Free(Decimal),
+    /// Nothing may be released: why.
+    Closed(String),
+}
+
+impl Budget {
+    /// Whether `amount` fits what is left; if so, it is taken.
+    pub fn take(&mut self, amount: Decimal) -> Gate {
+        match self {
+            Budget::Closed(reason) => Gate::Hold(reason.clone()),
+            Budget::Free(free) if *free >= amount => {
+                *free -= amount;
+                Gate::Release
+            }
+            Budget::Free(free) => Gate::Hold(format!(
+                "M-Pesa float too low: {free:.2} KES free, {amount:.2} KES needed (its tariff included)"
+            )),
+        }
+    }
+}
+
+/// Locks the float's checks until the transaction ends and reads what it
+/// can still carry.
+pub async fn budget(
+    tx: &mut Transaction<'_, Postgres>,
+    config: &MpesaConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Budget, sqlx::Error> {
     floats::lock(tx, "mpesa").await?;
     let Some((available, reported_at)) = floats::latest(tx, "mpesa", &config.float_account).await? else {
-        return Ok(Gate::Hold("waiting for the first M-Pesa float report".into()));
+        return Ok(Budget::Closed("waiting for the first M-Pesa float report".into()));
     };
     if (now - reported_at).num_seconds() > config.float_max_age_s as i64 {
-        return Ok(Gate::Hold(
+        return Ok(Budget::Closed(
             "the M-Pesa float report is out of date; a new one is on its way".into(),
         ));
     }
     let committed = floats::committed_since(tx, "mpesa", "KES", reported_at, REPORT_SKEW).await?;
-    let free = available - committed;
-    if free >= amount {
-        Ok(Gate::Release)
-    } else {
-        Ok(Gate::Hold(format!(
-            "M-Pesa float too low: {free:.2} KES free, {amount:.2} KES needed (its tariff included)"
-        )))
-    }
+    Ok(Budget::Free(available - committed))
 }
