@@ -63,7 +63,7 @@ impl ProviderCallbackWorker {
     pub fn new(callbacks: ProviderCallbacks) -> ProviderCallbackWorker {
         let callbacks = Arc::new(callbacks);
         ProviderCallbackWorker {
-            batcher: Batcher::new(CALLBACK_BATCH, CALLBACK_LANES, move |items| {
+            batcher: Batcher::new("callbacks.provider", CALLBACK_BATCH, CALLBACK_LANES, move |items| {
                 let callbacks = Arc::clone(&callbacks);
                 async move {
                     let together = if items.len() > 1 {
@@ -71,7 +71,10 @@ impl ProviderCallbackWorker {
                     } else {
                         None
                     };
-                    many(items, together, |ctx, args| callbacks.one(ctx, args)).await
+                    many("callbacks.provider", items, together, |ctx, args| {
+                        callbacks.one(ctx, args)
+                    })
+                    .await
                 }
                 .boxed()
             }),
@@ -104,6 +107,7 @@ impl Worker for ProviderCallbackWorker {
 /// (`one`), side by side. Should the batch have failed, every callback of
 /// it goes one by one.
 pub(crate) async fn many<A, O, OF>(
+    batch: &'static str,
     items: Vec<(JobContext, A)>,
     together: Option<Result<BatchDone, JobError>>,
     one: O,
@@ -126,8 +130,8 @@ where
                 }
             }
             Err(error) => {
-                metrics::counter!("tuma_callback_batch_fallbacks_total").increment(1);
-                tracing::warn!(%error, callbacks = items.len(), "a batch of callbacks rolled back; processing them one by one");
+                metrics::counter!("tuma_batch_fallbacks_total", "batch" => batch).increment(1);
+                tracing::warn!(%error, batch, callbacks = items.len(), "a batch of callbacks rolled back; processing them one by one");
             }
         }
     }
@@ -421,7 +425,7 @@ pub(crate) struct BatchDone {
     pub lease_lost: Vec<usize>,
 }
 
-/// Applies `ready` callbacks of `provider`, in `tx`, and commits: what the
+/// Applies `ready` callbacks in `tx`, and commits: what the
 /// one-at-a-time path does for the common case (an outcome applied or
 /// rejected), with the reads and bookkeeping of the whole batch done by
 /// one statement each, and one commit. `jobs[i]` is the job of the batch's

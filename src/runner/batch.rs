@@ -38,6 +38,8 @@ impl<I, O> Clone for Batcher<I, O> {
 }
 
 struct Shared<I, O> {
+    /// For metrics: `tuma_batch_size{batch}`.
+    name: &'static str,
     handler: Handler<I, O>,
     max_batch: usize,
     lanes: usize,
@@ -56,16 +58,17 @@ struct Queue<I, O> {
 pub struct BatchPanicked;
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    /// A batcher calling `handler` with at most `max_batch` items at a time,
-    /// on at most `lanes` batches at once. The handler returns one answer per
-    /// item, in the items' order.
-    pub fn new<F>(max_batch: usize, lanes: usize, handler: F) -> Batcher<I, O>
+    /// A batcher named `name` (in metrics) calling `handler` with at most
+    /// `max_batch` items at a time, on at most `lanes` batches at once. The
+    /// handler returns one answer per item, in the items' order.
+    pub fn new<F>(name: &'static str, max_batch: usize, lanes: usize, handler: F) -> Batcher<I, O>
     where
         F: Fn(Vec<I>) -> BoxFuture<'static, Vec<O>> + Send + Sync + 'static,
     {
         assert!(max_batch > 0 && lanes > 0, "a batcher needs room for one item");
         Batcher {
             shared: Arc::new(Shared {
+                name,
                 handler: Arc::new(handler),
                 max_batch,
                 lanes,
@@ -110,7 +113,7 @@ async fn lane<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O>>) {
         };
         let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
         let expected = items.len();
-        metrics::histogram!("tuma_batch_size").record(expected as f64);
+        metrics::histogram!("tuma_batch_size", "batch" => shared.name).record(expected as f64);
         match AssertUnwindSafe((shared.handler)(items)).catch_unwind().await {
             Ok(outputs) => {
                 debug_assert_eq!(outputs.len(), expected, "a batch handler answers every item");
@@ -121,7 +124,7 @@ async fn lane<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O>>) {
                 }
             }
             // Dropping the answers tells each waiting item.
-            Err(_) => tracing::error!(items = expected, "batch handler panicked"),
+            Err(_) => tracing::error!(batch = shared.name, items = expected, "batch handler panicked"),
         }
     }
 }
@@ -136,7 +139,7 @@ mod tests {
     async fn items_arriving_while_a_batch_runs_are_handled_together_and_each_gets_its_own_answer() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
-        let batcher = Batcher::new(100, 1, move |items: Vec<u32>| {
+        let batcher = Batcher::new("test", 100, 1, move |items: Vec<u32>| {
             let seen = Arc::clone(&seen);
             async move {
                 seen.lock().unwrap().push(items.len());
@@ -164,7 +167,7 @@ mod tests {
         let most = Arc::new(AtomicUsize::new(0));
         let largest = Arc::new(AtomicUsize::new(0));
         let (r, m, l) = (Arc::clone(&running), Arc::clone(&most), Arc::clone(&largest));
-        let batcher = Batcher::new(4, 3, move |items: Vec<u32>| {
+        let batcher = Batcher::new("test", 4, 3, move |items: Vec<u32>| {
             let (r, m, l) = (Arc::clone(&r), Arc::clone(&m), Arc::clone(&l));
             async move {
                 l.fetch_max(items.len(), Ordering::SeqCst);
@@ -189,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_batch_fails_its_items_and_the_batcher_keeps_working() {
-        let batcher = Batcher::new(10, 1, |items: Vec<u32>| {
+        let batcher = Batcher::new("test", 10, 1, |items: Vec<u32>| {
             async move {
                 assert!(!items.contains(&13), "unlucky");
                 items

@@ -172,12 +172,17 @@ impl Release {
     fn new(providers: ProviderClients) -> Release {
         let providers = Arc::new(providers);
         Release {
-            batcher: Batcher::new(RELEASE_BATCH, RELEASE_LANES, move |items: Vec<ActionContext>| {
-                let providers = Arc::clone(&providers);
-                async move {
+            batcher: Batcher::new(
+                "release",
+                RELEASE_BATCH,
+                RELEASE_LANES,
+                move |items: Vec<ActionContext>| {
+                    let providers = Arc::clone(&providers);
+                    async move {
                     match release_together(&providers, &items).await {
                         Ok(answers) => answers,
                         Err(error) if items.len() > 1 => {
+                            metrics::counter!("tuma_batch_fallbacks_total", "batch" => "release").increment(1);
                             tracing::warn!(%error, releases = items.len(), "a batch of releases rolled back; releasing one at a time");
                             let mut answers = Vec::with_capacity(items.len());
                             for item in &items {
@@ -190,7 +195,8 @@ impl Release {
                     }
                 }
                 .boxed()
-            }),
+                },
+            ),
         }
     }
 }

@@ -226,7 +226,7 @@ impl CallbackWorker {
     pub fn new(callbacks: Callbacks) -> CallbackWorker {
         let callbacks = Arc::new(callbacks);
         CallbackWorker {
-            batcher: Batcher::new(CALLBACK_BATCH, CALLBACK_LANES, move |items| {
+            batcher: Batcher::new("callbacks.mpesa", CALLBACK_BATCH, CALLBACK_LANES, move |items| {
                 let callbacks = Arc::clone(&callbacks);
                 async move {
                     let together = if items.len() > 1 {
@@ -234,7 +234,7 @@ impl CallbackWorker {
                     } else {
                         None
                     };
-                    many(items, together, |ctx, args| callbacks.one(ctx, args)).await
+                    many("callbacks.mpesa", items, together, |ctx, args| callbacks.one(ctx, args)).await
                 }
                 .boxed()
             }),
