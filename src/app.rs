@@ -93,7 +93,11 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         config: Arc::clone(&config),
     });
     crate::jobs::register(&mut registry);
-    actions.register_workers(&engine, &mut registry);
+    actions.register_workers(
+        &engine,
+        &crate::store::grouped::Grouped::new(pool.clone()),
+        &mut registry,
+    );
     registry.register(crate::notify::WebhookWorker::new());
     registry.register(crate::providers::callbacks::ProviderCallbackWorker::new(
         crate::providers::callbacks::ProviderCallbacks {

@@ -130,17 +130,18 @@ async fn note_call(
     answer: &Result<Reply, CallError>,
     latency: std::time::Duration,
 ) {
-    let summary = crate::store::provider_calls::summarize(answer);
-    crate::store::provider_calls::note(
-        ctx.job.pool(),
-        ctx.intent.id,
-        provider,
-        call,
-        Some(request_id),
-        summary,
-        latency,
-    )
-    .await;
+    let (outcome, code) = crate::store::provider_calls::summarize(answer);
+    ctx.grouped
+        .note(crate::store::grouped::CallNote {
+            intent_id: ctx.intent.id,
+            provider,
+            call,
+            request_id: Some(request_id.to_owned()),
+            outcome,
+            code,
+            latency,
+        })
+        .await;
 }
 
 /// Counts an adapter's error and records the answer on the breaker.
@@ -169,10 +170,7 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
         .clone()
         .ok_or_else(|| JobError::fatal("intent has no callback token"))?;
     let country = country_of(intent)?;
-    let request_id = {
-        let mut conn = ctx.job.pool().acquire().await?;
-        intents::assign_provider_ref(&mut conn, intent.id, &adapter.new_request_id()).await?
-    };
+    let request_id = ctx.grouped.request_id(intent.id, adapter.new_request_id()).await?;
     Ok(Request {
         direction,
         request_id,

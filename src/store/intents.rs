@@ -71,6 +71,14 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>,
         .await
 }
 
+/// The intents `ids` (those that exist), in no particular order.
+pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
 /// An intent as its owner may see it; `None` for another owner's intent, so
 /// that ids cannot be probed across owners.
 pub async fn get_owned(pool: &PgPool, owner: &str, kind: &str, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
@@ -379,6 +387,27 @@ pub async fn assign_provider_ref(conn: &mut PgConnection, id: Uuid, provider_ref
     .bind(id)
     .bind(provider_ref)
     .fetch_one(conn)
+    .await
+}
+
+/// [`assign_provider_ref`] for many intents in one autocommitted
+/// statement: each intent's request id as recorded (those that exist).
+pub async fn assign_provider_refs(
+    pool: &PgPool,
+    wanted: &[(Uuid, String)],
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
+    let refs: Vec<&str> = wanted.iter().map(|(_, r)| r.as_str()).collect();
+    sqlx::query_as(
+        "UPDATE intents i SET provider_ref = coalesce(i.provider_ref, w.provider_ref)
+         FROM (SELECT DISTINCT ON (id) id, provider_ref
+               FROM unnest($1::uuid[], $2::text[]) AS u(id, provider_ref) ORDER BY id) AS w
+         WHERE i.id = w.id
+         RETURNING i.id, i.provider_ref",
+    )
+    .bind(ids)
+    .bind(refs)
+    .fetch_all(pool)
     .await
 }
 

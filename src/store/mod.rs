@@ -5,6 +5,7 @@
 pub mod c2b;
 pub mod console;
 pub mod floats;
+pub mod grouped;
 pub mod idempotency;
 pub mod inbox;
 pub mod intents;

@@ -36,60 +36,33 @@ pub fn summarize(answer: &Result<Reply, CallError>) -> (&'static str, Option<Str
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn record(
-    pool: &PgPool,
-    intent_id: Uuid,
-    provider: &str,
-    call: &str,
-    request_id: Option<&str>,
-    outcome: &str,
-    code: Option<&str>,
-    latency: std::time::Duration,
-) -> Result<(), sqlx::Error> {
+/// Records provider calls, many in one statement (see
+/// [`super::grouped::Grouped::note`]).
+pub async fn record_many(pool: &PgPool, notes: &[super::grouped::CallNote]) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = notes.iter().map(|n| n.intent_id).collect();
+    let providers: Vec<&str> = notes.iter().map(|n| n.provider).collect();
+    let calls: Vec<&str> = notes.iter().map(|n| n.call).collect();
+    let request_ids: Vec<Option<&str>> = notes.iter().map(|n| n.request_id.as_deref()).collect();
+    let outcomes: Vec<&str> = notes.iter().map(|n| n.outcome).collect();
+    let codes: Vec<Option<&str>> = notes.iter().map(|n| n.code.as_deref()).collect();
+    let latencies: Vec<i32> = notes
+        .iter()
+        .map(|n| i32::try_from(n.latency.as_millis()).unwrap_or(i32::MAX))
+        .collect();
     sqlx::query(
         "INSERT INTO provider_calls (intent_id, provider, call, request_id, outcome, code, latency_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[])",
     )
-    .bind(intent_id)
-    .bind(provider)
-    .bind(call)
-    .bind(request_id)
-    .bind(outcome)
-    .bind(code)
-    .bind(i32::try_from(latency.as_millis()).unwrap_or(i32::MAX))
+    .bind(ids)
+    .bind(providers)
+    .bind(calls)
+    .bind(request_ids)
+    .bind(outcomes)
+    .bind(codes)
+    .bind(latencies)
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// Records a call, best effort: losing the note must never stop the
-/// money's own steps, which the caller takes next.
-pub async fn note(
-    pool: &PgPool,
-    intent_id: Uuid,
-    provider: &'static str,
-    call: &'static str,
-    request_id: Option<&str>,
-    (outcome, code): (&str, Option<String>),
-    latency: std::time::Duration,
-) {
-    metrics::histogram!("tuma_provider_call_seconds", "provider" => provider, "call" => call)
-        .record(latency.as_secs_f64());
-    let noted = record(
-        pool,
-        intent_id,
-        provider,
-        call,
-        request_id,
-        outcome,
-        code.as_deref(),
-        latency,
-    )
-    .await;
-    if let Err(error) = noted {
-        tracing::warn!(%intent_id, provider, %error, "could not note a provider call");
-    }
 }
 
 /// An intent's calls, oldest first (at most `limit`).

@@ -11,6 +11,7 @@ use super::engine::{find_timer, timer_key, ActionJob, Applied, Cause, Engine, Ev
 use super::model::Timer;
 use super::KnownNames;
 use crate::runner::{Batcher, JobContext, JobError, NewJob, Registry, Worker};
+use crate::store::grouped::Grouped;
 use crate::store::intents::{self, IntentRow};
 
 /// What an action runs with.
@@ -18,6 +19,8 @@ pub struct ActionContext {
     pub engine: Engine,
     pub job: JobContext,
     pub intent: IntentRow,
+    /// Statements shared with the actions running beside this one.
+    pub grouped: Grouped,
 }
 
 /// A named step of a workflow, run as a job when its state is entered (or by
@@ -49,10 +52,11 @@ impl Actions {
     }
 
     /// Registers the workers that run actions and timers on `registry`.
-    pub fn register_workers(&self, engine: &Engine, registry: &mut Registry) {
+    pub fn register_workers(&self, engine: &Engine, grouped: &Grouped, registry: &mut Registry) {
         registry.register(ActionWorker {
             engine: engine.clone(),
             actions: self.clone(),
+            grouped: grouped.clone(),
         });
         registry.register(TimerWorker { engine: engine.clone() });
     }
@@ -326,6 +330,7 @@ impl Action for NoProviderAdapter {
 struct ActionWorker {
     engine: Engine,
     actions: Actions,
+    grouped: Grouped,
 }
 
 impl Worker for ActionWorker {
@@ -335,11 +340,9 @@ impl Worker for ActionWorker {
         let Some(action) = self.actions.by_name.get(args.action.as_str()).cloned() else {
             return Err(JobError::fatal(format!("no action {:?} is registered", args.action)));
         };
-        let mut conn = ctx.pool().acquire().await?;
-        let Some(intent) = intents::get(&mut conn, args.intent_id).await? else {
+        let Some(intent) = self.grouped.intent(args.intent_id).await? else {
             return Err(JobError::fatal(format!("intent {} does not exist", args.intent_id)));
         };
-        drop(conn);
         if intent.state != args.state || intent.state_version != args.version {
             // The intent has moved on since this action was enqueued.
             tracing::debug!(intent_id = %intent.id, action = args.action, "stale action skipped");
@@ -350,6 +353,7 @@ impl Worker for ActionWorker {
                 engine: self.engine.clone(),
                 job: ctx,
                 intent,
+                grouped: self.grouped.clone(),
             })
             .await
     }

@@ -256,6 +256,11 @@ async fn callbacks_waiting_together_are_applied_in_shared_transactions_exactly_a
     // result (each sent twice) is stored, so one claim takes them together.
     app.work("default").await;
     app.work("mpesa").await;
+    // The submissions ran side by side and noted their calls together.
+    let notes = app.count("SELECT count(*) FROM provider_calls").await;
+    let transactions = app.count("SELECT count(DISTINCT xmin::text) FROM provider_calls").await;
+    assert_eq!(notes, N);
+    assert!(transactions < N, "{N} calls noted in {transactions} transactions");
     eventually(
         Duration::from_secs(10),
         "every result callback stored, twice",

@@ -120,11 +120,10 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     // Rule 1: the request id exists, committed, before the call.
-    let originator = {
-        let mut conn = ctx.job.pool().acquire().await?;
-        let fresh = uuid::Uuid::now_v7().to_string();
-        intents::assign_provider_ref(&mut conn, intent.id, &fresh).await?
-    };
+    let originator = ctx
+        .grouped
+        .request_id(intent.id, uuid::Uuid::now_v7().to_string())
+        .await?;
     let result_url = callback_url(&client, "b2c-result", intent)?;
     let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
     let started = std::time::Instant::now();
@@ -186,16 +185,18 @@ async fn note(
     summary: (&'static str, Option<String>),
     started: std::time::Instant,
 ) {
-    crate::store::provider_calls::note(
-        ctx.job.pool(),
-        ctx.intent.id,
-        "mpesa",
-        call,
-        request_id,
-        summary,
-        started.elapsed(),
-    )
-    .await;
+    let (outcome, code) = summary;
+    ctx.grouped
+        .note(crate::store::grouped::CallNote {
+            intent_id: ctx.intent.id,
+            provider: "mpesa",
+            call,
+            request_id: request_id.map(str::to_owned),
+            outcome,
+            code,
+            latency: started.elapsed(),
+        })
+        .await;
 }
 
 /// STK push: prompt the payer.
