@@ -556,3 +556,63 @@ fn failure_detail(outcome: &Outcome) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobId;
+
+    fn job(id: i64) -> JobContext {
+        JobContext {
+            id: JobId::from(id),
+            kind: Arc::from("callback.test"),
+            attempt: 1,
+            max_attempts: 5,
+            scheduled_at: chrono::Utc::now(),
+            pool: sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("a lazy pool"),
+            node: Arc::from("node"),
+            lease_seq: 1,
+            clock: crate::clock::Clock::Database,
+        }
+    }
+
+    /// Runs `many` over three callbacks with `together`'s result; returns
+    /// the answers and which callbacks went one by one.
+    async fn run_many(together: Option<Result<BatchDone, JobError>>) -> (Vec<Result<(), JobError>>, Vec<u32>) {
+        let alone = std::sync::Mutex::new(Vec::new());
+        let items = vec![(job(1), 0u32), (job(2), 1), (job(3), 2)];
+        let answers = many("test", items, together, |_, n| {
+            alone.lock().unwrap().push(n);
+            async move { Err(JobError::Snooze(std::time::Duration::from_secs(u64::from(n)))) }
+        })
+        .await;
+        let mut alone = alone.into_inner().unwrap();
+        alone.sort();
+        (answers, alone)
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_what_it_applied_and_leaves_the_rest_to_the_one_at_a_time_path() {
+        let done = BatchDone {
+            applied: vec![0],
+            lease_lost: vec![1],
+        };
+        let (answers, alone) = run_many(Some(Ok(done))).await;
+        assert_eq!(answers[0], Ok(()));
+        assert!(matches!(&answers[1], Err(JobError::Retryable(why)) if why.contains("no longer leased")));
+        assert_eq!(answers[2], Err(JobError::Snooze(std::time::Duration::from_secs(2))));
+        assert_eq!(alone, vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_sends_every_callback_down_the_one_at_a_time_path() {
+        let (answers, alone) = run_many(Some(Err(JobError::retryable("deadlock detected")))).await;
+        assert_eq!(alone, vec![0, 1, 2]);
+        for (n, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer, Err(JobError::Snooze(std::time::Duration::from_secs(n as u64))));
+        }
+        // A lone callback (no batch) goes the same way.
+        let (_, alone) = run_many(None).await;
+        assert_eq!(alone, vec![0, 1, 2]);
+    }
+}

@@ -1,15 +1,14 @@
 //! Reading Daraja's callbacks into what they report, and the job that
 //! applies a stored callback to its intent.
 
-use serde::{Deserialize, Serialize};
-
-use super::codes;
-use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use serde::{Deserialize, Serialize};
 
+use super::codes;
+use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
     apply_batch, finish, finish_row, many, BatchDone, Ready, CALLBACK_BATCH, CALLBACK_LANES,
 };
