@@ -104,28 +104,21 @@ pub async fn mpesa(
         (_, _, Some(Err(_))) => Some("rejected"),
         (_, settled, _) => settled,
     };
-    let remote_addr = remote.ip().to_string();
-    let kind_stored: String = kind.chars().take(32).collect();
-    let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
-    let callback = NewCallback {
-        provider: "mpesa",
-        kind: &kind_stored,
-        token: &token_stored,
-        body: &body,
-        parse_error: parsed.as_deref(),
-        remote_addr: Some(&remote_addr),
-        outcome: settled,
-    };
-    // The job's inbox id is filled in by the statement that stores the row.
-    let process = NewJob::new(&ProcessCallback { inbox_id: 0 });
-    let stored = store_and_enqueue(&state, &callback, settled.is_none().then_some(&process));
-    let kind_label = if kind_ok { kind.clone() } else { "unknown".to_owned() };
-    metrics::counter!("tuma_callbacks_received_total", "provider" => "mpesa", "kind" => kind_label.clone())
-        .increment(1);
-    if let Some(outcome) = settled {
-        metrics::counter!("tuma_callbacks_total", "provider" => "mpesa", "kind" => kind_label, "outcome" => outcome)
-            .increment(1);
-    }
+    let stored = keep(
+        &state,
+        Received {
+            provider: "mpesa",
+            kind: &kind,
+            kind_ok,
+            token: &token,
+            body: &body,
+            parse_error: parsed.as_deref(),
+            remote,
+            settled,
+        },
+        // The job's inbox id is filled in by the statement that stores the row.
+        NewJob::new(&ProcessCallback { inbox_id: 0 }),
+    );
     match stored.await {
         Err(error) => {
             // Not stored: make Daraja (and our polls) try again.
@@ -180,28 +173,22 @@ pub async fn provider(
     } else {
         None
     };
-    let remote_addr = remote.ip().to_string();
     let name = adapter.name();
-    let kind_stored: String = kind.chars().take(32).collect();
-    let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
-    let callback = NewCallback {
-        provider: name,
-        kind: &kind_stored,
-        token: &token_stored,
-        body: &body,
-        parse_error: parse_error.as_deref(),
-        remote_addr: Some(&remote_addr),
-        outcome: settled,
-    };
-    // The job's inbox id is filled in by the statement that stores the row.
-    let process = NewJob::new(&crate::providers::callbacks::ProcessProviderCallback { inbox_id: 0 });
-    let stored = store_and_enqueue(&state, &callback, settled.is_none().then_some(&process));
-    let kind_label = if kind_ok { kind.clone() } else { "unknown".to_owned() };
-    metrics::counter!("tuma_callbacks_received_total", "provider" => name, "kind" => kind_label.clone()).increment(1);
-    if let Some(outcome) = settled {
-        metrics::counter!("tuma_callbacks_total", "provider" => name, "kind" => kind_label, "outcome" => outcome)
-            .increment(1);
-    }
+    let stored = keep(
+        &state,
+        Received {
+            provider: name,
+            kind: &kind,
+            kind_ok,
+            token: &token,
+            body: &body,
+            parse_error: parse_error.as_deref(),
+            remote,
+            settled,
+        },
+        // The job's inbox id is filled in by the statement that stores the row.
+        NewJob::new(&crate::providers::callbacks::ProcessProviderCallback { inbox_id: 0 }),
+    );
     let (status, ack) = match stored.await {
         Err(error) => {
             tracing::error!(%error, provider = name, "could not store a callback");
@@ -219,12 +206,56 @@ pub async fn provider(
 
 /// Stores a callback and, unless it is settled already, enqueues `process`
 /// for it: one statement, so one round trip and its own commit.
-async fn store_and_enqueue(
-    state: &AppState,
-    callback: &NewCallback<'_>,
-    process: Option<&NewJob>,
-) -> Result<i64, sqlx::Error> {
+/// A callback as it reached one of the handlers.
+struct Received<'a> {
+    provider: &'static str,
+    kind: &'a str,
+    /// Whether `kind` is one the provider sends.
+    kind_ok: bool,
+    token: &'a str,
+    body: &'a [u8],
+    parse_error: Option<&'a str>,
+    remote: SocketAddr,
+    /// Set when the callback is not to be processed at all.
+    settled: Option<&'static str>,
+}
+
+/// Counts a callback, stores it (its kind and token cut to what the inbox
+/// keeps) and, unless it is settled already, enqueues `process` for it,
+/// with one statement. Returns the inbox id.
+async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Result<i64, sqlx::Error> {
+    let Received {
+        provider,
+        kind,
+        kind_ok,
+        token,
+        body,
+        parse_error,
+        remote,
+        settled,
+    } = received;
+    let kind_label = if kind_ok { kind.to_owned() } else { "unknown".to_owned() };
+    metrics::counter!("tuma_callbacks_received_total", "provider" => provider, "kind" => kind_label.clone())
+        .increment(1);
+    if let Some(outcome) = settled {
+        metrics::counter!("tuma_callbacks_total", "provider" => provider, "kind" => kind_label, "outcome" => outcome)
+            .increment(1);
+    }
+    let remote_addr = remote.ip().to_string();
+    let kind_stored: String = kind.chars().take(32).collect();
+    let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
+    let callback = NewCallback {
+        provider,
+        kind: &kind_stored,
+        token: &token_stored,
+        body,
+        parse_error,
+        remote_addr: Some(&remote_addr),
+        outcome: settled,
+    };
     let jobs = state.engine.jobs();
-    let process = process.map(|job| (job, jobs.notify_for(std::slice::from_ref(job))));
-    inbox::insert_and_enqueue(&state.pool, callback, process, jobs.clock().sql_now()).await
+    let process = settled
+        .is_none()
+        .then(|| (&process, jobs.notify_for(std::slice::from_ref(&process))));
+    inbox::insert_and_enqueue(&state.pool, &callback, process, jobs.clock().sql_now()).await
 }
