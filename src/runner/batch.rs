@@ -114,7 +114,10 @@ async fn lane<I: Send + 'static, O: Send + 'static>(shared: Arc<Shared<I, O>>) {
         let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
         let expected = items.len();
         metrics::histogram!("tuma_batch_size", "batch" => shared.name).record(expected as f64);
-        match AssertUnwindSafe((shared.handler)(items)).catch_unwind().await {
+        // The handler is called inside the caught future, so that a panic
+        // while building its future is caught too.
+        let handled = async { (shared.handler)(items).await };
+        match AssertUnwindSafe(handled).catch_unwind().await {
             Ok(outputs) => {
                 debug_assert_eq!(outputs.len(), expected, "a batch handler answers every item");
                 for (answer, output) in answers.into_iter().zip(outputs) {
@@ -198,6 +201,13 @@ mod tests {
                 items
             }
             .boxed()
+        });
+        assert_eq!(batcher.run(13).await, Err(BatchPanicked));
+        assert_eq!(batcher.run(7).await, Ok(7));
+        // A handler that panics before it has a future to give back.
+        let batcher = Batcher::new("test", 10, 1, |items: Vec<u32>| {
+            assert!(!items.contains(&13), "unlucky");
+            async move { items }.boxed()
         });
         assert_eq!(batcher.run(13).await, Err(BatchPanicked));
         assert_eq!(batcher.run(7).await, Ok(7));

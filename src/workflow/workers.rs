@@ -176,32 +176,29 @@ impl Release {
     fn new(providers: ProviderClients) -> Release {
         let providers = Arc::new(providers);
         Release {
-            batcher: Batcher::new(
-                "release",
-                RELEASE_BATCH,
-                RELEASE_LANES,
-                move |items: Vec<ActionContext>| {
-                    let providers = Arc::clone(&providers);
-                    async move {
-                    match release_together(&providers, &items).await {
-                        Ok(answers) => answers,
-                        Err(error) if items.len() > 1 => {
-                            metrics::counter!("tuma_batch_fallbacks_total", "batch" => "release").increment(1);
-                            tracing::warn!(%error, releases = items.len(), "a batch of releases rolled back; releasing one at a time");
-                            let mut answers = Vec::with_capacity(items.len());
-                            for item in &items {
-                                let answer = release_together(&providers, std::slice::from_ref(item)).await;
-                                answers.push(answer.and_then(|mut one| one.pop().expect("one answer")));
-                            }
-                            answers
-                        }
-                        Err(error) => vec![Err(error)],
-                    }
-                }
-                .boxed()
-                },
-            ),
+            batcher: Batcher::new("release", RELEASE_BATCH, RELEASE_LANES, move |items| {
+                let providers = Arc::clone(&providers);
+                async move { release_batch(&providers, items).await }.boxed()
+            }),
         }
+    }
+}
+
+/// Releases a batch together; should that fail, one at a time.
+async fn release_batch(providers: &ProviderClients, items: Vec<ActionContext>) -> Vec<Result<(), JobError>> {
+    match release_together(providers, &items).await {
+        Ok(answers) => answers,
+        Err(error) if items.len() > 1 => {
+            metrics::counter!("tuma_batch_fallbacks_total", "batch" => "release").increment(1);
+            tracing::warn!(%error, releases = items.len(), "a batch of releases rolled back; one at a time");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in &items {
+                let answer = release_together(providers, std::slice::from_ref(item)).await;
+                answers.push(answer.and_then(|mut one| one.pop().expect("one answer per release")));
+            }
+            answers
+        }
+        Err(error) => vec![Err(error)],
     }
 }
 
