@@ -8,6 +8,7 @@
 //! not understand is stored and never applied.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -27,9 +28,9 @@ const MATCH_WINDOW_S: i64 = 600;
 const MATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most callbacks one batch applies together.
-pub(crate) const CALLBACK_BATCH: usize = 64;
+const CALLBACK_BATCH: usize = 64;
 /// Batches of one callback kind in progress at once on a node.
-pub(crate) const CALLBACK_LANES: usize = 2;
+const CALLBACK_LANES: usize = 2;
 
 /// Job arguments: process one stored callback of a provider behind the
 /// adapter interface.
@@ -52,33 +53,67 @@ type Item = (JobContext, ProcessProviderCallback);
 
 /// The job processing a stored callback of an adapter provider. Callback
 /// jobs running at the same time on this node are handled together
-/// ([`Batcher`]): the common case (a final word on a known, recorded
+/// ([`CallbackJobs`]): the common case (a final word on a known, recorded
 /// request) of the whole batch is applied in one transaction
 /// ([`apply_batch`]), everything else one at a time.
 pub struct ProviderCallbackWorker {
-    batcher: Batcher<Item, Result<(), JobError>>,
+    jobs: CallbackJobs<ProcessProviderCallback>,
 }
 
 impl ProviderCallbackWorker {
     pub fn new(callbacks: ProviderCallbacks) -> ProviderCallbackWorker {
-        let callbacks = Arc::new(callbacks);
         ProviderCallbackWorker {
-            batcher: Batcher::new("callbacks.provider", CALLBACK_BATCH, CALLBACK_LANES, move |items| {
-                let callbacks = Arc::clone(&callbacks);
+            jobs: CallbackJobs::new("callbacks.provider", callbacks),
+        }
+    }
+}
+
+/// How one kind of callback job is processed: a batch's common cases
+/// together, or one callback, whatever it is.
+pub(crate) trait CallbackProcessing: Send + Sync + 'static {
+    type Args: Send + 'static;
+
+    /// What of the batch `items` can be settled in one transaction
+    /// ([`apply_batch`]).
+    fn together(&self, items: &[(JobContext, Self::Args)]) -> impl Future<Output = Result<BatchDone, JobError>> + Send;
+
+    /// One callback on its own.
+    fn one(&self, ctx: JobContext, args: Self::Args) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// Callback jobs of one kind running at the same time on this node, handed
+/// to `processing` together ([`Batcher`]): a batch of more than one goes
+/// through [`CallbackProcessing::together`] first, and [`many`] answers
+/// each job.
+pub(crate) struct CallbackJobs<A> {
+    batcher: Batcher<(JobContext, A), Result<(), JobError>>,
+}
+
+impl<A: Send + 'static> CallbackJobs<A> {
+    pub(crate) fn new<C: CallbackProcessing<Args = A>>(name: &'static str, processing: C) -> CallbackJobs<A> {
+        let processing = Arc::new(processing);
+        CallbackJobs {
+            batcher: Batcher::new(name, CALLBACK_BATCH, CALLBACK_LANES, move |items| {
+                let processing = Arc::clone(&processing);
                 async move {
                     let together = if items.len() > 1 {
-                        Some(callbacks.together(&items).await)
+                        Some(processing.together(&items).await)
                     } else {
                         None
                     };
-                    many("callbacks.provider", items, together, |ctx, args| {
-                        callbacks.one(ctx, args)
-                    })
-                    .await
+                    many(name, items, together, |ctx, args| processing.one(ctx, args)).await
                 }
                 .boxed()
             }),
         }
+    }
+
+    /// Processes one job's callback, with whatever runs beside it.
+    pub(crate) async fn run(&self, ctx: JobContext, args: A) -> Result<(), JobError> {
+        self.batcher
+            .run((ctx, args))
+            .await
+            .unwrap_or_else(|e| Err(JobError::retryable(e)))
     }
 }
 
@@ -95,10 +130,7 @@ impl Worker for ProviderCallbackWorker {
     type Args = ProcessProviderCallback;
 
     async fn work(&self, ctx: JobContext, args: ProcessProviderCallback) -> Result<(), JobError> {
-        self.batcher
-            .run((ctx, args))
-            .await
-            .unwrap_or_else(|e| Err(JobError::retryable(e)))
+        self.jobs.run(ctx, args).await
     }
 }
 
@@ -106,7 +138,7 @@ impl Worker for ProviderCallbackWorker {
 /// transaction, when there was one) settled, and the rest one by one
 /// (`one`), side by side. Should the batch have failed, every callback of
 /// it goes one by one.
-pub(crate) async fn many<A, O, OF>(
+async fn many<A, O, OF>(
     batch: &'static str,
     items: Vec<(JobContext, A)>,
     together: Option<Result<BatchDone, JobError>>,
@@ -148,7 +180,9 @@ where
         .collect()
 }
 
-impl ProviderCallbacks {
+impl CallbackProcessing for ProviderCallbacks {
+    type Args = ProcessProviderCallback;
+
     /// The batch's final words on known, recorded requests, applied in one
     /// transaction.
     async fn together(&self, items: &[Item]) -> Result<BatchDone, JobError> {

@@ -2,18 +2,16 @@
 //! applies a stored callback to its intent.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    apply_batch, finish, finish_row, many, BatchDone, Ready, CALLBACK_BATCH, CALLBACK_LANES,
+    apply_batch, finish, finish_row, BatchDone, CallbackJobs, CallbackProcessing, Ready,
 };
 use crate::providers::Outcome;
-use crate::runner::{Batcher, JobArgs, JobContext, JobError, Worker};
+use crate::runner::{JobArgs, JobContext, JobError, Worker};
 use crate::store::intents::IntentRow;
 use crate::store::{inbox, intents};
 use crate::workflow::engine::{Applied, Cause, Engine, Event};
@@ -214,29 +212,17 @@ pub struct Callbacks {
 type Item = (JobContext, ProcessCallback);
 
 /// The job processing a stored Daraja callback. Callback jobs running at
-/// the same time on this node are handled together ([`Batcher`]): the
+/// the same time on this node are handled together ([`CallbackJobs`]): the
 /// common case (a result for a known, recorded request) of the whole batch
 /// is applied in one transaction, everything else one at a time.
 pub struct CallbackWorker {
-    batcher: Batcher<Item, Result<(), JobError>>,
+    jobs: CallbackJobs<ProcessCallback>,
 }
 
 impl CallbackWorker {
     pub fn new(callbacks: Callbacks) -> CallbackWorker {
-        let callbacks = Arc::new(callbacks);
         CallbackWorker {
-            batcher: Batcher::new("callbacks.mpesa", CALLBACK_BATCH, CALLBACK_LANES, move |items| {
-                let callbacks = Arc::clone(&callbacks);
-                async move {
-                    let together = if items.len() > 1 {
-                        Some(callbacks.together(&items).await)
-                    } else {
-                        None
-                    };
-                    many("callbacks.mpesa", items, together, |ctx, args| callbacks.one(ctx, args)).await
-                }
-                .boxed()
-            }),
+            jobs: CallbackJobs::new("callbacks.mpesa", callbacks),
         }
     }
 }
@@ -245,14 +231,13 @@ impl Worker for CallbackWorker {
     type Args = ProcessCallback;
 
     async fn work(&self, ctx: JobContext, args: ProcessCallback) -> Result<(), JobError> {
-        self.batcher
-            .run((ctx, args))
-            .await
-            .unwrap_or_else(|e| Err(JobError::retryable(e)))
+        self.jobs.run(ctx, args).await
     }
 }
 
-impl Callbacks {
+impl CallbackProcessing for Callbacks {
+    type Args = ProcessCallback;
+
     /// The batch's results for known, recorded requests, applied in one
     /// transaction ([`apply_batch`]).
     async fn together(&self, items: &[Item]) -> Result<BatchDone, JobError> {
