@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -98,7 +99,9 @@ pub struct Report {
     pub intents_created: usize,
     /// `provider` → `kind` → `state` → count.
     pub intents: BTreeMap<String, BTreeMap<String, BTreeMap<String, i64>>>,
-    /// Intents left to a person, with the event that put them there.
+    /// Intents left to a person, with the event that put them there and
+    /// how the soak, as that person, settled them from the provider's
+    /// statement.
     pub unresolved: Vec<String>,
     pub submissions_retried: usize,
     pub callbacks_lost: u64,
@@ -270,6 +273,8 @@ async fn soak(
     if let Err(why) = settled {
         report.violations.push(why);
     }
+    let operator = Api::new(urls[0].clone());
+    settle_from_statements(&pool, &operator, &admin, &sims, &mut report).await?;
     {
         let mut engines = engines.lock().await;
         for engine in engines.iter_mut() {
@@ -538,6 +543,74 @@ async fn settle(pool: &sqlx::PgPool, engines: &Mutex<[Engine; 2]>, limit: Durati
     }
 }
 
+/// What an operator does with the intents left `unresolved`: looks each up
+/// on the provider's statement (the simulator's record of the money it
+/// moved) and resolves it through the API with that evidence, so that the
+/// check that follows holds the books to the whole truth. An intent with a
+/// request id is found by it; a prompt whose id was never learned, by the
+/// payer's number and the amount. Each line says what was left and why,
+/// and how it was settled.
+async fn settle_from_statements(
+    pool: &sqlx::PgPool,
+    api: &Api,
+    admin: &str,
+    sims: &[Arc<dyn SimulatedProvider>],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    for intent in crate::store::reports::scenario_unresolved(pool, "chaos").await? {
+        let Some(sim) = sims.iter().find(|s| s.name() == intent.provider) else {
+            continue;
+        };
+        let direction = if intent.kind == "payout" {
+            "payout"
+        } else {
+            "collection"
+        };
+        let amount = intent.amount.to_u64();
+        let line = sim.movements().into_iter().find(|m| {
+            m.direction == direction
+                && !claimed.contains(&m.receipt)
+                && match &intent.provider_ref {
+                    Some(reference) => &m.request_id == reference,
+                    None => m.msisdn == intent.msisdn && Some(m.amount) == amount,
+                }
+        });
+        let body = match &line {
+            Some(line) => {
+                claimed.insert(line.receipt.clone());
+                json!({ "outcome": "succeeded", "receipt": line.receipt,
+                        "evidence": format!("{} statement: receipt {}", intent.provider, line.receipt) })
+            }
+            None => json!({ "outcome": "failed",
+                            "evidence": format!("no line for this request on the {} statement", intent.provider) }),
+        };
+        let settled = match api
+            .ok(&format!("/v1/{}s/{}/resolve", intent.kind, intent.id), admin, &body)
+            .await
+        {
+            Ok(_) => format!(
+                "settled from the statement as {}",
+                body["outcome"].as_str().unwrap_or_default()
+            ),
+            // Left unresolved: the checks that follow judge the books.
+            Err(error) => format!("could not be settled: {error:#}"),
+        };
+        let Some(reason) = &intent.reason else {
+            report.violations.push(format!(
+                "{} {} is unresolved without a recorded reason",
+                intent.kind, intent.id
+            ));
+            continue;
+        };
+        report.unresolved.push(format!(
+            "{} {} ({}): {reason}; {settled}",
+            intent.kind, intent.id, intent.provider,
+        ));
+    }
+    Ok(())
+}
+
 /// The promise, checked: every accepted intent exists once and is settled,
 /// no request moved money twice, the books balance, and every provider
 /// float in the simulators equals the ledger's.
@@ -560,7 +633,7 @@ async fn check(
             created.len()
         ));
     }
-    for (id, provider, kind, state, last_event) in &rows {
+    for (_, provider, kind, state, _) in &rows {
         *report
             .intents
             .entry(provider.clone())
@@ -569,14 +642,6 @@ async fn check(
             .or_default()
             .entry(state.clone())
             .or_default() += 1;
-        if state == "unresolved" {
-            match last_event {
-                Some(event) => report.unresolved.push(format!("{kind} {id} ({provider}): {event}")),
-                None => report
-                    .violations
-                    .push(format!("{kind} {id} is unresolved without a recorded reason")),
-            }
-        }
     }
 
     let mut per_request: BTreeMap<(&str, &str, String), usize> = BTreeMap::new();
@@ -639,7 +704,7 @@ fn print_report(report: &Report) {
         }
     }
     for line in &report.unresolved {
-        println!("    left for a person: {line}");
+        println!("    left unresolved: {line}");
     }
     println!();
     println!("What went wrong on purpose");

@@ -76,3 +76,17 @@ pub async fn for_intent(pool: &PgPool, intent_id: Uuid, limit: i64) -> Result<Ve
     .fetch_all(pool)
     .await
 }
+
+/// The request id the provider gave in answer to the latest request sent
+/// for an intent, if that answer was noted.
+pub async fn sent_request(pool: &PgPool, intent_id: Uuid, provider: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT request_id FROM provider_calls
+         WHERE intent_id = $1 AND provider = $2 AND call = 'send' AND request_id IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(intent_id)
+    .bind(provider)
+    .fetch_optional(pool)
+    .await
+}

@@ -457,6 +457,34 @@ pub async fn scenario_intents(
     .await
 }
 
+/// An `unresolved` intent, as a person settling it from the provider's
+/// statement needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnresolvedIntent {
+    pub id: uuid::Uuid,
+    pub provider: String,
+    pub kind: String,
+    pub msisdn: String,
+    pub amount: rust_decimal::Decimal,
+    pub currency: String,
+    pub provider_ref: Option<String>,
+    /// The event that left it unresolved.
+    pub reason: Option<String>,
+}
+
+/// `scenario`'s `unresolved` intents.
+pub async fn scenario_unresolved(pool: &PgPool, scenario: &str) -> Result<Vec<UnresolvedIntent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id, i.provider, i.kind, i.msisdn, i.amount, i.currency, i.provider_ref,
+                (SELECT e.event FROM intent_events e WHERE e.intent_id = i.id AND e.outcome = 'applied'
+                 ORDER BY e.id DESC LIMIT 1) AS reason
+         FROM intents i WHERE i.metadata->>'scenario' = $1 AND i.state = 'unresolved' ORDER BY i.id",
+    )
+    .bind(scenario)
+    .fetch_all(pool)
+    .await
+}
+
 /// The largest groups of `scenario`'s intents still in flight (not final,
 /// not `unresolved`): `(provider, kind, state, count)`.
 pub async fn scenario_open(

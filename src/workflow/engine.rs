@@ -106,7 +106,27 @@ pub type Guard = fn(&IntentRow, &Event<'_>) -> Result<(), String>;
 
 /// Guards by the name workflow files use.
 pub fn built_in_guards() -> BTreeMap<&'static str, Guard> {
-    BTreeMap::from([("actor_is_not_creator", actor_is_not_creator as Guard)])
+    BTreeMap::from([
+        ("actor_is_not_creator", actor_is_not_creator as Guard),
+        ("provider_knows_the_request", provider_knows_the_request as Guard),
+    ])
+}
+
+/// Only a request the provider has named can be declared unanswered: an
+/// M-Pesa prompt whose answer was lost (a timeout, an engine killed before
+/// it could record the CheckoutRequestID) may have been paid, and with no
+/// id there is nothing to ask. Such an intent waits for its callback, or
+/// for the polls to run out and make it `unresolved`, instead of a guess.
+fn provider_knows_the_request(intent: &IntentRow, _event: &Event<'_>) -> Result<(), String> {
+    if intent.provider_ref.is_some() {
+        Ok(())
+    } else {
+        Err(
+            "the provider never named this request (its answer was lost and no callback came), \
+             so whether the payer paid cannot be asked; not declared expired"
+                .to_owned(),
+        )
+    }
 }
 
 /// Maker-checker: whoever created an intent cannot approve or reject it.

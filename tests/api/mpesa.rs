@@ -161,9 +161,13 @@ async fn a_prompt_an_earlier_attempt_may_have_sent_is_never_sent_again() {
             .is_none(),
         "no second prompt, so no CheckoutRequestID of ours"
     );
-    // Nobody answers a prompt that was never sent: it expires, unpaid.
+    // Whether the payer was prompted (and paid) cannot be asked without
+    // the CheckoutRequestID: no expiry, the polls run out, a person decides.
     app.advance(Duration::from_secs(301));
-    until_state(&app, "collection", &id, "expired").await;
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "processing");
+    run_out_the_polls(&app).await;
+    until_state(&app, "collection", &id, "unresolved").await;
     assert!(sim.payments().is_empty(), "{:?}", sim.payments());
     assert_eq!(
         app.count("SELECT count(*) FROM provider_calls WHERE call = 'send'")
@@ -171,6 +175,130 @@ async fn a_prompt_an_earlier_attempt_may_have_sent_is_never_sent_again() {
         0,
         "the prompt was not sent"
     );
+    app.assert_ledger_balanced().await;
+}
+
+/// Steps the clock through a collection's status polls (every 30 s, 12 of
+/// them) and one more, working the jobs each time.
+async fn run_out_the_polls(app: &TestApp) {
+    for _ in 0..14 {
+        app.advance(Duration::from_secs(30));
+        app.run_jobs().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_whose_answer_and_callback_were_both_lost_becomes_unresolved_never_expired() {
+    // Daraja answers the push after the client gave up, and the payer's
+    // callback never arrives: Tuma holds no CheckoutRequestID to ask about.
+    let app = crate::common::app::spawn_mpesa_app_with(
+        SimConfig {
+            response_delay: Duration::from_millis(1500),
+            chaos: Chaos {
+                callback_loss_permille: 1000,
+                ..Chaos::default()
+            },
+            ..SimConfig::default()
+        },
+        |mpesa| mpesa.request_timeout_ms = 300,
+    )
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/collections", &collection("0722 000 113", "250")).await;
+    until_state(&app, "collection", &id, "processing").await;
+    eventually(Duration::from_secs(10), "the payer to pay", || async {
+        sim.payments().len() == 1
+    })
+    .await;
+    app.advance(Duration::from_secs(301));
+    app.run_jobs().await;
+    let waiting = fetch(&app, "collection", &id).await;
+    assert_eq!(waiting["state"], "processing", "the paid prompt was declared expired");
+    let refused = waiting["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "prompt_expired")
+        .expect("the expiry was considered");
+    assert_eq!(refused["outcome"], "rejected");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be asked"),
+        "{refused}"
+    );
+    run_out_the_polls(&app).await;
+    until_state(&app, "collection", &id, "unresolved").await;
+    // The statement shows the payment: an admin settles it with the receipt.
+    let receipt = sim.payments()[0].receipt.clone();
+    let resolved = app
+        .http
+        .post(app.url(&format!("/v1/collections/{id}/resolve")))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "outcome": "succeeded", "evidence": "Daraja statement", "receipt": receipt }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resolved.status(), StatusCode::OK);
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "completed");
+    assert_eq!(sim.payments().len(), 1, "prompted once");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
+    let app = spawn_mpesa_app(SimConfig {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/collections", &collection("0722 000 114", "250")).await;
+    let intent_id: uuid::Uuid = id.parse().unwrap();
+    // What the earlier attempt did before it was killed: committed its
+    // start, pushed, and noted Daraja's answer; the "prompted" record and
+    // the payer's callback were both lost.
+    sqlx::query("UPDATE intents SET request_started_at = now() WHERE id = $1")
+        .bind(intent_id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let client = tuma::providers::mpesa::MpesaClient::new(app.config.mpesa.clone().unwrap()).unwrap();
+    let token: String = sqlx::query_scalar("SELECT callback_token FROM intents WHERE id = $1")
+        .bind(intent_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let url = format!("{}/callbacks/mpesa/stk/{token}", app.base);
+    let checkout = client.stk_push("254722000114", 250, "campaign-9", &url).await.unwrap();
+    tuma::store::provider_calls::record_many(
+        &app.db.pool,
+        &[tuma::store::grouped::CallNote {
+            intent_id,
+            provider: "mpesa",
+            call: "send",
+            request_id: Some(checkout.clone()),
+            outcome: "pending",
+            code: None,
+            latency: Duration::from_millis(40),
+        }],
+    )
+    .await
+    .unwrap();
+    until_state(&app, "collection", &id, "processing").await;
+    assert_eq!(provider_ref(&app, &id).await, checkout);
+    // The 30-second poll asks about that prompt and learns it was paid.
+    app.advance(Duration::from_secs(30));
+    let done = until_state(&app, "collection", &id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(sim.payments().len(), 1, "prompted once");
     app.assert_ledger_balanced().await;
 }
 

@@ -215,6 +215,13 @@ async fn every_collection_transition_runs_as_declared_including_a_late_success_a
     // provider's late word that the money moved is still accepted.
     let late = create(&app, "collection").await;
     apply(&app, late, "prompted", Cause::Callback, "vodacom_tz").await;
+    // Only a prompt the provider knows by a request id may expire (one
+    // whose answer was lost may have been paid).
+    sqlx::query("UPDATE intents SET provider_ref = 'vodacom-late-1' WHERE id = $1")
+        .bind(late)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     for _ in 0..9 {
         app.advance(Duration::from_secs(30));
         app.run_jobs().await;

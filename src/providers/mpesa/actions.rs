@@ -206,8 +206,12 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
     if !start_once(&ctx).await? {
-        tracing::warn!(intent_id = %intent.id, "an earlier attempt may have prompted the payer; not prompting again");
-        return apply_once_sent(&ctx, "prompted", None).await;
+        // If the earlier attempt lived to note Daraja's answer, that names
+        // the prompt, and the status polls can ask about it.
+        let checkout = crate::store::provider_calls::sent_request(ctx.job.pool(), intent.id, "mpesa").await?;
+        tracing::warn!(intent_id = %intent.id, named = checkout.is_some(),
+            "an earlier attempt may have prompted the payer; not prompting again");
+        return apply_once_sent(&ctx, "prompted", checkout.as_deref()).await;
     }
     let started = std::time::Instant::now();
     let answer = client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await;
