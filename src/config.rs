@@ -189,6 +189,12 @@ impl Config {
                 crate::console::MAX_SESSION_TTL_S
             )));
         }
+        if self.console.idle_timeout_s == 0 || self.console.idle_timeout_s > self.console.session_ttl_s {
+            return Err(ConfigError(format!(
+                "console.idle_timeout_s must be between 1 and console.session_ttl_s ({})",
+                self.console.session_ttl_s
+            )));
+        }
         if self.api.default_page_size > self.api.max_page_size {
             return Err(ConfigError(
                 "api.default_page_size must not exceed api.max_page_size".into(),
@@ -282,5 +288,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("runner.heartbeat_interval_ms"), "{error}");
+    }
+
+    #[test]
+    fn a_console_idle_timeout_longer_than_the_session_is_refused() {
+        let error = with("[console]\nsession_ttl_s = 600\nidle_timeout_s = 900")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("console.idle_timeout_s"), "{error}");
+        assert!(with("[console]\nsession_ttl_s = 600\nidle_timeout_s = 600").is_ok());
     }
 }

@@ -48,6 +48,8 @@ const PAGE_ROWS: i64 = 50;
 pub struct ConsoleConfig {
     /// How long a sign-in lasts, in seconds.
     pub session_ttl_s: u64,
+    /// How long a session may go unused before it ends, in seconds.
+    pub idle_timeout_s: u64,
     /// Whether the session cookie is marked `Secure` (HTTPS only).
     pub secure_cookie: bool,
 }

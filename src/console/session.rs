@@ -184,9 +184,14 @@ impl FromRequestParts<AppState> for Session {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(ConsoleError::SignIn)?;
         let now = state.engine.jobs().clock().sql_now();
-        let row = store::session(&state.pool, &token_hash(token), now)
-            .await?
-            .ok_or(ConsoleError::SignIn)?;
+        let row = store::session(
+            &state.pool,
+            &token_hash(token),
+            state.config.console.idle_timeout_s,
+            now,
+        )
+        .await?
+        .ok_or(ConsoleError::SignIn)?;
         Ok(Session {
             actor: row.actor,
             role: Role::parse(&row.role).map_err(|e| ConsoleError::Internal(anyhow::anyhow!(e)))?,

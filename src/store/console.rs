@@ -122,8 +122,10 @@ pub async fn insert_session(
     .execute(pool)
     .await?;
     sqlx::query(
-        "INSERT INTO console_sessions (token_hash, user_id, actor, role, csrf_token, created_at, expires_at, key_prefix)
-         VALUES ($1, $2, $3, $4, $5, coalesce($7, now()), coalesce($7, now()) + make_interval(secs => $6), $8)",
+        "INSERT INTO console_sessions
+             (token_hash, user_id, actor, role, csrf_token, created_at, last_seen_at, expires_at, key_prefix)
+         VALUES ($1, $2, $3, $4, $5, coalesce($7, now()), coalesce($7, now()),
+                 coalesce($7, now()) + make_interval(secs => $6), $8)",
     )
     .bind(session.token_hash)
     .bind(session.user_id)
@@ -138,23 +140,28 @@ pub async fn insert_session(
     Ok(())
 }
 
-/// The session with this token hash, unless it expired, its user was
+/// The session with this token hash, marked as used now, unless it
+/// expired, went unused for longer than `idle_timeout_s`, its user was
 /// disabled or its API key revoked.
 pub async fn session(
     pool: &PgPool,
     token_hash: &[u8],
+    idle_timeout_s: u64,
     now: Option<DateTime<Utc>>,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT s.actor, s.role, s.csrf_token, s.expires_at
-         FROM console_sessions s LEFT JOIN console_users u ON u.id = s.user_id
+        "UPDATE console_sessions s SET last_seen_at = coalesce($2, now())
          WHERE s.token_hash = $1 AND s.expires_at > coalesce($2, now())
-           AND (s.user_id IS NULL OR u.disabled_at IS NULL)
+           AND s.last_seen_at > coalesce($2, now()) - make_interval(secs => $3)
+           AND (s.user_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM console_users u WHERE u.id = s.user_id AND u.disabled_at IS NOT NULL))
            AND (s.key_prefix IS NULL OR EXISTS (
-                SELECT 1 FROM api_keys k WHERE k.prefix = s.key_prefix AND k.revoked_at IS NULL))",
+                SELECT 1 FROM api_keys k WHERE k.prefix = s.key_prefix AND k.revoked_at IS NULL))
+         RETURNING s.actor, s.role, s.csrf_token, s.expires_at",
     )
     .bind(token_hash)
     .bind(now)
+    .bind(idle_timeout_s as f64)
     .fetch_optional(pool)
     .await
 }

@@ -69,12 +69,36 @@ async fn a_password_signs_in_a_session_that_sign_out_and_time_both_end() {
     assert_eq!(after.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&after), "/console/login");
 
-    // A session lasts console.session_ttl_s, by the engine's clock.
+    // A session lasts console.session_ttl_s, by the engine's clock, however
+    // busy its person is ...
     let console = app.console_as("amina").await;
-    app.advance(Duration::from_secs(app.config.console.session_ttl_s - 60));
+    let (ttl, idle) = (app.config.console.session_ttl_s, app.config.console.idle_timeout_s);
+    let step = idle - 60;
+    let mut used = 0;
+    while used + step < ttl - 60 {
+        app.advance(Duration::from_secs(step));
+        used += step;
+        assert_eq!(console.get("/console/payouts").await.status(), StatusCode::OK);
+    }
+    app.advance(Duration::from_secs(ttl - 60 - used));
     assert_eq!(console.get("/console/payouts").await.status(), StatusCode::OK);
     app.advance(Duration::from_secs(61));
     assert_eq!(console.get("/console/payouts").await.status(), StatusCode::SEE_OTHER);
+
+    // ... and ends sooner when left unused for console.idle_timeout_s.
+    let console = app.console_as("amina").await;
+    app.advance(Duration::from_secs(idle - 1));
+    assert_eq!(console.get("/console/payouts").await.status(), StatusCode::OK);
+    app.advance(Duration::from_secs(idle - 1));
+    assert_eq!(
+        console.get("/console/payouts").await.status(),
+        StatusCode::OK,
+        "use keeps it alive"
+    );
+    app.advance(Duration::from_secs(idle + 1));
+    let idled = console.get("/console/payouts").await;
+    assert_eq!(idled.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&idled), "/console/login");
 
     let sign_ins = audit_outcomes(&app, "sign_in").await;
     assert_eq!(
@@ -82,6 +106,7 @@ async fn a_password_signs_in_a_session_that_sign_out_and_time_both_end() {
         [
             ("amina".to_owned(), "refused".to_owned()),
             ("nobody".to_owned(), "refused".to_owned()),
+            ("amina".to_owned(), "ok".to_owned()),
             ("amina".to_owned(), "ok".to_owned()),
             ("amina".to_owned(), "ok".to_owned()),
         ]
