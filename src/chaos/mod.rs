@@ -570,6 +570,7 @@ async fn settle_from_statements(
         let amount = intent.amount.to_u64();
         let line = sim.movements().into_iter().find(|m| {
             m.direction == direction
+                && m.currency == intent.currency
                 && !claimed.contains(&m.receipt)
                 && match &intent.provider_ref {
                     Some(reference) => &m.request_id == reference,

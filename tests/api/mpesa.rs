@@ -23,6 +23,17 @@ fn collection(msisdn: &str, amount: &str) -> Value {
             "party_id": "donor-3", "reference": "campaign-9" })
 }
 
+/// A Daraja whose every callback is lost on the way.
+fn losing_every_callback() -> SimConfig {
+    SimConfig {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
 async fn create(app: &TestApp, path: &str, body: &Value) -> String {
     let response = app
         .create(path, &app.key, &uuid::Uuid::new_v4().to_string(), body)
@@ -194,11 +205,7 @@ async fn a_prompt_whose_answer_and_callback_were_both_lost_becomes_unresolved_ne
     let app = crate::common::app::spawn_mpesa_app_with(
         SimConfig {
             response_delay: Duration::from_millis(1500),
-            chaos: Chaos {
-                callback_loss_permille: 1000,
-                ..Chaos::default()
-            },
-            ..SimConfig::default()
+            ..losing_every_callback()
         },
         |mpesa| mpesa.request_timeout_ms = 300,
     )
@@ -248,14 +255,7 @@ async fn a_prompt_whose_answer_and_callback_were_both_lost_becomes_unresolved_ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
-    let app = spawn_mpesa_app(SimConfig {
-        chaos: Chaos {
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
+    let app = spawn_mpesa_app(losing_every_callback()).await;
     let sim = app.sim.clone().unwrap();
     let id = create(&app, "/v1/collections", &collection("0722 000 114", "250")).await;
     let intent_id: uuid::Uuid = id.parse().unwrap();
@@ -304,14 +304,7 @@ async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_callback_is_recovered_by_the_30_second_status_poll() {
-    let app = spawn_mpesa_app(SimConfig {
-        chaos: Chaos {
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
+    let app = spawn_mpesa_app(losing_every_callback()).await;
     let sim = app.sim.clone().unwrap();
     let paying = create(&app, "/v1/payouts", &payout("0712345678", "900")).await;
     let collecting = create(&app, "/v1/collections", &collection("0712345679", "100")).await;
