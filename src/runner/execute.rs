@@ -146,8 +146,14 @@ pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFli
         lease_seq: job.lease_seq,
         clock: inner.clock.clone(),
     };
-    let timeout = worker
-        .timeout
+    // The job's own timeout (a workflow action's `timeout_ms`), else its
+    // kind's, else the runner's.
+    let timeout = job
+        .timeout_ms
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .or(worker.timeout)
         .unwrap_or(Duration::from_millis(inner.config.default_timeout_ms));
     let args = std::mem::take(&mut job.args);
     let run = AssertUnwindSafe((worker.run)(ctx, args)).catch_unwind();

@@ -198,6 +198,79 @@ async fn a_job_over_its_timeout_is_stopped_recorded_as_timed_out_and_frees_its_s
 }
 
 #[derive(Serialize, Deserialize)]
+struct Napping {}
+
+impl JobArgs for Napping {
+    const KIND: &'static str = "test.napping";
+    fn options() -> JobOptions {
+        JobOptions {
+            timeout: Some(Duration::from_millis(100)),
+            max_attempts: 1,
+            ..JobOptions::default()
+        }
+    }
+}
+
+/// Takes 300 ms: longer than its kind allows.
+struct NappingWorker;
+
+impl Worker for NappingWorker {
+    type Args = Napping;
+
+    async fn work(&self, _ctx: JobContext, _args: Napping) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_jobs_own_timeout_overrides_its_kinds_either_way() {
+    let db = TestDb::new().await;
+    let mut registry = Registry::new();
+    registry.register(NappingWorker);
+    registry.register(SlowWorker {
+        dropped: Arc::new(AtomicUsize::new(0)),
+    });
+    let runner = Runner::new(db.pool.clone(), runner_config(""), registry, Clock::Database).unwrap();
+    let client = runner.client();
+    let mut tx = db.pool.begin().await.unwrap();
+    client
+        .enqueue_many(
+            &mut tx,
+            &[
+                // The kind's 100 ms.
+                NewJob::new(&Napping {}),
+                // Its own 5 s: time enough.
+                NewJob::new(&Napping {}).timeout(Duration::from_secs(5)),
+                // Its own 200 ms instead of its kind's 100 ms.
+                NewJob::new(&Slow {}).timeout(Duration::from_millis(200)),
+            ],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while runner.work_once("default").await.unwrap() > 0 {}
+    })
+    .await
+    .expect("the jobs' own timeouts were not applied");
+    let outcomes: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT state::text, errors->0->>'error' FROM tuma_jobs ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let outcomes: Vec<(&str, Option<&str>)> = outcomes.iter().map(|(s, e)| (s.as_str(), e.as_deref())).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("dead", Some("timed out after 100 ms")),
+            ("completed", None),
+            ("dead", Some("timed out after 200 ms")),
+        ]
+    );
+}
+
+#[derive(Serialize, Deserialize)]
 struct Panicky {}
 
 impl JobArgs for Panicky {
