@@ -303,6 +303,58 @@ async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_attempt_stopped_mid_call_still_keeps_the_checkout_id_daraja_gave() {
+    // Daraja takes 1.5 s to answer the push; the attempt is stopped at
+    // 0.3 s (as a lost lease or a fencing node would stop it), and the
+    // payer's callback is lost.
+    let app = crate::common::app::spawn_mpesa_app_with(
+        SimConfig {
+            response_delay: Duration::from_millis(1500),
+            ..losing_every_callback()
+        },
+        |mpesa| mpesa.request_timeout_ms = 10_000,
+    )
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/collections", &collection("0722 000 115", "250")).await;
+    sqlx::query("UPDATE tuma_jobs SET timeout_ms = 300 WHERE args->>'action' = 'prompt'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE args->>'action' = 'prompt' AND errors->0->>'kind' = 'timeout'")
+            .await,
+        1,
+        "the attempt was stopped"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "Daraja's CheckoutRequestID to be kept",
+        || async {
+            app.count("SELECT count(*) FROM intents WHERE provider_ref IS NOT NULL")
+                .await
+                == 1
+        },
+    )
+    .await;
+    let checkout = provider_ref(&app, &id).await;
+    assert_eq!(sim.payments_for(&checkout).len(), 1, "the payer paid that prompt");
+    // The retry does not prompt again; the 30-second poll asks about the
+    // prompt and learns it was paid.
+    app.advance(Duration::from_secs(120));
+    until_state(&app, "collection", &id, "processing").await;
+    app.advance(Duration::from_secs(30));
+    let done = until_state(&app, "collection", &id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(sim.payments().len(), 1, "prompted once");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_callback_is_recovered_by_the_30_second_status_poll() {
     let app = spawn_mpesa_app(losing_every_callback()).await;
     let sim = app.sim.clone().unwrap();

@@ -91,6 +91,26 @@ async fn start_once(ctx: &ActionContext) -> Result<bool, JobError> {
     Ok(intents::start_request(&mut conn, ctx.intent.id).await?)
 }
 
+/// Commits the CheckoutRequestID of a prompt Daraja accepted, on its own
+/// and at once, riding out a briefly unreachable database like
+/// [`apply_once_sent`]. Best effort: should it still fail, the attempt's
+/// own record of the prompt carries the id too.
+async fn keep_checkout(pool: &sqlx::PgPool, intent_id: uuid::Uuid, checkout: &str) {
+    let patience = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10);
+    let kept = (|| async {
+        let mut conn = pool.acquire().await?;
+        intents::assign_provider_ref(&mut conn, intent_id, checkout).await
+    })
+    .retry(patience)
+    .await;
+    if let Err(error) = kept {
+        tracing::warn!(%intent_id, %error, "could not keep the CheckoutRequestID of an accepted prompt");
+    }
+}
+
 /// Withdraws [`start_once`]'s mark when Daraja refused the request before
 /// processing it, so that the job's next attempt may send it. (Should this
 /// write fail, that attempt takes the request as sent: it waits for
@@ -206,15 +226,35 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
     if !start_once(&ctx).await? {
-        // If the earlier attempt lived to note Daraja's answer, that names
-        // the prompt, and the status polls can ask about it.
-        let checkout = crate::store::provider_calls::sent_request(ctx.job.pool(), intent.id, "mpesa").await?;
+        // If the earlier attempt lived to keep or note Daraja's answer, that
+        // names the prompt, and the status polls can ask about it.
+        let checkout = match &intent.provider_ref {
+            Some(known) => Some(known.clone()),
+            None => crate::store::provider_calls::sent_request(ctx.job.pool(), intent.id, "mpesa").await?,
+        };
         tracing::warn!(intent_id = %intent.id, named = checkout.is_some(),
             "an earlier attempt may have prompted the payer; not prompting again");
         return apply_once_sent(&ctx, "prompted", checkout.as_deref()).await;
     }
     let started = std::time::Instant::now();
-    let answer = client.stk_push(&intent.msisdn, amount, &intent.reference, &url).await;
+    // The push, and keeping the CheckoutRequestID Daraja answers with, run
+    // on a task of their own: an attempt stopped mid-call (its timeout, a
+    // lost lease, a node fencing itself off a cut database) must not drop
+    // the one answer that names the prompt. The rerun will not push again.
+    let push = {
+        let (client, pool, intent_id) = (Arc::clone(&client), ctx.job.pool().clone(), intent.id);
+        let (msisdn, reference) = (intent.msisdn.clone(), intent.reference.clone());
+        tokio::spawn(async move {
+            let answer = client.stk_push(&msisdn, amount, &reference, &url).await;
+            if let Ok(checkout) = &answer {
+                keep_checkout(&pool, intent_id, checkout).await;
+            }
+            answer
+        })
+    };
+    let answer = push
+        .await
+        .map_err(|e| JobError::retryable(format!("the STK push task failed: {e}")))?;
     let checkout = answer.as_ref().ok().map(String::as_str);
     note(&ctx, "send", checkout, summary(&answer, |_| ("pending", None)), started).await;
     unstart_if_refused(&ctx, &answer).await?;
