@@ -246,7 +246,7 @@ impl CallbackProcessing for ProviderCallbacks {
             // Unknown, or a second callback for an intent already in the
             // batch: the one-at-a-time path.
             let Some(intent) = intent else { continue };
-            if intent.provider != provider {
+            if intent.provider != provider || intent.state == "pending" {
                 continue;
             }
             match (&intent.provider_ref, &report.request_id) {
@@ -327,6 +327,7 @@ async fn find(
             return Ok(Match::Nothing("unmatched"));
         };
         return Ok(match intents::by_provider_ref(tx, adapter.name(), request_id).await? {
+            Some(intent) if intent.state == "pending" => Match::Wait,
             Some(intent) => Match::Found(Box::new(intent)),
             // Our ids are committed before the request is sent, so an
             // unknown one is not ours (or belongs to a wiped database).
@@ -338,6 +339,11 @@ async fn find(
     };
     if intent.provider != adapter.name() {
         return Ok(Match::Nothing("wrong_provider"));
+    }
+    // `pending` is before any request in every workflow: a callback for an
+    // intent still there beat the record of its own request being sent.
+    if intent.state == "pending" {
+        return Ok(Match::Wait);
     }
     match (&intent.provider_ref, &report.request_id) {
         (None, _) => Ok(Match::Wait),

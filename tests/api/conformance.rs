@@ -407,6 +407,58 @@ pub async fn results_waiting_together_are_applied_together(case: &Case) {
     app.assert_ledger_balanced().await;
 }
 
+/// A payer who answers faster than the provider answers us: the result
+/// callback is stored while the prompt is still `pending` (its request id
+/// committed, its record as sent not yet), waits for that record instead
+/// of being refused by the state machine, and is applied once it lands.
+pub async fn a_result_that_beats_its_requests_record_waits_and_is_applied(case: &Case) {
+    if !case.calls_back {
+        return;
+    }
+    let app = std::sync::Arc::new(
+        spawn_provider_app(
+            case.provider,
+            SimOptions {
+                chaos: Chaos {
+                    callback_before_response: true,
+                    ..Chaos::default()
+                },
+                prompt_timeout: Duration::from_secs(60),
+                response_delay: Duration::from_millis(1_500),
+                ..SimOptions::default()
+            },
+        )
+        .await,
+    );
+    let id = create(&app, "/v1/collections", &case.collection("323")).await;
+    let prompting = {
+        let app = app.clone();
+        tokio::spawn(async move { app.run_jobs().await })
+    };
+    eventually(Duration::from_secs(10), "the early result to be stored", || async {
+        app.count("SELECT count(*) FROM callback_inbox").await >= 1
+    })
+    .await;
+    app.work("default").await;
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "pending");
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NOT NULL")
+            .await,
+        0,
+        "the early result was processed against a pending intent"
+    );
+    prompting.await.unwrap();
+    app.advance(Duration::from_secs(1));
+    let done = until_state(&app, "collection", &id, &["completed"]).await;
+    assert_eq!(
+        applied(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "callback".to_owned()),
+        "{done}"
+    );
+    paid_once(&app, &[&id]).await;
+    app.assert_ledger_balanced().await;
+}
+
 macro_rules! conformance {
     ($module:ident, $case:expr) => {
         mod $module {
@@ -417,6 +469,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_payout_and_a_collection_complete_with_their_receipts() {
                 happy_path(&CASE).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_result_that_beats_its_requests_record_waits_and_is_applied() {
+                super::a_result_that_beats_its_requests_record_waits_and_is_applied(&CASE).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

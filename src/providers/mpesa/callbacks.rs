@@ -277,7 +277,7 @@ impl CallbackProcessing for Callbacks {
             let Some(intent) = locked.remove(&row.token) else {
                 continue;
             };
-            let Some(expected) = &intent.provider_ref else {
+            let Some(expected) = intent.provider_ref.as_ref().filter(|_| intent.state != "pending") else {
                 // Not recorded yet, or learned from this callback: the
                 // one-at-a-time path waits or records it.
                 continue;
@@ -332,9 +332,10 @@ impl CallbackProcessing for Callbacks {
             );
             return finish(ctx, tx).await;
         };
-        if intent.provider_ref.is_none() && intent.state == "pending" {
+        if intent.state == "pending" {
             // The callback beat the record of its own request (a prompt
-            // answered before Daraja's reply reached us): match it later.
+            // answered before Daraja's reply reached us, or before the
+            // prompt was recorded as sent): match it later.
             let age_s = (chrono::Utc::now() - row.received_at).num_seconds();
             if age_s < MATCH_WINDOW_S {
                 drop(tx);
