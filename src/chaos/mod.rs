@@ -597,16 +597,18 @@ async fn settle_from_statements(
             // Left unresolved: the checks that follow judge the books.
             Err(error) => format!("could not be settled: {error:#}"),
         };
-        let Some(reason) = &intent.reason else {
+        if intent.reason.is_none() {
             report.violations.push(format!(
                 "{} {} is unresolved without a recorded reason",
                 intent.kind, intent.id
             ));
-            continue;
-        };
+        }
         report.unresolved.push(format!(
-            "{} {} ({}): {reason}; {settled}",
-            intent.kind, intent.id, intent.provider,
+            "{} {} ({}): {}; {settled}",
+            intent.kind,
+            intent.id,
+            intent.provider,
+            intent.reason.as_deref().unwrap_or("no recorded reason"),
         ));
     }
     Ok(())

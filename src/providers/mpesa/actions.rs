@@ -69,17 +69,22 @@ async fn apply(ctx: &ActionContext, event: &str, cause: Cause, provider_ref: Opt
 /// that is briefly unreachable (a cut connection, a restart) is waited out
 /// here, for about ten seconds, before the job gives up.
 async fn apply_once_sent(ctx: &ActionContext, event: &str, provider_ref: Option<&str>) -> Result<(), JobError> {
-    let patience = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(10);
     (|| apply(ctx, event, Cause::Api, provider_ref))
-        .retry(patience)
+        .retry(patience())
         .notify(|error, wait| {
             tracing::warn!(intent_id = %ctx.intent.id, event, %error, retry_in_ms = wait.as_millis() as u64,
                 "could not record a request M-Pesa may have acted on; retrying");
         })
         .await
+}
+
+/// How long a write that must not be lost rides out an unreachable
+/// database: about ten seconds over ten tries.
+fn patience() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10)
 }
 
 /// Commits that a request Daraja names itself (an STK push, a reversal)
@@ -96,15 +101,11 @@ async fn start_once(ctx: &ActionContext) -> Result<bool, JobError> {
 /// [`apply_once_sent`]. Best effort: should it still fail, the attempt's
 /// own record of the prompt carries the id too.
 async fn keep_checkout(pool: &sqlx::PgPool, intent_id: uuid::Uuid, checkout: &str) {
-    let patience = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(10);
     let kept = (|| async {
         let mut conn = pool.acquire().await?;
         intents::assign_provider_ref(&mut conn, intent_id, checkout).await
     })
-    .retry(patience)
+    .retry(patience())
     .await;
     if let Err(error) = kept {
         tracing::warn!(%intent_id, %error, "could not keep the CheckoutRequestID of an accepted prompt");
