@@ -34,6 +34,19 @@ fn losing_every_callback() -> SimConfig {
     }
 }
 
+/// A Daraja that takes 1.5 s to answer each request and loses every
+/// callback, called with a client timeout of `client_timeout_ms`.
+async fn slow_daraja_losing_every_callback(client_timeout_ms: u64) -> TestApp {
+    crate::common::app::spawn_mpesa_app_with(
+        SimConfig {
+            response_delay: Duration::from_millis(1500),
+            ..losing_every_callback()
+        },
+        |mpesa| mpesa.request_timeout_ms = client_timeout_ms,
+    )
+    .await
+}
+
 async fn create(app: &TestApp, path: &str, body: &Value) -> String {
     let response = app
         .create(path, &app.key, &uuid::Uuid::new_v4().to_string(), body)
@@ -189,6 +202,19 @@ async fn a_prompt_an_earlier_attempt_may_have_sent_is_never_sent_again() {
     app.assert_ledger_balanced().await;
 }
 
+/// The 30-second status poll finds the collection paid: it completes by
+/// poll, its payer prompted once, the books balanced.
+async fn completed_by_the_30_second_poll_prompted_once(app: &TestApp, id: &str) {
+    app.advance(Duration::from_secs(30));
+    let done = until_state(app, "collection", id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(app.sim.as_ref().unwrap().payments().len(), 1, "prompted once");
+    app.assert_ledger_balanced().await;
+}
+
 /// Steps the clock through a collection's status polls (every 30 s, 12 of
 /// them) and one more, working the jobs each time.
 async fn run_out_the_polls(app: &TestApp) {
@@ -202,14 +228,7 @@ async fn run_out_the_polls(app: &TestApp) {
 async fn a_prompt_whose_answer_and_callback_were_both_lost_becomes_unresolved_never_expired() {
     // Daraja answers the push after the client gave up, and the payer's
     // callback never arrives: Tuma holds no CheckoutRequestID to ask about.
-    let app = crate::common::app::spawn_mpesa_app_with(
-        SimConfig {
-            response_delay: Duration::from_millis(1500),
-            ..losing_every_callback()
-        },
-        |mpesa| mpesa.request_timeout_ms = 300,
-    )
-    .await;
+    let app = slow_daraja_losing_every_callback(300).await;
     let sim = app.sim.clone().unwrap();
     let id = create(&app, "/v1/collections", &collection("0722 000 113", "250")).await;
     until_state(&app, "collection", &id, "processing").await;
@@ -256,7 +275,6 @@ async fn a_prompt_whose_answer_and_callback_were_both_lost_becomes_unresolved_ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
     let app = spawn_mpesa_app(losing_every_callback()).await;
-    let sim = app.sim.clone().unwrap();
     let id = create(&app, "/v1/collections", &collection("0722 000 114", "250")).await;
     let intent_id: uuid::Uuid = id.parse().unwrap();
     // What the earlier attempt did before it was killed: committed its
@@ -292,14 +310,7 @@ async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
     until_state(&app, "collection", &id, "processing").await;
     assert_eq!(provider_ref(&app, &id).await, checkout);
     // The 30-second poll asks about that prompt and learns it was paid.
-    app.advance(Duration::from_secs(30));
-    let done = until_state(&app, "collection", &id, "completed").await;
-    assert_eq!(
-        events(&done).last().unwrap(),
-        &("provider_succeeded".to_owned(), "poll".to_owned())
-    );
-    assert_eq!(sim.payments().len(), 1, "prompted once");
-    app.assert_ledger_balanced().await;
+    completed_by_the_30_second_poll_prompted_once(&app, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,14 +318,7 @@ async fn a_prompt_attempt_stopped_mid_call_still_keeps_the_checkout_id_daraja_ga
     // Daraja takes 1.5 s to answer the push; the attempt is stopped at
     // 0.3 s (as a lost lease or a fencing node would stop it), and the
     // payer's callback is lost.
-    let app = crate::common::app::spawn_mpesa_app_with(
-        SimConfig {
-            response_delay: Duration::from_millis(1500),
-            ..losing_every_callback()
-        },
-        |mpesa| mpesa.request_timeout_ms = 10_000,
-    )
-    .await;
+    let app = slow_daraja_losing_every_callback(10_000).await;
     let sim = app.sim.clone().unwrap();
     let id = create(&app, "/v1/collections", &collection("0722 000 115", "250")).await;
     sqlx::query("UPDATE tuma_jobs SET timeout_ms = 300 WHERE args->>'action' = 'prompt'")
@@ -344,14 +348,7 @@ async fn a_prompt_attempt_stopped_mid_call_still_keeps_the_checkout_id_daraja_ga
     // prompt and learns it was paid.
     app.advance(Duration::from_secs(120));
     until_state(&app, "collection", &id, "processing").await;
-    app.advance(Duration::from_secs(30));
-    let done = until_state(&app, "collection", &id, "completed").await;
-    assert_eq!(
-        events(&done).last().unwrap(),
-        &("provider_succeeded".to_owned(), "poll".to_owned())
-    );
-    assert_eq!(sim.payments().len(), 1, "prompted once");
-    app.assert_ledger_balanced().await;
+    completed_by_the_30_second_poll_prompted_once(&app, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
