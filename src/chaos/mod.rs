@@ -636,7 +636,7 @@ async fn check(
             created.len()
         ));
     }
-    for (_, provider, kind, state, _) in &rows {
+    for (_, provider, kind, state) in &rows {
         *report
             .intents
             .entry(provider.clone())

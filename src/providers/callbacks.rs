@@ -27,6 +27,13 @@ const MATCH_WINDOW_S: i64 = 600;
 /// How long to wait between tries of matching such a callback.
 const MATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Whether `intent` is still before any provider request was recorded as
+/// sent (`pending` in every built-in workflow). A result for it beat that
+/// record, so it waits to be matched again instead of being applied.
+pub(crate) fn awaits_its_request(intent: &IntentRow) -> bool {
+    intent.state == "pending"
+}
+
 /// Most callbacks one batch applies together.
 const CALLBACK_BATCH: usize = 64;
 /// Batches of one callback kind in progress at once on a node.
@@ -246,7 +253,7 @@ impl CallbackProcessing for ProviderCallbacks {
             // Unknown, or a second callback for an intent already in the
             // batch: the one-at-a-time path.
             let Some(intent) = intent else { continue };
-            if intent.provider != provider || intent.state == "pending" {
+            if intent.provider != provider || awaits_its_request(&intent) {
                 continue;
             }
             match (&intent.provider_ref, &report.request_id) {
@@ -327,7 +334,7 @@ async fn find(
             return Ok(Match::Nothing("unmatched"));
         };
         return Ok(match intents::by_provider_ref(tx, adapter.name(), request_id).await? {
-            Some(intent) if intent.state == "pending" => Match::Wait,
+            Some(intent) if awaits_its_request(&intent) => Match::Wait,
             Some(intent) => Match::Found(Box::new(intent)),
             // Our ids are committed before the request is sent, so an
             // unknown one is not ours (or belongs to a wiped database).
@@ -340,9 +347,7 @@ async fn find(
     if intent.provider != adapter.name() {
         return Ok(Match::Nothing("wrong_provider"));
     }
-    // `pending` is before any request in every workflow: a callback for an
-    // intent still there beat the record of its own request being sent.
-    if intent.state == "pending" {
+    if awaits_its_request(&intent) {
         return Ok(Match::Wait);
     }
     match (&intent.provider_ref, &report.request_id) {

@@ -440,21 +440,16 @@ pub async fn completion_stats(pool: &PgPool, kind: &str) -> Result<(i64, Option<
     .await
 }
 
-/// Every intent of `scenario`: `(id, provider, kind, state, last applied
-/// event)`; the event says why an `unresolved` one is waiting.
+/// Every intent of `scenario`: `(id, provider, kind, state)` (why an
+/// `unresolved` one waits is [`scenario_unresolved`]'s).
 pub async fn scenario_intents(
     pool: &PgPool,
     scenario: &str,
-) -> Result<Vec<(String, String, String, String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT i.id::text, i.provider, i.kind, i.state,
-                (SELECT e.event FROM intent_events e WHERE e.intent_id = i.id AND e.outcome = 'applied'
-                 ORDER BY e.id DESC LIMIT 1)
-         FROM intents i WHERE i.metadata->>'scenario' = $1",
-    )
-    .bind(scenario)
-    .fetch_all(pool)
-    .await
+) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id::text, provider, kind, state FROM intents WHERE metadata->>'scenario' = $1")
+        .bind(scenario)
+        .fetch_all(pool)
+        .await
 }
 
 /// An `unresolved` intent, as a person settling it from the provider's

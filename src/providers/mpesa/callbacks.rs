@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    apply_batch, finish, finish_row, BatchDone, CallbackJobs, CallbackProcessing, Ready,
+    apply_batch, awaits_its_request, finish, finish_row, BatchDone, CallbackJobs, CallbackProcessing, Ready,
 };
 use crate::providers::Outcome;
 use crate::runner::{JobArgs, JobContext, JobError, Worker};
@@ -277,7 +277,7 @@ impl CallbackProcessing for Callbacks {
             let Some(intent) = locked.remove(&row.token) else {
                 continue;
             };
-            let Some(expected) = intent.provider_ref.as_ref().filter(|_| intent.state != "pending") else {
+            let Some(expected) = intent.provider_ref.as_ref().filter(|_| !awaits_its_request(&intent)) else {
                 // Not recorded yet, or learned from this callback: the
                 // one-at-a-time path waits or records it.
                 continue;
@@ -332,7 +332,7 @@ impl CallbackProcessing for Callbacks {
             );
             return finish(ctx, tx).await;
         };
-        if intent.state == "pending" {
+        if awaits_its_request(&intent) {
             // The callback beat the record of its own request (a prompt
             // answered before Daraja's reply reached us, or before the
             // prompt was recorded as sent): match it later.
