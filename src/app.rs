@@ -125,6 +125,13 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         .context("building the job runner")?
         .with_cron(cron)
         .with_heard(heard);
+    let payout_creates = crate::api::PayoutCreates::new(
+        pool.clone(),
+        engine.clone(),
+        policy.clone(),
+        config.api.idempotency_ttl_s as i64,
+        config.api.group_creates,
+    );
     let state = AppState {
         pool,
         engine: engine.clone(),
@@ -133,6 +140,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         config,
         adapters: providers.adapters.clone(),
         metrics: crate::telemetry::metrics_handle(),
+        payout_creates,
     };
     Ok(App { engine, runner, state })
 }

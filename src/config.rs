@@ -64,6 +64,9 @@ pub struct ApiConfig {
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub metadata_limit_bytes: usize,
+    /// Most payout creates admitted together in one transaction; 1 admits
+    /// each alone.
+    pub group_creates: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,7 +18,7 @@ use super::auth::{Caller, Scope};
 use super::problem::{ApiError, FieldError, Problem};
 use super::validate::{validate, CreateCollection, CreatePayout, IntentInput};
 use super::views::{ApprovalView, EventView, FlagView, IntentDetail, IntentPage, IntentView};
-use super::{body, AppState};
+use super::{body, together, AppState};
 use crate::policy::{AdmitError, PayoutExtras};
 use crate::store::{idempotency, intents};
 use crate::workflow::engine::{Applied, Cause, Event};
@@ -113,7 +113,19 @@ async fn create<R: CreateRequest>(
     let party_provider = party_provider(&state, &caller.owner, &request.input()).await?;
     let mut input = request.input();
     input.party_provider = party_provider.as_deref();
-    let new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
+    let mut new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
+    if new.kind == "payout" && request.quote_id().is_none() && new.terms.campaign_id.is_none() {
+        let create = together::Create {
+            owner: caller.owner.clone(),
+            key: idempotency_key(&headers)?,
+            request_hash: request_hash(&json),
+            new,
+        };
+        new = match state.payout_creates.run(create).await.map_err(ApiError::Internal)? {
+            together::Answer::Created { view, location } => return Ok(created_response(view, &location)),
+            together::Answer::Alone(new) => *new,
+        };
+    }
     let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),
@@ -158,7 +170,7 @@ pub(super) async fn claim(
     json: &serde_json::Value,
 ) -> Result<Claimed, ApiError> {
     let key = idempotency_key(headers)?;
-    let request_hash = Sha256::digest(serde_json::to_vec(json).expect("a JSON value serializes")).to_vec();
+    let request_hash = request_hash(json);
     let clock = state.engine.jobs().clock().sql_now();
     let mut tx = state.pool.begin().await?;
     let ttl_s = state.config.api.idempotency_ttl_s as i64;
@@ -177,6 +189,12 @@ pub(super) async fn claim(
     Ok(Claimed::Replay(response))
 }
 
+/// What an `Idempotency-Key` remembers of the request it was first used
+/// with: the hash of its parsed body.
+fn request_hash(json: &serde_json::Value) -> Vec<u8> {
+    Sha256::digest(serde_json::to_vec(json).expect("a JSON value serializes")).to_vec()
+}
+
 /// Stores `view` as the response to the claimed key, commits, and answers
 /// 201 with `location`.
 pub(super) async fn created(
@@ -188,11 +206,16 @@ pub(super) async fn created(
 ) -> Result<Response, ApiError> {
     idempotency::store_response(&mut tx, owner, key, StatusCode::CREATED.as_u16() as i16, &view).await?;
     tx.commit().await?;
+    Ok(created_response(view, location))
+}
+
+/// 201 with `view` and its `location`.
+fn created_response(view: serde_json::Value, location: &str) -> Response {
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    response
 }
 
 /// A refusal is the client's to fix; anything else is ours.

@@ -13,6 +13,7 @@ pub mod openapi;
 mod operations;
 pub mod problem;
 mod reversals;
+mod together;
 mod validate;
 pub mod views;
 mod webhooks;
@@ -27,6 +28,7 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 
 pub use auth::{authenticate, create_key, Caller, Scope};
+pub use together::PayoutCreates;
 pub use validate::home_country;
 
 use crate::config::Config;
@@ -46,6 +48,8 @@ pub struct AppState {
     /// The providers behind the adapter interface, for their callbacks.
     pub adapters: std::collections::BTreeMap<String, Arc<dyn crate::providers::adapter::Adapter>>,
     pub metrics: PrometheusHandle,
+    /// Payout creates admitted together.
+    pub payout_creates: PayoutCreates,
 }
 
 /// Refuses a path or query carrying a percent-encoded control character

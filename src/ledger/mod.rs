@@ -440,6 +440,75 @@ pub async fn record(
     Ok(Recorded::New { transfer_id })
 }
 
+/// Holds many new transfers (each [`record`]ed with [`Mode::Hold`]) in the
+/// caller's transaction with one statement, all or nothing: an error (a
+/// key already used, an account that cannot cover its share, which the
+/// caller should have ruled out under the accounts' locks) means the
+/// caller must roll back.
+pub async fn hold_many(
+    conn: &mut PgConnection,
+    transfers: &[NewTransfer],
+    now: Option<DateTime<Utc>>,
+) -> Result<(), LedgerError> {
+    if transfers.is_empty() {
+        return Ok(());
+    }
+    for transfer in transfers {
+        check_balanced(&transfer.key, &transfer.legs)?;
+    }
+    let mut accounts: Vec<&AccountKey> = transfers
+        .iter()
+        .flat_map(|t| t.legs.iter().map(|l| &l.account))
+        .collect();
+    accounts.sort();
+    accounts.dedup();
+    let at = |key: &AccountKey| accounts.binary_search(&key).expect("every leg's account is listed");
+    let ids: Vec<Uuid> = transfers.iter().map(|_| Uuid::now_v7()).collect();
+    let mut legs = Vec::new();
+    let mut deltas: BTreeMap<usize, Decimal> = BTreeMap::new();
+    for (transfer, &id) in transfers.iter().zip(&ids) {
+        for leg in &transfer.legs {
+            let account = at(&leg.account);
+            legs.push((id, account, leg));
+            if leg.account.kind.non_negative() {
+                *deltas.entry(account).or_default() += leg.normal_delta();
+            }
+        }
+    }
+    deltas.retain(|_, delta| !delta.is_zero());
+    let totals: Vec<store::Totals> = deltas
+        .iter()
+        .map(|(&account, &delta)| store::Totals {
+            account,
+            posted: Decimal::ZERO,
+            pending_out: (-delta).max(Decimal::ZERO),
+            pending_in: delta.max(Decimal::ZERO),
+        })
+        .collect();
+    let mut written = store::hold_transfers(conn, &ids, transfers, &accounts, &legs, &totals, now).await?;
+    if matches!(written, store::Written::MissingAccounts) {
+        store::create_accounts(conn, &accounts).await?;
+        written = store::hold_transfers(conn, &ids, transfers, &accounts, &legs, &totals, now).await?;
+    }
+    match written {
+        store::Written::Inserted { refused, .. } if refused.is_empty() => Ok(()),
+        store::Written::Inserted { refused, .. } => {
+            let key = accounts[refused[0]];
+            Err(LedgerError::InsufficientFunds(Shortfall {
+                account: key.to_string(),
+                currency: key.currency,
+                available: store::available_of(conn, key).await?,
+                needed: -deltas[&refused[0]],
+            }))
+        }
+        store::Written::KeyTaken => Err(LedgerError::Mismatch {
+            key: transfers.iter().map(|t| t.key.as_str()).collect::<Vec<_>>().join(", "),
+            difference: "one of these keys was already recorded".into(),
+        }),
+        store::Written::MissingAccounts => Err(LedgerError::Database(sqlx::Error::RowNotFound)),
+    }
+}
+
 /// The same key again: a no-op if the legs are the same, else an error that
 /// says what differs.
 async fn already_recorded(conn: &mut PgConnection, transfer: &NewTransfer) -> Result<Recorded, LedgerError> {

@@ -154,6 +154,114 @@ pub(super) async fn record_transfer(
     Ok(Written::Inserted { transfer_id, refused })
 }
 
+/// [`record_transfer`] for many pending transfers (`ids[i]` for
+/// `transfers[i]`) with one statement, all or nothing: `legs` are every
+/// transfer's legs with their transfer's id and account index, `totals`
+/// the non-negative accounts' changes summed over all of them. A key
+/// already taken writes nothing of any of them ([`Written::KeyTaken`]).
+pub(super) async fn hold_transfers(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    transfers: &[NewTransfer],
+    accounts: &[&AccountKey],
+    legs: &[(Uuid, usize, &super::Leg)],
+    totals: &[Totals],
+    now: Option<DateTime<Utc>>,
+) -> Result<Written, sqlx::Error> {
+    let column = |f: fn(&AccountKey) -> &str| accounts.iter().map(|k| f(k)).collect::<Vec<&str>>();
+    let index = |i: usize| i as i32 + 1;
+    let (found, inserted, applied): (i64, i64, Vec<i32>) = sqlx::query_as(
+        "WITH keys AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+                 AS k(owner, kind, ref, currency, n)
+         ), found AS (
+             SELECT k.n, a.id FROM keys k
+             CROSS JOIN LATERAL (
+                 SELECT id FROM ledger_accounts a
+                 WHERE a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency
+             ) AS a
+         ), wanted AS (
+             SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[])
+                 WITH ORDINALITY AS t(id, key, owner, kind, intent_id, description, n)
+         ), free AS (
+             SELECT NOT EXISTS (SELECT 1 FROM ledger_transfers WHERE key = ANY($6::text[])) AS ok
+         ), transfers AS (
+             INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
+             SELECT id, key, owner, kind, 'pending', intent_id, description, coalesce($11, now()), NULL
+             FROM wanted
+             WHERE (SELECT count(*) FROM found) = cardinality($1::text[]) AND (SELECT ok FROM free)
+             ORDER BY n
+             RETURNING id
+         ), entries AS (
+             INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
+             SELECT transfers.id, found.id, legs.amount, legs.currency, legs.memo
+             FROM unnest($12::uuid[], $13::int4[], $14::numeric[], $15::text[], $16::text[])
+                  AS legs(transfer_id, n, amount, currency, memo)
+             JOIN transfers ON transfers.id = legs.transfer_id
+             JOIN found ON found.n = legs.n
+         ), changes AS (
+             SELECT found.id, c.posted, c.pending_out, c.pending_in
+             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
+                  AS c(n, posted, pending_out, pending_in)
+             JOIN found ON found.n = c.n
+             WHERE EXISTS (SELECT 1 FROM transfers)
+         ), locked AS (
+             SELECT a.id FROM ledger_accounts a
+             WHERE a.id IN (SELECT id FROM changes)
+             ORDER BY a.id
+             FOR UPDATE
+         ), applied AS (
+             UPDATE ledger_accounts a
+             SET posted = a.posted + c.posted,
+                 pending_out = a.pending_out + c.pending_out,
+                 pending_in = a.pending_in + c.pending_in
+             FROM locked JOIN changes c ON c.id = locked.id
+             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
+             RETURNING a.id
+         )
+         SELECT (SELECT count(*) FROM found),
+                (SELECT count(*) FROM transfers),
+                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{}')",
+    )
+    .bind(column(|k| k.owner.as_str()))
+    .bind(column(|k| k.kind.as_str()))
+    .bind(column(|k| k.reference.as_str()))
+    .bind(column(|k| k.currency.code()))
+    .bind(ids)
+    .bind(transfers.iter().map(|t| t.key.as_str()).collect::<Vec<&str>>())
+    .bind(transfers.iter().map(|t| t.owner.as_str()).collect::<Vec<&str>>())
+    .bind(transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<&str>>())
+    .bind(transfers.iter().map(|t| t.intent_id).collect::<Vec<Option<Uuid>>>())
+    .bind(transfers.iter().map(|t| t.description.as_str()).collect::<Vec<&str>>())
+    .bind(now)
+    .bind(legs.iter().map(|l| l.0).collect::<Vec<Uuid>>())
+    .bind(legs.iter().map(|l| index(l.1)).collect::<Vec<i32>>())
+    .bind(legs.iter().map(|l| l.2.amount).collect::<Vec<Decimal>>())
+    .bind(legs.iter().map(|l| l.2.account.currency.code()).collect::<Vec<&str>>())
+    .bind(legs.iter().map(|l| l.2.memo.as_str()).collect::<Vec<&str>>())
+    .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
+    .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
+    .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
+    .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
+    .fetch_one(conn)
+    .await?;
+    if (found as usize) < accounts.len() {
+        return Ok(Written::MissingAccounts);
+    }
+    if (inserted as usize) < transfers.len() {
+        return Ok(Written::KeyTaken);
+    }
+    let refused = totals
+        .iter()
+        .map(|t| t.account)
+        .filter(|&i| !applied.contains(&index(i)))
+        .collect();
+    Ok(Written::Inserted {
+        transfer_id: ids[0],
+        refused,
+    })
+}
+
 /// Locks the transfer `key` and, if it is pending, moves it to `to`
 /// (`posted` or `voided`) and releases or spends what it reserved on its
 /// non-negative accounts, locked in id order, all with one statement.

@@ -14,6 +14,7 @@ pub mod fees;
 pub mod fx;
 pub mod routing;
 mod settle;
+mod together;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 pub use settle::{credit, settle_intent};
+pub use together::Together;
 
 use crate::config::Config;
 use crate::domain::Currency;
@@ -333,19 +335,12 @@ impl Policy {
         &self,
         engine: &Engine,
         tx: &mut Transaction<'_, Postgres>,
-        mut new: NewIntent,
+        new: NewIntent,
         extras: PayoutExtras,
     ) -> Result<IntentRow, AdmitError> {
         let now = engine.jobs().clock().local_now();
-        let sql_now = engine.jobs().clock().sql_now();
         let party = parties::lock_or_create(tx, &new.owner, new.party_id.as_str(), self.default_tier()).await?;
-        let blocked = &self.inner.config.blocked_countries;
-        let recipient_country = new.msisdn.country().code();
-        for country in party.country.iter().map(String::as_str).chain([recipient_country]) {
-            if blocked.iter().any(|b| b.eq_ignore_ascii_case(country)) {
-                return Err(Refusal::BlockedCountry(country.to_uppercase()).into());
-            }
-        }
+        self.check_countries(&party, &new)?;
 
         let (breakdown, quote) = match extras.quote_id {
             Some(id) => {
@@ -364,40 +359,53 @@ impl Policy {
                 (breakdown, None)
             }
         };
-        let assessment = self.assess(tx, &new, &party, breakdown, now).await?;
+        let usd = self.usd_of(&breakdown, now).await?;
+        let usage = store::payout_usage(tx, &new.owner, new.party_id.as_str(), &self.windows(now)).await?;
+        let assessment = self.judge(&party, breakdown, usd, &usage)?;
 
-        new.terms.fees = Some(serde_json::to_value(&assessment.breakdown).expect("a breakdown serializes"));
-        new.terms.quote_id = extras.quote_id;
-        new.terms.usd_equivalent = Some(assessment.usd_equivalent);
-        new.terms.approvals_required = assessment.approvals_required;
-        new.terms.campaign_id = extras.campaign_id.clone();
-        new.terms.batch_id = extras.batch_id;
-        let owner = new.owner.clone();
-        let source = match &extras.campaign_id {
-            Some(campaign) => AccountKey::campaign(&owner, campaign, assessment.breakdown.source_currency),
-            None => AccountKey::party(&owner, new.party_id.as_str(), assessment.breakdown.source_currency),
-        };
-        let provider = new.provider.clone();
+        self.write_admitted(engine, tx, new, &extras, assessment, quote.map(|q| q.id))
+            .await
+    }
+
+    /// Writes an assessed payout: the intent with its terms, the ledger
+    /// hold, the quote's use, its flags, and its wait for approval when the
+    /// assessment asks for one.
+    async fn write_admitted(
+        &self,
+        engine: &Engine,
+        tx: &mut Transaction<'_, Postgres>,
+        new: NewIntent,
+        extras: &PayoutExtras,
+        assessment: Assessment,
+        quote: Option<Uuid>,
+    ) -> Result<IntentRow, AdmitError> {
+        let sql_now = engine.jobs().clock().sql_now();
+        let (new, source) = with_terms(new, extras, &assessment);
         let mut row = engine.create(tx, new).await?;
-
-        let legs = payout_legs(&source, &provider, &assessment.breakdown);
         ledger::record(
             tx,
-            &NewTransfer {
-                key: ledger::intent_key(row.id),
-                owner: owner.clone(),
-                kind: "payout".into(),
-                intent_id: Some(row.id),
-                description: format!("payout {} to {}", row.id, provider),
-                legs,
-            },
+            &payout_hold(&row, &source, &assessment.breakdown),
             Mode::Hold,
             sql_now,
         )
         .await?;
         if let Some(quote) = quote {
-            store::use_quote(tx, quote.id, row.id).await?;
+            store::use_quote(tx, quote, row.id).await?;
         }
+        self.flag_and_gate(engine, tx, &mut row, &assessment).await?;
+        Ok(row)
+    }
+
+    /// Records an admitted payout's flags and, when its assessment asks
+    /// for approvals, moves it to wait for them.
+    async fn flag_and_gate(
+        &self,
+        engine: &Engine,
+        tx: &mut Transaction<'_, Postgres>,
+        row: &mut IntentRow,
+        assessment: &Assessment,
+    ) -> Result<(), AdmitError> {
+        let sql_now = engine.jobs().clock().sql_now();
         for flag in &assessment.flags {
             store::insert_flag(tx, row.id, &flag.rule, flag.action.as_str(), &flag.detail, sql_now).await?;
             tracing::info!(intent_id = %row.id, rule = flag.rule, action = flag.action.as_str(), "payout flagged");
@@ -408,7 +416,7 @@ impl Policy {
             row.state = "awaiting_approval".into();
             row.state_version += 1;
         }
-        Ok(row)
+        Ok(())
     }
 
     /// Approvals the approval thresholds ask for at `usd`: 0, 1 or 2.
@@ -489,45 +497,62 @@ impl Policy {
         }
     }
 
-    /// Limits, velocity and AML for a priced payout, under the party's lock.
-    async fn assess(
-        &self,
-        conn: &mut PgConnection,
-        new: &NewIntent,
-        party: &parties::PartyRow,
-        breakdown: Breakdown,
-        now: DateTime<Utc>,
-    ) -> Result<Assessment, AdmitError> {
-        let config = &self.inner.config;
-        let usd = if breakdown.source_currency == Currency::USD {
-            breakdown.sent
+    /// Refuses a payout from or to a blocked country.
+    fn check_countries(&self, party: &parties::PartyRow, new: &NewIntent) -> Result<(), Refusal> {
+        let blocked = &self.inner.config.blocked_countries;
+        let recipient_country = new.msisdn.country().code();
+        for country in party.country.iter().map(String::as_str).chain([recipient_country]) {
+            if blocked.iter().any(|b| b.eq_ignore_ascii_case(country)) {
+                return Err(Refusal::BlockedCountry(country.to_uppercase()));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a priced payout sends, in USD.
+    async fn usd_of(&self, breakdown: &Breakdown, now: DateTime<Utc>) -> Result<Decimal, Refusal> {
+        if breakdown.source_currency == Currency::USD {
+            Ok(breakdown.sent)
         } else {
-            self.usd(breakdown.sent, breakdown.source_currency, now).await?
-        };
-        let tier = usize::try_from(party.kyc_tier)
-            .unwrap_or(0)
-            .min(config.kyc_tiers.len() - 1);
-        let limits = &config.kyc_tiers[tier];
-        let tier_windows = [
-            ("daily", 1, limits.daily_usd),
-            ("weekly", 7, limits.weekly_usd),
-            ("monthly", 30, limits.monthly_usd),
-        ];
-        // Every window's count and sum in one round trip: limit windows
-        // first, then one per velocity rule.
-        let since: Vec<DateTime<Utc>> = tier_windows
+            self.usd(breakdown.sent, breakdown.source_currency, now).await
+        }
+    }
+
+    /// The windows a payout's limits and velocity rules count over, as
+    /// their start times: the KYC tier's daily, weekly and monthly windows
+    /// first, then one per velocity rule.
+    fn windows(&self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        TIER_WINDOWS
             .iter()
-            .map(|(_, days, _)| now - ChronoDuration::days(*days))
+            .map(|(_, days)| now - ChronoDuration::days(*days))
             .chain(
-                config
+                self.inner
+                    .config
                     .velocity
                     .iter()
                     .map(|rule| now - ChronoDuration::seconds(rule.window_s as i64)),
             )
-            .collect();
-        let usage = store::payout_usage(conn, &new.owner, new.party_id.as_str(), &since).await?;
-        let (tier_usage, velocity_usage) = usage.split_at(tier_windows.len());
-        for ((name, _, cap), (_, used)) in tier_windows.into_iter().zip(tier_usage.iter().copied()) {
+            .collect()
+    }
+
+    /// Limits, velocity and AML for a payout sending `usd`, given the
+    /// party's live payouts in each of [`Policy::windows`] (count, USD sum),
+    /// read under the party's lock.
+    fn judge(
+        &self,
+        party: &parties::PartyRow,
+        breakdown: Breakdown,
+        usd: Decimal,
+        usage: &[(i64, Decimal)],
+    ) -> Result<Assessment, Refusal> {
+        let config = &self.inner.config;
+        let tier = usize::try_from(party.kyc_tier)
+            .unwrap_or(0)
+            .min(config.kyc_tiers.len() - 1);
+        let limits = &config.kyc_tiers[tier];
+        let caps = [limits.daily_usd, limits.weekly_usd, limits.monthly_usd];
+        let (tier_usage, velocity_usage) = usage.split_at(TIER_WINDOWS.len());
+        for (((name, _), cap), (_, used)) in TIER_WINDOWS.iter().zip(caps).zip(tier_usage.iter().copied()) {
             let Some(cap) = cap else { continue };
             if used + usd > cap {
                 return Err(Refusal::LimitExceeded {
@@ -536,8 +561,7 @@ impl Policy {
                     used_usd: used,
                     left_usd: (cap - used).max(Decimal::ZERO),
                     asked_usd: usd,
-                }
-                .into());
+                });
             }
         }
         let mut flags = Vec::new();
@@ -553,8 +577,7 @@ impl Policy {
                 return Err(Refusal::VelocityBlocked {
                     rule: rule.name.clone(),
                     detail,
-                }
-                .into());
+                });
             }
             flags.push(Flag {
                 rule: rule.name.clone(),
@@ -577,6 +600,43 @@ impl Policy {
             flags,
             approvals_required,
         })
+    }
+}
+
+/// The KYC tier's limit windows: name and length in days.
+const TIER_WINDOWS: [(&str, i64); 3] = [("daily", 1), ("weekly", 7), ("monthly", 30)];
+
+/// `new` with the terms its assessment set, and the account it is paid
+/// from.
+fn with_terms(mut new: NewIntent, extras: &PayoutExtras, assessment: &Assessment) -> (NewIntent, AccountKey) {
+    new.terms.fees = Some(serde_json::to_value(&assessment.breakdown).expect("a breakdown serializes"));
+    new.terms.quote_id = extras.quote_id;
+    new.terms.usd_equivalent = Some(assessment.usd_equivalent);
+    new.terms.approvals_required = assessment.approvals_required;
+    new.terms.campaign_id = extras.campaign_id.clone();
+    new.terms.batch_id = extras.batch_id;
+    let source = payout_source(&new, extras, assessment.breakdown.source_currency);
+    (new, source)
+}
+
+/// The ledger hold of payout `row`, paid from `source`.
+fn payout_hold(row: &IntentRow, source: &AccountKey, breakdown: &Breakdown) -> NewTransfer {
+    NewTransfer {
+        key: ledger::intent_key(row.id),
+        owner: row.owner.clone(),
+        kind: "payout".into(),
+        intent_id: Some(row.id),
+        description: format!("payout {} to {}", row.id, row.provider),
+        legs: payout_legs(source, &row.provider, breakdown),
+    }
+}
+
+/// The account a payout is paid from: its campaign's bucket, else its
+/// party's balance, in `currency`.
+fn payout_source(new: &NewIntent, extras: &PayoutExtras, currency: Currency) -> AccountKey {
+    match &extras.campaign_id {
+        Some(campaign) => AccountKey::campaign(&new.owner, campaign, currency),
+        None => AccountKey::party(&new.owner, new.party_id.as_str(), currency),
     }
 }
 

@@ -53,6 +53,98 @@ pub async fn claim(
     .map(Some)
 }
 
+/// A key claimed for a request, for [`claim_many`].
+pub struct Claim<'a> {
+    pub owner: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a [u8],
+}
+
+/// [`claim`] for many requests with one statement, for creates admitted
+/// together: returns, per claim, whether this transaction now holds its
+/// key. A key used before (or held by a transaction still running, which
+/// is waited for) is not claimed here: its request answers alone, through
+/// [`claim`]. Claims must name different keys; they are taken in the order
+/// given, which callers make (owner, key) order so that two such
+/// statements cannot deadlock.
+pub async fn claim_many(
+    conn: &mut PgConnection,
+    claims: &[Claim<'_>],
+    ttl_s: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let claimed: Vec<i64> = sqlx::query_scalar(
+        "WITH wanted AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS w(owner, key, hash, n)
+         ), claimed AS (
+             INSERT INTO idempotency_keys AS k
+                    (owner, key, request_hash, response_status, response_body, created_at, expires_at)
+             SELECT owner, key, hash, 0, 'null'::jsonb, coalesce($5, now()),
+                    coalesce($5, now()) + $4 * interval '1 second'
+             FROM wanted ORDER BY n
+             ON CONFLICT (owner, key) DO UPDATE
+             SET request_hash = EXCLUDED.request_hash, response_status = 0, response_body = 'null'::jsonb,
+                 created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+             WHERE k.expires_at <= coalesce($5, now())
+             RETURNING owner, key
+         )
+         SELECT w.n FROM wanted w JOIN claimed c ON c.owner = w.owner AND c.key = w.key",
+    )
+    .bind(claims.iter().map(|c| c.owner).collect::<Vec<&str>>())
+    .bind(claims.iter().map(|c| c.key).collect::<Vec<&str>>())
+    .bind(claims.iter().map(|c| c.request_hash).collect::<Vec<&[u8]>>())
+    .bind(ttl_s)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    let mut held = vec![false; claims.len()];
+    for n in claimed {
+        held[n as usize - 1] = true;
+    }
+    Ok(held)
+}
+
+/// Gives back keys this transaction claimed for requests that will be
+/// answered another way (alone, after it commits).
+pub async fn release_many(conn: &mut PgConnection, keys: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM idempotency_keys k
+         USING unnest($1::text[], $2::text[]) AS r(owner, key)
+         WHERE k.owner = r.owner AND k.key = r.key AND k.response_status = 0",
+    )
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<&str>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<&str>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`store_response`] for many held keys with one statement: `(owner,
+/// key, status, body)`.
+pub async fn store_responses(
+    conn: &mut PgConnection,
+    responses: &[(&str, &str, i16, &Value)],
+) -> Result<(), sqlx::Error> {
+    if responses.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE idempotency_keys k SET response_status = r.status, response_body = r.body
+         FROM unnest($1::text[], $2::text[], $3::int2[], $4::jsonb[]) AS r(owner, key, status, body)
+         WHERE k.owner = r.owner AND k.key = r.key",
+    )
+    .bind(responses.iter().map(|r| r.0).collect::<Vec<&str>>())
+    .bind(responses.iter().map(|r| r.1).collect::<Vec<&str>>())
+    .bind(responses.iter().map(|r| r.2).collect::<Vec<i16>>())
+    .bind(responses.iter().map(|r| r.3).collect::<Vec<&Value>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Stores the response of the request that holds the key.
 pub async fn store_response(
     conn: &mut PgConnection,

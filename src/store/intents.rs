@@ -220,6 +220,98 @@ pub async fn insert_intent(
     Ok((created_at, event_id, endpoints))
 }
 
+/// [`insert_intent`] for many new rows with one statement: each row, its
+/// `create` event (caused by `cause`, by its creator, told to its owner)
+/// and `jobs` (all the rows' first jobs). Returns, per row in order, its
+/// creation time, its event's id and its owner's endpoints.
+pub async fn insert_intents(
+    conn: &mut PgConnection,
+    rows: &[IntentRow],
+    cause: &str,
+    now: Option<DateTime<Utc>>,
+    jobs: &[NewJob],
+    notify: bool,
+) -> Result<Vec<(DateTime<Utc>, i64, Vec<Uuid>)>, sqlx::Error> {
+    let sql = format!(
+        "WITH input AS (
+             SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                  $9::numeric[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[],
+                                  $15::text[], $16::jsonb[], $17::uuid[], $18::numeric[], $19::int2[], $20::text[],
+                                  $21::uuid[], $22::uuid[]) WITH ORDINALITY
+                 AS i(id, kind, state, owner, created_by, party_id, amount, currency, msisdn, provider, reference,
+                      metadata, callback_token, fees, quote_id, usd_equivalent, approvals_required, campaign_id,
+                      batch_id, parent_id, n)
+         ), created AS (
+             INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency,
+                                  msisdn, provider, reference, metadata, provider_ref, created_at, updated_at,
+                                  final_at, callback_token, fees, quote_id, usd_equivalent, approvals_required,
+                                  campaign_id, batch_id, parent_id)
+             SELECT id, kind, state, 0, owner, created_by, party_id, amount, currency, msisdn, provider, reference,
+                    metadata, NULL, coalesce($1, now()), coalesce($1, now()), NULL, callback_token, fees, quote_id,
+                    usd_equivalent, approvals_required, campaign_id, batch_id, parent_id
+             FROM input ORDER BY n
+             RETURNING id, created_at
+         ), inserted AS (
+             INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
+                                        provider_ref, payload_digest, at)
+             SELECT i.id, 'create', NULL, i.state, 'applied', NULL, $2, i.created_by, NULL, NULL, coalesce($1, now())
+             FROM created c JOIN input i ON i.id = c.id
+             ORDER BY i.n
+             RETURNING id, intent_id
+         ), {}
+         SELECT c.created_at, e.id,
+                ARRAY(SELECT w.id FROM webhook_endpoints w WHERE w.owner = i.owner AND w.disabled_at IS NULL ORDER BY w.id),
+                (SELECT count(*) FROM jobs_notified)
+         FROM input i JOIN created c ON c.id = i.id JOIN inserted e ON e.intent_id = i.id
+         ORDER BY i.n",
+        jobs_cte(23, "$1", "true")
+    );
+    let column = |f: fn(&IntentRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let query = sqlx::query_as(&sql)
+        .bind(now)
+        .bind(cause)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<Uuid>>())
+        .bind(column(|r| &r.kind))
+        .bind(column(|r| &r.state))
+        .bind(column(|r| &r.owner))
+        .bind(column(|r| &r.created_by))
+        .bind(column(|r| &r.party_id))
+        .bind(rows.iter().map(|r| r.amount).collect::<Vec<Decimal>>())
+        .bind(column(|r| &r.currency))
+        .bind(column(|r| &r.msisdn))
+        .bind(column(|r| &r.provider))
+        .bind(column(|r| &r.reference))
+        .bind(rows.iter().map(|r| &r.metadata).collect::<Vec<&Value>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.callback_token.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(rows.iter().map(|r| r.fees.as_ref()).collect::<Vec<Option<&Value>>>())
+        .bind(rows.iter().map(|r| r.quote_id).collect::<Vec<Option<Uuid>>>())
+        .bind(rows.iter().map(|r| r.usd_equivalent).collect::<Vec<Option<Decimal>>>())
+        .bind(rows.iter().map(|r| r.approvals_required).collect::<Vec<i16>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.campaign_id.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(rows.iter().map(|r| r.batch_id).collect::<Vec<Option<Uuid>>>())
+        .bind(rows.iter().map(|r| r.parent_id).collect::<Vec<Option<Uuid>>>());
+    let written: Vec<(DateTime<Utc>, i64, Vec<Uuid>, i64)> = bind_jobs(query, jobs, notify).fetch_all(conn).await?;
+    if written.len() != rows.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "{} of {} intents were written",
+            written.len(),
+            rows.len()
+        )));
+    }
+    Ok(written
+        .into_iter()
+        .map(|(at, event, endpoints, _)| (at, event, endpoints))
+        .collect())
+}
+
 /// What a transition writes besides the intent and its event.
 pub struct Entering<'a> {
     /// Unique keys of the timers of the state left, withdrawn if they have

@@ -152,3 +152,70 @@ pub async fn auto_payout_settings(
     .fetch_optional(conn)
     .await
 }
+
+/// A party locked for a payout from its balance, with that balance's
+/// available amount (`posted - pending_out`, read under the account's lock).
+#[derive(Debug, Clone)]
+pub struct LockedForPayout {
+    pub party: PartyRow,
+    pub available: Decimal,
+}
+
+/// Locks, for payouts admitted together, each wanted party's row and its
+/// balance in the wanted currency (`wanted[i]`: owner, party, currency), in
+/// the order given: callers sort `wanted` by owner, party and currency,
+/// the order in which a batch of callbacks settles (so the two wait for
+/// each other instead of deadlocking); each entry is looked up and locked
+/// by its own index lookup, in turn. A lock taken after waiting returns
+/// the row as its holder left it, so `available` is current. Returns the
+/// index of each wanted entry found; a party or balance that does not
+/// exist yet is not in the answer (and nothing of it is locked).
+pub async fn lock_for_payouts(
+    conn: &mut PgConnection,
+    wanted: &[(&str, &str, &str)],
+) -> Result<Vec<(usize, LockedForPayout)>, sqlx::Error> {
+    let owners: Vec<&str> = wanted.iter().map(|w| w.0).collect();
+    let ids: Vec<&str> = wanted.iter().map(|w| w.1).collect();
+    let currencies: Vec<&str> = wanted.iter().map(|w| w.2).collect();
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("p.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<LockedRow> = sqlx::query_as(&format!(
+        "SELECT w.n, x.*
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(owner, id, currency, n)
+         CROSS JOIN LATERAL (
+             SELECT a.posted - a.pending_out AS available, {columns}
+             FROM parties p
+             JOIN ledger_accounts a
+               ON a.owner = p.owner AND a.kind = 'party' AND a.ref = p.id AND a.currency = w.currency
+             WHERE p.owner = w.owner AND p.id = w.id
+             FOR UPDATE OF p, a
+         ) AS x
+         ORDER BY w.n"
+    ))
+    .bind(&owners)
+    .bind(&ids)
+    .bind(&currencies)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let locked = LockedForPayout {
+                party: row.party,
+                available: row.available,
+            };
+            (row.n as usize - 1, locked)
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedRow {
+    n: i64,
+    available: Decimal,
+    #[sqlx(flatten)]
+    party: PartyRow,
+}

@@ -113,6 +113,42 @@ pub async fn payout_usage(
     .await
 }
 
+/// [`payout_usage`] for many parties at once (`parties[i]`: owner, party),
+/// with one round trip: `answer[i][w]` is party `i`'s count and USD sum
+/// since `since[w]`.
+pub async fn payout_usage_many(
+    conn: &mut PgConnection,
+    parties: &[(&str, &str)],
+    since: &[DateTime<Utc>],
+) -> Result<Vec<Vec<(i64, Decimal)>>, sqlx::Error> {
+    let owners: Vec<&str> = parties.iter().map(|p| p.0).collect();
+    let ids: Vec<&str> = parties.iter().map(|p| p.1).collect();
+    let rows: Vec<(i64, i64, i64, Decimal)> = sqlx::query_as(
+        // Per party and window, as a lateral subquery: the party's own
+        // index range, whatever plan the prepared statement settles on.
+        "SELECT p.n, w.n, u.count, u.sum
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS p(owner, id, n)
+         CROSS JOIN unnest($3::timestamptz[]) WITH ORDINALITY AS w(since, n)
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS count, coalesce(sum(i.usd_equivalent), 0) AS sum
+             FROM intents i
+             WHERE i.kind = 'payout' AND i.owner = p.owner AND i.party_id = p.id AND i.created_at >= w.since
+               AND i.state NOT IN ('failed', 'cancelled', 'rejected', 'expired')
+         ) AS u
+         ORDER BY p.n, w.n",
+    )
+    .bind(&owners)
+    .bind(&ids)
+    .bind(since)
+    .fetch_all(conn)
+    .await?;
+    let mut usage = vec![Vec::with_capacity(since.len()); parties.len()];
+    for (party, _, count, sum) in rows {
+        usage[party as usize - 1].push((count, sum));
+    }
+    Ok(usage)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FlagRow {
     pub rule: String,

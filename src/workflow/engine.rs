@@ -290,38 +290,38 @@ impl Engine {
 
     /// Creates an intent in its workflow's initial state, records the
     /// creation as its first event, and starts what that state asks for.
+    /// [`Engine::create`] for many intents with one statement: each with
+    /// its first event and its first state's jobs. Returns the rows in the
+    /// order given.
+    pub async fn create_many(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        news: Vec<NewIntent>,
+    ) -> Result<Vec<IntentRow>, EngineError> {
+        let now = self.inner.jobs.clock().sql_now();
+        let mut rows = Vec::with_capacity(news.len());
+        let mut jobs = Vec::new();
+        for new in news {
+            let workflow = Arc::clone(self.workflow(&new.kind)?);
+            let row = new_row(new, &workflow.initial);
+            jobs.extend(self.state_jobs(&workflow, &row, &row.state, row.state_version));
+            rows.push(row);
+        }
+        let notify = self.inner.jobs.notify_for(&jobs);
+        let written = intents::insert_intents(tx, &rows, Cause::Api.as_str(), now, &jobs, notify).await?;
+        for (row, (created_at, event_id, endpoints)) in rows.iter_mut().zip(written) {
+            row.created_at = created_at;
+            row.updated_at = created_at;
+            self.deliver(tx, event_id, &endpoints).await?;
+            tracing::info!(intent_id = %row.id, kind = row.kind, state = row.state, "intent created");
+        }
+        Ok(rows)
+    }
+
     pub async fn create(&self, tx: &mut Transaction<'_, Postgres>, new: NewIntent) -> Result<IntentRow, EngineError> {
         let workflow = Arc::clone(self.workflow(&new.kind)?);
         let now = self.inner.jobs.clock().sql_now();
-        let mut row = IntentRow {
-            id: IntentId::new().as_uuid(),
-            kind: new.kind,
-            state: workflow.initial.clone(),
-            state_version: 0,
-            owner: new.owner,
-            created_by: new.created_by,
-            party_id: new.party_id.as_str().to_owned(),
-            amount: new.amount.amount(),
-            currency: new.amount.currency().code().to_owned(),
-            msisdn: new.msisdn.digits().to_owned(),
-            provider: new.provider,
-            reference: new.reference,
-            metadata: new.metadata,
-            provider_ref: None,
-            callback_token: Some(new_callback_token()),
-            receipt: None,
-            hold_reason: None,
-            fees: new.terms.fees,
-            quote_id: new.terms.quote_id,
-            usd_equivalent: new.terms.usd_equivalent,
-            approvals_required: new.terms.approvals_required,
-            campaign_id: new.terms.campaign_id,
-            batch_id: new.terms.batch_id,
-            parent_id: new.terms.parent_id,
-            created_at: chrono::DateTime::UNIX_EPOCH,
-            updated_at: chrono::DateTime::UNIX_EPOCH,
-            final_at: None,
-        };
+        let mut row = new_row(new, &workflow.initial);
         let jobs = self.state_jobs(&workflow, &row, &row.state, row.state_version);
         let (created_at, event_id, endpoints) = intents::insert_intent(
             tx,
@@ -570,4 +570,37 @@ fn new_callback_token() -> String {
 /// The timer named `name` of `state`, if the workflow declares it.
 pub(crate) fn find_timer<'w>(workflow: &'w Workflow, state: &str, name: &str) -> Option<&'w Timer> {
     workflow.state(state)?.timers.iter().find(|t| t.name() == name)
+}
+
+/// A new intent's row, in `initial`, before it is written.
+fn new_row(new: NewIntent, initial: &str) -> IntentRow {
+    IntentRow {
+        id: IntentId::new().as_uuid(),
+        kind: new.kind,
+        state: initial.to_owned(),
+        state_version: 0,
+        owner: new.owner,
+        created_by: new.created_by,
+        party_id: new.party_id.as_str().to_owned(),
+        amount: new.amount.amount(),
+        currency: new.amount.currency().code().to_owned(),
+        msisdn: new.msisdn.digits().to_owned(),
+        provider: new.provider,
+        reference: new.reference,
+        metadata: new.metadata,
+        provider_ref: None,
+        callback_token: Some(new_callback_token()),
+        receipt: None,
+        hold_reason: None,
+        fees: new.terms.fees,
+        quote_id: new.terms.quote_id,
+        usd_equivalent: new.terms.usd_equivalent,
+        approvals_required: new.terms.approvals_required,
+        campaign_id: new.terms.campaign_id,
+        batch_id: new.terms.batch_id,
+        parent_id: new.terms.parent_id,
+        created_at: chrono::DateTime::UNIX_EPOCH,
+        updated_at: chrono::DateTime::UNIX_EPOCH,
+        final_at: None,
+    }
 }

@@ -764,3 +764,108 @@ async fn a_flag_rule_records_its_flag_and_lets_the_payout_go_on() {
     assert_eq!(detail["flags"][0]["detail"], "2 payouts in 3600 s (at most 1)");
     app.assert_ledger_balanced().await;
 }
+
+fn payout_intent(party: &str, amount: &str) -> tuma::workflow::engine::NewIntent {
+    use tuma::domain::{Country, Currency, Money, Msisdn, PartyId};
+    tuma::workflow::engine::NewIntent {
+        kind: "payout".into(),
+        owner: "shop".into(),
+        created_by: "shop-backend".into(),
+        party_id: PartyId::parse(party).unwrap(),
+        amount: Money::parse(amount, Currency::KES).unwrap(),
+        msisdn: Msisdn::parse("0712345678", Country::KE).unwrap(),
+        provider: "mpesa".into(),
+        reference: "earnings".into(),
+        metadata: json!({}),
+        terms: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn payouts_admitted_together_each_see_the_holds_and_limits_of_those_before_them() {
+    use tuma::policy::Together;
+    let app = spawn_app().await;
+    // Tier 0: 100 USD a day, and 3,150 KES (3,000 with fees) is 24.23 USD:
+    // four fit, not five.
+    app.set_party(&app.admin_key, "newcomer", 0).await;
+    app.fund(&app.admin_key, "newcomer", "100000", "KES").await;
+    // 10,000 KES covers 23 payouts of 400 KES (421 with fees), not 30.
+    app.set_party(&app.admin_key, "busy", 2).await;
+    app.fund(&app.admin_key, "busy", "10000", "KES").await;
+    // A party seen for the first time has no balance to lock yet.
+    let mut payouts = vec![payout_intent("stranger", "100")];
+    for i in 0..30 {
+        payouts.push(payout_intent("busy", "400"));
+        if i < 6 {
+            payouts.push(payout_intent("newcomer", "3000"));
+        }
+    }
+    let parties: Vec<String> = payouts.iter().map(|p| p.party_id.as_str().to_owned()).collect();
+
+    let policy = tuma::policy::Policy::from_config(&app.config).unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let outcomes = policy.admit_together(&app.engine, &mut tx, payouts).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let admitted = |party: &str| -> Vec<bool> {
+        parties
+            .iter()
+            .zip(&outcomes)
+            .filter(|(p, _)| p.as_str() == party)
+            .map(|(_, o)| matches!(o, Together::Admitted(_)))
+            .collect()
+    };
+    // In order: the first that fit are admitted, the rest left to be
+    // admitted (or refused) alone.
+    assert_eq!(admitted("newcomer"), [vec![true; 4], vec![false; 2]].concat());
+    assert_eq!(admitted("busy"), [vec![true; 23], vec![false; 7]].concat());
+    assert_eq!(admitted("stranger"), vec![false]);
+    for outcome in &outcomes {
+        if let Together::Admitted(row) = outcome {
+            assert_eq!(row.state, "pending");
+            assert!(row.usd_equivalent.is_some() && row.fees.is_some(), "{row:?}");
+        }
+    }
+    assert_eq!(
+        app.available("busy", "KES").await,
+        d("10000") - d("421") * Decimal::from(23)
+    );
+    assert_eq!(
+        app.available("newcomer", "KES").await,
+        d("100000") - d("3150") * Decimal::from(4)
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE party_id = 'stranger'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM parties WHERE id = 'stranger'").await, 0);
+    // What was left alone is refused alone, with its reason.
+    let refused = create_payout(&app, &payout_from("busy", "400")).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = create_payout(&app, &payout_from("newcomer", "3000")).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_with_one_idempotency_key_make_one_payout() {
+    let app = spawn_app().await;
+    let body = payout_from("creator-42", "250");
+    let attempts = (0..24).map(|_| app.create("/v1/payouts", &app.key, "same-key", &body));
+    let mut ids = std::collections::BTreeSet::new();
+    for response in futures::future::join_all(attempts).await {
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let view: Value = response.json().await.unwrap();
+        ids.insert(view["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(app.count("SELECT count(*) FROM intents WHERE amount = 250").await, 1);
+    // The same key with another body is a conflict, grouped or not.
+    let other = payout_from("creator-42", "251");
+    let attempts = (0..8).map(|_| app.create("/v1/payouts", &app.key, "same-key", &other));
+    for response in futures::future::join_all(attempts).await {
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+    }
+    app.assert_ledger_balanced().await;
+}
