@@ -536,23 +536,30 @@ pub(crate) async fn apply_batch(
     // balance, its campaign's bucket): take them in one order in every
     // batch, so that two batches wait for each other instead of deadlocking.
     ready.sort_by(|a, b| ledger_order(&a.intent).cmp(&ledger_order(&b.intent)));
-    let mut finished = Vec::with_capacity(ready.len());
     for r in &mut ready {
         if let (Outcome::Succeeded, Some(receipt)) = (&r.outcome, &r.receipt) {
             r.intent.receipt.get_or_insert_with(|| receipt.clone());
         }
-        let name = match r.outcome {
-            Outcome::Succeeded => "provider_succeeded",
-            _ => "provider_failed",
-        };
-        let mut event = Event::new(name, r.cause, r.actor);
-        event.provider_ref = r.receipt.as_deref();
-        event.note = r.note.as_deref();
-        event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&r.row.body)));
-        let applied = engine
-            .apply_to(&mut tx, r.intent.clone(), &event)
-            .await
-            .map_err(JobError::retryable)?;
+    }
+    // Every intent moved by one statement; their settlements follow in
+    // the order above.
+    let moves = ready
+        .iter()
+        .map(|r| {
+            let name = match r.outcome {
+                Outcome::Succeeded => "provider_succeeded",
+                _ => "provider_failed",
+            };
+            let mut event = Event::new(name, r.cause, r.actor);
+            event.provider_ref = r.receipt.as_deref();
+            event.note = r.note.as_deref();
+            event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&r.row.body)));
+            (r.intent.clone(), event)
+        })
+        .collect();
+    let applied = engine.apply_many(&mut tx, moves).await.map_err(JobError::retryable)?;
+    let mut finished = Vec::with_capacity(ready.len());
+    for (r, applied) in ready.iter().zip(applied) {
         let (outcome, detail) = match applied {
             Applied::Moved { .. } => ("applied", failure_detail(&r.outcome)),
             Applied::Rejected { reason, .. } => ("rejected", Some(reason)),

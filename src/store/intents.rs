@@ -364,6 +364,97 @@ pub async fn move_and_record(
     Ok(moved.map(|(version, event_id, endpoints, _notified)| (version, event_id, endpoints)))
 }
 
+/// One intent's move for [`move_and_record_many`].
+pub struct Move<'a> {
+    /// The event, applied (`from_state` and `to_state` set).
+    pub event: NewEvent<'a>,
+    /// The version the move expects.
+    pub version: i32,
+    pub is_final: bool,
+    /// The owner to tell, whose endpoints are read.
+    pub deliver_to: &'a str,
+    /// Unique keys of the timers of the state left.
+    pub withdraw: &'a [String],
+}
+
+/// [`move_and_record`] for many intents with one statement, each by its own
+/// compare-and-set: `jobs` are all the new states' jobs, each naming its
+/// intent in its arguments (`intent_id`), and only those of intents that
+/// moved are enqueued; only their timers are withdrawn. Returns, per move
+/// in order, what [`move_and_record`] returns (`None`: someone else moved
+/// that intent first, and nothing of it was written).
+pub async fn move_and_record_many(
+    conn: &mut PgConnection,
+    moves: &[Move<'_>],
+    now: Option<DateTime<Utc>>,
+    jobs: &[NewJob],
+    notify: bool,
+) -> Result<Vec<Option<(i32, i64, Vec<Uuid>)>>, sqlx::Error> {
+    let sql = format!(
+        "WITH wanted AS (
+             SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[],
+                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+                 WITH ORDINALITY
+                 AS m(id, from_state, to_state, version, is_final, event, reason, cause, actor, provider_ref,
+                      payload_digest, deliver_to, n)
+         ), moved AS (
+             UPDATE intents i
+             SET state = m.to_state, state_version = i.state_version + 1, updated_at = coalesce($1, now()),
+                 final_at = CASE WHEN m.is_final THEN coalesce($1, now()) ELSE NULL END
+             FROM wanted m
+             WHERE i.id = m.id AND i.state = m.from_state AND i.state_version = m.version
+             RETURNING i.id, i.state_version
+         ), inserted AS (
+             INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
+                                        provider_ref, payload_digest, at)
+             SELECT m.id, m.event, m.from_state, m.to_state, 'applied', m.reason, m.cause, m.actor, m.provider_ref,
+                    m.payload_digest, coalesce($1, now())
+             FROM wanted m JOIN moved ON moved.id = m.id
+             ORDER BY m.n
+             RETURNING id, intent_id
+         ), withdrawn AS (
+             DELETE FROM tuma_jobs j
+             USING unnest($14::text[], $15::uuid[]) AS w(unique_key, intent_id)
+             WHERE j.unique_key = w.unique_key AND j.state = 'available'
+               AND w.intent_id IN (SELECT id FROM moved)
+         ), {}
+         SELECT m.n, moved.state_version, inserted.id,
+                ARRAY(SELECT e.id FROM webhook_endpoints e
+                      WHERE e.owner = m.deliver_to AND e.disabled_at IS NULL ORDER BY e.id),
+                (SELECT count(*) FROM jobs_notified)
+         FROM wanted m JOIN moved ON moved.id = m.id JOIN inserted ON inserted.intent_id = m.id
+         ORDER BY m.n",
+        jobs_cte(16, "$1", "(input.args->>'intent_id')::uuid IN (SELECT id FROM moved)")
+    );
+    let events: Vec<&NewEvent<'_>> = moves.iter().map(|m| &m.event).collect();
+    let withdraw: Vec<(&str, Uuid)> = moves
+        .iter()
+        .flat_map(|m| m.withdraw.iter().map(move |key| (key.as_str(), m.event.intent_id)))
+        .collect();
+    let query = sqlx::query_as(&sql)
+        .bind(now)
+        .bind(events.iter().map(|e| e.intent_id).collect::<Vec<Uuid>>())
+        .bind(events.iter().map(|e| e.from_state).collect::<Vec<Option<&str>>>())
+        .bind(events.iter().map(|e| e.to_state).collect::<Vec<Option<&str>>>())
+        .bind(moves.iter().map(|m| m.version).collect::<Vec<i32>>())
+        .bind(moves.iter().map(|m| m.is_final).collect::<Vec<bool>>())
+        .bind(events.iter().map(|e| e.event).collect::<Vec<&str>>())
+        .bind(events.iter().map(|e| e.reason).collect::<Vec<Option<&str>>>())
+        .bind(events.iter().map(|e| e.cause).collect::<Vec<&str>>())
+        .bind(events.iter().map(|e| e.actor).collect::<Vec<&str>>())
+        .bind(events.iter().map(|e| e.provider_ref).collect::<Vec<Option<&str>>>())
+        .bind(events.iter().map(|e| e.payload_digest).collect::<Vec<Option<&str>>>())
+        .bind(moves.iter().map(|m| m.deliver_to).collect::<Vec<&str>>())
+        .bind(withdraw.iter().map(|w| w.0).collect::<Vec<&str>>())
+        .bind(withdraw.iter().map(|w| w.1).collect::<Vec<Uuid>>());
+    let rows: Vec<(i64, i32, i64, Vec<Uuid>, i64)> = bind_jobs(query, jobs, notify).fetch_all(conn).await?;
+    let mut answers = vec![None; moves.len()];
+    for (n, version, event_id, endpoints, _notified) in rows {
+        answers[n as usize - 1] = Some((version, event_id, endpoints));
+    }
+    Ok(answers)
+}
+
 pub async fn events(pool: &PgPool, intent_id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, event, from_state, to_state, outcome, reason, cause, actor, provider_ref, at

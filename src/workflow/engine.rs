@@ -375,30 +375,9 @@ impl Engine {
         let id = intent.id;
         let workflow = Arc::clone(self.workflow(&intent.kind)?);
         let now = self.inner.jobs.clock().sql_now();
-        let refusal = match workflow.transition(&intent.state, event.name) {
-            None => Err(format!(
-                "event {:?} is not allowed in state {:?} (allowed: {})",
-                event.name,
-                intent.state,
-                workflow.events_from(&intent.state).join(", ")
-            )),
-            Some(transition) => match &transition.guard {
-                Some(guard) => (self.inner.guards[guard.as_str()])(&intent, event).map(|()| transition),
-                None => Ok(transition),
-            },
-        };
-        let transition = match refusal {
+        let transition = match self.transition_for(&workflow, &intent, event) {
             Ok(transition) => transition,
-            Err(reason) => {
-                let rejected = Self::new_event(&intent, event, None, "rejected", Some(&reason));
-                let (event_id, _) = intents::insert_event(tx, &rejected, None, now).await?;
-                tracing::info!(intent_id = %id, state = intent.state, event = event.name, reason, "event rejected");
-                return Ok(Applied::Rejected {
-                    state: intent.state,
-                    reason,
-                    event_id,
-                });
-            }
+            Err(reason) => return self.reject(tx, intent, event, reason).await,
         };
         let to = transition.to.clone();
         let is_final = workflow.state(&to).is_some_and(|s| s.is_final);
@@ -424,10 +403,143 @@ impl Engine {
             return Ok(Applied::Lost { expected: intent.state });
         };
         debug_assert_eq!(version, intent.state_version + 1);
+        self.after_move(tx, intent, event, to, is_final, version, event_id, &endpoints)
+            .await
+    }
+
+    /// The transition `event` takes `intent` through, or why it may not.
+    fn transition_for<'w>(
+        &self,
+        workflow: &'w Workflow,
+        intent: &IntentRow,
+        event: &Event<'_>,
+    ) -> Result<&'w crate::workflow::model::Transition, String> {
+        match workflow.transition(&intent.state, event.name) {
+            None => Err(format!(
+                "event {:?} is not allowed in state {:?} (allowed: {})",
+                event.name,
+                intent.state,
+                workflow.events_from(&intent.state).join(", ")
+            )),
+            Some(transition) => match &transition.guard {
+                Some(guard) => (self.inner.guards[guard.as_str()])(intent, event).map(|()| transition),
+                None => Ok(transition),
+            },
+        }
+    }
+
+    /// Records `event` as rejected on `intent` for `reason`.
+    async fn reject(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        intent: IntentRow,
+        event: &Event<'_>,
+        reason: String,
+    ) -> Result<Applied, EngineError> {
+        let now = self.inner.jobs.clock().sql_now();
+        let rejected = Self::new_event(&intent, event, None, "rejected", Some(&reason));
+        let (event_id, _) = intents::insert_event(tx, &rejected, None, now).await?;
+        tracing::info!(intent_id = %intent.id, state = intent.state, event = event.name, reason, "event rejected");
+        Ok(Applied::Rejected {
+            state: intent.state,
+            reason,
+            event_id,
+        })
+    }
+
+    /// [`Engine::apply_to`] for many intents (each as its caller just read
+    /// it) in one transaction: every move is written by one statement, each
+    /// intent still by its own compare-and-set; rejections are recorded
+    /// one by one. What follows each move (its ledger effect, its webhook
+    /// deliveries) runs in the order given, so callers that order their
+    /// items by the accounts settling locks keep two batches from
+    /// deadlocking. One answer per item, in order.
+    pub async fn apply_many(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        items: Vec<(IntentRow, Event<'_>)>,
+    ) -> Result<Vec<Applied>, EngineError> {
+        let now = self.inner.jobs.clock().sql_now();
+        let mut answers: Vec<Option<Applied>> = items.iter().map(|_| None).collect();
+        // Per item that may move: where it goes, whether that ends it, and
+        // the timers it leaves.
+        let mut plans: Vec<Option<(String, bool, Vec<String>)>> = Vec::with_capacity(items.len());
+        let mut jobs = Vec::new();
+        for (i, (intent, event)) in items.iter().enumerate() {
+            let workflow = Arc::clone(self.workflow(&intent.kind)?);
+            match self.transition_for(&workflow, intent, event) {
+                Ok(transition) => {
+                    let to = transition.to.clone();
+                    let is_final = workflow.state(&to).is_some_and(|s| s.is_final);
+                    jobs.extend(self.state_jobs(&workflow, intent, &to, intent.state_version + 1));
+                    plans.push(Some((to, is_final, Self::armed_timers(&workflow, intent))));
+                }
+                Err(reason) => {
+                    answers[i] = Some(self.reject(tx, intent.clone(), event, reason).await?);
+                    plans.push(None);
+                }
+            }
+        }
+        let moves: Vec<intents::Move<'_>> = items
+            .iter()
+            .zip(&plans)
+            .filter_map(|((intent, event), plan)| {
+                let (to, is_final, withdraw) = plan.as_ref()?;
+                Some(intents::Move {
+                    event: Self::new_event(intent, event, Some(to), "applied", event.note),
+                    version: intent.state_version,
+                    is_final: *is_final,
+                    deliver_to: &intent.owner,
+                    withdraw,
+                })
+            })
+            .collect();
+        let notify = self.inner.jobs.notify_for(&jobs);
+        let mut moved = if moves.is_empty() {
+            Vec::new()
+        } else {
+            intents::move_and_record_many(tx, &moves, now, &jobs, notify).await?
+        }
+        .into_iter();
+        drop(moves);
+        for (i, ((intent, event), plan)) in items.into_iter().zip(plans).enumerate() {
+            let Some((to, is_final, _)) = plan else { continue };
+            answers[i] = Some(match moved.next().expect("an answer per move") {
+                Some((version, event_id, endpoints)) => {
+                    debug_assert_eq!(version, intent.state_version + 1);
+                    self.after_move(tx, intent, &event, to, is_final, version, event_id, &endpoints)
+                        .await?
+                }
+                None => {
+                    tracing::info!(intent_id = %intent.id, expected = intent.state, event = event.name, "state changed concurrently; event not applied");
+                    Applied::Lost { expected: intent.state }
+                }
+            });
+        }
+        Ok(answers.into_iter().map(|a| a.expect("every item answered")).collect())
+    }
+
+    /// What follows a move, in its transaction: the new state's ledger
+    /// effect, the webhook deliveries, the parent's notice, metrics.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_move(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        intent: IntentRow,
+        event: &Event<'_>,
+        to: String,
+        is_final: bool,
+        version: i32,
+        event_id: i64,
+        endpoints: &[Uuid],
+    ) -> Result<Applied, EngineError> {
+        let id = intent.id;
+        let now = self.inner.jobs.clock().sql_now();
+        let workflow = Arc::clone(self.workflow(&intent.kind)?);
         if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
-        self.deliver(tx, event_id, &endpoints).await?;
+        self.deliver(tx, event_id, endpoints).await?;
         metrics::counter!(
             "tuma_intent_transitions_total",
             "kind" => intent.kind.clone(),

@@ -266,7 +266,7 @@ async fn release_together(
     releasing.sort_by_key(|&i| items[i].intent.id);
     let jobs: Vec<&JobContext> = releasing.iter().map(|&i| &items[i].job).collect();
     let held = JobContext::complete_all_in(&mut tx, &jobs).await?;
-    let mut refused = Vec::new();
+    let mut moving = Vec::with_capacity(releasing.len());
     for (&i, held) in releasing.iter().zip(held) {
         let ctx = &items[i];
         if !held {
@@ -278,16 +278,25 @@ async fn release_together(
         if ctx.intent.hold_reason.is_some() {
             crate::store::floats::set_hold_reason(&mut tx, ctx.intent.id, None).await?;
         }
-        let event = Event::new("release", Cause::Policy, "engine");
-        // The intent as the action worker read it: the compare-and-set
-        // finds out if it moved since.
-        let applied = ctx
-            .engine
-            .apply_to(&mut tx, ctx.intent.clone(), &event)
-            .await
-            .map_err(JobError::retryable)?;
+        moving.push(i);
+    }
+    // Each intent as its action worker read it: the compare-and-set finds
+    // out if it moved since. All moved by one statement.
+    let applied = first
+        .engine
+        .apply_many(
+            &mut tx,
+            moving
+                .iter()
+                .map(|&i| (items[i].intent.clone(), Event::new("release", Cause::Policy, "engine")))
+                .collect(),
+        )
+        .await
+        .map_err(JobError::retryable)?;
+    let mut refused = Vec::new();
+    for (&i, applied) in moving.iter().zip(applied) {
         if let Applied::Rejected { reason, .. } = applied {
-            refused.push((ctx.intent.id, reason));
+            refused.push((items[i].intent.id, reason));
         }
         answers[i] = Some(Ok(()));
     }
