@@ -556,6 +556,35 @@ pub async fn settle(
     })
 }
 
+/// [`settle`] for many transfers with one statement: `Ok(true)` per
+/// transfer settled now or before to the same end, `Ok(false)` per key
+/// with no transfer; an error if any was already settled the other way
+/// (the caller rolls back).
+pub async fn settle_many(
+    conn: &mut PgConnection,
+    wanted: &[(String, Settle)],
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<bool>, LedgerError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs: Vec<(&str, &str)> = wanted.iter().map(|(key, how)| (key.as_str(), how.state())).collect();
+    let states = store::settle_transfers(conn, &pairs, now).await?;
+    wanted
+        .iter()
+        .zip(states)
+        .map(|((key, how), state)| match state {
+            None => Ok(false),
+            Some(state) if state == how.state() || state == "pending" => Ok(true),
+            Some(state) => Err(LedgerError::AlreadySettled {
+                key: key.clone(),
+                state,
+                wanted: how.state(),
+            }),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

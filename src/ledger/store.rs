@@ -309,6 +309,65 @@ pub(super) async fn settle_transfer(
     .await
 }
 
+/// [`settle_transfer`] for many transfers (`wanted[i]`: key, `posted` or
+/// `voided`) with one statement. The non-negative accounts they release or
+/// spend are locked in (owner, party or campaign, currency) order, byte by
+/// byte: the order in which payout create groups lock their balances and
+/// callback batches settle, so that none of them deadlock. Returns, per
+/// transfer in order, the state it was in; `None` when there is none.
+pub(super) async fn settle_transfers(
+    conn: &mut PgConnection,
+    wanted: &[(&str, &str)],
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<Option<String>>, sqlx::Error> {
+    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+        r#"WITH wanted AS (
+             SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(key, to_state, n)
+         ), found AS (
+             SELECT t.id, t.state, w.to_state, w.n
+             FROM wanted w
+             CROSS JOIN LATERAL (SELECT id, state FROM ledger_transfers WHERE key = w.key FOR UPDATE) AS t
+         ), settled AS (
+             UPDATE ledger_transfers t SET state = f.to_state, settled_at = coalesce($3, now())
+             FROM found f WHERE t.id = f.id AND f.state = 'pending'
+         ), deltas AS (
+             SELECT a.id, f.to_state,
+                    sum(CASE WHEN a.normal_side = 'credit' THEN e.amount ELSE -e.amount END) AS delta
+             FROM found f
+             JOIN ledger_entries e ON e.transfer_id = f.id
+             JOIN ledger_accounts a ON a.id = e.account_id
+             WHERE a.non_negative AND f.state = 'pending'
+             GROUP BY a.id, f.id, f.to_state
+         ), per_account AS (
+             SELECT id,
+                    sum(CASE WHEN to_state = 'posted' THEN delta ELSE 0 END) AS posted,
+                    sum(least(delta, 0)) AS pending_out,
+                    sum(greatest(delta, 0)) AS pending_in
+             FROM deltas
+             GROUP BY id
+         ), locked AS (
+             SELECT a.id FROM ledger_accounts a
+             WHERE a.id IN (SELECT id FROM per_account)
+             ORDER BY a.owner COLLATE "C", a.kind = 'campaign', a.ref COLLATE "C", a.currency COLLATE "C"
+             FOR UPDATE
+         ), released AS (
+             UPDATE ledger_accounts a
+             SET posted = a.posted + p.posted,
+                 pending_out = a.pending_out + p.pending_out,
+                 pending_in = a.pending_in - p.pending_in
+             FROM locked JOIN per_account p ON p.id = locked.id
+             WHERE a.id = locked.id
+         )
+         SELECT w.n, f.state FROM wanted w LEFT JOIN found f ON f.n = w.n ORDER BY w.n"#,
+    )
+    .bind(wanted.iter().map(|w| w.0).collect::<Vec<&str>>())
+    .bind(wanted.iter().map(|w| w.1).collect::<Vec<&str>>())
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(_, state)| state).collect())
+}
+
 /// A non-negative account's available balance (zero if it has no account).
 pub async fn available_of(conn: &mut PgConnection, key: &AccountKey) -> Result<Decimal, sqlx::Error> {
     let available: Option<Decimal> = sqlx::query_scalar(

@@ -69,6 +69,32 @@ pub async fn settle_intent(
     Ok(())
 }
 
+/// [`settle_intent`] for many payouts at once: their holds posted or
+/// voided by one statement, which takes the balances in the order payout
+/// create groups lock them.
+pub async fn settle_payouts(
+    conn: &mut Transaction<'_, Postgres>,
+    payouts: &[(&IntentRow, LedgerEffect)],
+    now: Option<DateTime<Utc>>,
+) -> Result<(), LedgerError> {
+    let wanted: Vec<(String, Settle)> = payouts
+        .iter()
+        .map(|(intent, effect)| {
+            let how = match effect {
+                LedgerEffect::Post => Settle::Post,
+                LedgerEffect::Void => Settle::Void,
+            };
+            (ledger::intent_key(intent.id), how)
+        })
+        .collect();
+    for ((intent, _), found) in payouts.iter().zip(ledger::settle_many(conn, &wanted, now).await?) {
+        if !found {
+            tracing::warn!(intent_id = %intent.id, "payout has no ledger hold to settle");
+        }
+    }
+    Ok(())
+}
+
 /// Records `transfer` (posted) crediting `payee` with `amount`, and, when
 /// the payee is a party whose balance now crosses its auto-payout
 /// threshold, enqueues the auto-payout that crossing asks for.

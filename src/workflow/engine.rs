@@ -403,7 +403,7 @@ impl Engine {
             return Ok(Applied::Lost { expected: intent.state });
         };
         debug_assert_eq!(version, intent.state_version + 1);
-        self.after_move(tx, intent, event, to, is_final, version, event_id, &endpoints)
+        self.after_move(tx, intent, event, to, is_final, version, event_id, &endpoints, false)
             .await
     }
 
@@ -495,19 +495,40 @@ impl Engine {
             })
             .collect();
         let notify = self.inner.jobs.notify_for(&jobs);
-        let mut moved = if moves.is_empty() {
+        let moved = if moves.is_empty() {
             Vec::new()
         } else {
             intents::move_and_record_many(tx, &moves, now, &jobs, notify).await?
-        }
-        .into_iter();
+        };
         drop(moves);
-        for (i, ((intent, event), plan)) in items.into_iter().zip(plans).enumerate() {
+        // The payouts that moved into a state with a ledger effect: their
+        // holds posted or voided with one statement, in account order.
+        let mut outcomes = moved.into_iter();
+        let moved: Vec<Option<_>> = plans
+            .iter()
+            .map(|plan| plan.as_ref().and_then(|_| outcomes.next().expect("an answer per move")))
+            .collect();
+        let mut payouts = Vec::new();
+        for ((intent, _), (plan, moved)) in items.iter().zip(plans.iter().zip(&moved)) {
+            let (Some((to, _, _)), Some(_)) = (plan, moved) else {
+                continue;
+            };
+            let workflow = self.workflow(&intent.kind)?;
+            if let (Some(effect), "payout") = (workflow.state(to).and_then(|s| s.ledger), intent.kind.as_str()) {
+                payouts.push((intent, effect));
+            }
+        }
+        if !payouts.is_empty() {
+            crate::policy::settle_payouts(tx, &payouts, now).await?;
+        }
+        drop(payouts);
+        for (i, ((intent, event), (plan, moved))) in items.into_iter().zip(plans.into_iter().zip(moved)).enumerate() {
             let Some((to, is_final, _)) = plan else { continue };
-            answers[i] = Some(match moved.next().expect("an answer per move") {
+            answers[i] = Some(match moved {
                 Some((version, event_id, endpoints)) => {
                     debug_assert_eq!(version, intent.state_version + 1);
-                    self.after_move(tx, intent, &event, to, is_final, version, event_id, &endpoints)
+                    let settled = intent.kind == "payout";
+                    self.after_move(tx, intent, &event, to, is_final, version, event_id, &endpoints, settled)
                         .await?
                 }
                 None => {
@@ -520,7 +541,8 @@ impl Engine {
     }
 
     /// What follows a move, in its transaction: the new state's ledger
-    /// effect, the webhook deliveries, the parent's notice, metrics.
+    /// effect (unless the caller `settled` it already), the webhook
+    /// deliveries, the parent's notice, metrics.
     #[allow(clippy::too_many_arguments)]
     async fn after_move(
         &self,
@@ -532,11 +554,12 @@ impl Engine {
         version: i32,
         event_id: i64,
         endpoints: &[Uuid],
+        settled: bool,
     ) -> Result<Applied, EngineError> {
         let id = intent.id;
         let now = self.inner.jobs.clock().sql_now();
         let workflow = Arc::clone(self.workflow(&intent.kind)?);
-        if let Some(effect) = workflow.state(&to).and_then(|s| s.ledger) {
+        if let (Some(effect), false) = (workflow.state(&to).and_then(|s| s.ledger), settled) {
             crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
         }
         self.deliver(tx, event_id, endpoints).await?;

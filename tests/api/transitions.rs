@@ -367,3 +367,100 @@ async fn two_events_racing_for_one_intent_move_it_once() {
         assert_eq!(applied, 1);
     }
 }
+
+async fn hold_state(app: &TestApp, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM ledger_transfers WHERE key = $1")
+        .bind(format!("intent:{id}"))
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_applied_together_each_move_by_their_own_compare_and_set() {
+    let app = spawn_app().await;
+    let ids = [
+        create(&app, "payout").await,
+        create(&app, "payout").await,
+        create(&app, "payout").await,
+        create(&app, "payout").await,
+    ];
+    app.run_jobs().await;
+    let [paid, refused, failed, raced] = ids;
+    let rows = tuma::store::intents::get_many(&app.db.pool, &ids).await.unwrap();
+    let row = |id: Uuid| rows.iter().find(|r| r.id == id).unwrap().clone();
+    for id in ids {
+        assert_eq!(row(id).state, "processing");
+        assert_eq!(armed_timers(&app, id).await.len(), 1);
+    }
+    // Someone else moves one of them after it was read.
+    moved(
+        &apply(&app, raced, "provider_failed", Cause::Callback, "mpesa").await,
+        "failed",
+    );
+
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let applied = app
+        .engine
+        .apply_many(
+            &mut tx,
+            vec![
+                (row(paid), Event::new("provider_succeeded", Cause::Callback, "mpesa")),
+                (row(refused), Event::new("release", Cause::Policy, "engine")),
+                (row(failed), Event::new("provider_failed", Cause::Callback, "mpesa")),
+                (row(raced), Event::new("provider_succeeded", Cause::Callback, "mpesa")),
+            ],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    moved(&applied[0], "completed");
+    assert!(
+        matches!(&applied[1], Applied::Rejected { state, .. } if state == "processing"),
+        "{:?}",
+        applied[1]
+    );
+    moved(&applied[2], "failed");
+    assert!(
+        matches!(&applied[3], Applied::Lost { expected } if expected == "processing"),
+        "{:?}",
+        applied[3]
+    );
+    assert_eq!(state(&app, paid).await, "completed");
+    assert_eq!(state(&app, refused).await, "processing");
+    assert_eq!(state(&app, failed).await, "failed");
+    assert_eq!(state(&app, raced).await, "failed");
+    // Only the intents that moved left their timers and settled their holds.
+    assert_eq!(armed_timers(&app, paid).await, Vec::<String>::new());
+    assert_eq!(armed_timers(&app, refused).await.len(), 1);
+    assert_eq!(armed_timers(&app, failed).await, Vec::<String>::new());
+    assert_eq!(hold_state(&app, paid).await, "posted");
+    assert_eq!(hold_state(&app, refused).await, "pending");
+    assert_eq!(hold_state(&app, failed).await, "voided");
+    assert_eq!(hold_state(&app, raced).await, "voided");
+    let recorded = |id: Uuid| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT event, outcome FROM intent_events WHERE intent_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let last = |events: Vec<(String, String)>| events.last().cloned().unwrap();
+    assert_eq!(
+        last(recorded(paid).await),
+        ("provider_succeeded".into(), "applied".into())
+    );
+    assert_eq!(last(recorded(refused).await), ("release".into(), "rejected".into()));
+    // The lost one wrote nothing: its last event is the one that won.
+    assert_eq!(
+        last(recorded(raced).await),
+        ("provider_failed".into(), "applied".into())
+    );
+    app.assert_ledger_balanced().await;
+}
