@@ -502,23 +502,30 @@ impl Engine {
         };
         drop(moves);
         // The payouts that moved into a state with a ledger effect: their
-        // holds posted or voided with one statement, in account order.
+        // holds posted or voided with one statement, in account order. Only
+        // when nothing else in the batch settles: other kinds lock their
+        // accounts one by one in the caller's order, and the two orders
+        // mixed could deadlock two batches.
         let mut outcomes = moved.into_iter();
         let moved: Vec<Option<_>> = plans
             .iter()
             .map(|plan| plan.as_ref().and_then(|_| outcomes.next().expect("an answer per move")))
             .collect();
         let mut payouts = Vec::new();
+        let mut others_settle = false;
         for ((intent, _), (plan, moved)) in items.iter().zip(plans.iter().zip(&moved)) {
             let (Some((to, _, _)), Some(_)) = (plan, moved) else {
                 continue;
             };
             let workflow = self.workflow(&intent.kind)?;
-            if let (Some(effect), "payout") = (workflow.state(to).and_then(|s| s.ledger), intent.kind.as_str()) {
-                payouts.push((intent, effect));
+            match (workflow.state(to).and_then(|s| s.ledger), intent.kind.as_str()) {
+                (Some(effect), "payout") => payouts.push((intent, effect)),
+                (Some(_), _) => others_settle = true,
+                (None, _) => {}
             }
         }
-        if !payouts.is_empty() {
+        let together = !payouts.is_empty() && !others_settle;
+        if together {
             crate::policy::settle_payouts(tx, &payouts, now).await?;
         }
         drop(payouts);
@@ -527,7 +534,7 @@ impl Engine {
             answers[i] = Some(match moved {
                 Some((version, event_id, endpoints)) => {
                     debug_assert_eq!(version, intent.state_version + 1);
-                    let settled = intent.kind == "payout";
+                    let settled = together && intent.kind == "payout";
                     self.after_move(tx, intent, &event, to, is_final, version, event_id, &endpoints, settled)
                         .await?
                 }
