@@ -54,6 +54,46 @@ pub(super) enum Written {
     Inserted { transfer_id: Uuid, refused: Vec<usize> },
 }
 
+/// The statement's tail both transfer writes share, after `found` (the
+/// accounts by index) and the CTE `written` (the transfers inserted):
+/// `changes` (`totals` bound as `$17`–`$20`, applied only when something
+/// was written), the non-negative accounts `locked` in id order, and the
+/// changes `applied` that keep each account at or above zero.
+fn apply_totals(written: &str) -> String {
+    format!(
+        "changes AS (
+             SELECT found.id, c.posted, c.pending_out, c.pending_in
+             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
+                  AS c(n, posted, pending_out, pending_in)
+             JOIN found ON found.n = c.n
+             WHERE EXISTS (SELECT 1 FROM {written})
+         ), locked AS (
+             SELECT a.id FROM ledger_accounts a
+             WHERE a.id IN (SELECT id FROM changes)
+             ORDER BY a.id
+             FOR UPDATE
+         ), applied AS (
+             UPDATE ledger_accounts a
+             SET posted = a.posted + c.posted,
+                 pending_out = a.pending_out + c.pending_out,
+                 pending_in = a.pending_in + c.pending_in
+             FROM locked JOIN changes c ON c.id = locked.id
+             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
+             RETURNING a.id
+         )"
+    )
+}
+
+/// The totals (by account index) the statement did not apply: they would
+/// have overdrawn their account.
+fn refused(totals: &[Totals], applied: &[i32]) -> Vec<usize> {
+    totals
+        .iter()
+        .map(|t| t.account)
+        .filter(|&i| !applied.contains(&(i as i32 + 1)))
+        .collect()
+}
+
 /// Writes a transfer with one statement: finds its accounts (`accounts`,
 /// sorted without repeats; `legs_at[i]` is leg `i`'s account), inserts the
 /// transfer and its entries, and applies `totals` to the non-negative
@@ -73,7 +113,7 @@ pub(super) async fn record_transfer(
     let column = |f: fn(&AccountKey) -> &str| accounts.iter().map(|k| f(k)).collect::<Vec<&str>>();
     let index = |i: usize| i as i32 + 1;
     let legs = &transfer.legs;
-    let (found, transfer_id, applied): (i64, Option<Uuid>, Vec<i32>) = sqlx::query_as(
+    let sql = format!(
         "WITH keys AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
                  AS k(owner, kind, ref, currency, n)
@@ -94,63 +134,42 @@ pub(super) async fn record_transfer(
              FROM transfer
              CROSS JOIN unnest($13::int4[], $14::numeric[], $15::text[], $16::text[]) AS legs(n, amount, currency, memo)
              JOIN found ON found.n = legs.n
-         ), changes AS (
-             SELECT found.id, c.posted, c.pending_out, c.pending_in
-             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
-                  AS c(n, posted, pending_out, pending_in)
-             JOIN found ON found.n = c.n
-             WHERE EXISTS (SELECT 1 FROM transfer)
-         ), locked AS (
-             SELECT a.id FROM ledger_accounts a
-             WHERE a.id IN (SELECT id FROM changes)
-             ORDER BY a.id
-             FOR UPDATE
-         ), applied AS (
-             UPDATE ledger_accounts a
-             SET posted = a.posted + c.posted,
-                 pending_out = a.pending_out + c.pending_out,
-                 pending_in = a.pending_in + c.pending_in
-             FROM locked JOIN changes c ON c.id = locked.id
-             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
-             RETURNING a.id
-         )
+         ), {}
          SELECT (SELECT count(*) FROM found),
                 (SELECT id FROM transfer),
-                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{}')",
-    )
-    .bind(column(|k| k.owner.as_str()))
-    .bind(column(|k| k.kind.as_str()))
-    .bind(column(|k| k.reference.as_str()))
-    .bind(column(|k| k.currency.code()))
-    .bind(id)
-    .bind(&transfer.key)
-    .bind(&transfer.owner)
-    .bind(&transfer.kind)
-    .bind(state)
-    .bind(transfer.intent_id)
-    .bind(&transfer.description)
-    .bind(now)
-    .bind(legs_at.iter().map(|&i| index(i)).collect::<Vec<i32>>())
-    .bind(legs.iter().map(|l| l.amount).collect::<Vec<Decimal>>())
-    .bind(legs.iter().map(|l| l.account.currency.code()).collect::<Vec<&str>>())
-    .bind(legs.iter().map(|l| l.memo.as_str()).collect::<Vec<&str>>())
-    .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
-    .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
-    .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
-    .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
-    .fetch_one(conn)
-    .await?;
+                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{{}}')",
+        apply_totals("transfer")
+    );
+    let (found, transfer_id, applied): (i64, Option<Uuid>, Vec<i32>) = sqlx::query_as(&sql)
+        .bind(column(|k| k.owner.as_str()))
+        .bind(column(|k| k.kind.as_str()))
+        .bind(column(|k| k.reference.as_str()))
+        .bind(column(|k| k.currency.code()))
+        .bind(id)
+        .bind(&transfer.key)
+        .bind(&transfer.owner)
+        .bind(&transfer.kind)
+        .bind(state)
+        .bind(transfer.intent_id)
+        .bind(&transfer.description)
+        .bind(now)
+        .bind(legs_at.iter().map(|&i| index(i)).collect::<Vec<i32>>())
+        .bind(legs.iter().map(|l| l.amount).collect::<Vec<Decimal>>())
+        .bind(legs.iter().map(|l| l.account.currency.code()).collect::<Vec<&str>>())
+        .bind(legs.iter().map(|l| l.memo.as_str()).collect::<Vec<&str>>())
+        .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
+        .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
+        .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
+        .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
+        .fetch_one(conn)
+        .await?;
     if (found as usize) < accounts.len() {
         return Ok(Written::MissingAccounts);
     }
     let Some(transfer_id) = transfer_id else {
         return Ok(Written::KeyTaken);
     };
-    let refused = totals
-        .iter()
-        .map(|t| t.account)
-        .filter(|&i| !applied.contains(&index(i)))
-        .collect();
+    let refused = refused(totals, &applied);
     Ok(Written::Inserted { transfer_id, refused })
 }
 
@@ -170,7 +189,7 @@ pub(super) async fn hold_transfers(
 ) -> Result<Written, sqlx::Error> {
     let column = |f: fn(&AccountKey) -> &str| accounts.iter().map(|k| f(k)).collect::<Vec<&str>>();
     let index = |i: usize| i as i32 + 1;
-    let (found, inserted, applied): (i64, i64, Vec<i32>) = sqlx::query_as(
+    let sql = format!(
         "WITH keys AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
                  AS k(owner, kind, ref, currency, n)
@@ -199,63 +218,42 @@ pub(super) async fn hold_transfers(
                   AS legs(transfer_id, n, amount, currency, memo)
              JOIN transfers ON transfers.id = legs.transfer_id
              JOIN found ON found.n = legs.n
-         ), changes AS (
-             SELECT found.id, c.posted, c.pending_out, c.pending_in
-             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
-                  AS c(n, posted, pending_out, pending_in)
-             JOIN found ON found.n = c.n
-             WHERE EXISTS (SELECT 1 FROM transfers)
-         ), locked AS (
-             SELECT a.id FROM ledger_accounts a
-             WHERE a.id IN (SELECT id FROM changes)
-             ORDER BY a.id
-             FOR UPDATE
-         ), applied AS (
-             UPDATE ledger_accounts a
-             SET posted = a.posted + c.posted,
-                 pending_out = a.pending_out + c.pending_out,
-                 pending_in = a.pending_in + c.pending_in
-             FROM locked JOIN changes c ON c.id = locked.id
-             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
-             RETURNING a.id
-         )
+         ), {}
          SELECT (SELECT count(*) FROM found),
                 (SELECT count(*) FROM transfers),
-                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{}')",
-    )
-    .bind(column(|k| k.owner.as_str()))
-    .bind(column(|k| k.kind.as_str()))
-    .bind(column(|k| k.reference.as_str()))
-    .bind(column(|k| k.currency.code()))
-    .bind(ids)
-    .bind(transfers.iter().map(|t| t.key.as_str()).collect::<Vec<&str>>())
-    .bind(transfers.iter().map(|t| t.owner.as_str()).collect::<Vec<&str>>())
-    .bind(transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<&str>>())
-    .bind(transfers.iter().map(|t| t.intent_id).collect::<Vec<Option<Uuid>>>())
-    .bind(transfers.iter().map(|t| t.description.as_str()).collect::<Vec<&str>>())
-    .bind(now)
-    .bind(legs.iter().map(|l| l.0).collect::<Vec<Uuid>>())
-    .bind(legs.iter().map(|l| index(l.1)).collect::<Vec<i32>>())
-    .bind(legs.iter().map(|l| l.2.amount).collect::<Vec<Decimal>>())
-    .bind(legs.iter().map(|l| l.2.account.currency.code()).collect::<Vec<&str>>())
-    .bind(legs.iter().map(|l| l.2.memo.as_str()).collect::<Vec<&str>>())
-    .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
-    .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
-    .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
-    .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
-    .fetch_one(conn)
-    .await?;
+                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{{}}')",
+        apply_totals("transfers")
+    );
+    let (found, inserted, applied): (i64, i64, Vec<i32>) = sqlx::query_as(&sql)
+        .bind(column(|k| k.owner.as_str()))
+        .bind(column(|k| k.kind.as_str()))
+        .bind(column(|k| k.reference.as_str()))
+        .bind(column(|k| k.currency.code()))
+        .bind(ids)
+        .bind(transfers.iter().map(|t| t.key.as_str()).collect::<Vec<&str>>())
+        .bind(transfers.iter().map(|t| t.owner.as_str()).collect::<Vec<&str>>())
+        .bind(transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<&str>>())
+        .bind(transfers.iter().map(|t| t.intent_id).collect::<Vec<Option<Uuid>>>())
+        .bind(transfers.iter().map(|t| t.description.as_str()).collect::<Vec<&str>>())
+        .bind(now)
+        .bind(legs.iter().map(|l| l.0).collect::<Vec<Uuid>>())
+        .bind(legs.iter().map(|l| index(l.1)).collect::<Vec<i32>>())
+        .bind(legs.iter().map(|l| l.2.amount).collect::<Vec<Decimal>>())
+        .bind(legs.iter().map(|l| l.2.account.currency.code()).collect::<Vec<&str>>())
+        .bind(legs.iter().map(|l| l.2.memo.as_str()).collect::<Vec<&str>>())
+        .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
+        .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
+        .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
+        .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
+        .fetch_one(conn)
+        .await?;
     if (found as usize) < accounts.len() {
         return Ok(Written::MissingAccounts);
     }
     if (inserted as usize) < transfers.len() {
         return Ok(Written::KeyTaken);
     }
-    let refused = totals
-        .iter()
-        .map(|t| t.account)
-        .filter(|&i| !applied.contains(&index(i)))
-        .collect();
+    let refused = refused(totals, &applied);
     Ok(Written::Inserted {
         transfer_id: ids[0],
         refused,
