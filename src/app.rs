@@ -132,6 +132,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         config.api.idempotency_ttl_s as i64,
         config.api.group_creates,
     );
+    let callbacks = crate::api::CallbackInbox::new(pool.clone(), engine.jobs().clone());
     let state = AppState {
         pool,
         engine: engine.clone(),
@@ -141,6 +142,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         adapters: providers.adapters.clone(),
         metrics: crate::telemetry::metrics_handle(),
         payout_creates,
+        callbacks,
     };
     Ok(App { engine, runner, state })
 }

@@ -9,14 +9,16 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::FutureExt;
 use serde_json::json;
+use sqlx::PgPool;
 
 use super::AppState;
 use crate::providers::mpesa::c2b;
 use crate::providers::mpesa::c2b_token;
 use crate::providers::mpesa::callbacks::{validate, ProcessCallback, KINDS};
 use crate::providers::mpesa::wire::C2bNotice;
-use crate::runner::NewJob;
+use crate::runner::{Batcher, JobClient, NewJob};
 use crate::store::inbox::{self, NewCallback};
 
 /// Loan states whose `LOAN-<n>` reference C2B validation refuses (when
@@ -221,9 +223,9 @@ struct Received<'a> {
 }
 
 /// Counts a callback, stores it (its kind and token cut to what the inbox
-/// keeps) and, unless it is settled already, enqueues `process` for it,
-/// with one statement. Returns the inbox id.
-async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Result<i64, sqlx::Error> {
+/// keeps) and, unless it is settled already, enqueues `process` for it, by
+/// way of [`Inbox`]. Returns the inbox id once it is committed.
+async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Result<i64, String> {
     let Received {
         provider,
         kind,
@@ -241,21 +243,76 @@ async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Resu
         metrics::counter!("tuma_callbacks_total", "provider" => provider, "kind" => kind_label, "outcome" => outcome)
             .increment(1);
     }
-    let remote_addr = remote.ip().to_string();
-    let kind_stored: String = kind.chars().take(32).collect();
-    let token_stored: String = token.chars().take(MAX_TOKEN_CHARS).collect();
-    let callback = NewCallback {
-        provider,
-        kind: &kind_stored,
-        token: &token_stored,
-        body,
-        parse_error,
-        remote_addr: Some(&remote_addr),
-        outcome: settled,
-    };
-    let jobs = state.engine.jobs();
-    let process = settled
-        .is_none()
-        .then(|| (&process, jobs.notify_for(std::slice::from_ref(&process))));
-    inbox::insert_and_enqueue(&state.pool, &callback, process, jobs.clock().sql_now()).await
+    state
+        .callbacks
+        .keep(NewCallback {
+            provider,
+            kind: kind.chars().take(32).collect(),
+            token: token.chars().take(MAX_TOKEN_CHARS).collect(),
+            body: body.to_vec(),
+            parse_error: parse_error.map(str::to_owned),
+            remote_addr: Some(remote.ip().to_string()),
+            outcome: settled,
+            process,
+        })
+        .await
+}
+
+/// Most callbacks stored by one statement.
+const GROUP: usize = 128;
+/// Groups stored at once.
+const LANES: usize = 2;
+
+/// The callback inbox of one node: callbacks that arrive while a group is
+/// being stored form the next group, stored and their jobs enqueued by one
+/// statement (group commit). A provider hears "received" only once its
+/// callback's group committed, as when each was stored alone; a lone
+/// callback is a group of one and goes at once.
+#[derive(Clone)]
+pub struct Inbox {
+    batcher: Batcher<NewCallback, Result<i64, String>>,
+}
+
+impl Inbox {
+    pub fn new(pool: PgPool, jobs: JobClient) -> Inbox {
+        let batcher = Batcher::new("callback_inbox", GROUP, LANES, move |callbacks: Vec<NewCallback>| {
+            let (pool, jobs) = (pool.clone(), jobs.clone());
+            async move {
+                let processed: Vec<NewJob> = callbacks
+                    .iter()
+                    .filter(|c| c.outcome.is_none())
+                    .map(|c| c.process.clone())
+                    .collect();
+                let notify = jobs.notify_for(&processed);
+                let now = jobs.clock().sql_now();
+                match inbox::insert_and_enqueue(&pool, &callbacks, notify, now).await {
+                    Ok(ids) => ids.into_iter().map(Ok).collect(),
+                    // One callback the database refuses must not cost the
+                    // others their place: each goes again on its own.
+                    Err(error) if callbacks.len() > 1 => {
+                        tracing::warn!(%error, callbacks = callbacks.len(), "a group of callbacks failed; each goes alone");
+                        let mut answers = Vec::with_capacity(callbacks.len());
+                        for callback in callbacks {
+                            let alone = std::slice::from_ref(&callback);
+                            let answer = inbox::insert_and_enqueue(&pool, alone, notify, now).await;
+                            answers.push(answer.map(|ids| ids[0]).map_err(|e| e.to_string()));
+                        }
+                        answers
+                    }
+                    Err(error) => vec![Err(error.to_string())],
+                }
+            }
+            .boxed()
+        });
+        Inbox { batcher }
+    }
+
+    /// Stores `callback` (and enqueues its processing) with whatever others
+    /// are waiting; its inbox id once committed.
+    pub async fn keep(&self, callback: NewCallback) -> Result<i64, String> {
+        self.batcher
+            .run(callback)
+            .await
+            .map_err(|panicked| panicked.to_string())?
+    }
 }

@@ -28,6 +28,7 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 
 pub use auth::{authenticate, create_key, Caller, Scope};
+pub use callbacks::Inbox as CallbackInbox;
 pub use together::PayoutCreates;
 pub use validate::home_country;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Payout creates admitted together.
     pub payout_creates: PayoutCreates,
+    /// Provider callbacks stored together.
+    pub callbacks: callbacks::Inbox,
 }
 
 /// Refuses a path or query carrying a percent-encoded control character

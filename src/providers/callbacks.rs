@@ -524,18 +524,13 @@ pub(crate) async fn apply_batch(
             held.then_some(r)
         })
         .collect();
-    let receipts: Vec<(uuid::Uuid, &str)> = ready
-        .iter()
-        .filter_map(|r| match (&r.outcome, &r.receipt) {
-            (Outcome::Succeeded, Some(receipt)) => Some((r.intent.id, receipt.as_str())),
-            _ => None,
-        })
-        .collect();
-    intents::set_receipts(&mut tx, &receipts).await?;
     // Settling locks each intent's non-negative account (its party's
     // balance, its campaign's bucket): take them in one order in every
     // batch, so that two batches wait for each other instead of deadlocking.
     ready.sort_by(|a, b| ledger_order(&a.intent).cmp(&ledger_order(&b.intent)));
+    // A success's receipt is kept on its intent: by the move that records
+    // it (an intent row's receipt goes with its move), or below when the
+    // move is refused.
     for r in &mut ready {
         if let (Outcome::Succeeded, Some(receipt)) = (&r.outcome, &r.receipt) {
             r.intent.receipt.get_or_insert_with(|| receipt.clone());
@@ -558,6 +553,15 @@ pub(crate) async fn apply_batch(
         })
         .collect();
     let applied = engine.apply_many(&mut tx, moves).await.map_err(JobError::retryable)?;
+    let refused_receipts: Vec<(uuid::Uuid, &str)> = ready
+        .iter()
+        .zip(&applied)
+        .filter_map(|(r, applied)| match (applied, &r.outcome, &r.receipt) {
+            (Applied::Rejected { .. }, Outcome::Succeeded, Some(receipt)) => Some((r.intent.id, receipt.as_str())),
+            _ => None,
+        })
+        .collect();
+    intents::set_receipts(&mut tx, &refused_receipts).await?;
     let mut finished = Vec::with_capacity(ready.len());
     for (r, applied) in ready.iter().zip(applied) {
         let (outcome, detail) = match applied {

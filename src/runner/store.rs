@@ -147,7 +147,8 @@ pub(crate) fn jobs_cte(p: usize, now: &str, guard: &str) -> String {
 
 /// [`jobs_cte`] whose jobs' arguments are the SQL `job_args` (over the
 /// bound `input.args` and whatever `also_from`, joined to the bound jobs,
-/// provides): for jobs that name a row the same statement inserts.
+/// provides): for jobs that name a row the same statement inserts. Each
+/// bound job's place in the list, from 1, is `input.n`.
 pub(crate) fn jobs_cte_from(p: usize, now: &str, guard: &str, job_args: &str, also_from: &str) -> String {
     let [kinds, queues, args, priorities, max_attempts, run_ats, unique_keys, delays, bases, maxes, timeouts, notify] =
         std::array::from_fn(|i| format!("${}", p + i));
@@ -161,8 +162,9 @@ pub(crate) fn jobs_cte_from(p: usize, now: &str, guard: &str, job_args: &str, al
              FROM unnest({kinds}::text[], {queues}::text[], {args}::jsonb[], {priorities}::int2[],
                          {max_attempts}::int4[], {run_ats}::timestamptz[], {unique_keys}::text[],
                          {delays}::int8[], {bases}::int8[], {maxes}::int8[], {timeouts}::int8[])
+                  WITH ORDINALITY
                   AS input(kind, queue, args, priority, max_attempts, run_at, unique_key,
-                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms){also_from}
+                           delay_ms, retry_base_ms, retry_max_ms, timeout_ms, n){also_from}
              WHERE {guard}
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
              DO NOTHING

@@ -18,58 +18,81 @@ pub struct InboxRow {
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// A callback as received.
-pub struct NewCallback<'a> {
-    pub provider: &'a str,
-    pub kind: &'a str,
-    pub token: &'a str,
-    pub body: &'a [u8],
-    pub parse_error: Option<&'a str>,
-    pub remote_addr: Option<&'a str>,
-    /// Set when the callback is not to be processed at all.
-    pub outcome: Option<&'a str>,
+/// A callback as received, and the job that is to process it.
+pub struct NewCallback {
+    pub provider: &'static str,
+    pub kind: String,
+    pub token: String,
+    pub body: Vec<u8>,
+    pub parse_error: Option<String>,
+    pub remote_addr: Option<String>,
+    /// Set when the callback is not to be processed at all: then `process`
+    /// is not enqueued.
+    pub outcome: Option<&'static str>,
+    /// Its `inbox_id` argument is set to the stored row's id.
+    pub process: NewJob,
 }
 
-/// Stores `callback` and, when `process` is given, enqueues that job for
-/// it with the same statement (one round trip, committed on its own): the
-/// job's `inbox_id` argument is set to the stored row's id. Returns the id.
+/// Stores `callbacks` and enqueues each one's `process` job (unless it is
+/// settled already) with one statement: one round trip and one commit for
+/// all. Returns the stored rows' ids, in the callbacks' order.
 pub async fn insert_and_enqueue(
     pool: &PgPool,
-    callback: &NewCallback<'_>,
-    process: Option<(&NewJob, bool)>,
+    callbacks: &[NewCallback],
+    notify: bool,
     now: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<i64, sqlx::Error> {
-    let (jobs, notify) = match process {
-        Some((job, notify)) => (std::slice::from_ref(job), notify),
-        None => (&[][..], false),
-    };
+) -> Result<Vec<i64>, sqlx::Error> {
+    // The ids are drawn first, in the callbacks' order, so that each job
+    // can name its own row.
     let sql = format!(
-        "WITH stored AS (
-             INSERT INTO callback_inbox (provider, kind, token, body, parse_error, remote_addr, outcome,
+        "WITH wanted AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[])
+                 WITH ORDINALITY
+                 AS w(cb_provider, cb_kind, cb_token, cb_body, cb_parse_error, cb_remote_addr, cb_outcome, n)
+         ), ids AS (
+             SELECT n, nextval(pg_get_serial_sequence('callback_inbox', 'id')) AS id FROM wanted ORDER BY n
+         ), stored AS (
+             INSERT INTO callback_inbox (id, provider, kind, token, body, parse_error, remote_addr, outcome,
                                          processed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7::text IS NULL THEN NULL ELSE now() END)
+             OVERRIDING SYSTEM VALUE
+             SELECT ids.id, w.cb_provider, w.cb_kind, w.cb_token, w.cb_body, w.cb_parse_error, w.cb_remote_addr,
+                    w.cb_outcome, CASE WHEN w.cb_outcome IS NULL THEN NULL ELSE now() END
+             FROM wanted w JOIN ids ON ids.n = w.n
+             ORDER BY w.n
              RETURNING id
          ), {}
-         SELECT stored.id, (SELECT count(*) FROM jobs_notified) FROM stored",
+         SELECT ids.id, (SELECT count(*) FROM stored), (SELECT count(*) FROM jobs_notified)
+         FROM ids ORDER BY ids.n",
         jobs_cte_from(
             9,
             "$8",
-            "true",
-            "input.args || jsonb_build_object('inbox_id', stored.id)",
-            " CROSS JOIN stored"
+            "wanted.cb_outcome IS NULL",
+            "input.args || jsonb_build_object('inbox_id', ids.id)",
+            " JOIN ids ON ids.n = input.n JOIN wanted ON wanted.n = input.n"
         )
     );
+    let jobs: Vec<NewJob> = callbacks.iter().map(|c| c.process.clone()).collect();
     let query = sqlx::query_as(&sql)
-        .bind(callback.provider)
-        .bind(callback.kind)
-        .bind(callback.token)
-        .bind(callback.body)
-        .bind(callback.parse_error)
-        .bind(callback.remote_addr)
-        .bind(callback.outcome)
+        .bind(callbacks.iter().map(|c| c.provider).collect::<Vec<&str>>())
+        .bind(callbacks.iter().map(|c| c.kind.as_str()).collect::<Vec<&str>>())
+        .bind(callbacks.iter().map(|c| c.token.as_str()).collect::<Vec<&str>>())
+        .bind(callbacks.iter().map(|c| c.body.as_slice()).collect::<Vec<&[u8]>>())
+        .bind(
+            callbacks
+                .iter()
+                .map(|c| c.parse_error.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(
+            callbacks
+                .iter()
+                .map(|c| c.remote_addr.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(callbacks.iter().map(|c| c.outcome).collect::<Vec<Option<&str>>>())
         .bind(now);
-    let (id, _notified): (i64, i64) = bind_jobs(query, jobs, notify).fetch_one(pool).await?;
-    Ok(id)
+    let rows: Vec<(i64, i64, i64)> = bind_jobs(query, &jobs, notify).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(id, _, _)| id).collect())
 }
 
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<InboxRow>, sqlx::Error> {

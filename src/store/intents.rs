@@ -375,6 +375,9 @@ pub struct Move<'a> {
     pub deliver_to: &'a str,
     /// Unique keys of the timers of the state left.
     pub withdraw: &'a [String],
+    /// The provider's receipt, recorded on the intent with the move unless
+    /// one is recorded already.
+    pub receipt: Option<&'a str>,
 }
 
 /// [`move_and_record`] for many intents with one statement, each by its own
@@ -393,14 +396,16 @@ pub async fn move_and_record_many(
     let sql = format!(
         "WITH wanted AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[],
-                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                                  $14::text[])
                  WITH ORDINALITY
                  AS m(id, from_state, to_state, version, is_final, event, reason, cause, actor, provider_ref,
-                      payload_digest, deliver_to, n)
+                      payload_digest, deliver_to, receipt, n)
          ), moved AS (
              UPDATE intents i
              SET state = m.to_state, state_version = i.state_version + 1, updated_at = coalesce($1, now()),
-                 final_at = CASE WHEN m.is_final THEN coalesce($1, now()) ELSE NULL END
+                 final_at = CASE WHEN m.is_final THEN coalesce($1, now()) ELSE NULL END,
+                 receipt = coalesce(i.receipt, m.receipt)
              FROM wanted m
              WHERE i.id = m.id AND i.state = m.from_state AND i.state_version = m.version
              RETURNING i.id, i.state_version
@@ -414,7 +419,7 @@ pub async fn move_and_record_many(
              RETURNING id, intent_id
          ), withdrawn AS (
              DELETE FROM tuma_jobs j
-             USING unnest($14::text[], $15::uuid[]) AS w(unique_key, intent_id)
+             USING unnest($15::text[], $16::uuid[]) AS w(unique_key, intent_id)
              WHERE j.unique_key = w.unique_key AND j.state = 'available'
                AND w.intent_id IN (SELECT id FROM moved)
          ), {}
@@ -424,7 +429,7 @@ pub async fn move_and_record_many(
                 (SELECT count(*) FROM jobs_notified)
          FROM wanted m JOIN moved ON moved.id = m.id JOIN inserted ON inserted.intent_id = m.id
          ORDER BY m.n",
-        jobs_cte(16, "$1", "(input.args->>'intent_id')::uuid IN (SELECT id FROM moved)")
+        jobs_cte(17, "$1", "(input.args->>'intent_id')::uuid IN (SELECT id FROM moved)")
     );
     let events: Vec<&NewEvent<'_>> = moves.iter().map(|m| &m.event).collect();
     let withdraw: Vec<(&str, Uuid)> = moves
@@ -445,6 +450,7 @@ pub async fn move_and_record_many(
         .bind(events.iter().map(|e| e.provider_ref).collect::<Vec<Option<&str>>>())
         .bind(events.iter().map(|e| e.payload_digest).collect::<Vec<Option<&str>>>())
         .bind(moves.iter().map(|m| m.deliver_to).collect::<Vec<&str>>())
+        .bind(moves.iter().map(|m| m.receipt).collect::<Vec<Option<&str>>>())
         .bind(withdraw.iter().map(|w| w.0).collect::<Vec<&str>>())
         .bind(withdraw.iter().map(|w| w.1).collect::<Vec<Uuid>>());
     let rows: Vec<(i64, i32, i64, Vec<Uuid>, i64)> = bind_jobs(query, jobs, notify).fetch_all(conn).await?;

@@ -491,6 +491,7 @@ impl Engine {
                     is_final: *is_final,
                     deliver_to: &intent.owner,
                     withdraw,
+                    receipt: intent.receipt.as_deref(),
                 })
             })
             .collect();
