@@ -30,7 +30,7 @@
 //!   409 `RESOURCE_ALREADY_EXIST`. Body `amount` (a string of whole units; a
 //!   JSON number is accepted too, *assumed*), `currency`, `externalId`,
 //!   `payee`/`payer` `{partyIdType, partyId}`, `payerMessage`, `payeeNote`
-//!   (≤ 160 characters, else 400). An unreadable body or amount is 400
+//!   (≤ 128 characters, else 400). An unreadable body or amount is 400
 //!   `{"code": "BAD_REQUEST"}` (*assumed* code).
 //! - HTTP 500 configuration errors, checked in this order: a target
 //!   environment the user may not use → `NOT_ALLOWED_TARGET_ENVIRONMENT`; a
@@ -108,7 +108,7 @@ const ALL_MARKETS: &[&str] = &["mtnuganda", "mtnrwanda", "sandbox"];
 const INVALID_SUBSCRIPTION_KEY: &str =
     "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 /// MTN refuses longer `payerMessage` / `payeeNote`.
-const MAX_NOTE_CHARS: usize = 160;
+const MAX_NOTE_CHARS: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Product {
@@ -612,7 +612,7 @@ fn read_request(
     let payee_note = text(&request["payeeNote"]).unwrap_or_default();
     if payer_message.chars().count() > MAX_NOTE_CHARS || payee_note.chars().count() > MAX_NOTE_CHARS {
         return Err(Refusal::bad_request(
-            "payerMessage and payeeNote are at most 160 characters",
+            "payerMessage and payeeNote are at most 128 characters",
         ));
     }
     if text(&request["currency"]).as_deref() != Some(currency) {

@@ -948,3 +948,73 @@ async fn a_collected_payment_can_be_reversed_once_and_its_result_is_read() {
     assert_eq!(reversals[0].amount_kes, 800);
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn callbacks_arriving_together_are_stored_by_one_statement_each_with_its_own_job() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let inbox = tuma::api::CallbackInbox::new(app.db.pool.clone(), app.engine.jobs().clone());
+    const N: usize = 20;
+    let bodies: Vec<String> = (0..N)
+        .map(|i| {
+            format!(
+                r#"{{"Body":{{"stkCallback":{{"MerchantRequestID":"m-{i}","CheckoutRequestID":"ws_CO_{i}","ResultCode":1032,"ResultDesc":"cancelled"}}}}}}"#
+            )
+        })
+        .collect();
+    // Every third one is settled at the door: stored, never processed.
+    let settled = |i: usize| i % 3 == 0;
+    // All handed over before the first group starts (this runtime has one
+    // thread), so they are stored as one group.
+    let kept = futures::future::join_all(bodies.iter().enumerate().map(|(i, body)| {
+        inbox.keep(tuma::store::inbox::NewCallback {
+            provider: "mpesa",
+            kind: "stk".into(),
+            token: format!("{i:032x}"),
+            body: body.clone().into_bytes(),
+            parse_error: None,
+            remote_addr: Some("127.0.0.1".into()),
+            outcome: settled(i).then_some("unknown_token"),
+            process: tuma::runner::NewJob::new(&tuma::providers::mpesa::callbacks::ProcessCallback { inbox_id: 0 }),
+        })
+    }))
+    .await;
+    let ids: Vec<i64> = kept.into_iter().map(Result::unwrap).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids drawn in arrival order: {ids:?}"
+    );
+    assert_eq!(
+        app.count("SELECT count(DISTINCT xmin::text) FROM callback_inbox").await,
+        1,
+        "one statement, one commit"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let (body, token, outcome): (Vec<u8>, String, Option<String>) =
+            sqlx::query_as("SELECT body, token, outcome FROM callback_inbox WHERE id = $1")
+                .bind(id)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(body, bodies[i].as_bytes(), "row {id} holds callback {i}");
+        assert_eq!(token, format!("{i:032x}"));
+        assert_eq!(outcome.is_some(), settled(i));
+        let jobs = app
+            .count(&format!(
+                "SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa' AND (args->>'inbox_id')::bigint = {id}"
+            ))
+            .await;
+        assert_eq!(jobs, if settled(i) { 0 } else { 1 }, "callback {i}'s job");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa'")
+            .await,
+        (0..N).filter(|i| !settled(*i)).count() as i64
+    );
+    app.run_jobs().await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE processed_at IS NULL")
+            .await,
+        0,
+        "every callback processed or settled"
+    );
+}

@@ -510,7 +510,7 @@ async fn configuration_errors_come_back_as_http_500_with_their_codes_and_record_
         .await;
     assert_eq!(not_uuid.status(), StatusCode::BAD_REQUEST);
     let mut long_note = transfer_body("256772123456", "100", "UGX");
-    long_note["payeeNote"] = json!("x".repeat(161));
+    long_note["payeeNote"] = json!("x".repeat(129));
     assert_eq!(
         post.send("disbursement", &new_reference(), long_note).await.status(),
         StatusCode::BAD_REQUEST

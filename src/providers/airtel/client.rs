@@ -403,6 +403,7 @@ impl AirtelClient {
             Call::Send,
         )
         .await
+        .map(prompted)
     }
 
     /// Asks what became of our request `request_id` of `direction`.
@@ -432,6 +433,24 @@ impl AirtelClient {
             }),
             other => other,
         }
+    }
+}
+
+/// What a USSD push's answer can say: that the prompt went out (or not),
+/// never that the payer paid. Airtel documents DP00800001006 for a sent
+/// prompt, but answers carrying its success code have been seen; a payer
+/// who has not yet entered a PIN must not read as paid, so such an answer
+/// waits, like any sent prompt, for the callback or an enquiry.
+fn prompted(reply: Reply) -> Reply {
+    match reply.outcome {
+        crate::providers::Outcome::Succeeded => {
+            tracing::warn!("Airtel answered a USSD push with a success code; waiting for the payer's answer");
+            Reply {
+                outcome: crate::providers::Outcome::Pending,
+                receipt: None,
+            }
+        }
+        _ => reply,
     }
 }
 
@@ -519,6 +538,24 @@ mod tests {
             answer(StatusCode::GATEWAY_TIMEOUT, None, Call::Status),
             Err(CallError::Busy(_))
         ));
+    }
+
+    #[test]
+    fn a_push_answered_with_a_success_code_still_waits_for_the_payer() {
+        use crate::providers::Outcome;
+        let paid = prompted(Reply {
+            outcome: Outcome::Succeeded,
+            receipt: Some("MP1".into()),
+        });
+        assert!(matches!(paid.outcome, Outcome::Pending) && paid.receipt.is_none());
+        let refused = prompted(Reply {
+            outcome: Outcome::Failed {
+                code: "DP00800001007".into(),
+                reason: "refused".into(),
+            },
+            receipt: None,
+        });
+        assert!(matches!(refused.outcome, Outcome::Failed { .. }), "a refusal stands");
     }
 
     #[test]

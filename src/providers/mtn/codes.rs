@@ -30,6 +30,7 @@ pub enum Reason {
     PayerNotFound,
     NotEnoughFunds,
     PayerLimitReached,
+    PayeeLimitReached,
     PayeeNotAllowedToReceive,
     SenderAccountNotActive,
     NotAllowed,
@@ -46,15 +47,17 @@ pub enum Reason {
     ResourceAlreadyExist,
     ResourceNotFound,
     TransferTypeUnknown,
+    ValidationError,
 }
 
 impl Reason {
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::PayeeNotFound,
         Reason::PayerNotFound,
         Reason::NotEnoughFunds,
         Reason::PayerLimitReached,
+        Reason::PayeeLimitReached,
         Reason::PayeeNotAllowedToReceive,
         Reason::SenderAccountNotActive,
         Reason::NotAllowed,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::ResourceAlreadyExist,
         Reason::ResourceNotFound,
         Reason::TransferTypeUnknown,
+        Reason::ValidationError,
     ];
 
     /// MTN's spelling.
@@ -80,6 +84,7 @@ impl Reason {
             Reason::PayerNotFound => "PAYER_NOT_FOUND",
             Reason::NotEnoughFunds => "NOT_ENOUGH_FUNDS",
             Reason::PayerLimitReached => "PAYER_LIMIT_REACHED",
+            Reason::PayeeLimitReached => "PAYEE_LIMIT_REACHED",
             Reason::PayeeNotAllowedToReceive => "PAYEE_NOT_ALLOWED_TO_RECEIVE",
             Reason::SenderAccountNotActive => "SENDER_ACCOUNT_NOT_ACTIVE",
             Reason::NotAllowed => "NOT_ALLOWED",
@@ -96,6 +101,7 @@ impl Reason {
             Reason::ResourceAlreadyExist => "RESOURCE_ALREADY_EXIST",
             Reason::ResourceNotFound => "RESOURCE_NOT_FOUND",
             Reason::TransferTypeUnknown => "TRANSFER_TYPE_UNKNOWN",
+            Reason::ValidationError => "VALIDATION_ERROR",
         }
     }
 
@@ -108,6 +114,7 @@ impl Reason {
                 "not enough funds (the payer's wallet, or for transfers our disbursement account)"
             }
             Reason::PayerLimitReached => "the payer's limit is reached",
+            Reason::PayeeLimitReached => "the payee's limit is reached",
             Reason::PayeeNotAllowedToReceive => "the payee's wallet may not receive (blocked or at its limit)",
             Reason::SenderAccountNotActive => "the sending account is not active",
             Reason::NotAllowed => "the API user is not permitted to do this",
@@ -124,6 +131,7 @@ impl Reason {
             Reason::ResourceAlreadyExist => "the reference id was already used",
             Reason::ResourceNotFound => "MTN knows no such reference",
             Reason::TransferTypeUnknown => "transfer type unknown",
+            Reason::ValidationError => "MTN found the request invalid",
         }
     }
 
@@ -178,6 +186,7 @@ pub fn failed(code: &str, message: &str) -> Outcome {
         | Reason::PayerNotFound
         | Reason::NotEnoughFunds
         | Reason::PayerLimitReached
+        | Reason::PayeeLimitReached
         | Reason::PayeeNotAllowedToReceive
         | Reason::SenderAccountNotActive
         | Reason::NotAllowed
@@ -191,7 +200,8 @@ pub fn failed(code: &str, message: &str) -> Outcome {
         | Reason::CouldNotPerformTransaction
         | Reason::InternalProcessingError
         | Reason::ServiceUnavailable
-        | Reason::TransferTypeUnknown => final_failure(),
+        | Reason::TransferTypeUnknown
+        | Reason::ValidationError => final_failure(),
         // Answers about a reference, not outcomes of a transaction: a
         // FAILED status carrying one is not understood.
         Reason::ResourceAlreadyExist | Reason::ResourceNotFound => unknown(code, message),
@@ -223,12 +233,14 @@ pub fn refusal(http: u16, code: Option<&str>, message: &str) -> CallError {
         | Reason::PayerNotFound
         | Reason::NotEnoughFunds
         | Reason::PayerLimitReached
+        | Reason::PayeeLimitReached
         | Reason::PayeeNotAllowedToReceive
         | Reason::PaymentNotApproved
         | Reason::ApprovalRejected
         | Reason::Expired
         | Reason::TransactionCanceled
-        | Reason::TransferTypeUnknown => rejected(reason.code()),
+        | Reason::TransferTypeUnknown
+        | Reason::ValidationError => rejected(reason.code()),
         // Generic failures: on a 5xx the money may have moved.
         Reason::CouldNotPerformTransaction | Reason::InternalProcessingError => {
             by_http_status(http, reason.code(), message)

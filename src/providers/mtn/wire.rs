@@ -81,7 +81,9 @@ pub struct RequestToPay {
 }
 
 /// MTN refuses a `payerMessage` or `payeeNote` longer than this (HTTP 400).
-pub const MAX_NOTE_CHARS: usize = 160;
+/// Its API reference says 160 characters; its later note on failure
+/// reasons says 128, so notes are kept within the stricter.
+pub const MAX_NOTE_CHARS: usize = 128;
 
 /// Why a transaction failed: `{"code", "message"}` in the documented
 /// shape, a bare code string in some versions and markets.

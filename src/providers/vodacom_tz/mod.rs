@@ -7,6 +7,13 @@
 //! while the customer enters their PIN and then returns the outcome. There
 //! are no callbacks. A call that times out is ambiguous and is resolved by
 //! the status query, asked by our request id (`input_ThirdPartyConversationID`).
+//!
+//! Unverified, and to confirm with Vodacom before going live: open-source
+//! Tanzanian clients also know an asynchronous C2B mode, where `INS-0`
+//! only means "accepted" and the outcome comes by callback
+//! (`input_ResultCode`, `input_OriginalConversationID`). This adapter
+//! assumes the application is provisioned for the synchronous mode; in
+//! the other, its reading of `INS-0` as paid would be wrong.
 
 pub mod client;
 pub mod codes;
