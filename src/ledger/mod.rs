@@ -377,67 +377,17 @@ pub async fn record(
     mode: Mode,
     now: Option<DateTime<Utc>>,
 ) -> Result<Recorded, LedgerError> {
-    check_balanced(&transfer.key, &transfer.legs)?;
-    let state = match mode {
-        Mode::Hold => "pending",
-        Mode::Post => "posted",
-    };
-    let mut accounts: Vec<&AccountKey> = transfer.legs.iter().map(|l| &l.account).collect();
-    accounts.sort();
-    accounts.dedup();
-    let at = |key: &AccountKey| accounts.binary_search(&key).expect("every leg's account is listed");
-    let legs_at: Vec<usize> = transfer.legs.iter().map(|l| at(&l.account)).collect();
-
-    // Running totals of the accounts that must not go below zero.
-    let mut deltas: BTreeMap<usize, Decimal> = BTreeMap::new();
-    for (leg, &i) in transfer.legs.iter().zip(&legs_at) {
-        if leg.account.kind.non_negative() {
-            *deltas.entry(i).or_default() += leg.normal_delta();
-        }
-    }
-    deltas.retain(|_, delta| !delta.is_zero());
-    let totals: Vec<store::Totals> = deltas
-        .iter()
-        .map(|(&account, &delta)| {
-            let (posted, pending_out, pending_in) = match (mode, delta.is_sign_negative()) {
-                (Mode::Post, _) => (delta, Decimal::ZERO, Decimal::ZERO),
-                (Mode::Hold, true) => (Decimal::ZERO, -delta, Decimal::ZERO),
-                (Mode::Hold, false) => (Decimal::ZERO, Decimal::ZERO, delta),
-            };
-            store::Totals {
-                account,
-                posted,
-                pending_out,
-                pending_in,
-            }
-        })
-        .collect();
-
-    // Accounts are made once and used ever after: write as if they exist,
-    // and create them only when the statement says some do not.
-    let id = Uuid::now_v7();
-    let mut written = store::record_transfer(conn, id, transfer, state, &accounts, &legs_at, &totals, now).await?;
-    if matches!(written, store::Written::MissingAccounts) {
-        store::create_accounts(conn, &accounts).await?;
-        written = store::record_transfer(conn, id, transfer, state, &accounts, &legs_at, &totals, now).await?;
-    }
-    let transfer_id = match written {
-        store::Written::MissingAccounts => return Err(LedgerError::Database(sqlx::Error::RowNotFound)),
-        store::Written::KeyTaken => return already_recorded(conn, transfer).await,
-        store::Written::Inserted { transfer_id, refused } => match refused.first() {
-            None => transfer_id,
-            Some(&i) => {
-                let key = accounts[i];
-                return Err(LedgerError::InsufficientFunds(Shortfall {
-                    account: key.to_string(),
-                    currency: key.currency,
-                    available: store::available_of(conn, key).await?,
-                    needed: -deltas[&i],
-                }));
-            }
+    let transfers = std::slice::from_ref(transfer);
+    let plan = Plan::of(transfers, mode)?;
+    match plan.write(conn, transfers, now).await? {
+        store::Written::KeyTaken => already_recorded(conn, transfer).await,
+        store::Written::Inserted { refused } => match refused.first() {
+            None => Ok(Recorded::New {
+                transfer_id: plan.ids[0],
+            }),
+            Some(&i) => Err(plan.shortfall(conn, i).await),
         },
-    };
-    Ok(Recorded::New { transfer_id })
+    }
 }
 
 /// Holds many new transfers (each [`record`]ed with [`Mode::Hold`]) in the
@@ -453,59 +403,131 @@ pub async fn hold_many(
     if transfers.is_empty() {
         return Ok(());
     }
-    for transfer in transfers {
-        check_balanced(&transfer.key, &transfer.legs)?;
-    }
-    let mut accounts: Vec<&AccountKey> = transfers
-        .iter()
-        .flat_map(|t| t.legs.iter().map(|l| &l.account))
-        .collect();
-    accounts.sort();
-    accounts.dedup();
-    let at = |key: &AccountKey| accounts.binary_search(&key).expect("every leg's account is listed");
-    let ids: Vec<Uuid> = transfers.iter().map(|_| Uuid::now_v7()).collect();
-    let mut legs = Vec::new();
-    let mut deltas: BTreeMap<usize, Decimal> = BTreeMap::new();
-    for (transfer, &id) in transfers.iter().zip(&ids) {
-        for leg in &transfer.legs {
-            let account = at(&leg.account);
-            legs.push((id, account, leg));
-            if leg.account.kind.non_negative() {
-                *deltas.entry(account).or_default() += leg.normal_delta();
-            }
-        }
-    }
-    deltas.retain(|_, delta| !delta.is_zero());
-    let totals: Vec<store::Totals> = deltas
-        .iter()
-        .map(|(&account, &delta)| store::Totals {
-            account,
-            posted: Decimal::ZERO,
-            pending_out: (-delta).max(Decimal::ZERO),
-            pending_in: delta.max(Decimal::ZERO),
-        })
-        .collect();
-    let mut written = store::hold_transfers(conn, &ids, transfers, &accounts, &legs, &totals, now).await?;
-    if matches!(written, store::Written::MissingAccounts) {
-        store::create_accounts(conn, &accounts).await?;
-        written = store::hold_transfers(conn, &ids, transfers, &accounts, &legs, &totals, now).await?;
-    }
-    match written {
-        store::Written::Inserted { refused, .. } if refused.is_empty() => Ok(()),
-        store::Written::Inserted { refused, .. } => {
-            let key = accounts[refused[0]];
-            Err(LedgerError::InsufficientFunds(Shortfall {
-                account: key.to_string(),
-                currency: key.currency,
-                available: store::available_of(conn, key).await?,
-                needed: -deltas[&refused[0]],
-            }))
-        }
+    let plan = Plan::of(transfers, Mode::Hold)?;
+    match plan.write(conn, transfers, now).await? {
+        store::Written::Inserted { refused } => match refused.first() {
+            None => Ok(()),
+            Some(&i) => Err(plan.shortfall(conn, i).await),
+        },
         store::Written::KeyTaken => Err(LedgerError::Mismatch {
             key: transfers.iter().map(|t| t.key.as_str()).collect::<Vec<_>>().join(", "),
             difference: "one of these keys was already recorded".into(),
         }),
-        store::Written::MissingAccounts => Err(LedgerError::Database(sqlx::Error::RowNotFound)),
+    }
+}
+
+/// What writing some transfers together takes: their accounts (sorted,
+/// without repeats), every leg with its transfer's new id and its
+/// account's index, and what they change on the non-negative accounts.
+struct Plan<'t> {
+    /// A new id per transfer, in order.
+    ids: Vec<Uuid>,
+    state: &'static str,
+    accounts: Vec<&'t AccountKey>,
+    legs: Vec<(Uuid, usize, &'t Leg)>,
+    /// The net change, in the account's normal direction, of every
+    /// non-negative account that changes (by index).
+    deltas: BTreeMap<usize, Decimal>,
+    totals: Vec<store::Totals>,
+}
+
+impl<'t> Plan<'t> {
+    fn of(transfers: &'t [NewTransfer], mode: Mode) -> Result<Plan<'t>, LedgerError> {
+        for transfer in transfers {
+            check_balanced(&transfer.key, &transfer.legs)?;
+        }
+        let mut accounts: Vec<&AccountKey> = transfers
+            .iter()
+            .flat_map(|t| t.legs.iter().map(|l| &l.account))
+            .collect();
+        accounts.sort();
+        accounts.dedup();
+        let at = |key: &AccountKey| accounts.binary_search(&key).expect("every leg's account is listed");
+        let ids: Vec<Uuid> = transfers.iter().map(|_| Uuid::now_v7()).collect();
+        let mut legs = Vec::new();
+        let mut deltas: BTreeMap<usize, Decimal> = BTreeMap::new();
+        for (transfer, &id) in transfers.iter().zip(&ids) {
+            for leg in &transfer.legs {
+                let account = at(&leg.account);
+                legs.push((id, account, leg));
+                if leg.account.kind.non_negative() {
+                    *deltas.entry(account).or_default() += leg.normal_delta();
+                }
+            }
+        }
+        deltas.retain(|_, delta| !delta.is_zero());
+        // A hold reserves what leaves an account (pending out) and promises
+        // what arrives (pending in); a posting moves both at once.
+        let totals = deltas
+            .iter()
+            .map(|(&account, &delta)| match mode {
+                Mode::Post => store::Totals {
+                    account,
+                    posted: delta,
+                    pending_out: Decimal::ZERO,
+                    pending_in: Decimal::ZERO,
+                },
+                Mode::Hold => store::Totals {
+                    account,
+                    posted: Decimal::ZERO,
+                    pending_out: (-delta).max(Decimal::ZERO),
+                    pending_in: delta.max(Decimal::ZERO),
+                },
+            })
+            .collect();
+        let state = match mode {
+            Mode::Hold => "pending",
+            Mode::Post => "posted",
+        };
+        Ok(Plan {
+            ids,
+            state,
+            accounts,
+            legs,
+            deltas,
+            totals,
+        })
+    }
+
+    /// Writes the transfers with one statement. Accounts are made once and
+    /// used ever after: it writes as if they exist, and creates them only
+    /// when the statement says some do not.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        transfers: &[NewTransfer],
+        now: Option<DateTime<Utc>>,
+    ) -> Result<store::Written, LedgerError> {
+        let rows = store::Rows {
+            ids: &self.ids,
+            transfers,
+            state: self.state,
+            accounts: &self.accounts,
+            legs: &self.legs,
+            totals: &self.totals,
+        };
+        if let Some(written) = store::write_transfers(conn, &rows, now).await? {
+            return Ok(written);
+        }
+        store::create_accounts(conn, &self.accounts).await?;
+        store::write_transfers(conn, &rows, now)
+            .await?
+            .ok_or(LedgerError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// The error for the account at index `i`, which could not cover what
+    /// the transfers take from it.
+    async fn shortfall(&self, conn: &mut PgConnection, i: usize) -> LedgerError {
+        let key = self.accounts[i];
+        match store::available_of(conn, key).await {
+            Ok(available) => LedgerError::InsufficientFunds(Shortfall {
+                account: key.to_string(),
+                currency: key.currency,
+                available,
+                needed: -self.deltas[&i],
+            }),
+            Err(error) => LedgerError::Database(error),
+        }
     }
 }
 

@@ -42,155 +42,60 @@ pub(super) struct Totals {
     pub pending_in: Decimal,
 }
 
-/// What [`record_transfer`] did.
+/// What [`write_transfers`] did.
 pub(super) enum Written {
-    /// Some of the accounts do not exist yet; nothing was written.
-    MissingAccounts,
-    /// A transfer with this key exists; nothing was written.
+    /// A transfer with one of the keys exists; nothing was written.
     KeyTaken,
-    /// The transfer and its entries were written; `refused` lists the
+    /// The transfers and their entries were written; `refused` lists the
     /// totals (by account index) that would have overdrawn their account
     /// and were not applied, so the caller must roll back.
-    Inserted { transfer_id: Uuid, refused: Vec<usize> },
+    Inserted { refused: Vec<usize> },
 }
 
-/// The statement's tail both transfer writes share, after `found` (the
-/// accounts by index) and the CTE `written` (the transfers inserted):
-/// `changes` (`totals` bound as `$17`–`$20`, applied only when something
-/// was written), the non-negative accounts `locked` in id order, and the
-/// changes `applied` that keep each account at or above zero.
-fn apply_totals(written: &str) -> String {
-    format!(
-        "changes AS (
-             SELECT found.id, c.posted, c.pending_out, c.pending_in
-             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
-                  AS c(n, posted, pending_out, pending_in)
-             JOIN found ON found.n = c.n
-             WHERE EXISTS (SELECT 1 FROM {written})
-         ), locked AS (
-             SELECT a.id FROM ledger_accounts a
-             WHERE a.id IN (SELECT id FROM changes)
-             ORDER BY a.id
-             FOR UPDATE
-         ), applied AS (
-             UPDATE ledger_accounts a
-             SET posted = a.posted + c.posted,
-                 pending_out = a.pending_out + c.pending_out,
-                 pending_in = a.pending_in + c.pending_in
-             FROM locked JOIN changes c ON c.id = locked.id
-             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
-             RETURNING a.id
-         )"
-    )
+/// Transfers to write together ([`write_transfers`]).
+pub(super) struct Rows<'a> {
+    /// `ids[i]` for `transfers[i]`.
+    pub ids: &'a [Uuid],
+    pub transfers: &'a [NewTransfer],
+    /// `pending` or `posted`, for all of them.
+    pub state: &'a str,
+    /// Every leg's account, sorted without repeats.
+    pub accounts: &'a [&'a AccountKey],
+    /// Every transfer's legs, each with its transfer's id and the index of
+    /// its account in `accounts`.
+    pub legs: &'a [(Uuid, usize, &'a super::Leg)],
+    /// The non-negative accounts' changes summed over all the transfers.
+    pub totals: &'a [Totals],
 }
 
-/// The totals (by account index) the statement did not apply: they would
-/// have overdrawn their account.
-fn refused(totals: &[Totals], applied: &[i32]) -> Vec<usize> {
-    totals
-        .iter()
-        .map(|t| t.account)
-        .filter(|&i| !applied.contains(&(i as i32 + 1)))
-        .collect()
-}
-
-/// Writes a transfer with one statement: finds its accounts (`accounts`,
-/// sorted without repeats; `legs_at[i]` is leg `i`'s account), inserts the
-/// transfer and its entries, and applies `totals` to the non-negative
-/// accounts, locking them in id order and refusing any change that would
-/// take one below zero.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn record_transfer(
+/// Writes one or many transfers with one statement: finds their accounts,
+/// inserts the transfers and their entries, and applies `totals` to the
+/// non-negative accounts, locking them in id order and refusing any
+/// change that would take one below zero. A key already taken writes
+/// nothing of any of them ([`Written::KeyTaken`]); so does, for a single
+/// transfer, a key a racing transaction takes first (for several, the
+/// others are written and the caller rolls back). `None` when some of the
+/// accounts do not exist yet, and nothing was written.
+pub(super) async fn write_transfers(
     conn: &mut PgConnection,
-    id: Uuid,
-    transfer: &NewTransfer,
-    state: &str,
-    accounts: &[&AccountKey],
-    legs_at: &[usize],
-    totals: &[Totals],
+    rows: &Rows<'_>,
     now: Option<DateTime<Utc>>,
-) -> Result<Written, sqlx::Error> {
+) -> Result<Option<Written>, sqlx::Error> {
+    let Rows {
+        ids,
+        transfers,
+        state,
+        accounts,
+        legs,
+        totals,
+    } = rows;
     let column = |f: fn(&AccountKey) -> &str| accounts.iter().map(|k| f(k)).collect::<Vec<&str>>();
     let index = |i: usize| i as i32 + 1;
-    let legs = &transfer.legs;
-    let sql = format!(
-        "WITH keys AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
-                 AS k(owner, kind, ref, currency, n)
-         ), found AS (
-             SELECT k.n, a.id FROM keys k
-             JOIN ledger_accounts a
-               ON a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency
-         ), transfer AS (
-             INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
-             SELECT $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()),
-                    CASE WHEN $9 = 'posted' THEN coalesce($12, now()) END
-             WHERE (SELECT count(*) FROM found) = cardinality($1::text[])
-             ON CONFLICT (key) DO NOTHING
-             RETURNING id
-         ), entries AS (
-             INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
-             SELECT transfer.id, found.id, legs.amount, legs.currency, legs.memo
-             FROM transfer
-             CROSS JOIN unnest($13::int4[], $14::numeric[], $15::text[], $16::text[]) AS legs(n, amount, currency, memo)
-             JOIN found ON found.n = legs.n
-         ), {}
-         SELECT (SELECT count(*) FROM found),
-                (SELECT id FROM transfer),
-                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{{}}')",
-        apply_totals("transfer")
-    );
-    let (found, transfer_id, applied): (i64, Option<Uuid>, Vec<i32>) = sqlx::query_as(&sql)
-        .bind(column(|k| k.owner.as_str()))
-        .bind(column(|k| k.kind.as_str()))
-        .bind(column(|k| k.reference.as_str()))
-        .bind(column(|k| k.currency.code()))
-        .bind(id)
-        .bind(&transfer.key)
-        .bind(&transfer.owner)
-        .bind(&transfer.kind)
-        .bind(state)
-        .bind(transfer.intent_id)
-        .bind(&transfer.description)
-        .bind(now)
-        .bind(legs_at.iter().map(|&i| index(i)).collect::<Vec<i32>>())
-        .bind(legs.iter().map(|l| l.amount).collect::<Vec<Decimal>>())
-        .bind(legs.iter().map(|l| l.account.currency.code()).collect::<Vec<&str>>())
-        .bind(legs.iter().map(|l| l.memo.as_str()).collect::<Vec<&str>>())
-        .bind(totals.iter().map(|t| index(t.account)).collect::<Vec<i32>>())
-        .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
-        .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
-        .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
-        .fetch_one(conn)
-        .await?;
-    if (found as usize) < accounts.len() {
-        return Ok(Written::MissingAccounts);
-    }
-    let Some(transfer_id) = transfer_id else {
-        return Ok(Written::KeyTaken);
-    };
-    let refused = refused(totals, &applied);
-    Ok(Written::Inserted { transfer_id, refused })
-}
-
-/// [`record_transfer`] for many pending transfers (`ids[i]` for
-/// `transfers[i]`) with one statement, all or nothing: `legs` are every
-/// transfer's legs with their transfer's id and account index, `totals`
-/// the non-negative accounts' changes summed over all of them. A key
-/// already taken writes nothing of any of them ([`Written::KeyTaken`]).
-pub(super) async fn hold_transfers(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-    transfers: &[NewTransfer],
-    accounts: &[&AccountKey],
-    legs: &[(Uuid, usize, &super::Leg)],
-    totals: &[Totals],
-    now: Option<DateTime<Utc>>,
-) -> Result<Written, sqlx::Error> {
-    let column = |f: fn(&AccountKey) -> &str| accounts.iter().map(|k| f(k)).collect::<Vec<&str>>();
-    let index = |i: usize| i as i32 + 1;
-    let sql = format!(
-        "WITH keys AS (
+    // Lateral lookups keep every plan of this statement, generic ones too,
+    // on the indexes. `free` keeps a replayed key from writing anything;
+    // ON CONFLICT makes a key a concurrent transaction takes first a
+    // skipped row (so `KeyTaken`), never an error.
+    let sql = "WITH keys AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
                  AS k(owner, kind, ref, currency, n)
          ), found AS (
@@ -206,10 +111,12 @@ pub(super) async fn hold_transfers(
              SELECT NOT EXISTS (SELECT 1 FROM ledger_transfers WHERE key = ANY($6::text[])) AS ok
          ), transfers AS (
              INSERT INTO ledger_transfers (id, key, owner, kind, state, intent_id, description, created_at, settled_at)
-             SELECT id, key, owner, kind, 'pending', intent_id, description, coalesce($11, now()), NULL
+             SELECT id, key, owner, kind, $21, intent_id, description, coalesce($11, now()),
+                    CASE WHEN $21 = 'posted' THEN coalesce($11, now()) END
              FROM wanted
              WHERE (SELECT count(*) FROM found) = cardinality($1::text[]) AND (SELECT ok FROM free)
              ORDER BY n
+             ON CONFLICT (key) DO NOTHING
              RETURNING id
          ), entries AS (
              INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
@@ -218,18 +125,35 @@ pub(super) async fn hold_transfers(
                   AS legs(transfer_id, n, amount, currency, memo)
              JOIN transfers ON transfers.id = legs.transfer_id
              JOIN found ON found.n = legs.n
-         ), {}
+         ), changes AS (
+             SELECT found.id, c.posted, c.pending_out, c.pending_in
+             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
+                  AS c(n, posted, pending_out, pending_in)
+             JOIN found ON found.n = c.n
+             WHERE EXISTS (SELECT 1 FROM transfers)
+         ), locked AS (
+             SELECT a.id FROM ledger_accounts a
+             WHERE a.id IN (SELECT id FROM changes)
+             ORDER BY a.id
+             FOR UPDATE
+         ), applied AS (
+             UPDATE ledger_accounts a
+             SET posted = a.posted + c.posted,
+                 pending_out = a.pending_out + c.pending_out,
+                 pending_in = a.pending_in + c.pending_in
+             FROM locked JOIN changes c ON c.id = locked.id
+             WHERE a.id = locked.id AND a.posted + c.posted - (a.pending_out + c.pending_out) >= 0
+             RETURNING a.id
+         )
          SELECT (SELECT count(*) FROM found),
                 (SELECT count(*) FROM transfers),
-                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{{}}')",
-        apply_totals("transfers")
-    );
-    let (found, inserted, applied): (i64, i64, Vec<i32>) = sqlx::query_as(&sql)
+                coalesce((SELECT array_agg(found.n::int4) FROM applied JOIN found ON found.id = applied.id), '{}')";
+    let (found, inserted, applied): (i64, i64, Vec<i32>) = sqlx::query_as(sql)
         .bind(column(|k| k.owner.as_str()))
         .bind(column(|k| k.kind.as_str()))
         .bind(column(|k| k.reference.as_str()))
         .bind(column(|k| k.currency.code()))
-        .bind(ids)
+        .bind(*ids)
         .bind(transfers.iter().map(|t| t.key.as_str()).collect::<Vec<&str>>())
         .bind(transfers.iter().map(|t| t.owner.as_str()).collect::<Vec<&str>>())
         .bind(transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<&str>>())
@@ -245,19 +169,21 @@ pub(super) async fn hold_transfers(
         .bind(totals.iter().map(|t| t.posted).collect::<Vec<Decimal>>())
         .bind(totals.iter().map(|t| t.pending_out).collect::<Vec<Decimal>>())
         .bind(totals.iter().map(|t| t.pending_in).collect::<Vec<Decimal>>())
+        .bind(*state)
         .fetch_one(conn)
         .await?;
     if (found as usize) < accounts.len() {
-        return Ok(Written::MissingAccounts);
+        return Ok(None);
     }
     if (inserted as usize) < transfers.len() {
-        return Ok(Written::KeyTaken);
+        return Ok(Some(Written::KeyTaken));
     }
-    let refused = refused(totals, &applied);
-    Ok(Written::Inserted {
-        transfer_id: ids[0],
-        refused,
-    })
+    let refused = totals
+        .iter()
+        .map(|t| t.account)
+        .filter(|&i| !applied.contains(&index(i)))
+        .collect();
+    Ok(Some(Written::Inserted { refused }))
 }
 
 /// Locks the transfer `key` and, if it is pending, moves it to `to`
