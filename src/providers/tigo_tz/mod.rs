@@ -17,6 +17,19 @@
 //! | Status | `GET {status_path}/{ReferenceID}` → `{ReferenceID, Status: SUCCESS\|FAILED\|PENDING\|EXPIRED, MFSTransactionID?, ResponseCode, Description}`; unknown id → 404 `SIM-NOT-FOUND` (**assumed**) |
 //! | Codes | [`codes`]: the public push codes, plus `SIM-…` codes of the simulated contract |
 //!
+//! What public sources say of the real payout, for when this adapter moves
+//! to it (two clients agree on the command and its fields; the status
+//! meanings come from one SDK's table): an XML `COMMAND` posted as
+//! `application/xml` with `TYPE` `REQMFCI`, `REFERENCEID`, `MSISDN` (our
+//! disbursement account), `PIN`, `MSISDN1` (the payee), `AMOUNT`,
+//! `SENDERNAME`, `LANGUAGE1` and `BRAND_ID`, answered by a `COMMAND` of
+//! `TYPE`, `REFERENCEID`, `TXNID`, `TXNSTATUS` and `MESSAGE`. `TXNSTATUS`
+//! `200` (or `0`) is paid; `100` is a generic error after which the money
+//! may have moved (hold it and ask); `00317` (payee barred), `00410` and
+//! `60018` (over the limit), `00031`, `00042` and the other `600xx` limits
+//! are refusals; `02117` (our account barred), `00026` (our PIN expired)
+//! and `60074` (no transfer profile) are our setup's.
+//!
 //! Money rules: our request id is the `ReferenceID` (the idempotency key);
 //! a duplicate refusal is [`CallError::Duplicate`]; a timeout or a 5xx after
 //! sending is [`CallError::Ambiguous`]; a 401 refreshes the token and
