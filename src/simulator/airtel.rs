@@ -34,8 +34,10 @@
 //!   (collections have no DP008 duplicate code, *assumed*).
 //! - `GET /standard/v1/disbursements/{id}` (also v2) and
 //!   `GET /standard/v1/payments/{id}` → the envelope with the transaction's
-//!   status (`TIP`, `TS`, `TF`, `TE`) and the matching response code;
-//!   unknown id → `DP00900001015` / `DP00800001025` with result `ESB000045`.
+//!   status (`TIP`, `TS`, `TF`, `TE`) and the matching response code (a
+//!   paid collection keeps the in-process `DP00800001006` beside `TS`, as
+//!   Airtel answers); unknown id → `DP00900001015` / `DP00800001025` with
+//!   result `ESB000045`.
 //! - Callbacks (the portal's one URL per app, [`AirtelSim::set_callback_url`]):
 //!   `{"transaction":{"id","message","status_code":"TS"|"TF",
 //!   "airtel_money_id"},"hash"?}` for collections and disbursements; `hash`
@@ -232,7 +234,9 @@ impl AirtelSim {
         let txn = state.txns.get(&key).filter(|t| t.status == "TIP")?.clone();
         let wallet = state.wallets.get(&txn.msisdn).copied().unwrap_or(state.options.wallet);
         let (status, code, message) = match behaviour {
-            Subscriber::Pays if wallet >= txn.amount => ("TS", "DP00800001001", "Transaction is successful."),
+            // A paid collection's enquiry answers as Airtel's does: the
+            // in-process code beside the final status TS.
+            Subscriber::Pays if wallet >= txn.amount => ("TS", "DP00800001006", "Transaction is successful."),
             Subscriber::Pays | Subscriber::Broke => (
                 "TF",
                 "DP00800001007",

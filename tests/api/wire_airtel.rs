@@ -335,6 +335,10 @@ async fn a_ussd_push_is_in_process_then_paid_called_back_and_enquired_as_ts() {
     assert!(callback["hash"].is_string());
     let (_, enquiry) = call(&http, &token, format!("{base}/standard/v1/payments/collect-1"), None).await;
     assert_eq!(enquiry["data"]["transaction"]["status"], "TS");
+    assert_eq!(
+        enquiry["status"]["response_code"], "DP00800001006",
+        "a paid collection's enquiry carries the in-process code; the status says paid"
+    );
     assert_eq!(enquiry["data"]["transaction"]["airtel_money_id"], receipt.as_str());
     assert_eq!(sim.float("UGX"), float + 2500);
     assert_eq!(sim.wallet("256752604392"), SimOptions::default().wallet - 2500);
