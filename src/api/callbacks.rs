@@ -294,8 +294,11 @@ impl Inbox {
                         let mut answers = Vec::with_capacity(callbacks.len());
                         for callback in callbacks {
                             let alone = std::slice::from_ref(&callback);
-                            let answer = inbox::insert_and_enqueue(&pool, alone, notify, now).await;
-                            answers.push(answer.map(|ids| ids[0]).map_err(|e| e.to_string()));
+                            let answer = match inbox::insert_and_enqueue(&pool, alone, notify, now).await {
+                                Ok(ids) => ids.first().copied().ok_or_else(|| "no inbox id returned".to_owned()),
+                                Err(error) => Err(error.to_string()),
+                            };
+                            answers.push(answer);
                         }
                         answers
                     }
