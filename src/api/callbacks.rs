@@ -278,12 +278,7 @@ impl Inbox {
         let batcher = Batcher::new("callback_inbox", GROUP, LANES, move |callbacks: Vec<NewCallback>| {
             let (pool, jobs) = (pool.clone(), jobs.clone());
             async move {
-                let processed: Vec<NewJob> = callbacks
-                    .iter()
-                    .filter(|c| c.outcome.is_none())
-                    .map(|c| c.process.clone())
-                    .collect();
-                let notify = jobs.notify_for(&processed);
+                let notify = jobs.notify_for(callbacks.iter().filter(|c| c.outcome.is_none()).map(|c| &c.process));
                 let now = jobs.clock().sql_now();
                 match inbox::insert_and_enqueue(&pool, &callbacks, notify, now).await {
                     Ok(ids) => ids.into_iter().map(Ok).collect(),

@@ -377,9 +377,8 @@ pub async fn record(
     mode: Mode,
     now: Option<DateTime<Utc>>,
 ) -> Result<Recorded, LedgerError> {
-    let transfers = std::slice::from_ref(transfer);
-    let plan = Plan::of(transfers, mode)?;
-    match plan.write(conn, transfers, now).await? {
+    let plan = Plan::of(std::slice::from_ref(transfer), mode)?;
+    match plan.write(conn, now).await? {
         store::Written::KeyTaken => already_recorded(conn, transfer).await,
         store::Written::Inserted { refused } => match refused.first() {
             None => Ok(Recorded::New {
@@ -404,7 +403,7 @@ pub async fn hold_many(
         return Ok(());
     }
     let plan = Plan::of(transfers, Mode::Hold)?;
-    match plan.write(conn, transfers, now).await? {
+    match plan.write(conn, now).await? {
         store::Written::Inserted { refused } => match refused.first() {
             None => Ok(()),
             Some(&i) => Err(plan.shortfall(conn, i).await),
@@ -420,6 +419,7 @@ pub async fn hold_many(
 /// without repeats), every leg with its transfer's new id and its
 /// account's index, and what they change on the non-negative accounts.
 struct Plan<'t> {
+    transfers: &'t [NewTransfer],
     /// A new id per transfer, in order.
     ids: Vec<Uuid>,
     state: &'static str,
@@ -480,6 +480,7 @@ impl<'t> Plan<'t> {
             Mode::Post => "posted",
         };
         Ok(Plan {
+            transfers,
             ids,
             state,
             accounts,
@@ -492,15 +493,10 @@ impl<'t> Plan<'t> {
     /// Writes the transfers with one statement. Accounts are made once and
     /// used ever after: it writes as if they exist, and creates them only
     /// when the statement says some do not.
-    async fn write(
-        &self,
-        conn: &mut PgConnection,
-        transfers: &[NewTransfer],
-        now: Option<DateTime<Utc>>,
-    ) -> Result<store::Written, LedgerError> {
+    async fn write(&self, conn: &mut PgConnection, now: Option<DateTime<Utc>>) -> Result<store::Written, LedgerError> {
         let rows = store::Rows {
             ids: &self.ids,
-            transfers,
+            transfers: self.transfers,
             state: self.state,
             accounts: &self.accounts,
             legs: &self.legs,

@@ -123,8 +123,8 @@ impl JobClient {
 
     /// Whether enqueueing `jobs` should notify (see [`Heard`]), for a
     /// statement that inserts them itself (`store::jobs_cte`).
-    pub(crate) fn notify_for(&self, jobs: &[NewJob]) -> bool {
-        jobs.iter().any(|job| !self.heard.fresh(&job.queue))
+    pub(crate) fn notify_for<'j>(&self, jobs: impl IntoIterator<Item = &'j NewJob>) -> bool {
+        jobs.into_iter().any(|job| !self.heard.fresh(&job.queue))
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
