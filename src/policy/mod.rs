@@ -212,6 +212,8 @@ struct PolicyInner {
     rates: Rates,
     quote_ttl: ChronoDuration,
     whole_units: std::collections::BTreeMap<String, bool>,
+    /// `mpesa.float_check`: M-Pesa payouts wait at release for the float.
+    mpesa_float_check: bool,
 }
 
 impl Policy {
@@ -243,6 +245,7 @@ impl Policy {
                     .iter()
                     .map(|(name, p)| (name.clone(), p.whole_units))
                     .collect(),
+                mpesa_float_check: config.mpesa.as_ref().is_some_and(|m| m.float_check),
             }),
         })
     }
@@ -381,7 +384,12 @@ impl Policy {
     ) -> Result<IntentRow, AdmitError> {
         let sql_now = engine.jobs().clock().sql_now();
         let (new, source) = with_terms(new, extras, &assessment);
-        let mut row = engine.create(tx, new).await?;
+        let first = self.first_move(&new, &assessment);
+        let row = engine
+            .create_many(tx, vec![(new, first)])
+            .await?
+            .pop()
+            .expect("one row per intent created");
         ledger::record(
             tx,
             &payout_hold(&row, &source, &assessment.breakdown),
@@ -392,29 +400,45 @@ impl Policy {
         if let Some(quote) = quote {
             store::use_quote(tx, quote, row.id).await?;
         }
-        self.flag_and_gate(engine, tx, &mut row, &assessment).await?;
+        self.flag(engine, tx, &row, &assessment).await?;
         Ok(row)
     }
 
-    /// Records an admitted payout's flags and, when its assessment asks
-    /// for approvals, moves it to wait for them.
-    async fn flag_and_gate(
+    /// Where an admitted payout goes as it is created ([`Engine::create_many`]
+    /// writes it there at once): to wait for its approvals when the
+    /// assessment asks for them; straight on to its provider when nothing
+    /// can hold it back at release (no float check for its provider, no
+    /// batch that may yet need approving as a whole); otherwise nowhere
+    /// yet: it stays `pending` and its `release` action decides.
+    fn first_move(&self, new: &NewIntent, assessment: &Assessment) -> Option<Event<'static>> {
+        if assessment.approvals_required > 0 {
+            Some(Event::new("require_approval", Cause::Policy, "policy"))
+        } else if new.terms.batch_id.is_none() && !self.held_at_release(&new.provider) {
+            Some(Event::new("release", Cause::Policy, "policy"))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `release` may hold a payout through `provider`: M-Pesa's
+    /// float check (`mpesa.float_check`), which waits for the B2C float to
+    /// cover it.
+    fn held_at_release(&self, provider: &str) -> bool {
+        provider == "mpesa" && self.inner.mpesa_float_check
+    }
+
+    /// Records an admitted payout's flags.
+    async fn flag(
         &self,
         engine: &Engine,
         tx: &mut Transaction<'_, Postgres>,
-        row: &mut IntentRow,
+        row: &IntentRow,
         assessment: &Assessment,
     ) -> Result<(), AdmitError> {
         let sql_now = engine.jobs().clock().sql_now();
         for flag in &assessment.flags {
             store::insert_flag(tx, row.id, &flag.rule, flag.action.as_str(), &flag.detail, sql_now).await?;
             tracing::info!(intent_id = %row.id, rule = flag.rule, action = flag.action.as_str(), "payout flagged");
-        }
-        if assessment.approvals_required > 0 {
-            let event = Event::new("require_approval", Cause::Policy, "policy");
-            engine.apply(tx, row.id, &event).await?;
-            row.state = "awaiting_approval".into();
-            row.state_version += 1;
         }
         Ok(())
     }

@@ -121,7 +121,8 @@ impl Policy {
         for (new, verdict) in payouts.into_iter().zip(&verdicts) {
             if let Some(assessment) = verdict {
                 let (new, source) = super::with_terms(new, &extras, assessment);
-                news.push(new);
+                let first = self.first_move(&new, assessment);
+                news.push((new, first));
                 sources.push(source);
                 admitted.push(assessment);
             }
@@ -140,8 +141,8 @@ impl Policy {
         for verdict in &verdicts {
             outcomes.push(match verdict {
                 Some(_) => {
-                    let (mut row, assessment) = written.next().expect("a row per admitted payout");
-                    self.flag_and_gate(engine, tx, &mut row, assessment).await?;
+                    let (row, assessment) = written.next().expect("a row per admitted payout");
+                    self.flag(engine, tx, &row, assessment).await?;
                     Together::Admitted(Box::new(row))
                 }
                 None => Together::Alone,

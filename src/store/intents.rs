@@ -220,51 +220,87 @@ pub async fn insert_intent(
     Ok((created_at, event_id, endpoints))
 }
 
+/// The event a new intent takes at once (before anyone could see it in its
+/// first state), written with its creation: `from_state` is its
+/// workflow's initial state; the row's `state` is where the event took it.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstMove<'a> {
+    pub event: &'a str,
+    pub from_state: &'a str,
+    pub cause: &'a str,
+    pub actor: &'a str,
+}
+
+/// What [`insert_intents`] wrote for one row.
+#[derive(Debug, Clone)]
+pub struct Inserted {
+    pub created_at: DateTime<Utc>,
+    /// Its `create` event.
+    pub event_id: i64,
+    /// Its [`FirstMove`]'s event, if it took one.
+    pub moved_event_id: Option<i64>,
+    /// Its owner's webhook endpoints.
+    pub endpoints: Vec<Uuid>,
+}
+
 /// [`insert_intent`] for many new rows with one statement: each row, its
-/// `create` event (caused by `cause`, by its creator, told to its owner)
-/// and `jobs` (all the rows' first jobs). Returns, per row in order, its
-/// creation time, its event's id and its owner's endpoints.
+/// `create` event (caused by `cause`, by its creator, told to its owner),
+/// the event of its [`FirstMove`] if `moves` gives it one (the row is then
+/// written in the state that move reached, at version 1, and its `create`
+/// event goes to the move's `from_state`), and `jobs` (all the rows' jobs
+/// for the states they are written in). One answer per row, in order.
 pub async fn insert_intents(
     conn: &mut PgConnection,
     rows: &[IntentRow],
+    moves: &[Option<FirstMove<'_>>],
     cause: &str,
     now: Option<DateTime<Utc>>,
     jobs: &[NewJob],
     notify: bool,
-) -> Result<Vec<(DateTime<Utc>, i64, Vec<Uuid>)>, sqlx::Error> {
+) -> Result<Vec<Inserted>, sqlx::Error> {
+    assert_eq!(rows.len(), moves.len(), "a first move, or none, per row");
     let sql = format!(
         "WITH input AS (
              SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                                   $9::numeric[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[],
                                   $15::text[], $16::jsonb[], $17::uuid[], $18::numeric[], $19::int2[], $20::text[],
-                                  $21::uuid[], $22::uuid[]) WITH ORDINALITY
+                                  $21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[],
+                                  $26::text[]) WITH ORDINALITY
                  AS i(id, kind, state, owner, created_by, party_id, amount, currency, msisdn, provider, reference,
                       metadata, callback_token, fees, quote_id, usd_equivalent, approvals_required, campaign_id,
-                      batch_id, parent_id, n)
+                      batch_id, parent_id, first_state, move_event, move_cause, move_actor, n)
          ), created AS (
              INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency,
                                   msisdn, provider, reference, metadata, provider_ref, created_at, updated_at,
                                   final_at, callback_token, fees, quote_id, usd_equivalent, approvals_required,
                                   campaign_id, batch_id, parent_id)
-             SELECT id, kind, state, 0, owner, created_by, party_id, amount, currency, msisdn, provider, reference,
-                    metadata, NULL, coalesce($1, now()), coalesce($1, now()), NULL, callback_token, fees, quote_id,
-                    usd_equivalent, approvals_required, campaign_id, batch_id, parent_id
+             SELECT id, kind, state, CASE WHEN move_event IS NULL THEN 0 ELSE 1 END, owner, created_by, party_id,
+                    amount, currency, msisdn, provider, reference, metadata, NULL, coalesce($1, now()),
+                    coalesce($1, now()), NULL, callback_token, fees, quote_id, usd_equivalent, approvals_required,
+                    campaign_id, batch_id, parent_id
              FROM input ORDER BY n
              RETURNING id, created_at
          ), inserted AS (
              INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
                                         provider_ref, payload_digest, at)
-             SELECT i.id, 'create', NULL, i.state, 'applied', NULL, $2, i.created_by, NULL, NULL, coalesce($1, now())
+             SELECT i.id, e.event, e.from_state, e.to_state, 'applied', NULL, e.cause, e.actor, NULL, NULL,
+                    coalesce($1, now())
              FROM created c JOIN input i ON i.id = c.id
-             ORDER BY i.n
-             RETURNING id, intent_id
+             CROSS JOIN LATERAL (VALUES (1, 'create', NULL, i.first_state, $2, i.created_by),
+                                        (2, i.move_event, i.first_state, i.state, i.move_cause, i.move_actor))
+                 AS e(step, event, from_state, to_state, cause, actor)
+             WHERE e.event IS NOT NULL
+             ORDER BY i.n, e.step
+             RETURNING id, intent_id, from_state IS NULL AS creation
          ), {}
-         SELECT c.created_at, e.id,
+         SELECT c.created_at,
+                (SELECT e.id FROM inserted e WHERE e.intent_id = i.id AND e.creation),
+                (SELECT e.id FROM inserted e WHERE e.intent_id = i.id AND NOT e.creation),
                 ARRAY(SELECT w.id FROM webhook_endpoints w WHERE w.owner = i.owner AND w.disabled_at IS NULL ORDER BY w.id),
                 (SELECT count(*) FROM jobs_notified)
-         FROM input i JOIN created c ON c.id = i.id JOIN inserted e ON e.intent_id = i.id
+         FROM input i JOIN created c ON c.id = i.id
          ORDER BY i.n",
-        jobs_cte(23, "$1", "true")
+        jobs_cte(27, "$1", "true")
     );
     let column = |f: fn(&IntentRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let query = sqlx::query_as(&sql)
@@ -297,8 +333,18 @@ pub async fn insert_intents(
                 .collect::<Vec<Option<&str>>>(),
         )
         .bind(rows.iter().map(|r| r.batch_id).collect::<Vec<Option<Uuid>>>())
-        .bind(rows.iter().map(|r| r.parent_id).collect::<Vec<Option<Uuid>>>());
-    let written: Vec<(DateTime<Utc>, i64, Vec<Uuid>, i64)> = bind_jobs(query, jobs, notify).fetch_all(conn).await?;
+        .bind(rows.iter().map(|r| r.parent_id).collect::<Vec<Option<Uuid>>>())
+        .bind(
+            rows.iter()
+                .zip(moves)
+                .map(|(r, m)| m.as_ref().map_or(r.state.as_str(), |m| m.from_state))
+                .collect::<Vec<&str>>(),
+        )
+        .bind(moves.iter().map(|m| m.map(|m| m.event)).collect::<Vec<_>>())
+        .bind(moves.iter().map(|m| m.map(|m| m.cause)).collect::<Vec<_>>())
+        .bind(moves.iter().map(|m| m.map(|m| m.actor)).collect::<Vec<_>>());
+    let written: Vec<(DateTime<Utc>, i64, Option<i64>, Vec<Uuid>, i64)> =
+        bind_jobs(query, jobs, notify).fetch_all(conn).await?;
     if written.len() != rows.len() {
         return Err(sqlx::Error::Protocol(format!(
             "{} of {} intents were written",
@@ -308,7 +354,12 @@ pub async fn insert_intents(
     }
     Ok(written
         .into_iter()
-        .map(|(at, event, endpoints, _)| (at, event, endpoints))
+        .map(|(created_at, event_id, moved_event_id, endpoints, _)| Inserted {
+            created_at,
+            event_id,
+            moved_event_id,
+            endpoints,
+        })
         .collect())
 }
 

@@ -288,36 +288,103 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownKind(kind.to_owned()))
     }
 
-    /// Creates an intent in its workflow's initial state, records the
-    /// creation as its first event, and starts what that state asks for.
     /// [`Engine::create`] for many intents with one statement: each with
-    /// its first event and its first state's jobs. Returns the rows in the
-    /// order given.
+    /// its first event and its first state's jobs. An intent given an event
+    /// takes it at once: when the event is legal in the initial state and
+    /// leads to a state that neither ends the intent nor settles money, the
+    /// intent is written already there, with both events in its history and
+    /// only the jobs of the state it is in (a payout nothing holds back
+    /// skips a release job); otherwise it is created in its initial state
+    /// and the event applied as [`Engine::apply_many`] would, rejection
+    /// recorded. Returns the rows, as written, in the order given.
     pub async fn create_many(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        news: Vec<NewIntent>,
+        news: Vec<(NewIntent, Option<Event<'_>>)>,
     ) -> Result<Vec<IntentRow>, EngineError> {
         let now = self.inner.jobs.clock().sql_now();
         let mut rows = Vec::with_capacity(news.len());
+        let mut firsts: Vec<Option<Event<'_>>> = Vec::with_capacity(news.len());
+        let mut later = Vec::new();
         let mut jobs = Vec::new();
-        for new in news {
+        for (i, (new, then)) in news.into_iter().enumerate() {
             let workflow = Arc::clone(self.workflow(&new.kind)?);
-            let row = new_row(new, &workflow.initial);
+            let mut row = new_row(new, &workflow.initial);
+            // Taken at once when it is legal and leads to a state with no
+            // settling to do; otherwise applied the usual way below.
+            let folded = then.as_ref().and_then(|event| {
+                let to = &self.transition_for(&workflow, &row, event).ok()?.to;
+                let spec = workflow.state(to)?;
+                (!spec.is_final && spec.ledger.is_none()).then(|| to.clone())
+            });
+            match (folded, then) {
+                (Some(to), Some(event)) => {
+                    row.state = to;
+                    row.state_version = 1;
+                    firsts.push(Some(event));
+                }
+                (_, then) => {
+                    later.extend(then.map(|event| (i, event)));
+                    firsts.push(None);
+                }
+            }
             jobs.extend(self.state_jobs(&workflow, &row, &row.state, row.state_version));
             rows.push(row);
         }
+        let initials: Vec<String> = rows
+            .iter()
+            .map(|row| Ok(self.workflow(&row.kind)?.initial.clone()))
+            .collect::<Result<_, EngineError>>()?;
+        let moves: Vec<Option<intents::FirstMove<'_>>> = firsts
+            .iter()
+            .zip(&initials)
+            .map(|(first, initial)| {
+                first.as_ref().map(|event| intents::FirstMove {
+                    event: event.name,
+                    from_state: initial,
+                    cause: event.cause.as_str(),
+                    actor: event.actor,
+                })
+            })
+            .collect();
         let notify = self.inner.jobs.notify_for(&jobs);
-        let written = intents::insert_intents(tx, &rows, Cause::Api.as_str(), now, &jobs, notify).await?;
-        for (row, (created_at, event_id, endpoints)) in rows.iter_mut().zip(written) {
-            row.created_at = created_at;
-            row.updated_at = created_at;
-            self.deliver(tx, event_id, &endpoints).await?;
-            tracing::info!(intent_id = %row.id, kind = row.kind, state = row.state, "intent created");
+        let written = intents::insert_intents(tx, &rows, &moves, Cause::Api.as_str(), now, &jobs, notify).await?;
+        drop(moves);
+        for (((row, written), first), initial) in rows.iter_mut().zip(written).zip(&firsts).zip(&initials) {
+            row.created_at = written.created_at;
+            row.updated_at = written.created_at;
+            self.deliver(tx, written.event_id, &written.endpoints).await?;
+            tracing::info!(intent_id = %row.id, kind = row.kind, state = initial, "intent created");
+            if let (Some(event), Some(event_id)) = (first, written.moved_event_id) {
+                self.deliver(tx, event_id, &written.endpoints).await?;
+                metrics::counter!(
+                    "tuma_intent_transitions_total",
+                    "kind" => row.kind.clone(),
+                    "from" => initial.clone(),
+                    "to" => row.state.clone(),
+                    "cause" => event.cause.as_str()
+                )
+                .increment(1);
+                tracing::info!(intent_id = %row.id, from = initial, to = row.state, event = event.name, cause = event.cause.as_str(), "transition");
+            }
+        }
+        if !later.is_empty() {
+            let items = later
+                .iter()
+                .map(|(i, event)| (rows[*i].clone(), event.clone()))
+                .collect();
+            for ((i, _), applied) in later.iter().zip(self.apply_many(tx, items).await?) {
+                if let Applied::Moved { to, .. } = applied {
+                    rows[*i].state = to;
+                    rows[*i].state_version += 1;
+                }
+            }
         }
         Ok(rows)
     }
 
+    /// Creates an intent in its workflow's initial state, records the
+    /// creation as its first event, and starts what that state asks for.
     pub async fn create(&self, tx: &mut Transaction<'_, Postgres>, new: NewIntent) -> Result<IntentRow, EngineError> {
         let workflow = Arc::clone(self.workflow(&new.kind)?);
         let now = self.inner.jobs.clock().sql_now();

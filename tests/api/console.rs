@@ -401,7 +401,7 @@ async fn list_filters_combine_in_the_url_and_pages_follow_the_cursor() {
     assert!(!second.contains("id=\"next-page\""));
 
     let filtered = console
-        .page("/console/payouts?state=pending&provider=mpesa&party=creator-42&min=2000&max=3000")
+        .page("/console/payouts?state=processing&provider=mpesa&party=creator-42&min=2000&max=3000")
         .await;
     assert_eq!(rows(&filtered), 26);
     assert!(
@@ -616,7 +616,7 @@ async fn the_intent_page_tells_the_whole_story_and_shows_raw_bodies_to_admins_on
     assert!(admin.contains("*********678"));
     assert!(admin.contains("aria-current=\"step\""), "the current state is marked");
     assert!(
-        admin.contains("class pending current"),
+        admin.contains("class processing current"),
         "and highlighted in the Mermaid source"
     );
     assert!(admin.contains("shop-backend"), "the creating actor is in the timeline");

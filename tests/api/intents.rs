@@ -3,11 +3,11 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::app::{collection_body, payout_body, spawn_app};
+use crate::common::app::{collection_body, payout_body, spawn_app, spawn_app_holding_payouts};
 
 #[tokio::test]
 async fn a_payout_is_created_read_listed_and_cancelled() {
-    let app = spawn_app().await;
+    let app = spawn_app_holding_payouts().await;
     let created = app
         .create(
             "/v1/payouts",
@@ -123,7 +123,7 @@ async fn a_collection_is_created_read_and_cancelled() {
 
 #[tokio::test]
 async fn listing_pages_with_a_cursor_and_filters_by_state_party_and_time() {
-    let app = spawn_app().await;
+    let app = spawn_app_holding_payouts().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let mut body = payout_body("100", "0712345678");

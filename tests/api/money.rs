@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tuma::simulator::mpesa::SimConfig;
 
-use crate::common::app::{spawn_app, spawn_app_with, spawn_mpesa_app, TestApp};
+use crate::common::app::{spawn_app, spawn_app_holding_payouts, spawn_app_with, spawn_mpesa_app, TestApp};
 use crate::common::eventually;
 
 fn d(text: &str) -> Decimal {
@@ -55,7 +55,7 @@ async fn fetch(app: &TestApp, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_payout_holds_its_amount_and_fees_and_a_cancel_releases_them() {
-    let app = spawn_app().await;
+    let app = spawn_app_holding_payouts().await;
     app.set_party(&app.admin_key, "maria", 1).await;
     app.fund(&app.admin_key, "maria", "5000", "KES").await;
     let payout = created(&app, &payout_from("maria", "1500")).await;
@@ -300,7 +300,7 @@ async fn a_600_dollar_payout_is_flagged_and_waits_for_approval_then_goes_on() {
         .unwrap();
     assert_eq!(pending["data"][0]["id"], id);
 
-    // The release job enqueued at creation finds the payout moved on.
+    // Created waiting for approval: no release job was ever enqueued.
     app.work("default").await;
     assert_eq!(fetch(&app, id).await["state"], "awaiting_approval");
 
@@ -757,7 +757,7 @@ async fn a_flag_rule_records_its_flag_and_lets_the_payout_go_on() {
         .unwrap()
         .is_empty());
     let detail = fetch(&app, second["id"].as_str().unwrap()).await;
-    assert_eq!(detail["state"], "pending");
+    assert_eq!(detail["state"], "processing", "flagged, and on its way all the same");
     assert_eq!(detail["approvals_required"], 0);
     assert_eq!(detail["flags"][0]["rule"], "second_in_an_hour");
     assert_eq!(detail["flags"][0]["action"], "flag");
@@ -822,10 +822,21 @@ async fn payouts_admitted_together_each_see_the_holds_and_limits_of_those_before
     assert_eq!(admitted("stranger"), vec![false]);
     for outcome in &outcomes {
         if let Together::Admitted(row) = outcome {
-            assert_eq!(row.state, "pending");
+            // Nothing holds these back at release: handed on as created.
+            assert_eq!((row.state.as_str(), row.state_version), ("processing", 1));
             assert!(row.usd_equivalent.is_some() && row.fees.is_some(), "{row:?}");
         }
     }
+    // Each was written with its submit and its status poll; none with a
+    // release job.
+    let actions: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(args->>'action', args->>'timer'), count(*) FROM tuma_jobs
+         WHERE kind IN ('workflow.action', 'workflow.timer') GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actions, vec![("status_poll".to_owned(), 27), ("submit".to_owned(), 27)]);
     assert_eq!(
         app.available("busy", "KES").await,
         d("10000") - d("421") * Decimal::from(23)

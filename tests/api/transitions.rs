@@ -10,7 +10,7 @@ use serde_json::Value;
 use tuma::workflow::engine::{Applied, Cause, Event};
 use uuid::Uuid;
 
-use crate::common::app::{collection_body, payout_body, spawn_app, TestApp};
+use crate::common::app::{collection_body, payout_body, spawn_app, spawn_app_holding_payouts, spawn_app_with, TestApp};
 
 async fn create(app: &TestApp, kind: &str) -> Uuid {
     let (path, body) = match kind {
@@ -24,6 +24,33 @@ async fn create(app: &TestApp, kind: &str) -> Uuid {
         .await
         .unwrap();
     created["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A payout of `amount` KES, created through the API.
+async fn payout_of(app: &TestApp, amount: &str) -> Uuid {
+    let created: Value = app
+        .create(
+            "/v1/payouts",
+            &app.key,
+            &Uuid::new_v4().to_string(),
+            &payout_body(amount, "0712345678"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// `event -> to` of `id`'s applied events, in order.
+async fn events_of(app: &TestApp, id: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT event || ' -> ' || to_state FROM intent_events WHERE intent_id = $1 AND outcome = 'applied' ORDER BY id",
+    )
+        .bind(id)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
 }
 
 async fn apply(app: &TestApp, id: Uuid, event: &str, cause: Cause, actor: &str) -> Applied {
@@ -77,11 +104,18 @@ async fn exercised(app: &TestApp, kind: &str) -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn every_payout_transition_runs_as_declared() {
-    let app = spawn_app().await;
+    // Payouts above 10 USD wait for approval from the start; those below
+    // are handed on as created. A payout is `pending` only between an
+    // approval and its release.
+    let app = spawn_app_with("[policy]\napproval_above_usd = \"10\"\n").await;
     let admin = "admin-amina";
 
     // pending --release--> processing --provider_succeeded--> completed
-    let paid = create(&app, "payout").await;
+    let paid = payout_of(&app, "100").await;
+    assert_eq!(
+        events_of(&app, paid).await,
+        ["create -> pending", "release -> processing"]
+    );
     app.run_jobs().await;
     assert_eq!(state(&app, paid).await, "processing");
     moved(
@@ -90,10 +124,10 @@ async fn every_payout_transition_runs_as_declared() {
     );
 
     // Approval: the creator cannot approve its own payout; another admin can.
-    let approved = create(&app, "payout").await;
-    moved(
-        &apply(&app, approved, "require_approval", Cause::Policy, "engine").await,
-        "awaiting_approval",
+    let approved = payout_of(&app, "1500").await;
+    assert_eq!(
+        events_of(&app, approved).await,
+        ["create -> pending", "require_approval -> awaiting_approval"]
     );
     let own = apply(&app, approved, "approve", Cause::Admin, "shop-backend").await;
     assert!(
@@ -108,32 +142,32 @@ async fn every_payout_transition_runs_as_declared() {
         "failed",
     );
 
-    let rejected = create(&app, "payout").await;
-    apply(&app, rejected, "require_approval", Cause::Policy, "engine").await;
+    let rejected = payout_of(&app, "1500").await;
     moved(&apply(&app, rejected, "reject", Cause::Admin, admin).await, "rejected");
 
-    let cancelled_in_approval = create(&app, "payout").await;
-    apply(&app, cancelled_in_approval, "require_approval", Cause::Policy, "engine").await;
+    let cancelled_in_approval = payout_of(&app, "1500").await;
     moved(
         &apply(&app, cancelled_in_approval, "cancel", Cause::Api, "shop-backend").await,
         "cancelled",
     );
 
-    let cancelled = create(&app, "payout").await;
+    // Approved, and stopped before its release ran.
+    let cancelled = payout_of(&app, "1500").await;
+    moved(&apply(&app, cancelled, "approve", Cause::Admin, admin).await, "pending");
     moved(
         &apply(&app, cancelled, "cancel", Cause::Api, "shop-backend").await,
         "cancelled",
     );
 
-    let refused = create(&app, "payout").await;
+    let refused = payout_of(&app, "1500").await;
+    moved(&apply(&app, refused, "approve", Cause::Admin, admin).await, "pending");
     moved(
         &apply(&app, refused, "policy_rejected", Cause::Policy, "engine").await,
         "failed",
     );
 
     // An approval nobody gives expires after three days, by its timer.
-    let lapsed = create(&app, "payout").await;
-    apply(&app, lapsed, "require_approval", Cause::Policy, "engine").await;
+    let lapsed = payout_of(&app, "1500").await;
     app.run_jobs().await;
     app.advance(Duration::from_secs(259_199));
     app.run_jobs().await;
@@ -143,8 +177,8 @@ async fn every_payout_transition_runs_as_declared() {
     assert_eq!(state(&app, lapsed).await, "expired");
 
     // No word from the provider: ten status polls 30 s apart, then unresolved.
-    let (unknown_a, unknown_b) = (create(&app, "payout").await, create(&app, "payout").await);
-    let (late_yes, late_no) = (create(&app, "payout").await, create(&app, "payout").await);
+    let (unknown_a, unknown_b) = (payout_of(&app, "100").await, payout_of(&app, "100").await);
+    let (late_yes, late_no) = (payout_of(&app, "100").await, payout_of(&app, "100").await);
     app.run_jobs().await;
     for _ in 0..10 {
         app.advance(Duration::from_secs(30));
@@ -301,7 +335,7 @@ async fn leaving_a_state_withdraws_its_timers_that_have_not_fired() {
 
 #[tokio::test]
 async fn an_illegal_event_is_recorded_as_rejected_and_changes_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_app_holding_payouts().await;
     let id = create(&app, "payout").await;
     let applied = apply(&app, id, "provider_succeeded", Cause::Callback, "mpesa").await;
     let Applied::Rejected {

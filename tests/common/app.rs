@@ -56,6 +56,24 @@ pub async fn spawn_app_with(config_overrides: &str) -> TestApp {
     start(config, listener, None).await
 }
 
+/// As [`spawn_app`], but M-Pesa is configured (nowhere reachable) with its
+/// float check on, so an M-Pesa payout stays `pending` until its release
+/// runs: for tests of what may happen to a payout before it is handed on.
+/// (Where nothing can hold a payout back at release, it is created already
+/// `processing`.)
+pub async fn spawn_app_holding_payouts() -> TestApp {
+    let mut config = config_with("");
+    let mpesa = config.mpesa.take();
+    without_providers(&mut config);
+    config.mpesa = mpesa.map(|mut mpesa| {
+        mpesa.base_url = "http://127.0.0.1:9".into();
+        mpesa.float_check = true;
+        mpesa
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start(config, listener, None).await
+}
+
 /// Starts the API with M-Pesa pointed at an in-process Daraja simulator,
 /// without the float gate (its own tests turn it on).
 pub async fn spawn_mpesa_app(sim_config: SimConfig) -> TestApp {
