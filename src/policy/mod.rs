@@ -639,6 +639,7 @@ fn with_terms(mut new: NewIntent, extras: &PayoutExtras, assessment: &Assessment
     new.terms.approvals_required = assessment.approvals_required;
     new.terms.campaign_id = extras.campaign_id.clone();
     new.terms.batch_id = extras.batch_id;
+    new.terms.request_id = Some(crate::providers::new_request_id(&new.provider));
     let source = payout_source(&new, extras, assessment.breakdown.source_currency);
     (new, source)
 }

@@ -161,8 +161,8 @@ async fn record(ctx: &ActionContext, provider: &Provider, error: Option<&CallErr
     record_answer(ctx, &provider.circuits, name, trouble).await
 }
 
-/// Commits our request id for the intent (the one already there, if an
-/// earlier attempt assigned it) before anything is sent.
+/// Commits our request id for the intent (the one already there, if its
+/// creation or an earlier attempt assigned it) before anything is sent.
 async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Direction) -> Result<Request, JobError> {
     let intent = &ctx.intent;
     let token = intent
@@ -170,7 +170,14 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
         .clone()
         .ok_or_else(|| JobError::fatal("intent has no callback token"))?;
     let country = country_of(intent)?;
-    let request_id = ctx.grouped.request_id(intent.id, adapter.new_request_id()).await?;
+    let request_id = match &intent.provider_ref {
+        Some(committed) => committed.clone(),
+        None => {
+            ctx.grouped
+                .request_id(intent.id, super::new_request_id(adapter.name()))
+                .await?
+        }
+    };
     Ok(Request {
         direction,
         request_id,

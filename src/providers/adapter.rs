@@ -132,13 +132,6 @@ pub trait Adapter: Send + Sync + 'static {
     /// The provider's name in configuration and on intents (`airtel`, …).
     fn name(&self) -> &'static str;
 
-    /// A fresh request id in the form the provider accepts as its
-    /// idempotency key. Time-ordered UUIDs (v7) unless the provider
-    /// documents otherwise.
-    fn new_request_id(&self) -> String {
-        uuid::Uuid::now_v7().to_string()
-    }
-
     /// Sends a payout or collection request. `Ok` carries what the provider
     /// said synchronously: usually [`Outcome::Pending`] (accepted, the
     /// result comes by callback or status query); some providers answer

@@ -12,6 +12,16 @@ pub mod mtn;
 pub mod tigo_tz;
 pub mod vodacom_tz;
 
+/// A fresh request id for `provider`, in the form it accepts as its
+/// idempotency key: MTN documents `X-Reference-Id` as a UUID version 4;
+/// the others take any unique string and get a time-ordered UUID (v7).
+pub fn new_request_id(provider: &str) -> String {
+    match provider {
+        "mtn" => uuid::Uuid::new_v4().to_string(),
+        _ => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
 /// What a provider's answer means for the money.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -24,4 +34,22 @@ pub enum Outcome {
     /// An answer Tuma does not understand. Never guessed at: the intent
     /// waits for a status query or an admin.
     Unknown { code: String, detail: String },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_take_the_form_each_provider_accepts() {
+        let version = |provider: &str| {
+            super::new_request_id(provider)
+                .parse::<uuid::Uuid>()
+                .expect("a UUID")
+                .get_version_num()
+        };
+        assert_eq!(version("mtn"), 4, "MTN's X-Reference-Id is a UUID v4");
+        for provider in ["mpesa", "airtel", "vodacom_tz", "tigo_tz"] {
+            assert_eq!(version(provider), 7, "{provider}");
+        }
+        assert_ne!(super::new_request_id("mpesa"), super::new_request_id("mpesa"));
+    }
 }

@@ -265,17 +265,17 @@ pub async fn insert_intents(
                                   $9::numeric[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[],
                                   $15::text[], $16::jsonb[], $17::uuid[], $18::numeric[], $19::int2[], $20::text[],
                                   $21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[],
-                                  $26::text[]) WITH ORDINALITY
+                                  $26::text[], $27::text[]) WITH ORDINALITY
                  AS i(id, kind, state, owner, created_by, party_id, amount, currency, msisdn, provider, reference,
                       metadata, callback_token, fees, quote_id, usd_equivalent, approvals_required, campaign_id,
-                      batch_id, parent_id, first_state, move_event, move_cause, move_actor, n)
+                      batch_id, parent_id, first_state, move_event, move_cause, move_actor, provider_ref, n)
          ), created AS (
              INSERT INTO intents (id, kind, state, state_version, owner, created_by, party_id, amount, currency,
                                   msisdn, provider, reference, metadata, provider_ref, created_at, updated_at,
                                   final_at, callback_token, fees, quote_id, usd_equivalent, approvals_required,
                                   campaign_id, batch_id, parent_id)
              SELECT id, kind, state, CASE WHEN move_event IS NULL THEN 0 ELSE 1 END, owner, created_by, party_id,
-                    amount, currency, msisdn, provider, reference, metadata, NULL, coalesce($1, now()),
+                    amount, currency, msisdn, provider, reference, metadata, provider_ref, coalesce($1, now()),
                     coalesce($1, now()), NULL, callback_token, fees, quote_id, usd_equivalent, approvals_required,
                     campaign_id, batch_id, parent_id
              FROM input ORDER BY n
@@ -300,7 +300,7 @@ pub async fn insert_intents(
                 (SELECT count(*) FROM jobs_notified)
          FROM input i JOIN created c ON c.id = i.id
          ORDER BY i.n",
-        jobs_cte(27, "$1", "true")
+        jobs_cte(28, "$1", "true")
     );
     let column = |f: fn(&IntentRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let query = sqlx::query_as(&sql)
@@ -342,7 +342,12 @@ pub async fn insert_intents(
         )
         .bind(moves.iter().map(|m| m.map(|m| m.event)).collect::<Vec<_>>())
         .bind(moves.iter().map(|m| m.map(|m| m.cause)).collect::<Vec<_>>())
-        .bind(moves.iter().map(|m| m.map(|m| m.actor)).collect::<Vec<_>>());
+        .bind(moves.iter().map(|m| m.map(|m| m.actor)).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.provider_ref.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        );
     let written: Vec<(DateTime<Utc>, i64, Option<i64>, Vec<Uuid>, i64)> =
         bind_jobs(query, jobs, notify).fetch_all(conn).await?;
     if written.len() != rows.len() {

@@ -168,6 +168,10 @@ pub struct IntentTerms {
     pub batch_id: Option<Uuid>,
     /// The intent this one was started by (it hears when this one ends).
     pub parent_id: Option<Uuid>,
+    /// Our id for its request to the provider, when it is fixed as the
+    /// intent is created (payouts): committed with the intent, so the
+    /// submission need not write it first.
+    pub request_id: Option<String>,
 }
 
 /// Job arguments: run a workflow action for one visit to a state.
@@ -798,7 +802,7 @@ fn new_row(new: NewIntent, initial: &str) -> IntentRow {
         provider: new.provider,
         reference: new.reference,
         metadata: new.metadata,
-        provider_ref: None,
+        provider_ref: new.terms.request_id,
         callback_token: Some(new_callback_token()),
         receipt: None,
         hold_reason: None,

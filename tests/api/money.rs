@@ -825,6 +825,9 @@ async fn payouts_admitted_together_each_see_the_holds_and_limits_of_those_before
             // Nothing holds these back at release: handed on as created.
             assert_eq!((row.state.as_str(), row.state_version), ("processing", 1));
             assert!(row.usd_equivalent.is_some() && row.fees.is_some(), "{row:?}");
+            // Its request id is committed with it (rule 1), a UUID.
+            let request_id = row.provider_ref.as_deref().expect("a request id from creation");
+            assert!(request_id.parse::<uuid::Uuid>().is_ok(), "{request_id}");
         }
     }
     // Each was written with its submit and its status poll; none with a

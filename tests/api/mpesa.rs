@@ -110,6 +110,8 @@ async fn a_b2c_payout_completes_on_its_result_callback_with_the_receipt_recorded
     let sim = app.sim.clone().unwrap();
     let float_before = sim.float_kes();
     let id = create(&app, "/v1/payouts", &payout("0712 345 678", "1500")).await;
+    // Our request id was committed with the payout itself.
+    let assigned = provider_ref(&app, &id).await;
     let done = until_state(&app, "payout", &id, "completed").await;
     // Provider calls run on the provider's own queue (its rate limit).
     // Nothing could hold the payout back (no float check here), so it was
@@ -121,6 +123,7 @@ async fn a_b2c_payout_completes_on_its_result_callback_with_the_receipt_recorded
             .unwrap();
     assert_eq!(queues, vec![("submit".to_owned(), "mpesa".to_owned())]);
     let reference = provider_ref(&app, &id).await;
+    assert_eq!(reference, assigned, "the submission used the id it was created with");
     let paid = sim.payments_for(&reference);
     assert_eq!(paid.len(), 1);
     assert_eq!((paid[0].amount_kes, paid[0].msisdn.as_str()), (1500, "254712345678"));

@@ -140,11 +140,16 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
-    // Rule 1: the request id exists, committed, before the call.
-    let originator = ctx
-        .grouped
-        .request_id(intent.id, uuid::Uuid::now_v7().to_string())
-        .await?;
+    // Rule 1: the request id exists, committed, before the call (since the
+    // payout's creation, or assigned now).
+    let originator = match &intent.provider_ref {
+        Some(committed) => committed.clone(),
+        None => {
+            ctx.grouped
+                .request_id(intent.id, crate::providers::new_request_id("mpesa"))
+                .await?
+        }
+    };
     let result_url = callback_url(&client, "b2c-result", intent)?;
     let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
     let started = std::time::Instant::now();

@@ -79,11 +79,6 @@ impl Adapter for MtnClient {
         "mtn"
     }
 
-    /// MTN documents `X-Reference-Id` as a UUID version 4.
-    fn new_request_id(&self) -> String {
-        uuid::Uuid::new_v4().to_string()
-    }
-
     fn send(&self, request: Request) -> BoxFuture<'_, Result<Reply, CallError>> {
         Box::pin(self.submit(request))
     }
