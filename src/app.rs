@@ -119,6 +119,9 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         registry.register(crate::providers::mpesa::float::QueryBalanceWorker {
             client: Arc::clone(client),
         });
+        registry.register(crate::providers::mpesa::c2b::UnconfirmedWorker {
+            client: Arc::clone(client),
+        });
     }
     let runner = Runner::new(pool.clone(), config.runner.clone(), registry, clock)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))

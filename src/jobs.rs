@@ -64,6 +64,7 @@ impl Worker for PurgeIdempotencyKeysWorker {
 pub struct CronConfig {
     pub purge_idempotency_keys: String,
     pub mpesa_float_report: String,
+    pub mpesa_c2b_unconfirmed: String,
     pub loans_sweep: String,
     pub reconciliation: String,
     pub balance_snapshots: String,
@@ -88,6 +89,10 @@ pub fn cron_entries(config: &CronConfig, mpesa: bool) -> Result<Vec<CronEntry>, 
         // Keeps the float report fresh; releases ask for one when needed too.
         add("mpesa-float-report", &config.mpesa_float_report, |_| {
             NewJob::new(&crate::providers::mpesa::float::QueryBalance {}).unique_key("mpesa.query_balance")
+        })?;
+        // C2B payments validated but never confirmed (a lost callback).
+        add("mpesa-c2b-unconfirmed", &config.mpesa_c2b_unconfirmed, |_| {
+            NewJob::new(&crate::providers::mpesa::c2b::QueryUnconfirmed {}).unique_key("mpesa.c2b_unconfirmed")
         })?;
     }
     add("loans-sweep", &config.loans_sweep, |_| {

@@ -98,7 +98,7 @@ pub struct Payment {
     pub msisdn: String,
     pub amount_kes: u64,
     pub receipt: String,
-    /// `b2c` (float → subscriber) or `stk` (subscriber → business).
+    /// `b2c` (float → subscriber), `stk` or `c2b` (subscriber → business).
     pub kind: &'static str,
 }
 
@@ -897,7 +897,21 @@ async fn transaction_status(State(sim): State<Shared>, headers: HeaderMap, body:
                 code,
                 receipt,
             });
-        let found = found.or(reversal);
+        // A customer's C2B payment into our shortcode, by its receipt.
+        let paid_in = || {
+            state
+                .payments
+                .iter()
+                .find(|p| p.kind == "c2b" && !request.transaction_id.is_empty() && p.receipt == request.transaction_id)
+                .map(|p| Disbursement {
+                    conversation_id: String::new(),
+                    msisdn: p.msisdn.clone(),
+                    amount: p.amount_kes,
+                    code: "0".into(),
+                    receipt: Some(p.receipt.clone()),
+                })
+        };
+        let found = found.or(reversal).or_else(paid_in);
         let callback = found.map(|d| {
             let status = if d.code == "0" { "Completed" } else { "Declined" };
             json!({ "Result": {

@@ -80,3 +80,94 @@ pub async fn in_suspense(pool: &sqlx::PgPool, limit: i64) -> Result<Vec<C2bRow>,
     .fetch_all(pool)
     .await
 }
+
+/// A payment Daraja validated (and we accepted) with no confirmation
+/// recorded: its receipt and the validation's inbox row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unconfirmed {
+    pub trans_id: String,
+    pub inbox_id: i64,
+}
+
+/// Up to `limit` accepted validations received between `since` and
+/// `until` whose receipt has no recorded payment and which are not being
+/// asked about: never asked, or asked before `ask_again_before` without an
+/// answer and fewer than `max_attempts` times. Oldest first.
+pub async fn unconfirmed(
+    conn: &mut PgConnection,
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+    ask_again_before: chrono::DateTime<chrono::Utc>,
+    max_attempts: i32,
+    limit: i64,
+) -> Result<Vec<Unconfirmed>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT v.trans_id, v.id AS inbox_id
+         FROM (SELECT c.id, c.received_at, convert_from(c.body, 'UTF8')::jsonb ->> 'TransID' AS trans_id
+               FROM callback_inbox c
+               WHERE c.kind = 'c2b-validation' AND c.outcome = 'accepted' AND c.provider = 'mpesa'
+                 AND c.received_at >= $1 AND c.received_at < $2) AS v
+         LEFT JOIN c2b_status_queries q ON q.trans_id = v.trans_id
+         WHERE v.trans_id IS NOT NULL AND v.trans_id <> ''
+           AND NOT EXISTS (SELECT 1 FROM c2b_payments p WHERE p.trans_id = v.trans_id)
+           AND (q.trans_id IS NULL
+                OR (q.answered_at IS NULL AND q.asked_at < $3 AND q.attempts < $4))
+         ORDER BY v.received_at
+         LIMIT $5",
+    )
+    .bind(since)
+    .bind(until)
+    .bind(ask_again_before)
+    .bind(max_attempts)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Notes that `trans_id` is being asked about (once more).
+pub async fn mark_asked(
+    conn: &mut PgConnection,
+    trans_id: &str,
+    inbox_id: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO c2b_status_queries (trans_id, inbox_id, asked_at) VALUES ($1, $2, $3)
+         ON CONFLICT (trans_id) DO UPDATE
+         SET asked_at = excluded.asked_at, attempts = c2b_status_queries.attempts + 1",
+    )
+    .bind(trans_id)
+    .bind(inbox_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The validated notice of a payment asked about by receipt `trans_id`
+/// (the body of its accepted validation), locked against a second answer.
+pub async fn asked_notice(conn: &mut PgConnection, trans_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.body FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id
+         WHERE q.trans_id = $1 FOR UPDATE OF q",
+    )
+    .bind(trans_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records Daraja's answer about `trans_id`.
+pub async fn mark_answered(
+    conn: &mut PgConnection,
+    trans_id: &str,
+    status: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE c2b_status_queries SET status = $2, answered_at = $3 WHERE trans_id = $1")
+        .bind(trans_id)
+        .bind(status)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -299,14 +299,15 @@ async fn a_5000_loan_is_disbursed_and_repaid_by_1000_c2b_payments_with_every_bal
         .unwrap();
     assert_eq!(routed, "suspense");
 
-    // Borrower and lender hear of every step through the product service.
+    // Borrower and lender hear of every step through the product service
+    // (deliveries run side by side, in no promised order).
+    let wanted = ["approve", "disburse", "disbursed", "repayment_received", "repaid"];
     eventually(Duration::from_secs(10), "the loan's webhooks", || async {
         app.work("webhooks").await;
-        deliveries
-            .lock()
-            .unwrap()
+        let delivered = deliveries.lock().unwrap();
+        wanted
             .iter()
-            .any(|d| d["data"]["event"]["event"] == "repaid")
+            .all(|w| delivered.iter().any(|d| d["data"]["event"]["event"] == *w))
     })
     .await;
     let events: Vec<(String, String)> = deliveries
@@ -321,7 +322,7 @@ async fn a_5000_loan_is_disbursed_and_repaid_by_1000_c2b_payments_with_every_bal
             )
         })
         .collect();
-    for wanted in ["approve", "disburse", "disbursed", "repayment_received", "repaid"] {
+    for wanted in wanted {
         assert!(events.iter().any(|(e, _)| e == wanted), "{wanted} in {events:?}");
     }
     app.assert_ledger_balanced().await;
@@ -706,5 +707,110 @@ async fn a_loan_reopened_after_its_due_dates_is_overdue_at_once() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert!(events.ends_with(&["repaid", "reopened", "fell_overdue"]), "{events:?}");
+    app.assert_ledger_balanced().await;
+}
+
+/// Runs one pass of the cron entry asking about validated C2B payments
+/// with no confirmation.
+async fn ask_about_unconfirmed(app: &TestApp) {
+    app.enqueue(&tuma::runner::NewJob::new(
+        &tuma::providers::mpesa::c2b::QueryUnconfirmed {},
+    ))
+    .await;
+    app.run_jobs().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_once() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({})).await;
+    let sim = app.sim.clone().unwrap();
+    // The borrower pays; Daraja asks our validation URL (a question it
+    // waits on), and the confirmation callback is lost.
+    sim.set_chaos(tuma::simulator::Chaos {
+        callback_loss_permille: 1000,
+        ..Default::default()
+    });
+    let receipt = sim.pay_bill("174379", "254712345678", 1000, &reference).await.unwrap();
+    sim.set_chaos(tuma::simulator::Chaos::default());
+    app.run_jobs().await;
+    assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
+
+    // Within its first minute a confirmation may still come: not asked.
+    ask_about_unconfirmed(&app).await;
+    assert_eq!(app.count("SELECT count(*) FROM c2b_status_queries").await, 0);
+
+    // A minute on, Daraja is asked by receipt; its answer records the
+    // payment from the validated notice and repays the loan.
+    app.advance(Duration::from_secs(61));
+    ask_about_unconfirmed(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "the payment recorded from its status",
+        || async {
+            app.run_jobs().await;
+            app.count("SELECT count(*) FROM c2b_payments").await == 1
+        },
+    )
+    .await;
+    let (recorded, told_by): (String, String) =
+        sqlx::query_as("SELECT p.trans_id, c.kind FROM c2b_payments p JOIN callback_inbox c ON c.id = p.inbox_id")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (recorded.as_str(), told_by.as_str()),
+        (receipt.as_str(), "c2b-status-result")
+    );
+    let view = loan(&app, &id).await;
+    assert_eq!(
+        view["outstanding"].as_str().unwrap().parse::<Decimal>().unwrap(),
+        d("4500")
+    );
+    assert_eq!(view["repayments"][0]["receipt"], receipt.as_str());
+    assert_eq!(app.available(BORROWER, "KES").await, d("500"), "the excess");
+    let (status, attempts): (Option<String>, i32) =
+        sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
+            .bind(&receipt)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_deref(), attempts), (Some("Completed"), 1));
+
+    // The lost confirmation turning up after all repays nothing more.
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let validated: Vec<u8> =
+        sqlx::query_scalar("SELECT body FROM callback_inbox WHERE kind = 'c2b-validation' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let late = app
+        .http
+        .post(app.url(&format!(
+            "/callbacks/mpesa/c2b-confirmation/{}",
+            tuma::providers::mpesa::c2b_token(&mpesa)
+        )))
+        .header("content-type", "application/json")
+        .body(validated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE kind = 'c2b-confirmation' AND outcome = 'duplicate'")
+            .await,
+        1
+    );
+    assert_eq!(loan(&app, &id).await["outstanding"], view["outstanding"]);
+
+    // A recorded payment is not asked about again.
+    app.advance(Duration::from_secs(600));
+    ask_about_unconfirmed(&app).await;
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM c2b_status_queries")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
     app.assert_ledger_balanced().await;
 }

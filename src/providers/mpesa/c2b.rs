@@ -33,3 +33,91 @@ pub fn validate(config: &MpesaConfig, notice: &C2bNotice) -> Result<(), (&'stati
     }
     Ok(())
 }
+
+/// How long after its validation a payment's confirmation may take before
+/// Daraja is asked about it.
+const UNCONFIRMED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+/// How far back validations are looked at.
+const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How long an unanswered question waits before it is asked again…
+const ASK_AGAIN_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// …and how often it is asked at most. After that the payment is left to
+/// the statement and reconciliation.
+const MAX_ASKS: i32 = 5;
+/// Most payments asked about per run.
+const PER_RUN: i64 = 200;
+
+/// Job arguments: ask Daraja about the payments it validated whose
+/// confirmation never came.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct QueryUnconfirmed {}
+
+impl crate::runner::JobArgs for QueryUnconfirmed {
+    const KIND: &'static str = "mpesa.c2b_unconfirmed";
+}
+
+/// Daraja calls our validation URL, we accept, and then its confirmation
+/// callback is what records the payment. When that callback is lost, the
+/// money has moved and nothing else would tell us: this worker finds
+/// accepted validations with no recorded payment a minute on, and asks
+/// Transaction Status about each receipt. The answer comes back as a
+/// `c2b-status-result` callback, which records a `Completed` payment from
+/// the validated notice (see `callbacks`). Without external validation
+/// there is no notice to start from; such a lost confirmation is left to
+/// the statement.
+pub struct UnconfirmedWorker {
+    pub client: std::sync::Arc<super::MpesaClient>,
+}
+
+impl crate::runner::Worker for UnconfirmedWorker {
+    type Args = QueryUnconfirmed;
+
+    async fn work(
+        &self,
+        ctx: crate::runner::JobContext,
+        _args: QueryUnconfirmed,
+    ) -> Result<(), crate::runner::JobError> {
+        use crate::store::c2b as store;
+        let now = ctx.clock().local_now();
+        let mut conn = ctx.pool().acquire().await?;
+        let due = store::unconfirmed(
+            &mut conn,
+            now - LOOK_BACK,
+            now - UNCONFIRMED_AFTER,
+            now - ASK_AGAIN_AFTER,
+            MAX_ASKS,
+            PER_RUN,
+        )
+        .await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let config = self.client.config();
+        let base = format!("{}/callbacks/mpesa", config.callback_base_url.trim_end_matches('/'));
+        let token = super::c2b_token(config);
+        let (result_url, timeout_url) = (
+            format!("{base}/c2b-status-result/{token}"),
+            format!("{base}/c2b-status-timeout/{token}"),
+        );
+        let mut unasked = 0;
+        for payment in &due {
+            // Noted first: a question that fails is asked again later.
+            store::mark_asked(&mut conn, &payment.trans_id, payment.inbox_id, now).await?;
+            if let Err(error) = self
+                .client
+                .c2b_status(&payment.trans_id, &result_url, &timeout_url)
+                .await
+            {
+                unasked += 1;
+                tracing::warn!(inbox_id = payment.inbox_id, %error, "could not ask about an unconfirmed C2B payment");
+            }
+        }
+        metrics::counter!("tuma_c2b_unconfirmed_asked_total").increment((due.len() - unasked) as u64);
+        tracing::info!(
+            asked = due.len() - unasked,
+            failed = unasked,
+            "asked M-Pesa about validated C2B payments with no confirmation"
+        );
+        Ok(())
+    }
+}

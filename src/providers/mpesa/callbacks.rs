@@ -18,7 +18,7 @@ use crate::workflow::engine::{Applied, Cause, Engine, Event};
 
 /// The callback URLs Tuma hands Daraja; the last path segment is the
 /// intent's token.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 13] = [
     "stk",
     "b2c-result",
     "b2c-timeout",
@@ -28,6 +28,8 @@ pub const KINDS: [&str; 11] = [
     "balance-timeout",
     "c2b-validation",
     "c2b-confirmation",
+    "c2b-status-result",
+    "c2b-status-timeout",
     "reversal-result",
     "reversal-timeout",
 ];
@@ -36,10 +38,10 @@ pub const KINDS: [&str; 11] = [
 /// what cannot, after storing it).
 pub fn validate(kind: &str, body: &[u8]) -> Result<(), String> {
     match kind {
-        "balance-result" => serde_json::from_slice::<ResultEnvelope>(body)
+        "balance-result" | "c2b-status-result" => serde_json::from_slice::<ResultEnvelope>(body)
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        "balance-timeout" => Ok(()),
+        "balance-timeout" | "c2b-status-timeout" => Ok(()),
         "c2b-validation" | "c2b-confirmation" => serde_json::from_slice::<super::wire::C2bNotice>(body)
             .map(|_| ())
             .map_err(|e| e.to_string()),
@@ -251,7 +253,7 @@ impl CallbackProcessing for Callbacks {
         let mut parsed = Vec::new();
         for (item, (_, args)) in items.iter().enumerate() {
             let Some(row) = rows.get(&args.inbox_id) else { continue };
-            if row.kind.starts_with("balance-") || row.kind == "c2b-confirmation" {
+            if row.kind.starts_with("balance-") || row.kind.starts_with("c2b-") {
                 continue;
             }
             let Ok(report) = parse(&row.kind, &row.body) else {
@@ -316,6 +318,9 @@ impl CallbackProcessing for Callbacks {
         }
         if row.kind == "c2b-confirmation" {
             return self.confirmation(ctx, tx, row).await;
+        }
+        if row.kind.starts_with("c2b-status-") {
+            return self.c2b_status(ctx, tx, row).await;
         }
         let report = match parse(&row.kind, &row.body) {
             Ok(report) => report,
@@ -466,6 +471,127 @@ impl Callbacks {
                 return finish(ctx, tx).await;
             }
         };
+        self.record_payment(ctx, tx, row, notice).await
+    }
+
+    /// Daraja's answer about a payment it validated whose confirmation was
+    /// lost ([`super::c2b::UnconfirmedWorker`] asked): `Completed` records
+    /// the payment from the validated notice, exactly as its confirmation
+    /// would have (once per receipt, whichever comes first); anything else
+    /// is noted, and an answer that is not one is asked again later.
+    async fn c2b_status(
+        &self,
+        ctx: JobContext,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        row: inbox::InboxRow,
+    ) -> Result<(), JobError> {
+        if self.c2b_token.as_deref() != Some(row.token.as_str()) {
+            finish_row(&mut tx, &row, None, None, "unknown_token", None).await?;
+            return finish(ctx, tx).await;
+        }
+        if row.kind == "c2b-status-timeout" {
+            finish_row(
+                &mut tx,
+                &row,
+                None,
+                None,
+                "ignored",
+                Some("status query timed out; asked again later"),
+            )
+            .await?;
+            return finish(ctx, tx).await;
+        }
+        let result = match serde_json::from_slice::<ResultEnvelope>(&row.body) {
+            Ok(envelope) => envelope.result,
+            Err(error) => {
+                finish_row(&mut tx, &row, None, None, "malformed", Some(&error.to_string())).await?;
+                return finish(ctx, tx).await;
+            }
+        };
+        let receipt = result
+            .parameter_str("ReceiptNo")
+            .filter(|r| !r.is_empty())
+            .or_else(|| result.transaction_id.clone().filter(|r| !r.is_empty()));
+        let (Some(receipt), "0") = (receipt, result.result_code.0.as_str()) else {
+            let detail = format!("no status: {} {}", result.result_code.0, result.result_desc);
+            finish_row(&mut tx, &row, None, None, "ignored", Some(&detail)).await?;
+            return finish(ctx, tx).await;
+        };
+        let dedupe_key = format!("c2b:{receipt}");
+        let Some(body) = crate::store::c2b::asked_notice(&mut tx, &receipt).await? else {
+            finish_row(
+                &mut tx,
+                &row,
+                None,
+                Some(&dedupe_key),
+                "unmatched",
+                Some("not asked about"),
+            )
+            .await?;
+            return finish(ctx, tx).await;
+        };
+        let status = result.parameter_str("TransactionStatus").unwrap_or_default();
+        let now = ctx.clock().local_now();
+        crate::store::c2b::mark_answered(&mut tx, &receipt, &status, now).await?;
+        let notice = match serde_json::from_slice::<super::wire::C2bNotice>(&body) {
+            Ok(notice) if notice.trans_id == receipt => notice,
+            Ok(_) | Err(_) => {
+                finish_row(
+                    &mut tx,
+                    &row,
+                    None,
+                    Some(&dedupe_key),
+                    "malformed",
+                    Some("the validated notice cannot be read"),
+                )
+                .await?;
+                return finish(ctx, tx).await;
+            }
+        };
+        if status != "Completed" {
+            let detail = format!("Daraja says {status:?}: not paid");
+            finish_row(&mut tx, &row, None, Some(&dedupe_key), "ignored", Some(&detail)).await?;
+            return finish(ctx, tx).await;
+        }
+        let amount = |text: &str| text.trim().parse::<rust_decimal::Decimal>().ok();
+        let answered = result.parameter_str("Amount").as_deref().and_then(amount);
+        if answered.is_none() || answered != amount(&notice.trans_amount) {
+            let detail = format!(
+                "Daraja's amount {:?} is not the validated {:?}",
+                result.parameter_str("Amount"),
+                notice.trans_amount
+            );
+            finish_row(
+                &mut tx,
+                &row,
+                None,
+                Some(&dedupe_key),
+                "reference_mismatch",
+                Some(&detail),
+            )
+            .await?;
+            tracing::warn!(
+                inbox_id = row.id,
+                "a C2B status answer does not match its validated payment; not recorded"
+            );
+            return finish(ctx, tx).await;
+        }
+        tracing::info!(
+            inbox_id = row.id,
+            "a C2B payment whose confirmation was lost is recorded from its status"
+        );
+        self.record_payment(ctx, tx, row, notice).await
+    }
+
+    /// Records a confirmed C2B payment (once per receipt) told by `row`
+    /// and routes it: to its loan or borrower, else to suspense.
+    async fn record_payment(
+        &self,
+        ctx: JobContext,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        row: inbox::InboxRow,
+        notice: super::wire::C2bNotice,
+    ) -> Result<(), JobError> {
         let dedupe_key = format!("c2b:{}", notice.trans_id);
         let parsed = notice.trans_amount.trim().parse::<rust_decimal::Decimal>();
         let Some(amount) = parsed.ok().filter(|a| *a > rust_decimal::Decimal::ZERO) else {

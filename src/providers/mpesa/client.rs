@@ -395,6 +395,30 @@ impl MpesaClient {
 }
 
 impl MpesaClient {
+    /// Asks for the status of the C2B payment with M-Pesa receipt
+    /// `receipt` paid into our C2B shortcode; the answer arrives at
+    /// `result_url`.
+    pub async fn c2b_status(&self, receipt: &str, result_url: &str, timeout_url: &str) -> Result<(), MpesaError> {
+        let request = TransactionStatusRequest {
+            initiator: self.config.initiator_name.clone(),
+            security_credential: self.security_credential.clone(),
+            command_id: "TransactionStatusQuery".to_owned(),
+            transaction_id: receipt.to_owned(),
+            original_conversation_id: None,
+            party_a: self.config.c2b_shortcode.clone(),
+            identifier_type: "4".to_owned(),
+            result_url: result_url.to_owned(),
+            queue_timeout_url: timeout_url.to_owned(),
+            remarks: "C2B confirmation".to_owned(),
+            occasion: None,
+        };
+        let _: AcceptedResponse = self
+            .post("/mpesa/transactionstatus/v1/query", &request)
+            .await
+            .map_err(Self::classify)?;
+        Ok(())
+    }
+
     /// Asks for the organisation's account balances; the answer arrives at
     /// `result_url`.
     pub async fn account_balance(&self, result_url: &str, timeout_url: &str) -> Result<(), MpesaError> {
