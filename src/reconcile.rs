@@ -107,7 +107,9 @@ pub struct CallbackLine {
     pub inbox_id: i64,
     pub provider: String,
     pub kind: String,
-    /// `unknown_token`, `unmatched` or `reference_mismatch`.
+    /// `unknown_token`, `unmatched`, `reference_mismatch`, or `unconfirmed`
+    /// (a C2B payment accepted at validation that Daraja never confirmed
+    /// nor answered about).
     pub outcome: String,
     /// The provider's ids (request id, result code).
     pub provider_ids: Option<String>,
@@ -174,7 +176,10 @@ pub async fn build(
     let unresolved = store::unresolved(pool, limit).await?;
     let stuck = store::stuck(pool, &bounds, now, limit).await?;
     let suspense = c2b::in_suspense(pool, limit).await?;
-    let callbacks = store::unmatched_callbacks(pool, limit).await?;
+    // With the C2B payments we accepted at validation and asked Daraja
+    // about in vain: their confirmation never came, and neither did an
+    // answer.
+    let callbacks = store::unmatched_callbacks(pool, limit, crate::providers::mpesa::c2b::MAX_ASKS).await?;
     // A float no provider report covers (the provider has no balance query
     // in Tuma) is listed, unverified, without failing the report.
     let ok = floats

@@ -170,14 +170,10 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
         .clone()
         .ok_or_else(|| JobError::fatal("intent has no callback token"))?;
     let country = country_of(intent)?;
-    let request_id = match &intent.provider_ref {
-        Some(committed) => committed.clone(),
-        None => {
-            ctx.grouped
-                .request_id(intent.id, super::new_request_id(adapter.name()))
-                .await?
-        }
-    };
+    let request_id = ctx
+        .grouped
+        .committed_request_id(intent, || super::new_request_id(adapter.name()))
+        .await?;
     Ok(Request {
         direction,
         request_id,

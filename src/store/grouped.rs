@@ -103,6 +103,20 @@ impl Grouped {
             .ok_or_else(|| JobError::fatal(format!("intent {id} does not exist")))
     }
 
+    /// `intent`'s committed request id: the one it was created with or an
+    /// earlier attempt recorded, else `fresh()` recorded now
+    /// ([`Grouped::request_id`]).
+    pub async fn committed_request_id(
+        &self,
+        intent: &IntentRow,
+        fresh: impl FnOnce() -> String,
+    ) -> Result<String, JobError> {
+        match &intent.provider_ref {
+            Some(committed) => Ok(committed.clone()),
+            None => self.request_id(intent.id, fresh()).await,
+        }
+    }
+
     /// Notes a provider call, best effort: losing the note must never stop
     /// the money's own steps.
     pub async fn note(&self, note: CallNote) {

@@ -115,13 +115,29 @@ pub struct UnmatchedCallback {
     pub received_at: DateTime<Utc>,
 }
 
-pub async fn unmatched_callbacks(pool: &PgPool, limit: i64) -> Result<Vec<UnmatchedCallback>, sqlx::Error> {
+/// Callbacks a person should look at (an unknown token, unmatched, naming
+/// another request than their intent's), and the C2B payments accepted at
+/// validation that were asked about `c2b_max_asks` times with no answer
+/// and no confirmation (outcome `unconfirmed`).
+pub async fn unmatched_callbacks(
+    pool: &PgPool,
+    limit: i64,
+    c2b_max_asks: i32,
+) -> Result<Vec<UnmatchedCallback>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
-         WHERE outcome IN ('unknown_token', 'unmatched', 'reference_mismatch')
+        "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM (
+             SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
+             WHERE outcome IN ('unknown_token', 'unmatched', 'reference_mismatch')
+             UNION ALL
+             SELECT c.id, c.provider, c.kind, 'unconfirmed', 'c2b:' || q.trans_id, c.received_at
+             FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id
+             WHERE q.answered_at IS NULL AND q.attempts >= $2
+               AND NOT EXISTS (SELECT 1 FROM c2b_payments p WHERE p.trans_id = q.trans_id)
+         ) AS lines
          ORDER BY id LIMIT $1",
     )
     .bind(limit)
+    .bind(c2b_max_asks)
     .fetch_all(pool)
     .await
 }

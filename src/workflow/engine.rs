@@ -300,7 +300,10 @@ impl Engine {
     /// only the jobs of the state it is in (a payout nothing holds back
     /// skips a release job); otherwise it is created in its initial state
     /// and the event applied as [`Engine::apply_many`] would, rejection
-    /// recorded. Returns the rows, as written, in the order given.
+    /// recorded (before anything the caller writes afterwards in the same
+    /// transaction, such as a payout's hold: give only events whose effects
+    /// do not depend on that). Returns the rows, as written, in the order
+    /// given.
     pub async fn create_many(
         &self,
         tx: &mut Transaction<'_, Postgres>,

@@ -814,3 +814,46 @@ async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_onc
     assert_eq!(attempts, 1);
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_then_reported() {
+    let app = setup().await;
+    let sim = app.sim.clone().unwrap();
+    // Every callback lost: the confirmation, and each answer about it.
+    sim.set_chaos(tuma::simulator::Chaos {
+        callback_loss_permille: 1000,
+        ..Default::default()
+    });
+    let receipt = sim.pay_bill("174379", "254712345670", 750, "INV-2231").await.unwrap();
+    app.advance(Duration::from_secs(61));
+    for _ in 0..8 {
+        ask_about_unconfirmed(&app).await;
+        app.advance(Duration::from_secs(301));
+    }
+    let (status, attempts): (Option<String>, i32) =
+        sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
+            .bind(&receipt)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status, attempts), (None, 5), "asked five times, then left to a person");
+    assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
+
+    let report = tuma::reconcile::build(
+        &app.db.pool,
+        app.engine.workflows(),
+        &app.config.reconciliation,
+        chrono::Utc::now().date_naive(),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.ok);
+    let line = report
+        .unmatched_callbacks
+        .iter()
+        .find(|c| c.outcome == "unconfirmed")
+        .expect("the unconfirmed payment is listed");
+    assert_eq!(line.kind, "c2b-validation");
+    assert_eq!(line.provider_ids.as_deref(), Some(format!("c2b:{receipt}").as_str()));
+}

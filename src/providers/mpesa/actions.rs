@@ -142,14 +142,10 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let amount = whole_kes(intent)?;
     // Rule 1: the request id exists, committed, before the call (since the
     // payout's creation, or assigned now).
-    let originator = match &intent.provider_ref {
-        Some(committed) => committed.clone(),
-        None => {
-            ctx.grouped
-                .request_id(intent.id, crate::providers::new_request_id("mpesa"))
-                .await?
-        }
-    };
+    let originator = ctx
+        .grouped
+        .committed_request_id(intent, || crate::providers::new_request_id("mpesa"))
+        .await?;
     let result_url = callback_url(&client, "b2c-result", intent)?;
     let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
     let started = std::time::Instant::now();

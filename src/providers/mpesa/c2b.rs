@@ -41,9 +41,9 @@ const UNCONFIRMED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// How long an unanswered question waits before it is asked again…
 const ASK_AGAIN_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
-/// …and how often it is asked at most. After that the payment is left to
-/// the statement and reconciliation.
-const MAX_ASKS: i32 = 5;
+/// …and how often it is asked at most. After that the payment is left to a
+/// person: the reconciliation report lists it (`unconfirmed`).
+pub const MAX_ASKS: i32 = 5;
 /// Most payments asked about per run.
 const PER_RUN: i64 = 200;
 
