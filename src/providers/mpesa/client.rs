@@ -373,17 +373,32 @@ impl MpesaClient {
         result_url: &str,
         timeout_url: &str,
     ) -> Result<(), MpesaError> {
+        self.status_query(StatusOf::Request(originator_id), result_url, timeout_url)
+            .await
+    }
+
+    /// A Transaction Status query about `subject`.
+    async fn status_query(&self, subject: StatusOf<'_>, result_url: &str, timeout_url: &str) -> Result<(), MpesaError> {
+        let (transaction_id, original_conversation_id, party_a, remarks) = match subject {
+            StatusOf::Request(originator_id) => (
+                String::new(),
+                Some(originator_id.to_owned()),
+                &self.config.b2c_shortcode,
+                "status",
+            ),
+            StatusOf::Receipt(receipt) => (receipt.to_owned(), None, &self.config.c2b_shortcode, "C2B confirmation"),
+        };
         let request = TransactionStatusRequest {
             initiator: self.config.initiator_name.clone(),
             security_credential: self.security_credential.clone(),
             command_id: "TransactionStatusQuery".to_owned(),
-            transaction_id: String::new(),
-            original_conversation_id: Some(originator_id.to_owned()),
-            party_a: self.config.b2c_shortcode.clone(),
+            transaction_id,
+            original_conversation_id,
+            party_a: party_a.clone(),
             identifier_type: "4".to_owned(),
             result_url: result_url.to_owned(),
             queue_timeout_url: timeout_url.to_owned(),
-            remarks: "status".to_owned(),
+            remarks: remarks.to_owned(),
             occasion: None,
         };
         let _: AcceptedResponse = self
@@ -394,29 +409,21 @@ impl MpesaClient {
     }
 }
 
+/// What a Transaction Status query asks about.
+enum StatusOf<'a> {
+    /// A B2C request of ours, by its OriginatorConversationID.
+    Request(&'a str),
+    /// A C2B payment into our shortcode, by its M-Pesa receipt.
+    Receipt(&'a str),
+}
+
 impl MpesaClient {
     /// Asks for the status of the C2B payment with M-Pesa receipt
     /// `receipt` paid into our C2B shortcode; the answer arrives at
     /// `result_url`.
     pub async fn c2b_status(&self, receipt: &str, result_url: &str, timeout_url: &str) -> Result<(), MpesaError> {
-        let request = TransactionStatusRequest {
-            initiator: self.config.initiator_name.clone(),
-            security_credential: self.security_credential.clone(),
-            command_id: "TransactionStatusQuery".to_owned(),
-            transaction_id: receipt.to_owned(),
-            original_conversation_id: None,
-            party_a: self.config.c2b_shortcode.clone(),
-            identifier_type: "4".to_owned(),
-            result_url: result_url.to_owned(),
-            queue_timeout_url: timeout_url.to_owned(),
-            remarks: "C2B confirmation".to_owned(),
-            occasion: None,
-        };
-        let _: AcceptedResponse = self
-            .post("/mpesa/transactionstatus/v1/query", &request)
+        self.status_query(StatusOf::Receipt(receipt), result_url, timeout_url)
             .await
-            .map_err(Self::classify)?;
-        Ok(())
     }
 
     /// Asks for the organisation's account balances; the answer arrives at
