@@ -293,8 +293,7 @@ impl CallbackProcessing for ProviderCallbacks {
         let report = match adapter.parse_callback(&row.kind, &row.body) {
             Ok(report) => report,
             Err(error) => {
-                finish_row(&mut tx, &row, None, None, "malformed", Some(&error)).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error)).await;
             }
         };
         let intent = match find(&mut tx, adapter.as_ref(), &row, &report).await? {
@@ -304,8 +303,7 @@ impl CallbackProcessing for ProviderCallbacks {
                 return Err(JobError::Snooze(MATCH_RETRY));
             }
             Match::Wait => {
-                finish_row(&mut tx, &row, None, Some(&report.dedupe_key), "unmatched", None).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, Some(&report.dedupe_key), "unmatched", None).await;
             }
             Match::Nothing(outcome) => {
                 tracing::warn!(
@@ -314,8 +312,7 @@ impl CallbackProcessing for ProviderCallbacks {
                     outcome,
                     "callback not processed"
                 );
-                finish_row(&mut tx, &row, None, Some(&report.dedupe_key), outcome, None).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, Some(&report.dedupe_key), outcome, None).await;
             }
         };
         self.apply(ctx, tx, &row, &report, *intent).await
@@ -368,16 +365,14 @@ impl ProviderCallbacks {
     ) -> Result<(), JobError> {
         let key = Some(report.dedupe_key.as_str());
         if inbox::already_applied(&mut tx, &row.provider, &report.dedupe_key, row.id).await? {
-            finish_row(&mut tx, row, Some(intent.id), key, "duplicate", None).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, row, Some(intent.id), key, "duplicate", None).await;
         }
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
             Outcome::Pending | Outcome::Unknown { .. } => {
                 let detail = format!("{:?}", report.outcome);
-                finish_row(&mut tx, row, Some(intent.id), key, "ignored", Some(&detail)).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, row, Some(intent.id), key, "ignored", Some(&detail)).await;
             }
         };
         let mut intent = intent;
@@ -406,8 +401,7 @@ impl ProviderCallbacks {
                 return Err(JobError::retryable("the intent changed while the callback was applied"));
             }
         };
-        finish_row(&mut tx, row, Some(id), key, outcome, detail.as_deref()).await?;
-        finish(ctx, tx).await
+        finish_with(ctx, tx, row, Some(id), key, outcome, detail.as_deref()).await
     }
 }
 
@@ -436,6 +430,21 @@ fn count(row: &inbox::InboxRow, outcome: &str) {
         "outcome" => outcome.to_owned()
     )
     .increment(1);
+}
+
+/// Records what became of a stored callback ([`finish_row`]), completes its
+/// job and commits ([`finish`]): how a callback processed alone ends.
+pub(crate) async fn finish_with(
+    ctx: JobContext,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    row: &inbox::InboxRow,
+    intent_id: Option<uuid::Uuid>,
+    dedupe_key: Option<&str>,
+    outcome: &str,
+    detail: Option<&str>,
+) -> Result<(), JobError> {
+    finish_row(&mut tx, row, intent_id, dedupe_key, outcome, detail).await?;
+    finish(ctx, tx).await
 }
 
 /// Completes the callback's job in its transaction and commits.

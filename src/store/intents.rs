@@ -348,8 +348,10 @@ pub async fn insert_intents(
                 .map(|r| r.provider_ref.as_deref())
                 .collect::<Vec<Option<&str>>>(),
         );
-    let written: Vec<(DateTime<Utc>, i64, Option<i64>, Vec<Uuid>, i64)> =
-        bind_jobs(query, jobs, notify).fetch_all(conn).await?;
+    // Per row: created_at, its create event, its first move's event, its
+    // owner's endpoints, and the jobs-notified count.
+    type Written = (DateTime<Utc>, i64, Option<i64>, Vec<Uuid>, i64);
+    let written: Vec<Written> = bind_jobs(query, jobs, notify).fetch_all(conn).await?;
     if written.len() != rows.len() {
         return Err(sqlx::Error::Protocol(format!(
             "{} of {} intents were written",

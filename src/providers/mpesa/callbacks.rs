@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    apply_batch, awaits_its_request, finish, finish_row, BatchDone, CallbackJobs, CallbackProcessing, Ready,
+    apply_batch, awaits_its_request, finish, finish_row, finish_with, BatchDone, CallbackJobs, CallbackProcessing,
+    Ready,
 };
 use crate::providers::Outcome;
 use crate::runner::{JobArgs, JobContext, JobError, Worker};
@@ -325,8 +326,7 @@ impl CallbackProcessing for Callbacks {
         let report = match parse(&row.kind, &row.body) {
             Ok(report) => report,
             Err(error) => {
-                finish_row(&mut tx, &row, None, None, "malformed", Some(&error)).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error)).await;
             }
         };
         let Some(mut intent) = intents::by_callback_token(&mut tx, &row.token).await? else {
@@ -346,16 +346,16 @@ impl CallbackProcessing for Callbacks {
                 drop(tx);
                 return Err(JobError::Snooze(MATCH_RETRY));
             }
-            finish_row(
-                &mut tx,
+            return finish_with(
+                ctx,
+                tx,
                 &row,
                 Some(intent.id),
                 Some(&report.dedupe_key),
                 "unmatched",
                 Some("its request never recorded a provider reference"),
             )
-            .await?;
-            return finish(ctx, tx).await;
+            .await;
         }
         if let (Some(expected), Some(got)) = (&intent.provider_ref, &report.provider_ref) {
             if expected != got {
@@ -379,31 +379,31 @@ impl CallbackProcessing for Callbacks {
             intent.provider_ref = Some(assigned);
         }
         if inbox::already_applied(&mut tx, "mpesa", &report.dedupe_key, row.id).await? {
-            finish_row(
-                &mut tx,
+            return finish_with(
+                ctx,
+                tx,
                 &row,
                 Some(intent.id),
                 Some(&report.dedupe_key),
                 "duplicate",
                 None,
             )
-            .await?;
-            return finish(ctx, tx).await;
+            .await;
         }
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
             Outcome::Pending | Outcome::Unknown { .. } => {
-                finish_row(
-                    &mut tx,
+                return finish_with(
+                    ctx,
+                    tx,
                     &row,
                     Some(intent.id),
                     Some(&report.dedupe_key),
                     "ignored",
                     Some(&format!("{:?}", report.outcome)),
                 )
-                .await?;
-                return finish(ctx, tx).await;
+                .await;
             }
         };
         if let (Outcome::Succeeded, Some(receipt)) = (&report.outcome, &report.receipt) {
@@ -439,16 +439,16 @@ impl CallbackProcessing for Callbacks {
             (_, Applied::Rejected { reason, .. }) => Some(reason.clone()),
             _ => None,
         };
-        finish_row(
-            &mut tx,
+        finish_with(
+            ctx,
+            tx,
             &row,
             Some(intent_id),
             Some(&report.dedupe_key),
             outcome,
             detail.as_deref(),
         )
-        .await?;
-        finish(ctx, tx).await
+        .await
     }
 }
 
@@ -457,18 +457,16 @@ impl Callbacks {
     async fn confirmation(
         &self,
         ctx: JobContext,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
         row: inbox::InboxRow,
     ) -> Result<(), JobError> {
         if self.c2b_token.as_deref() != Some(row.token.as_str()) {
-            finish_row(&mut tx, &row, None, None, "unknown_token", None).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, None, "unknown_token", None).await;
         }
         let notice = match serde_json::from_slice::<super::wire::C2bNotice>(&row.body) {
             Ok(notice) => notice,
             Err(error) => {
-                finish_row(&mut tx, &row, None, None, "malformed", Some(&error.to_string())).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error.to_string())).await;
             }
         };
         self.record_payment(ctx, tx, row, notice).await
@@ -486,8 +484,7 @@ impl Callbacks {
         row: inbox::InboxRow,
     ) -> Result<(), JobError> {
         if self.c2b_token.as_deref() != Some(row.token.as_str()) {
-            finish_row(&mut tx, &row, None, None, "unknown_token", None).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, None, "unknown_token", None).await;
         }
         if row.kind == "c2b-status-timeout" {
             finish_row(
@@ -504,8 +501,7 @@ impl Callbacks {
         let result = match serde_json::from_slice::<ResultEnvelope>(&row.body) {
             Ok(envelope) => envelope.result,
             Err(error) => {
-                finish_row(&mut tx, &row, None, None, "malformed", Some(&error.to_string())).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error.to_string())).await;
             }
         };
         let receipt = result
@@ -514,21 +510,20 @@ impl Callbacks {
             .or_else(|| result.transaction_id.clone().filter(|r| !r.is_empty()));
         let (Some(receipt), "0") = (receipt, result.result_code.0.as_str()) else {
             let detail = format!("no status: {} {}", result.result_code.0, result.result_desc);
-            finish_row(&mut tx, &row, None, None, "ignored", Some(&detail)).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, None, "ignored", Some(&detail)).await;
         };
         let dedupe_key = format!("c2b:{receipt}");
         let Some(body) = crate::store::c2b::asked_notice(&mut tx, &receipt).await? else {
-            finish_row(
-                &mut tx,
+            return finish_with(
+                ctx,
+                tx,
                 &row,
                 None,
                 Some(&dedupe_key),
                 "unmatched",
                 Some("not asked about"),
             )
-            .await?;
-            return finish(ctx, tx).await;
+            .await;
         };
         let status = result.parameter_str("TransactionStatus").unwrap_or_default();
         let now = ctx.clock().local_now();
@@ -536,22 +531,21 @@ impl Callbacks {
         let notice = match serde_json::from_slice::<super::wire::C2bNotice>(&body) {
             Ok(notice) if notice.trans_id == receipt => notice,
             Ok(_) | Err(_) => {
-                finish_row(
-                    &mut tx,
+                return finish_with(
+                    ctx,
+                    tx,
                     &row,
                     None,
                     Some(&dedupe_key),
                     "malformed",
                     Some("the validated notice cannot be read"),
                 )
-                .await?;
-                return finish(ctx, tx).await;
+                .await;
             }
         };
         if status != "Completed" {
             let detail = format!("Daraja says {status:?}: not paid");
-            finish_row(&mut tx, &row, None, Some(&dedupe_key), "ignored", Some(&detail)).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, Some(&dedupe_key), "ignored", Some(&detail)).await;
         }
         let amount = |text: &str| text.trim().parse::<rust_decimal::Decimal>().ok();
         let answered = result.parameter_str("Amount").as_deref().and_then(amount);
@@ -595,16 +589,16 @@ impl Callbacks {
         let dedupe_key = format!("c2b:{}", notice.trans_id);
         let parsed = notice.trans_amount.trim().parse::<rust_decimal::Decimal>();
         let Some(amount) = parsed.ok().filter(|a| *a > rust_decimal::Decimal::ZERO) else {
-            finish_row(
-                &mut tx,
+            return finish_with(
+                ctx,
+                tx,
                 &row,
                 None,
                 Some(&dedupe_key),
                 "malformed",
                 Some("TransAmount is not a positive number"),
             )
-            .await?;
-            return finish(ctx, tx).await;
+            .await;
         };
         let recorded = crate::store::c2b::record(
             &mut tx,
@@ -620,8 +614,7 @@ impl Callbacks {
         )
         .await?;
         if !recorded {
-            finish_row(&mut tx, &row, None, Some(&dedupe_key), "duplicate", None).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, Some(&dedupe_key), "duplicate", None).await;
         }
         let payment = crate::loans::C2bPayment {
             provider: "mpesa",
@@ -659,8 +652,7 @@ impl Callbacks {
             Some(error) => format!("to suspense: {error}"),
             None => format!("to {}", routed.applied_to()),
         };
-        finish_row(&mut tx, &row, intent_id, Some(&dedupe_key), "applied", Some(&detail)).await?;
-        finish(ctx, tx).await
+        finish_with(ctx, tx, &row, intent_id, Some(&dedupe_key), "applied", Some(&detail)).await
     }
 
     /// A balance report: records every account's available balance.
@@ -671,18 +663,15 @@ impl Callbacks {
         row: inbox::InboxRow,
     ) -> Result<(), JobError> {
         if self.balance_token.as_deref() != Some(row.token.as_str()) {
-            finish_row(&mut tx, &row, None, None, "unknown_token", None).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, None, "unknown_token", None).await;
         }
         if row.kind == "balance-timeout" {
-            finish_row(&mut tx, &row, None, None, "ignored", Some("balance query timed out")).await?;
-            return finish(ctx, tx).await;
+            return finish_with(ctx, tx, &row, None, None, "ignored", Some("balance query timed out")).await;
         }
         let result = match serde_json::from_slice::<ResultEnvelope>(&row.body) {
             Ok(envelope) => envelope.result,
             Err(error) => {
-                finish_row(&mut tx, &row, None, None, "malformed", Some(&error.to_string())).await?;
-                return finish(ctx, tx).await;
+                return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error.to_string())).await;
             }
         };
         let packed = result.parameter_str("AccountBalance").unwrap_or_default();
@@ -699,15 +688,15 @@ impl Callbacks {
             .await?;
         }
         let detail = (!skipped.is_empty()).then(|| format!("unreadable accounts: {}", skipped.join("; ")));
-        finish_row(
-            &mut tx,
+        finish_with(
+            ctx,
+            tx,
             &row,
             None,
             Some(&format!("balance:{}", result.conversation_id)),
             "applied",
             detail.as_deref(),
         )
-        .await?;
-        finish(ctx, tx).await
+        .await
     }
 }
