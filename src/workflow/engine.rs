@@ -312,6 +312,7 @@ impl Engine {
         let now = self.inner.jobs.clock().sql_now();
         let mut rows = Vec::with_capacity(news.len());
         let mut firsts: Vec<Option<Event<'_>>> = Vec::with_capacity(news.len());
+        let mut initials: Vec<String> = Vec::with_capacity(news.len());
         let mut later = Vec::new();
         let mut jobs = Vec::new();
         for (i, (new, then)) in news.into_iter().enumerate() {
@@ -336,12 +337,9 @@ impl Engine {
                 }
             }
             jobs.extend(self.state_jobs(&workflow, &row, &row.state, row.state_version));
+            initials.push(workflow.initial.clone());
             rows.push(row);
         }
-        let initials: Vec<String> = rows
-            .iter()
-            .map(|row| Ok(self.workflow(&row.kind)?.initial.clone()))
-            .collect::<Result<_, EngineError>>()?;
         let moves: Vec<Option<intents::FirstMove<'_>>> = firsts
             .iter()
             .zip(&initials)

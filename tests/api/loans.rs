@@ -255,25 +255,12 @@ async fn a_5000_loan_is_disbursed_and_repaid_by_1000_c2b_payments_with_every_bal
     assert_eq!(repayments[0]["receipt"], receipts[0].as_str());
 
     // The same confirmation delivered again repays nothing.
-    let mpesa = app.config.mpesa.clone().unwrap();
-    let confirmation = format!(
-        "{}/callbacks/mpesa/c2b-confirmation/{}",
-        mpesa.callback_base_url,
-        tuma::providers::mpesa::c2b_token(&mpesa)
-    );
     let body: Vec<u8> =
         sqlx::query_scalar("SELECT body FROM callback_inbox WHERE kind = 'c2b-confirmation' ORDER BY id LIMIT 1")
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
-    let again = app
-        .http
-        .post(&confirmation)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let again = app.post_c2b_confirmation(body).await;
     assert_eq!(again.status(), StatusCode::OK);
     app.run_jobs().await;
     assert_eq!(loan(&app, &id).await["repayments"].as_array().unwrap().len(), 10);
@@ -652,24 +639,13 @@ async fn a_payment_that_cannot_be_applied_to_its_loan_is_kept_in_suspense_not_lo
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let mpesa = app.config.mpesa.clone().unwrap();
-    let confirmation = format!(
-        "{}/callbacks/mpesa/c2b-confirmation/{}",
-        mpesa.callback_base_url,
-        tuma::providers::mpesa::c2b_token(&mpesa)
-    );
-    let answer = app
-        .http
-        .post(&confirmation)
-        .json(&json!({
-            "TransactionType": "Pay Bill", "TransID": "TKX9000001", "TransTime": "20261123101500",
-            "TransAmount": "1000.00", "BusinessShortCode": "174379", "BillRefNumber": reference,
-            "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
-            "MSISDN": "2547 ***** 678", "FirstName": "John", "MiddleName": "", "LastName": "",
-        }))
-        .send()
-        .await
-        .unwrap();
+    let notice = json!({
+        "TransactionType": "Pay Bill", "TransID": "TKX9000001", "TransTime": "20261123101500",
+        "TransAmount": "1000.00", "BusinessShortCode": "174379", "BillRefNumber": reference,
+        "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
+        "MSISDN": "2547 ***** 678", "FirstName": "John", "MiddleName": "", "LastName": "",
+    });
+    let answer = app.post_c2b_confirmation(notice.to_string().into_bytes()).await;
     assert_eq!(answer.status(), StatusCode::OK);
     app.run_jobs().await;
     let routed: String = sqlx::query_scalar("SELECT applied_to FROM c2b_payments WHERE trans_id = 'TKX9000001'")
@@ -778,23 +754,12 @@ async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_onc
     assert_eq!((status.as_deref(), attempts), (Some("Completed"), 1));
 
     // The lost confirmation turning up after all repays nothing more.
-    let mpesa = app.config.mpesa.clone().unwrap();
     let validated: Vec<u8> =
         sqlx::query_scalar("SELECT body FROM callback_inbox WHERE kind = 'c2b-validation' ORDER BY id DESC LIMIT 1")
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
-    let late = app
-        .http
-        .post(app.url(&format!(
-            "/callbacks/mpesa/c2b-confirmation/{}",
-            tuma::providers::mpesa::c2b_token(&mpesa)
-        )))
-        .header("content-type", "application/json")
-        .body(validated)
-        .send()
-        .await
-        .unwrap();
+    let late = app.post_c2b_confirmation(validated).await;
     assert_eq!(late.status(), StatusCode::OK);
     app.run_jobs().await;
     assert_eq!(

@@ -330,6 +330,22 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Posts `body` to the engine's C2B confirmation URL, as Daraja does.
+    pub async fn post_c2b_confirmation(&self, body: Vec<u8>) -> reqwest::Response {
+        let mpesa = self.config.mpesa.clone().unwrap();
+        self.http
+            .post(format!(
+                "{}/callbacks/mpesa/c2b-confirmation/{}",
+                mpesa.callback_base_url,
+                tuma::providers::mpesa::c2b_token(&mpesa)
+            ))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Enqueues `job` now, outside any intent.
     pub async fn enqueue(&self, job: &tuma::runner::NewJob) {
         let mut tx = self.db.pool.begin().await.unwrap();
