@@ -68,16 +68,19 @@ enum Command {
     /// reports, and every intent, payment and callback waiting on a person.
     /// Keeps the report as the day's; exits 1 when anything is off.
     Reconcile(reconcile::ReconcileArgs),
-    /// Serve the provider simulator (Daraja) with chaos settings.
+    /// Serve the provider simulators (Daraja, Airtel, MTN, Vodacom Tanzania,
+    /// Tigo) with chaos settings.
     ///
     /// Daraja's API (M-Pesa Kenya) on its real paths, at the root of
     /// --listen, so Daraja client libraries work against it with only the
-    /// base URL changed. Subscribers behave by the last digits of their
+    /// base URL changed; Airtel, MTN, Vodacom Tanzania and Tigo on the next
+    /// four ports. Daraja's subscribers behave by the last digits of their
     /// number: …001 cancels the prompt (1032), …002 enters a wrong PIN
     /// (2001), …003 never answers (1037 after --prompt-timeout-s), …004 has
-    /// too little money (1), …005 waits forever, …009 is not an M-Pesa
-    /// customer (B2C 2040). Everyone else pays. Its credentials are the
-    /// defaults of [mpesa] in config/default.toml.
+    /// too little money (1), …005 leaves the prompt open until a test
+    /// answers it, …009 is not an M-Pesa customer (B2C 2040). Everyone else
+    /// pays. Its credentials are the defaults of [mpesa] in
+    /// config/default.toml.
     Simulate(simulate::SimulateArgs),
     /// Run the scenarios against the built-in provider simulator, on a
     /// database of its own, and report; exits 1 if an invariant failed.

@@ -23,8 +23,10 @@ use crate::store::{intents, webhooks};
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "Tuma-Signature";
 
-/// Attempts per delivery: with the policy below, about a day and a half of
-/// retrying before a delivery is given up (and stays visible as dead).
+/// Attempts per delivery: with the policy below (each wait drawn at random
+/// under a cap that doubles from 5 s to an hour), at most about 20 hours of
+/// retrying, about 10 on average, before a delivery is given up (and stays
+/// visible as dead).
 const DELIVERY_MAX_ATTEMPTS: i32 = 30;
 const DELIVERY_RETRY: RetryPolicy = RetryPolicy {
     base_ms: 5_000,

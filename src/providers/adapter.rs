@@ -82,6 +82,34 @@ impl Reply {
     }
 }
 
+/// Records one call to `provider` that began at `started`: its latency
+/// (`tuma_provider_request_seconds`) and its outcome
+/// (`tuma_provider_responses_total`: the provider's code when it gave one).
+pub(crate) fn observe(
+    provider: &'static str,
+    operation: &'static str,
+    started: std::time::Instant,
+    result: &Result<Reply, CallError>,
+) {
+    let outcome = match result {
+        Ok(reply) => match &reply.outcome {
+            Outcome::Succeeded => "succeeded".to_owned(),
+            Outcome::Failed { code, .. } => code.clone(),
+            Outcome::Pending => "pending".to_owned(),
+            Outcome::Unknown { code, .. } => format!("unknown {code}"),
+        },
+        Err(CallError::Rejected { code, .. }) => code.clone(),
+        Err(CallError::Busy(_)) => "busy".to_owned(),
+        Err(CallError::Ambiguous(_)) => "ambiguous".to_owned(),
+        Err(CallError::Duplicate) => "duplicate".to_owned(),
+        Err(CallError::Config(_)) => "config".to_owned(),
+    };
+    metrics::histogram!("tuma_provider_request_seconds", "provider" => provider, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("tuma_provider_responses_total", "provider" => provider, "operation" => operation, "outcome" => outcome)
+        .increment(1);
+}
+
 /// Why a call did not give an answer. Each variant says what is known about
 /// the money.
 #[derive(Debug, Clone, thiserror::Error)]

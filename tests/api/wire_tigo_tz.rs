@@ -467,6 +467,8 @@ async fn status(
 
 #[tokio::test]
 async fn the_adapter_pays_collects_and_reads_the_simulators_callbacks() {
+    // The process's recorder, installed before the first call is counted.
+    let metrics = tuma::telemetry::metrics_handle();
     let sim = TigoSim::spawn(SimOptions::default()).await.unwrap();
     let (base, seen) = receiver().await;
     let config = adapter_config(&sim, &base);
@@ -542,6 +544,20 @@ async fn the_adapter_pays_collects_and_reads_the_simulators_callbacks() {
         Outcome::Pending,
         "not found is pending"
     );
+
+    // Every call is counted and timed, like every other provider's.
+    let text = metrics.render();
+    for wanted in [
+        r#"tuma_provider_request_seconds_count{provider="tigo_tz",operation="disbursement"}"#,
+        r#"tuma_provider_request_seconds_count{provider="tigo_tz",operation="push"}"#,
+        r#"tuma_provider_request_seconds_count{provider="tigo_tz",operation="status"}"#,
+        r#"tuma_provider_responses_total{provider="tigo_tz",operation="disbursement",outcome="succeeded"}"#,
+        r#"tuma_provider_responses_total{provider="tigo_tz",operation="disbursement",outcome="duplicate"}"#,
+        r#"tuma_provider_responses_total{provider="tigo_tz",operation="disbursement",outcome="DebitMandate-10-2005-E"}"#,
+        r#"tuma_provider_responses_total{provider="tigo_tz",operation="push",outcome="pending"}"#,
+    ] {
+        assert!(text.contains(wanted), "{wanted} missing from the metrics:\n{text}");
+    }
 }
 
 #[tokio::test]

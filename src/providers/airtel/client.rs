@@ -28,7 +28,7 @@ use super::wire::{
     PushSubscriber, PushTransaction, TokenRequest, TokenResponse,
 };
 use super::{AirtelConfig, PinPadding};
-use crate::providers::adapter::{derive_token, CallError, Direction, Reply, Request};
+use crate::providers::adapter::{derive_token, observe, CallError, Direction, Reply, Request};
 
 /// The token's lifetime when Airtel's answer does not say (UAT's value).
 const DEFAULT_TOKEN_LIFETIME_S: u64 = 180;
@@ -286,23 +286,7 @@ impl AirtelClient {
     ) -> Result<Reply, CallError> {
         let started = Instant::now();
         let result = self.call_once(method, path, market, body, call).await;
-        let outcome = match &result {
-            Ok(reply) => match &reply.outcome {
-                crate::providers::Outcome::Succeeded => "succeeded".to_owned(),
-                crate::providers::Outcome::Failed { code, .. } => code.clone(),
-                crate::providers::Outcome::Pending => "pending".to_owned(),
-                crate::providers::Outcome::Unknown { code, .. } => format!("unknown {code}"),
-            },
-            Err(CallError::Rejected { code, .. }) => code.clone(),
-            Err(CallError::Busy(_)) => "busy".to_owned(),
-            Err(CallError::Ambiguous(_)) => "ambiguous".to_owned(),
-            Err(CallError::Duplicate) => "duplicate".to_owned(),
-            Err(CallError::Config(_)) => "config".to_owned(),
-        };
-        metrics::histogram!("tuma_provider_request_seconds", "provider" => "airtel", "operation" => operation)
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("tuma_provider_responses_total", "provider" => "airtel", "operation" => operation, "outcome" => outcome)
-            .increment(1);
+        observe("airtel", operation, started, &result);
         result
     }
 

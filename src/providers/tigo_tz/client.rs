@@ -18,7 +18,7 @@ use super::wire::{
     TokenResponse, WholeAmount,
 };
 use super::TigoConfig;
-use crate::providers::adapter::{CallError, Reply};
+use crate::providers::adapter::{observe, CallError, Reply};
 use crate::providers::Outcome;
 
 /// Token lifetime assumed when the answer does not say (seconds): short,
@@ -33,6 +33,9 @@ struct CachedToken {
     value: String,
     refresh_at: Instant,
 }
+
+/// The provider name in metrics.
+const PROVIDER: &str = "tigo_tz";
 
 /// What one HTTP exchange gave: the status and the body's text.
 struct Answer {
@@ -119,7 +122,7 @@ impl TigoClient {
             .map_err(|e| CallError::Busy(format!("unreadable token answer ({status}): {e}")))?;
         let lifetime_s = token.expires_in.0.parse().unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
         let refresh_in_s = lifetime_s.saturating_sub(self.config.token_refresh_margin_s).max(1);
-        metrics::counter!("tuma_provider_token_refreshes_total", "provider" => "tigo_tz").increment(1);
+        metrics::counter!("tuma_provider_token_refreshes_total", "provider" => PROVIDER).increment(1);
         *cached = Some(CachedToken {
             value: token.access_token.clone(),
             refresh_at: Instant::now() + Duration::from_secs(refresh_in_s),
@@ -171,6 +174,19 @@ impl TigoClient {
     /// Asks the customer `msisdn` to approve paying `amount` TZS under our
     /// `reference_id`. `Pending` when the prompt was sent.
     pub async fn push(&self, reference_id: &str, msisdn: &str, amount: u64, remarks: &str) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let result = self.push_once(reference_id, msisdn, amount, remarks).await;
+        observe(PROVIDER, "push", started, &result);
+        result
+    }
+
+    async fn push_once(
+        &self,
+        reference_id: &str,
+        msisdn: &str,
+        amount: u64,
+        remarks: &str,
+    ) -> Result<Reply, CallError> {
         let request = BillerPayRequest {
             customer_msisdn: msisdn.to_owned(),
             biller_msisdn: self.config.biller_msisdn.clone(),
@@ -204,6 +220,19 @@ impl TigoClient {
     /// with the receipt when Tigo paid in the call; `Pending` when it only
     /// accepted.
     pub async fn disburse(
+        &self,
+        reference_id: &str,
+        msisdn: &str,
+        amount: u64,
+        remarks: &str,
+    ) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let result = self.disburse_once(reference_id, msisdn, amount, remarks).await;
+        observe(PROVIDER, "disbursement", started, &result);
+        result
+    }
+
+    async fn disburse_once(
         &self,
         reference_id: &str,
         msisdn: &str,
@@ -248,6 +277,13 @@ impl TigoClient {
     /// moves no money: an unclear answer is `Busy` (ask again later), and
     /// "not found" is `Pending` (the request may still be arriving).
     pub async fn status(&self, reference_id: &str) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let result = self.status_once(reference_id).await;
+        observe(PROVIDER, "status", started, &result);
+        result
+    }
+
+    async fn status_once(&self, reference_id: &str) -> Result<Reply, CallError> {
         let mut url = url::Url::parse(&self.url(&self.config.status_path))
             .map_err(|e| CallError::Config(format!("tigo_tz.status_path: {e}")))?;
         url.path_segments_mut()
