@@ -493,3 +493,63 @@ async fn tuma_users_create_reads_the_password_from_stdin_and_stores_only_its_has
     let again = run(&["users", "disable", "--username", "ada"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("no active console user ada"));
 }
+
+#[tokio::test]
+async fn tuma_keys_lists_without_secrets_and_revokes_a_key_given_whole_at_once() {
+    let db = TestDb::new().await;
+    let run = |args: &[&str]| tuma().args(args).env("DATABASE_URL", db.url()).output().unwrap();
+    let made = run(&[
+        "keys",
+        "create",
+        "--name",
+        "shop-backend",
+        "--owner",
+        "shop",
+        "--scopes",
+        "intents:write",
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let key = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let caller = tuma::api::authenticate(&db.pool, &key).await.unwrap();
+    assert_eq!((caller.name.as_str(), caller.owner.as_str()), ("shop-backend", "shop"));
+
+    let listed = run(&["keys", "list"]);
+    assert!(listed.status.success());
+    let text = String::from_utf8(listed.stdout).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let prefix = line["prefix"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&format!("tuma_{prefix}_")));
+    assert_eq!(
+        (line["name"].as_str(), line["owner"].as_str()),
+        (Some("shop-backend"), Some("shop"))
+    );
+    assert!(line["revoked_at"].is_null());
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(!text.contains(secret), "the list shows no secret");
+
+    // A leaked key, pasted whole, is revoked; its secret is never printed.
+    let revoked = run(&["keys", "revoke", &key]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let said = String::from_utf8_lossy(&revoked.stdout);
+    assert!(
+        said.contains(&prefix) && said.contains("shop-backend") && !said.contains(secret),
+        "{said}"
+    );
+    assert!(tuma::api::authenticate(&db.pool, &key).await.is_err());
+    let listed = run(&["keys", "list"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(line["revoked_at"].is_string());
+    let audited: (String, String, String) =
+        sqlx::query_as("SELECT action, target, outcome FROM console_audit WHERE actor LIKE 'shell:%'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, ("revoke_key".to_owned(), prefix.clone(), "ok".to_owned()));
+
+    let again = run(&["keys", "revoke", &prefix]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&format!("no live key with prefix {prefix}")));
+    let garbage = run(&["keys", "revoke", "shop-backend"]);
+    assert!(!garbage.status.success());
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("8 hex digits"));
+}

@@ -77,7 +77,8 @@ impl Caller {
     }
 }
 
-const KEY_PREFIX: &str = "tuma_";
+/// What every API key starts with.
+pub const KEY_PREFIX: &str = "tuma_";
 
 fn hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()

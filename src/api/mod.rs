@@ -27,7 +27,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
-pub use auth::{authenticate, create_key, Caller, Scope};
+pub use auth::{authenticate, create_key, Caller, Scope, KEY_PREFIX};
 pub use callbacks::Inbox as CallbackInbox;
 pub use together::PayoutCreates;
 pub use validate::home_country;
