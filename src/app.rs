@@ -134,6 +134,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         policy.clone(),
         config.api.idempotency_ttl_s as i64,
         config.api.group_creates,
+        config.api.group_lanes,
     );
     let callbacks = crate::api::CallbackInbox::new(pool.clone(), engine.jobs().clone());
     let state = AppState {

@@ -67,6 +67,8 @@ pub struct ApiConfig {
     /// Most payout creates admitted together in one transaction; 1 admits
     /// each alone.
     pub group_creates: usize,
+    /// Groups of payout creates admitted at the same time.
+    pub group_lanes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +200,9 @@ impl Config {
                 self.console.session_ttl_s
             )));
         }
+        if self.api.group_lanes == 0 {
+            return Err(ConfigError("api.group_lanes must be at least 1".into()));
+        }
         if self.api.default_page_size > self.api.max_page_size {
             return Err(ConfigError(
                 "api.default_page_size must not exceed api.max_page_size".into(),
@@ -300,5 +305,12 @@ mod tests {
             .to_string();
         assert!(error.contains("console.idle_timeout_s"), "{error}");
         assert!(with("[console]\nsession_ttl_s = 600\nidle_timeout_s = 600").is_ok());
+    }
+
+    #[test]
+    fn no_lane_for_payout_creates_is_refused() {
+        let error = with("[api]\ngroup_lanes = 0").unwrap_err().to_string();
+        assert!(error.contains("api.group_lanes"), "{error}");
+        assert_eq!(with("[api]\ngroup_lanes = 3").unwrap().api.group_lanes, 3);
     }
 }

@@ -23,9 +23,6 @@ use crate::runner::Batcher;
 use crate::store::idempotency::{self, Claim};
 use crate::workflow::engine::{Engine, NewIntent};
 
-/// Groups admitted at once.
-const LANES: usize = 2;
-
 /// One payout create, validated, with its `Idempotency-Key`.
 pub(super) struct Create {
     pub owner: String,
@@ -50,13 +47,20 @@ pub struct PayoutCreates {
 }
 
 impl PayoutCreates {
-    /// Groups of up to `group` creates; `group` 1 or less admits each
-    /// alone.
-    pub fn new(pool: PgPool, engine: Engine, policy: Policy, idempotency_ttl_s: i64, group: usize) -> PayoutCreates {
+    /// Groups of up to `group` creates, `lanes` of them admitted at once;
+    /// `group` 1 or less admits each alone.
+    pub fn new(
+        pool: PgPool,
+        engine: Engine,
+        policy: Policy,
+        idempotency_ttl_s: i64,
+        group: usize,
+        lanes: usize,
+    ) -> PayoutCreates {
         if group <= 1 {
             return PayoutCreates { batcher: None };
         }
-        let batcher = Batcher::new("payout_creates", group, LANES, move |creates: Vec<Create>| {
+        let batcher = Batcher::new("payout_creates", group, lanes.max(1), move |creates: Vec<Create>| {
             let (pool, engine, policy) = (pool.clone(), engine.clone(), policy.clone());
             async move {
                 let news: Vec<NewIntent> = creates.iter().map(|c| c.new.clone()).collect();
