@@ -82,10 +82,23 @@ impl Reply {
     }
 }
 
+/// Makes one call to `provider`, recording its latency and outcome
+/// ([`observe`]).
+pub(crate) async fn observed(
+    provider: &'static str,
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<Reply, CallError>>,
+) -> Result<Reply, CallError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    observe(provider, operation, started, &result);
+    result
+}
+
 /// Records one call to `provider` that began at `started`: its latency
 /// (`tuma_provider_request_seconds`) and its outcome
 /// (`tuma_provider_responses_total`: the provider's code when it gave one).
-pub(crate) fn observe(
+fn observe(
     provider: &'static str,
     operation: &'static str,
     started: std::time::Instant,

@@ -28,7 +28,7 @@ use super::wire::{
     PushSubscriber, PushTransaction, TokenRequest, TokenResponse,
 };
 use super::{AirtelConfig, PinPadding};
-use crate::providers::adapter::{derive_token, observe, CallError, Direction, Reply, Request};
+use crate::providers::adapter::{derive_token, observed, CallError, Direction, Reply, Request};
 
 /// The token's lifetime when Airtel's answer does not say (UAT's value).
 const DEFAULT_TOKEN_LIFETIME_S: u64 = 180;
@@ -284,10 +284,7 @@ impl AirtelClient {
         body: Option<&B>,
         call: Call,
     ) -> Result<Reply, CallError> {
-        let started = Instant::now();
-        let result = self.call_once(method, path, market, body, call).await;
-        observe("airtel", operation, started, &result);
-        result
+        observed("airtel", operation, self.call_once(method, path, market, body, call)).await
     }
 
     async fn call_once<B: Serialize>(

@@ -18,7 +18,7 @@ use super::wire::{
     TokenResponse, WholeAmount,
 };
 use super::TigoConfig;
-use crate::providers::adapter::{observe, CallError, Reply};
+use crate::providers::adapter::{observed, CallError, Reply};
 use crate::providers::Outcome;
 
 /// Token lifetime assumed when the answer does not say (seconds): short,
@@ -174,10 +174,7 @@ impl TigoClient {
     /// Asks the customer `msisdn` to approve paying `amount` TZS under our
     /// `reference_id`. `Pending` when the prompt was sent.
     pub async fn push(&self, reference_id: &str, msisdn: &str, amount: u64, remarks: &str) -> Result<Reply, CallError> {
-        let started = Instant::now();
-        let result = self.push_once(reference_id, msisdn, amount, remarks).await;
-        observe(PROVIDER, "push", started, &result);
-        result
+        observed(PROVIDER, "push", self.push_once(reference_id, msisdn, amount, remarks)).await
     }
 
     async fn push_once(
@@ -226,10 +223,12 @@ impl TigoClient {
         amount: u64,
         remarks: &str,
     ) -> Result<Reply, CallError> {
-        let started = Instant::now();
-        let result = self.disburse_once(reference_id, msisdn, amount, remarks).await;
-        observe(PROVIDER, "disbursement", started, &result);
-        result
+        observed(
+            PROVIDER,
+            "disbursement",
+            self.disburse_once(reference_id, msisdn, amount, remarks),
+        )
+        .await
     }
 
     async fn disburse_once(
@@ -277,10 +276,7 @@ impl TigoClient {
     /// moves no money: an unclear answer is `Busy` (ask again later), and
     /// "not found" is `Pending` (the request may still be arriving).
     pub async fn status(&self, reference_id: &str) -> Result<Reply, CallError> {
-        let started = Instant::now();
-        let result = self.status_once(reference_id).await;
-        observe(PROVIDER, "status", started, &result);
-        result
+        observed(PROVIDER, "status", self.status_once(reference_id)).await
     }
 
     async fn status_once(&self, reference_id: &str) -> Result<Reply, CallError> {
