@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::providers::mpesa::{c2b_token, MpesaClient};
+use crate::providers::mpesa::{c2b_token, callback_url, MpesaClient};
 
 #[derive(Debug, Subcommand)]
 pub enum MpesaCommand {
@@ -21,12 +21,11 @@ pub async fn run(config: Config, command: MpesaCommand) -> anyhow::Result<()> {
     match command {
         MpesaCommand::RegisterC2b => {
             let client = MpesaClient::new(mpesa.clone())?;
-            let base = format!("{}/callbacks/mpesa", mpesa.callback_base_url.trim_end_matches('/'));
             let token = c2b_token(&mpesa);
             let answer = client
                 .register_c2b_urls(
-                    &format!("{base}/c2b-confirmation/{token}"),
-                    &format!("{base}/c2b-validation/{token}"),
+                    &callback_url(&mpesa, "c2b-confirmation", &token),
+                    &callback_url(&mpesa, "c2b-validation", &token),
                 )
                 .await?;
             println!("C2B URLs for shortcode {}: {answer}", mpesa.c2b_shortcode);

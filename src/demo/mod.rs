@@ -222,8 +222,8 @@ async fn run_on(
     let token = crate::providers::mpesa::c2b_token(&mpesa);
     client
         .register_c2b_urls(
-            &format!("{base}/callbacks/mpesa/c2b-confirmation/{token}"),
-            &format!("{base}/callbacks/mpesa/c2b-validation/{token}"),
+            &crate::providers::mpesa::callback_url(&mpesa, "c2b-confirmation", &token),
+            &crate::providers::mpesa::callback_url(&mpesa, "c2b-validation", &token),
         )
         .await
         .map_err(|e| anyhow::anyhow!("registering C2B URLs: {e}"))?;

@@ -319,12 +319,11 @@ impl TestApp {
     pub async fn register_c2b(&self) {
         let mpesa = self.config.mpesa.clone().unwrap();
         let client = tuma::providers::mpesa::MpesaClient::new(mpesa.clone()).unwrap();
-        let base = format!("{}/callbacks/mpesa", mpesa.callback_base_url);
         let token = tuma::providers::mpesa::c2b_token(&mpesa);
         client
             .register_c2b_urls(
-                &format!("{base}/c2b-confirmation/{token}"),
-                &format!("{base}/c2b-validation/{token}"),
+                &tuma::providers::mpesa::callback_url(&mpesa, "c2b-confirmation", &token),
+                &tuma::providers::mpesa::callback_url(&mpesa, "c2b-validation", &token),
             )
             .await
             .unwrap();
@@ -334,10 +333,10 @@ impl TestApp {
     pub async fn post_c2b_confirmation(&self, body: Vec<u8>) -> reqwest::Response {
         let mpesa = self.config.mpesa.clone().unwrap();
         self.http
-            .post(format!(
-                "{}/callbacks/mpesa/c2b-confirmation/{}",
-                mpesa.callback_base_url,
-                tuma::providers::mpesa::c2b_token(&mpesa)
+            .post(tuma::providers::mpesa::callback_url(
+                &mpesa,
+                "c2b-confirmation",
+                &tuma::providers::mpesa::c2b_token(&mpesa),
             ))
             .header("Content-Type", "application/json")
             .body(body)

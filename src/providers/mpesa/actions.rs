@@ -28,10 +28,7 @@ fn callback_url(client: &MpesaClient, kind: &str, intent: &IntentRow) -> Result<
         .callback_token
         .as_deref()
         .ok_or_else(|| JobError::fatal("intent has no callback token"))?;
-    Ok(format!(
-        "{}/callbacks/mpesa/{kind}/{token}",
-        client.config().callback_base_url.trim_end_matches('/')
-    ))
+    Ok(super::callback_url(client.config(), kind, token))
 }
 
 fn whole_kes(intent: &IntentRow) -> Result<u64, JobError> {

@@ -93,11 +93,10 @@ impl crate::runner::Worker for UnconfirmedWorker {
             return Ok(());
         }
         let config = self.client.config();
-        let base = format!("{}/callbacks/mpesa", config.callback_base_url.trim_end_matches('/'));
         let token = super::c2b_token(config);
         let (result_url, timeout_url) = (
-            format!("{base}/c2b-status-result/{token}"),
-            format!("{base}/c2b-status-timeout/{token}"),
+            super::callback_url(config, "c2b-status-result", &token),
+            super::callback_url(config, "c2b-status-timeout", &token),
         );
         let mut unasked = 0;
         for payment in &due {

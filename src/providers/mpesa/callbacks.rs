@@ -487,16 +487,8 @@ impl Callbacks {
             return finish_with(ctx, tx, &row, None, None, "unknown_token", None).await;
         }
         if row.kind == "c2b-status-timeout" {
-            finish_row(
-                &mut tx,
-                &row,
-                None,
-                None,
-                "ignored",
-                Some("status query timed out; asked again later"),
-            )
-            .await?;
-            return finish(ctx, tx).await;
+            let detail = Some("status query timed out; asked again later");
+            return finish_with(ctx, tx, &row, None, None, "ignored", detail).await;
         }
         let result = match serde_json::from_slice::<ResultEnvelope>(&row.body) {
             Ok(envelope) => envelope.result,

@@ -29,12 +29,11 @@ impl Worker for QueryBalanceWorker {
 
     async fn work(&self, _ctx: JobContext, _args: QueryBalance) -> Result<(), JobError> {
         let config = self.client.config();
-        let base = format!("{}/callbacks/mpesa", config.callback_base_url.trim_end_matches('/'));
         let token = balance_token(config);
         self.client
             .account_balance(
-                &format!("{base}/balance-result/{token}"),
-                &format!("{base}/balance-timeout/{token}"),
+                &super::callback_url(config, "balance-result", &token),
+                &super::callback_url(config, "balance-timeout", &token),
             )
             .await
             .map_err(JobError::retryable)

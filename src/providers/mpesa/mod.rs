@@ -61,6 +61,15 @@ pub struct MpesaConfig {
     pub c2b_response_type: String,
 }
 
+/// This engine's URL where Daraja sends callbacks of `kind` (the path
+/// segment the callback handler dispatches on) under `token`.
+pub fn callback_url(config: &MpesaConfig, kind: &str, token: &str) -> String {
+    format!(
+        "{}/callbacks/mpesa/{kind}/{token}",
+        config.callback_base_url.trim_end_matches('/')
+    )
+}
+
 /// The callback token of C2B validation and confirmation notices.
 pub fn c2b_token(config: &MpesaConfig) -> String {
     use secrecy::ExposeSecret;
