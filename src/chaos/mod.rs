@@ -163,8 +163,7 @@ async fn soak(
     own.url = database.url.clone();
     own.create_if_missing = true;
     own.max_connections = 8;
-    let pool = crate::store::connect(&own).await?;
-    crate::store::migrate(&pool).await?;
+    let pool = crate::store::open(&own).await?;
 
     let chaos = soak_chaos();
     let mut sims: Vec<Arc<dyn SimulatedProvider>> = Vec::new();

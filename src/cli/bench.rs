@@ -141,8 +141,7 @@ async fn bench_jobs(
     let url = options.clone().database(&name).to_url_lossy().to_string();
     config.database.url = url;
     config.database.create_if_missing = true;
-    let pool = crate::store::connect(&config.database).await?;
-    crate::store::migrate(&pool).await?;
+    let pool = crate::store::open(&config.database).await?;
 
     config.runner.queues = BTreeMap::from([(
         BENCH_QUEUE.to_owned(),

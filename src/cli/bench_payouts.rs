@@ -60,8 +60,7 @@ impl Scratch {
                 burst: None,
             },
         );
-        let pool = crate::store::connect(&config.database).await?;
-        crate::store::migrate(&pool).await?;
+        let pool = crate::store::open(&config.database).await?;
 
         let sim = SimHandle::spawn(SimConfig {
             float_kes: u64::MAX / 4,

@@ -57,8 +57,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!(e))?;
             anyhow::ensure!(!name.trim().is_empty(), "--name must not be empty");
-            let pool = crate::store::connect(&config.database).await?;
-            crate::store::migrate(&pool).await?;
+            let pool = crate::store::open(&config.database).await?;
             let owner = owner.unwrap_or_else(|| name.clone());
             let key = create_key(&pool, &name, &owner, &scopes).await?;
             eprintln!("API key for {name} (owner {owner}); it is shown only now:");
@@ -67,8 +66,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List { limit } => {
             anyhow::ensure!(limit > 0, "--limit must be positive");
-            let pool = crate::store::connect(&config.database).await?;
-            crate::store::migrate(&pool).await?;
+            let pool = crate::store::open(&config.database).await?;
             for key in crate::store::keys::list(&pool, limit).await? {
                 let line = serde_json::json!({
                     "name": key.name,
@@ -88,8 +86,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                     anyhow::anyhow!("give a key's prefix (8 hex digits, see `tuma keys list`) or the whole key")
                 })?
                 .to_owned();
-            let pool = crate::store::connect(&config.database).await?;
-            crate::store::migrate(&pool).await?;
+            let pool = crate::store::open(&config.database).await?;
             let revoked = crate::store::keys::revoke(&pool, &prefix, None).await?;
             let actor = format!("shell:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
             let audit = crate::store::console::NewAudit {

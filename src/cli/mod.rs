@@ -163,8 +163,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let pool = crate::store::connect(&config.database).await?;
-    crate::store::migrate(&pool).await?;
+    crate::store::open(&config.database).await?.close().await;
     println!("migrations applied to {}", crate::store::redact(&config.database.url));
     Ok(())
 }

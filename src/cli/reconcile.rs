@@ -19,8 +19,7 @@ pub struct ReconcileArgs {
 
 /// Whether the report was clean.
 pub async fn run(config: Config, args: ReconcileArgs) -> anyhow::Result<bool> {
-    let pool = crate::store::connect(&config.database).await?;
-    crate::store::migrate(&pool).await?;
+    let pool = crate::store::open(&config.database).await?;
     let known = crate::workflow::workers::built_in_actions(&Default::default()).known_names();
     let workflows = crate::app::load_workflows(&config, &known)?;
     let now = chrono::Utc::now();

@@ -9,8 +9,7 @@ use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen;
-    let pool = crate::store::connect(&config.database).await?;
-    crate::store::migrate(&pool).await?;
+    let pool = crate::store::open(&config.database).await?;
     let app = crate::app::assemble(config, pool.clone(), Clock::Database)?;
     let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
 

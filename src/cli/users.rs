@@ -52,16 +52,14 @@ pub async fn run(config: Config, command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Create { username, role } => {
             let role = Role::parse(&role).map_err(|e| anyhow::anyhow!(e))?;
             let password = read_password()?;
-            let pool = crate::store::connect(&config.database).await?;
-            crate::store::migrate(&pool).await?;
+            let pool = crate::store::open(&config.database).await?;
             create_user(&pool, &username, role, &password, None).await?;
             let _ = std::io::stderr().flush();
             println!("console user {username} created with role {}", role.as_str());
             Ok(())
         }
         UsersCommand::List => {
-            let pool = crate::store::connect(&config.database).await?;
-            crate::store::migrate(&pool).await?;
+            let pool = crate::store::open(&config.database).await?;
             for user in crate::store::console::users(&pool, MAX_LISTED).await? {
                 let line = serde_json::json!({
                     "username": user.username,
@@ -74,8 +72,7 @@ pub async fn run(config: Config, command: UsersCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UsersCommand::Disable { username } => {
-            let pool = crate::store::connect(&config.database).await?;
-            crate::store::migrate(&pool).await?;
+            let pool = crate::store::open(&config.database).await?;
             anyhow::ensure!(
                 crate::store::console::disable_user(&pool, &username, None).await?,
                 "no active console user {username}"

@@ -133,8 +133,7 @@ async fn run_on(
 ) -> anyhow::Result<Report> {
     config.database.url = database.url.clone();
     config.database.create_if_missing = true;
-    let pool = crate::store::connect(&config.database).await?;
-    crate::store::migrate(&pool).await?;
+    let pool = crate::store::open(&config.database).await?;
 
     let sim = SimHandle::spawn(SimConfig {
         float_kes: OPENING_FLOAT_KES,

@@ -167,6 +167,14 @@ pub async fn drop_database(options: &PgConnectOptions, name: &str) -> Result<(),
     Ok(())
 }
 
+/// Connects to the configured database and brings its schema up to date:
+/// what every command that touches the database does first.
+pub async fn open(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    let pool = connect(config).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
 /// Applies pending migrations. Concurrent callers serialize on sqlx's
 /// advisory lock, so several nodes starting at once is safe.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
