@@ -130,18 +130,63 @@ async fn note_call(
     answer: &Result<Reply, CallError>,
     latency: std::time::Duration,
 ) {
-    let (outcome, code) = crate::store::provider_calls::summarize(answer);
+    let summary = crate::store::provider_calls::summarize(answer);
+    note(ctx, provider, call, Some(request_id), summary, latency).await;
+}
+
+/// Keeps one call (`summary`: its outcome and the provider's code) in the
+/// intent's record of provider calls, with the job run that made it.
+/// Daraja's actions use it too.
+pub async fn note(
+    ctx: &ActionContext,
+    provider: &'static str,
+    call: &'static str,
+    request_id: Option<&str>,
+    summary: (&'static str, Option<String>),
+    latency: std::time::Duration,
+) {
+    let (outcome, code) = summary;
     ctx.grouped
         .note(crate::store::grouped::CallNote {
             intent_id: ctx.intent.id,
+            job_id: ctx.job.id.get(),
+            run: ctx.job.run(),
             provider,
             call,
-            request_id: Some(request_id.to_owned()),
+            request_id: request_id.map(str::to_owned),
             outcome,
             code,
             latency,
         })
         .await;
+}
+
+/// [`gate`] for a send: a run held back by an open circuit is noted as
+/// `gated`, so that a later run knows this one sent nothing
+/// ([`refusal_is_final`]).
+pub async fn gate_send(ctx: &ActionContext, circuits: &Circuits, provider: &'static str) -> Result<(), JobError> {
+    let gated = gate(ctx, circuits, provider);
+    if gated.is_err() {
+        note(ctx, provider, "send", None, ("gated", None), std::time::Duration::ZERO).await;
+    }
+    gated
+}
+
+/// Whether the provider's refusal of this run's send is its word on the
+/// intent: only when no earlier run may have reached it. Otherwise the
+/// refusal is of a re-send (a gateway page, an expired credential, a rate
+/// limit) and says nothing about the request that went before, which may
+/// have moved the money.
+pub async fn refusal_is_final(ctx: &ActionContext, provider: &str) -> Result<bool, JobError> {
+    let sent = crate::store::provider_calls::may_have_sent_before(
+        ctx.job.pool(),
+        ctx.intent.id,
+        provider,
+        ctx.job.id.get(),
+        ctx.job.run(),
+    )
+    .await?;
+    Ok(!sent)
 }
 
 /// Counts an adapter's error and records the answer on the breaker.
@@ -188,7 +233,7 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
 
 /// `submit` (payouts) and `prompt` (collections): send the request.
 pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
-    gate(&ctx, &provider.circuits, provider.adapter.name())?;
+    gate_send(&ctx, &provider.circuits, provider.adapter.name()).await?;
     let direction = direction_of(&ctx.intent)?;
     let request = request_for(&ctx, provider.adapter.as_ref(), direction).await?;
     let name = provider.adapter.name();
@@ -210,6 +255,15 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
             apply(&ctx, name, &events, Cause::Api, &reply).await
         }
         Err(CallError::Rejected { code, message }) => {
+            if !refusal_is_final(&ctx, name).await? {
+                tracing::warn!(%intent_id, provider = name, code, message,
+                    "a re-sent request was refused, but an earlier one may have reached the provider; \
+                     its callback or the status polls decide");
+                return match direction {
+                    Direction::Payout => Ok(()),
+                    Direction::Collection => apply(&ctx, name, &["prompted"], Cause::Api, &Reply::pending()).await,
+                };
+            }
             tracing::warn!(%intent_id, provider = name, code, message, "the provider refused the request");
             let reply = Reply {
                 outcome: Outcome::Failed { code, reason: message },

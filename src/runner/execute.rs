@@ -160,6 +160,10 @@ pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFli
     let end = tokio::select! {
         biased;
         () = in_flight.token.cancelled() => AttemptEnd::Interrupted(in_flight.reason()),
+        () = unconfirmed(&in_flight) => {
+            in_flight.interrupt(Interrupt::LeaseLost);
+            AttemptEnd::Interrupted(in_flight.reason())
+        }
         result = tokio::time::timeout(timeout, run) => match result {
             Ok(Ok(returned)) => AttemptEnd::Returned(returned),
             Ok(Err(panic)) => AttemptEnd::Panicked(panic_message(&panic)),
@@ -180,6 +184,20 @@ pub(crate) async fn execute(inner: &Inner, mut job: ClaimedJob, in_flight: InFli
     let policy = job_policy(&job, &inner.config.retry);
     let outcome = decide(&job, end, &policy, &mut rand::rng());
     Done { lease, kind, outcome }
+}
+
+/// Resolves when the attempt's lease has run out unrenewed: from then on
+/// the job may be rescued and run elsewhere, so the attempt stops at that
+/// moment, not at the next heartbeat, which may be late when the database
+/// is slow to answer.
+async fn unconfirmed(flight: &InFlight) {
+    loop {
+        let until = tokio::time::Instant::from_std(flight.confirmed_until());
+        if until <= tokio::time::Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(until).await;
+    }
 }
 
 /// The job's own retry schedule when it has one, else the runner's.
@@ -390,5 +408,26 @@ mod tests {
             decide(&job(1, 5), AttemptEnd::Returned(Ok(())), &policy, &mut rng),
             Outcome::Completed
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_is_fenced_the_moment_its_lease_runs_out_unrenewed() {
+        let start = Instant::now();
+        let flight = InFlight::new(Lease { id: 7, seq: 1 }, start + Duration::from_secs(30));
+        let fenced = tokio::spawn({
+            let flight = flight.clone();
+            async move { unconfirmed(&flight).await }
+        });
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!fenced.is_finished(), "the lease is still good");
+        // A heartbeat renews it for another 30 s from its own start.
+        flight.confirm_until(start + Duration::from_secs(50));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(!fenced.is_finished(), "renewed: the old deadline does not stop it");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            fenced.is_finished(),
+            "stopped at the renewed deadline, without waiting for a heartbeat"
+        );
     }
 }

@@ -234,6 +234,14 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// Which run of this job this is: 1 on its first claim, one more on
+    /// every claim after it (a retry, a snooze, a rescue), never given
+    /// back, unlike [`JobContext::attempt`], which a snooze or a shutdown
+    /// refunds.
+    pub fn run(&self) -> i32 {
+        self.lease_seq
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -196,11 +196,12 @@ impl Runner {
     pub async fn work_once(&self, queue: &str) -> Result<usize, sqlx::Error> {
         let runtime = self.inner.queue(queue);
         let limit = runtime.slots.available_permits().min(runtime.max_claim).max(1);
+        let sent_at = std::time::Instant::now();
         let claimed = self.inner.claim(queue, limit).await?;
         let count = claimed.len();
         let mut running = tokio::task::JoinSet::new();
         for job in claimed {
-            let flight = self.inner.track(&job);
+            let flight = self.inner.track(&job, sent_at);
             let inner = Arc::clone(&self.inner);
             running.spawn(async move { execute(&inner, job, flight).await });
         }
@@ -427,12 +428,15 @@ impl Inner {
     /// Registers a claimed job as held by this node: renewed by heartbeat
     /// until its outcome is written. A stale entry for an older lease of the
     /// same job (this node claimed it again after losing it) is stopped.
-    fn track(&self, job: &store::ClaimedJob) -> InFlight {
+    /// The lease counts from `sent_at`, when the claim was sent: the
+    /// database's runs from a moment after that, so this node's own view
+    /// of it never outlasts the database's.
+    fn track(&self, job: &store::ClaimedJob, sent_at: std::time::Instant) -> InFlight {
         let lease = Lease {
             id: job.id.get(),
             seq: job.lease_seq,
         };
-        let flight = InFlight::new(lease, std::time::Instant::now() + self.lease_length());
+        let flight = InFlight::new(lease, sent_at + self.lease_length());
         let previous = self
             .in_flight
             .lock()
@@ -563,6 +567,7 @@ async fn produce(
             }
         }
         let wanted = permits.len();
+        let sent_at = std::time::Instant::now();
         let claimed = match inner.claim(&queue.name, wanted).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -578,7 +583,7 @@ async fn produce(
         }
         // Track first: jobs waiting for the token bucket are this node's and
         // must have their leases renewed while they wait.
-        let flights: Vec<InFlight> = claimed.iter().map(|job| inner.track(job)).collect();
+        let flights: Vec<InFlight> = claimed.iter().map(|job| inner.track(job, sent_at)).collect();
         let mut interrupted = false;
         if let (Some(limiter), Some(n)) = (&queue.limiter, NonZeroU32::new(claimed.len() as u32)) {
             tokio::select! {

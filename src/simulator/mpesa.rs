@@ -54,6 +54,12 @@ pub struct SimConfig {
     /// How long every STK push and B2C answer is held back (a slow network:
     /// with `callback_before_response`, the callback lands well before it).
     pub response_delay: Duration,
+    /// How a re-sent OriginatorConversationID is refused: `false` (the
+    /// default) with an immediate `500.002.1001` error; `true` by accepting
+    /// the request and sending a result callback with ResultCode 15
+    /// ("duplicate detected"), as integrators also report. Either way the
+    /// original request, and only it, moves money.
+    pub duplicate_in_result: bool,
     pub chaos: Chaos,
     pub seed: u64,
 }
@@ -83,6 +89,7 @@ impl Default for SimConfig {
             token_ttl: Duration::from_secs(3599),
             prompt_timeout: Duration::from_secs(60),
             response_delay: Duration::ZERO,
+            duplicate_in_result: false,
             chaos: Chaos::default(),
             seed: 1,
         }
@@ -143,6 +150,8 @@ struct SimState {
     callbacks_lost: u64,
     callbacks_duplicated: u64,
     timeouts_after_money: u64,
+    /// B2C requests refused by the API gateway, before Daraja sees them.
+    gateway_refuses_b2c: bool,
 }
 
 /// A running simulator: its base URL and a handle on its state.
@@ -188,6 +197,7 @@ impl SimHandle {
                 callbacks_lost: 0,
                 callbacks_duplicated: 0,
                 timeouts_after_money: 0,
+                gateway_refuses_b2c: false,
             })),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -257,6 +267,13 @@ impl SimHandle {
 
     pub fn set_float_kes(&self, kes: u64) {
         self.lock().float_kes = kes;
+    }
+
+    /// While `refuse` holds, every B2C request is turned away by the API
+    /// gateway in front of Daraja with a 403 page (not Daraja's JSON), as
+    /// a firewall rule or an IP allow-list change does: nothing is paid.
+    pub fn refuse_b2c_at_gateway(&self, refuse: bool) {
+        self.lock().gateway_refuses_b2c = refuse;
     }
 
     pub fn set_chaos(&self, chaos: Chaos) {
@@ -730,6 +747,14 @@ async fn stk_query(State(sim): State<Shared>, headers: HeaderMap, body: axum::bo
 }
 
 async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if sim.lock().gateway_refuses_b2c {
+        return (
+            StatusCode::FORBIDDEN,
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>403 Forbidden</h1></body></html>",
+        )
+            .into_response();
+    }
     if !authorized(&sim, &headers) {
         return invalid_token();
     }
@@ -747,7 +772,7 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
             password == state.config.initiator_password.as_bytes()
                 && request.initiator_name == state.config.initiator_name
         });
-    let (originator_id, conversation_id, result, timed_out) = {
+    let (originator_id, conversation_id, result, timed_out) = 'decided: {
         let mut state = sim.lock();
         // v1 has no caller id: the simulator makes one, as Daraja does.
         let originator_id = request
@@ -755,11 +780,17 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
             .clone()
             .unwrap_or_else(|| sim.next_id(&mut state, "OC_"));
         if state.disbursements.contains_key(&originator_id) {
-            return daraja_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "500.002.1001",
-                "Duplicate OriginatorConversationID.",
-            );
+            if !state.config.duplicate_in_result {
+                return daraja_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500.002.1001",
+                    "Duplicate OriginatorConversationID.",
+                );
+            }
+            // Accepted, then refused by its result callback; the
+            // original's disbursement stands untouched.
+            let conversation_id = sim.next_id(&mut state, "AG_");
+            break 'decided (originator_id, conversation_id, ("15".to_owned(), None), false);
         }
         let conversation_id = sim.next_id(&mut state, "AG_");
         let code = if !credential_ok {
@@ -840,6 +871,7 @@ fn b2c_result_body(
         "1" => "The balance is insufficient for the transaction.",
         "2001" => "The initiator information is invalid.",
         "2040" => "Credit Party customer type (Unregistered or Registered Customer) can't be supported by the service.",
+        "15" => "Duplicate detected.",
         _ => "The service request failed.",
     };
     let mut result = json!({

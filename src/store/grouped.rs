@@ -20,6 +20,10 @@ const LANES: usize = 2;
 /// A provider call to note ([`super::provider_calls`]).
 pub struct CallNote {
     pub intent_id: Uuid,
+    /// The job and its run ([`crate::runner::JobContext::run`]) that made
+    /// the call.
+    pub job_id: i64,
+    pub run: i32,
     pub provider: &'static str,
     pub call: &'static str,
     pub request_id: Option<String>,

@@ -40,6 +40,8 @@ pub fn summarize(answer: &Result<Reply, CallError>) -> (&'static str, Option<Str
 /// [`super::grouped::Grouped::note`]).
 pub async fn record_many(pool: &PgPool, notes: &[super::grouped::CallNote]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = notes.iter().map(|n| n.intent_id).collect();
+    let jobs: Vec<i64> = notes.iter().map(|n| n.job_id).collect();
+    let runs: Vec<i32> = notes.iter().map(|n| n.run).collect();
     let providers: Vec<&str> = notes.iter().map(|n| n.provider).collect();
     let calls: Vec<&str> = notes.iter().map(|n| n.call).collect();
     let request_ids: Vec<Option<&str>> = notes.iter().map(|n| n.request_id.as_deref()).collect();
@@ -50,8 +52,9 @@ pub async fn record_many(pool: &PgPool, notes: &[super::grouped::CallNote]) -> R
         .map(|n| i32::try_from(n.latency.as_millis()).unwrap_or(i32::MAX))
         .collect();
     sqlx::query(
-        "INSERT INTO provider_calls (intent_id, provider, call, request_id, outcome, code, latency_ms)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[])",
+        "INSERT INTO provider_calls (intent_id, provider, call, request_id, outcome, code, latency_ms, job_id, run)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+                              $8::int8[], $9::int4[])",
     )
     .bind(ids)
     .bind(providers)
@@ -60,6 +63,8 @@ pub async fn record_many(pool: &PgPool, notes: &[super::grouped::CallNote]) -> R
     .bind(outcomes)
     .bind(codes)
     .bind(latencies)
+    .bind(jobs)
+    .bind(runs)
     .execute(pool)
     .await?;
     Ok(())
@@ -89,4 +94,38 @@ pub async fn sent_request(pool: &PgPool, intent_id: Uuid, provider: &str) -> Res
     .bind(provider)
     .fetch_optional(pool)
     .await
+}
+
+/// Outcomes of a send that say the provider did not process it: refused
+/// before processing (`busy`, `rejected`, `config`), or never made because
+/// the provider's circuit was open (`gated`).
+const NOT_SENT: [&str; 4] = ["busy", "rejected", "config", "gated"];
+
+/// Whether a request for the intent may have reached `provider` before
+/// this run (`run` of job `job_id`): an earlier send was accepted, answered
+/// ambiguously, refused as a duplicate or answered at all, or an earlier
+/// run of the job left no note of a send that did not happen (it may have
+/// ended mid-call). A refusal of this run's send is the provider's word on
+/// the payout only when this says `false`.
+pub async fn may_have_sent_before(
+    pool: &PgPool,
+    intent_id: Uuid,
+    provider: &str,
+    job_id: i64,
+    run: i32,
+) -> Result<bool, sqlx::Error> {
+    let (reached, unsent_runs): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE outcome <> ALL($5)),
+                count(DISTINCT run) FILTER (WHERE job_id = $3 AND run < $4 AND outcome = ANY($5))
+         FROM provider_calls
+         WHERE intent_id = $1 AND provider = $2 AND call = 'send'",
+    )
+    .bind(intent_id)
+    .bind(provider)
+    .bind(job_id)
+    .bind(run)
+    .bind(&NOT_SENT[..])
+    .fetch_one(pool)
+    .await?;
+    Ok(reached > 0 || unsent_runs < i64::from(run) - 1)
 }

@@ -781,6 +781,83 @@ async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_answer_still_in_progress_leaves_the_payment_to_be_asked_again() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({})).await;
+    let sim = app.sim.clone().unwrap();
+    // The confirmation is lost, and so is Daraja's own answer to the
+    // first question about it.
+    sim.set_chaos(tuma::simulator::Chaos {
+        callback_loss_permille: 1000,
+        ..Default::default()
+    });
+    let receipt = sim.pay_bill("174379", "254712345678", 1000, &reference).await.unwrap();
+    app.advance(Duration::from_secs(61));
+    ask_about_unconfirmed(&app).await;
+    assert_eq!(app.count("SELECT count(*) FROM c2b_status_queries").await, 1);
+
+    // An answer saying the payment is still in progress is no answer.
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let url =
+        tuma::providers::mpesa::callback_url(&mpesa, "c2b-status-result", &tuma::providers::mpesa::c2b_token(&mpesa));
+    let pending = json!({ "Result": {
+        "ResultType": 0, "ResultCode": 0, "ResultDesc": "The service request is processed successfully.",
+        "OriginatorConversationID": "OC_1", "ConversationID": "AG_1", "TransactionID": receipt,
+        "ResultParameters": { "ResultParameter": [
+            { "Key": "ReceiptNo", "Value": receipt },
+            { "Key": "TransactionStatus", "Value": "Pending" },
+            { "Key": "Amount", "Value": 1000 },
+        ]},
+    }});
+    let answered = app.http.post(url).json(&pending).send().await.unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    app.run_jobs().await;
+    let (outcome, detail): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT outcome, detail FROM callback_inbox WHERE kind = 'c2b-status-result'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome.as_deref(), Some("ignored"), "{detail:?}");
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM c2b_status_queries WHERE trans_id = $1")
+        .bind(&receipt)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, None, "still open: asked again");
+    assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
+
+    // Asked again later, Daraja's final word records the payment once.
+    sim.set_chaos(tuma::simulator::Chaos::default());
+    app.advance(Duration::from_secs(301));
+    ask_about_unconfirmed(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "the payment recorded from its status",
+        || async {
+            app.run_jobs().await;
+            app.count("SELECT count(*) FROM c2b_payments").await == 1
+        },
+    )
+    .await;
+    let (status, attempts): (Option<String>, i32) =
+        sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
+            .bind(&receipt)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_deref(), attempts), (Some("Completed"), 2));
+    assert_eq!(
+        loan(&app, &id).await["outstanding"]
+            .as_str()
+            .unwrap()
+            .parse::<Decimal>()
+            .unwrap(),
+        d("4500")
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_then_reported() {
     let app = setup().await;
     let sim = app.sim.clone().unwrap();

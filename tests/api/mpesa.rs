@@ -296,6 +296,8 @@ async fn a_rerun_prompt_follows_the_checkout_id_its_dead_attempt_noted() {
         &app.db.pool,
         &[tuma::store::grouped::CallNote {
             intent_id,
+            job_id: 0,
+            run: 1,
             provider: "mpesa",
             call: "send",
             request_id: Some(checkout.clone()),
@@ -538,6 +540,106 @@ async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_an
     assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
     app.advance(Duration::from_secs(30));
     let done = until_state(&app, "payout", &id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    assert_eq!(sim.payments().len(), 1);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_b2c_refused_as_a_duplicate_by_result_code_15_is_left_to_the_status_query() {
+    // Daraja reports the duplicate in a result callback (ResultCode 15)
+    // naming our id: that says nothing about the original, which paid.
+    let app = spawn_mpesa_app(SimConfig {
+        duplicate_in_result: true,
+        chaos: Chaos {
+            timeout_after_money_permille: 1000,
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "2500")).await;
+    until_state(&app, "payout", &id, "processing").await;
+    let reference = provider_ref(&app, &id).await;
+    assert_eq!(sim.payments_for(&reference).len(), 1, "the money moved");
+    sim.set_chaos(Chaos::default());
+    app.advance(Duration::from_secs(2));
+    app.run_jobs().await;
+    eventually(Duration::from_secs(10), "the code-15 result processed", || async {
+        app.run_jobs().await;
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    let outcome: (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT outcome, detail FROM callback_inbox WHERE kind = 'b2c-result'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome.0.as_deref(), Some("ignored"), "{outcome:?}");
+    assert_eq!(fetch(&app, "payout", &id).await["state"], "processing");
+    assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
+    app.advance(Duration::from_secs(30));
+    let done = until_state(&app, "payout", &id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resend_after_money_may_have_moved_never_fails_the_payout() {
+    let app = spawn_mpesa_app(SimConfig {
+        chaos: Chaos {
+            timeout_after_money_permille: 1000,
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = app.sim.clone().unwrap();
+    let paid = create(&app, "/v1/payouts", &payout("0712345678", "2500")).await;
+    until_state(&app, "payout", &paid, "processing").await;
+    let reference = provider_ref(&app, &paid).await;
+    assert_eq!(
+        sim.payments_for(&reference).len(),
+        1,
+        "the money moved though the call timed out"
+    );
+
+    // The re-send meets a gateway that refuses it: that is no word on the
+    // B2C before it, which paid.
+    sim.set_chaos(Chaos::default());
+    sim.refuse_b2c_at_gateway(true);
+    app.advance(Duration::from_secs(2));
+    app.run_jobs().await;
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM provider_calls WHERE intent_id = $1::uuid AND call = 'send' ORDER BY id",
+    )
+    .bind(&paid)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, ["ambiguous", "rejected"]);
+    assert_eq!(fetch(&app, "payout", &paid).await["state"], "processing");
+
+    // A payout whose first and only request the gateway refuses was never
+    // sent: that refusal is final.
+    let refused = create(&app, "/v1/payouts", &payout("0712345670", "700")).await;
+    until_state(&app, "payout", &refused, "failed").await;
+
+    // The status poll learns that the first one paid.
+    sim.refuse_b2c_at_gateway(false);
+    app.advance(Duration::from_secs(30));
+    let done = until_state(&app, "payout", &paid, "completed").await;
     assert_eq!(
         events(&done).last().unwrap(),
         &("provider_succeeded".to_owned(), "poll".to_owned())

@@ -207,3 +207,59 @@ async fn a_provider_failing_fast_pauses_its_queue_instead_of_burning_retries_and
     }
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn whether_a_request_may_have_been_sent_before_is_read_from_every_earlier_run() {
+    let app = spawn_app().await;
+    let response = app
+        .create(
+            "/v1/payouts",
+            &app.key,
+            &uuid::Uuid::new_v4().to_string(),
+            &payout("+254733345678", "KES", "1000"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id: uuid::Uuid = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pool = &app.db.pool;
+    let note = |job: i64, run: i32, outcome: &'static str| async move {
+        sqlx::query(
+            "INSERT INTO provider_calls (intent_id, provider, call, outcome, latency_ms, job_id, run)
+             VALUES ($1, 'airtel', 'send', $2, 0, $3, $4)",
+        )
+        .bind(id)
+        .bind(outcome)
+        .bind(job)
+        .bind(run)
+        .execute(pool)
+        .await
+        .unwrap();
+    };
+    let sent_before = |run: i32| tuma::store::provider_calls::may_have_sent_before(pool, id, "airtel", 7, run);
+
+    assert!(!sent_before(1).await.unwrap(), "a first run follows nothing");
+    note(7, 1, "busy").await;
+    assert!(!sent_before(2).await.unwrap(), "run 1 was refused before processing");
+    assert!(
+        sent_before(3).await.unwrap(),
+        "run 2 left no note: it may have ended mid-call"
+    );
+    note(7, 2, "gated").await;
+    assert!(!sent_before(3).await.unwrap(), "run 2 was held back by an open circuit");
+    note(8, 3, "busy").await;
+    assert!(
+        sent_before(4).await.unwrap(),
+        "another job's note says nothing of this job's run 3"
+    );
+    note(7, 3, "rejected").await;
+    assert!(!sent_before(4).await.unwrap());
+    note(8, 1, "ambiguous").await;
+    assert!(
+        sent_before(4).await.unwrap(),
+        "an ambiguous send by any job may have reached the provider"
+    );
+}

@@ -14,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{MpesaClient, MpesaError};
-use crate::providers::actions::{gate, record_answer};
+use crate::providers::actions::{gate, gate_send, record_answer, refusal_is_final};
 use crate::providers::circuit::Circuits;
 use crate::providers::Outcome;
 use crate::runner::JobError;
@@ -134,7 +134,7 @@ fn busy<T>(answer: &Result<T, MpesaError>) -> bool {
 
 /// B2C: pay the recipient.
 pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
-    gate(&ctx, &circuits, "mpesa")?;
+    gate_send(&ctx, &circuits, "mpesa").await?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     // Rule 1: the request id exists, committed, before the call (since the
@@ -168,6 +168,12 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     match answer {
         Ok(_) | Err(MpesaError::Duplicate) => Ok(()),
         Err(MpesaError::Rejected { code, message }) => {
+            if !refusal_is_final(&ctx, "mpesa").await? {
+                // A refused re-send says nothing of the B2C before it.
+                tracing::warn!(intent_id = %intent.id, code, message,
+                    "M-Pesa refused a re-sent payout, but an earlier one may have reached it; the status polls decide");
+                return Ok(());
+            }
             tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the payout request");
             apply(&ctx, "provider_failed", Cause::Api, None).await
         }
@@ -204,18 +210,7 @@ async fn note(
     summary: (&'static str, Option<String>),
     started: std::time::Instant,
 ) {
-    let (outcome, code) = summary;
-    ctx.grouped
-        .note(crate::store::grouped::CallNote {
-            intent_id: ctx.intent.id,
-            provider: "mpesa",
-            call,
-            request_id: request_id.map(str::to_owned),
-            outcome,
-            code,
-            latency: started.elapsed(),
-        })
-        .await;
+    crate::providers::actions::note(ctx, "mpesa", call, request_id, summary, started.elapsed()).await;
 }
 
 /// STK push: prompt the payer.

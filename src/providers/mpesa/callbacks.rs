@@ -518,6 +518,17 @@ impl Callbacks {
             .await;
         };
         let status = result.parameter_str("TransactionStatus").unwrap_or_default();
+        // Only a final status answers the question; one still in progress
+        // (or not understood) leaves the payment to be asked about again,
+        // and listed for a person if it never is.
+        let paid = match codes::transaction_status(&status) {
+            Outcome::Succeeded => true,
+            Outcome::Failed { .. } => false,
+            Outcome::Pending | Outcome::Unknown { .. } => {
+                let detail = format!("Daraja says {status:?}: asked again later");
+                return finish_with(ctx, tx, &row, None, None, "ignored", Some(&detail)).await;
+            }
+        };
         let now = ctx.clock().local_now();
         crate::store::c2b::mark_answered(&mut tx, &receipt, &status, now).await?;
         let notice = match serde_json::from_slice::<super::wire::C2bNotice>(&body) {
@@ -535,7 +546,7 @@ impl Callbacks {
                 .await;
             }
         };
-        if status != "Completed" {
+        if !paid {
             let detail = format!("Daraja says {status:?}: not paid");
             return finish_with(ctx, tx, &row, None, Some(&dedupe_key), "ignored", Some(&detail)).await;
         }

@@ -221,9 +221,12 @@ impl MpesaClient {
                     .map_err(|e| Failure::Mpesa(MpesaError::Ambiguous(format!("unreadable answer ({status}): {e}"))));
             }
             let Ok(error) = serde_json::from_str::<ErrorBody>(&text) else {
-                // A gateway page, not Daraja: 5xx is ambiguous, 4xx refused.
+                // A gateway page, not Daraja: 5xx is ambiguous, 429 a rate
+                // limit met before processing, any other 4xx refused.
                 return Err(Failure::Mpesa(if status.is_server_error() {
                     MpesaError::Ambiguous(format!("HTTP {status}"))
+                } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    MpesaError::Busy(format!("HTTP {status}"))
                 } else {
                     MpesaError::Rejected {
                         code: status.as_u16().to_string(),

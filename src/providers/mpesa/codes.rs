@@ -56,7 +56,13 @@ pub fn b2c(code: &str, description: &str) -> Outcome {
         "8" => failed("8", "would exceed the recipient's maximum balance"),
         "11" => failed("11", "B2C account in an invalid state"),
         "14" => failed("14", "recipient account in an invalid state"),
-        "15" => failed("15", "duplicate detected"),
+        // A re-send refused as a duplicate says nothing about the original
+        // request under the same id, which may well have paid: the status
+        // query about it decides, never this callback.
+        "15" => Outcome::Unknown {
+            code: "15".to_owned(),
+            detail: "duplicate detected; the original request decides".to_owned(),
+        },
         "17" => failed("17", "M-Pesa system error"),
         "18" => failed("18", "initiator credential check failed"),
         "20" => failed("20", "unresolved initiator"),
@@ -120,6 +126,10 @@ mod tests {
         assert_eq!(b2c(" 0 ", ""), Outcome::Succeeded);
         assert!(matches!(b2c("2040", ""), Outcome::Failed { .. }));
         assert!(matches!(b2c("500.002.1001", ""), Outcome::Unknown { .. }));
+        assert!(
+            matches!(b2c("15", "Duplicate detected"), Outcome::Unknown { .. }),
+            "a duplicate refusal must not fail a payout the original may have paid"
+        );
         assert_eq!(transaction_status("Pending Authorized"), Outcome::Pending);
         assert!(matches!(reversal("R000001", ""), Outcome::Failed { .. }));
         assert!(matches!(transaction_status("Declined"), Outcome::Failed { .. }));
