@@ -161,15 +161,22 @@ pub async fn note(
         .await;
 }
 
-/// [`gate`] for a send: a run held back by an open circuit is noted as
-/// `gated`, so that a later run knows this one sent nothing
-/// ([`refusal_is_final`]).
-pub async fn gate_send(ctx: &ActionContext, circuits: &Circuits, provider: &'static str) -> Result<(), JobError> {
-    let gated = gate(ctx, circuits, provider);
-    if gated.is_err() {
-        note(ctx, provider, "send", None, ("gated", None), std::time::Duration::ZERO).await;
-    }
-    gated
+/// Commits, just before a send, that this run is sending `request_id`
+/// ([`refusal_is_final`] reads it). Daraja's B2C uses it too.
+pub async fn note_sending(ctx: &ActionContext, provider: &'static str, request_id: &str) -> Result<(), JobError> {
+    ctx.grouped
+        .note_sending(crate::store::grouped::CallNote {
+            intent_id: ctx.intent.id,
+            job_id: ctx.job.id.get(),
+            run: ctx.job.run(),
+            provider,
+            call: "send",
+            request_id: Some(request_id.to_owned()),
+            outcome: "sending",
+            code: None,
+            latency: std::time::Duration::ZERO,
+        })
+        .await
 }
 
 /// Whether the provider's refusal of this run's send is its word on the
@@ -233,11 +240,12 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
 
 /// `submit` (payouts) and `prompt` (collections): send the request.
 pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
-    gate_send(&ctx, &provider.circuits, provider.adapter.name()).await?;
+    gate(&ctx, &provider.circuits, provider.adapter.name())?;
     let direction = direction_of(&ctx.intent)?;
     let request = request_for(&ctx, provider.adapter.as_ref(), direction).await?;
     let name = provider.adapter.name();
     let request_id = request.request_id.clone();
+    note_sending(&ctx, name, &request_id).await?;
     let started = std::time::Instant::now();
     let answer = provider.adapter.send(request).await;
     note_call(&ctx, name, "send", &request_id, &answer, started.elapsed()).await;

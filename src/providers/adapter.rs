@@ -127,7 +127,9 @@ fn observe(
 /// the money.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// The provider refused the request before anything moved: final.
+    /// The provider refused the request before anything moved: final for
+    /// the intent unless an earlier run may have reached the provider
+    /// (`actions::refusal_is_final`), when it is only this re-send's.
     #[error("refused by the provider: {code}: {message}")]
     Rejected { code: String, message: String },
     /// Not processed (rate limited, overloaded, gateway refused before

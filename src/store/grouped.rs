@@ -135,6 +135,18 @@ impl Grouped {
             tracing::warn!(%intent_id, provider, %error, "could not note a provider call");
         }
     }
+
+    /// Notes, before a request is sent, that it is about to be: unlike
+    /// [`Grouped::note`] this must commit, or the request is not sent, for
+    /// a later run learns from it that this one may have reached the
+    /// provider ([`super::provider_calls::may_have_sent_before`]).
+    pub async fn note_sending(&self, note: CallNote) -> Result<(), JobError> {
+        self.notes
+            .run(note)
+            .await
+            .map_err(JobError::retryable)?
+            .map_err(database)
+    }
 }
 
 fn database(error: String) -> JobError {

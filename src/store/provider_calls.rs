@@ -70,11 +70,19 @@ pub async fn record_many(pool: &PgPool, notes: &[super::grouped::CallNote]) -> R
     Ok(())
 }
 
-/// An intent's calls, oldest first (at most `limit`).
+/// An intent's calls, oldest first (at most `limit`). A `sending` note is
+/// left out once its call's answer is noted; one never answered (its run
+/// ended mid-call) stays, as what an operator needs to know.
 pub async fn for_intent(pool: &PgPool, intent_id: Uuid, limit: i64) -> Result<Vec<ProviderCall>, sqlx::Error> {
     sqlx::query_as(
         "SELECT provider, call, request_id, outcome, code, latency_ms, called_at
-         FROM provider_calls WHERE intent_id = $1 ORDER BY id LIMIT $2",
+         FROM provider_calls c
+         WHERE intent_id = $1
+           AND NOT (outcome = 'sending' AND EXISTS (
+                 SELECT 1 FROM provider_calls a
+                 WHERE a.intent_id = c.intent_id AND a.job_id = c.job_id AND a.run = c.run
+                   AND a.call = c.call AND a.outcome <> 'sending'))
+         ORDER BY id LIMIT $2",
     )
     .bind(intent_id)
     .bind(limit)
@@ -97,16 +105,17 @@ pub async fn sent_request(pool: &PgPool, intent_id: Uuid, provider: &str) -> Res
 }
 
 /// Outcomes of a send that say the provider did not process it: refused
-/// before processing (`busy`, `rejected`, `config`), or never made because
-/// the provider's circuit was open (`gated`).
-const NOT_SENT: [&str; 4] = ["busy", "rejected", "config", "gated"];
+/// before processing.
+const NOT_SENT: [&str; 3] = ["busy", "rejected", "config"];
 
 /// Whether a request for the intent may have reached `provider` before
-/// this run (`run` of job `job_id`): an earlier send was accepted, answered
-/// ambiguously, refused as a duplicate or answered at all, or an earlier
-/// run of the job left no note of a send that did not happen (it may have
-/// ended mid-call). A refusal of this run's send is the provider's word on
-/// the payout only when this says `false`.
+/// this run (`run` of job `job_id`): an earlier send was answered at all
+/// (accepted, ambiguous, a duplicate, an outcome), or an earlier run noted
+/// that it was `sending` and never learned that its request was refused
+/// before processing (it ended mid-call). A run that ended before sending
+/// (a database error, an open circuit, a shutdown) noted nothing and
+/// counts for nothing. A refusal of this run's send is the provider's word
+/// on the intent only when this says `false`.
 pub async fn may_have_sent_before(
     pool: &PgPool,
     intent_id: Uuid,
@@ -114,11 +123,15 @@ pub async fn may_have_sent_before(
     job_id: i64,
     run: i32,
 ) -> Result<bool, sqlx::Error> {
-    let (reached, unsent_runs): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE outcome <> ALL($5)),
-                count(DISTINCT run) FILTER (WHERE job_id = $3 AND run < $4 AND outcome = ANY($5))
-         FROM provider_calls
-         WHERE intent_id = $1 AND provider = $2 AND call = 'send'",
+    sqlx::query_scalar(
+        "SELECT coalesce(bool_or(reached OR (started AND NOT refused)), false)
+         FROM (SELECT bool_or(outcome = 'sending') AS started,
+                      bool_or(outcome = ANY($5)) AS refused,
+                      bool_or(outcome <> ALL($5) AND outcome <> 'sending') AS reached
+               FROM provider_calls
+               WHERE intent_id = $1 AND provider = $2 AND call = 'send'
+                 AND (job_id, run) IS DISTINCT FROM ($3::int8, $4::int4)
+               GROUP BY job_id, run) AS runs",
     )
     .bind(intent_id)
     .bind(provider)
@@ -126,6 +139,5 @@ pub async fn may_have_sent_before(
     .bind(run)
     .bind(&NOT_SENT[..])
     .fetch_one(pool)
-    .await?;
-    Ok(reached > 0 || unsent_runs < i64::from(run) - 1)
+    .await
 }

@@ -428,9 +428,19 @@ async fn callbacks_waiting_together_are_applied_in_shared_transactions_exactly_a
     app.work("default").await;
     app.work("mpesa").await;
     // The submissions ran side by side and noted their calls together.
-    let notes = app.count("SELECT count(*) FROM provider_calls").await;
-    let transactions = app.count("SELECT count(DISTINCT xmin::text) FROM provider_calls").await;
+    // Each was noted as sending before its call, and with its answer after.
+    let notes = app
+        .count("SELECT count(*) FROM provider_calls WHERE outcome <> 'sending'")
+        .await;
+    let transactions = app
+        .count("SELECT count(DISTINCT xmin::text) FROM provider_calls WHERE outcome <> 'sending'")
+        .await;
     assert_eq!(notes, N);
+    assert_eq!(
+        app.count("SELECT count(*) FROM provider_calls WHERE outcome = 'sending'")
+            .await,
+        N
+    );
     assert!(transactions < N, "{N} calls noted in {transactions} transactions");
     eventually(
         Duration::from_secs(10),
@@ -628,7 +638,7 @@ async fn a_refused_resend_after_money_may_have_moved_never_fails_the_payout() {
     .fetch_all(&app.db.pool)
     .await
     .unwrap();
-    assert_eq!(outcomes, ["ambiguous", "rejected"]);
+    assert_eq!(outcomes, ["sending", "ambiguous", "sending", "rejected"]);
     assert_eq!(fetch(&app, "payout", &paid).await["state"], "processing");
 
     // A payout whose first and only request the gateway refuses was never

@@ -242,24 +242,46 @@ async fn whether_a_request_may_have_been_sent_before_is_read_from_every_earlier_
     let sent_before = |run: i32| tuma::store::provider_calls::may_have_sent_before(pool, id, "airtel", 7, run);
 
     assert!(!sent_before(1).await.unwrap(), "a first run follows nothing");
+    note(7, 1, "sending").await;
     note(7, 1, "busy").await;
     assert!(!sent_before(2).await.unwrap(), "run 1 was refused before processing");
-    assert!(
-        sent_before(3).await.unwrap(),
-        "run 2 left no note: it may have ended mid-call"
-    );
-    note(7, 2, "gated").await;
-    assert!(!sent_before(3).await.unwrap(), "run 2 was held back by an open circuit");
-    note(8, 3, "busy").await;
+    // Run 2 ended before sending (an open circuit, a database error): no
+    // note, and it counts for nothing.
+    assert!(!sent_before(3).await.unwrap());
+    note(7, 3, "sending").await;
     assert!(
         sent_before(4).await.unwrap(),
-        "another job's note says nothing of this job's run 3"
+        "run 3 was sending and learned nothing: it may have ended mid-call"
     );
     note(7, 3, "rejected").await;
+    assert!(!sent_before(4).await.unwrap(), "run 3's request was refused");
+    // This run's own notes are not about an earlier one.
+    note(7, 4, "sending").await;
+    note(7, 4, "rejected").await;
     assert!(!sent_before(4).await.unwrap());
-    note(8, 1, "ambiguous").await;
+    note(8, 1, "sending").await;
     assert!(
-        sent_before(4).await.unwrap(),
-        "an ambiguous send by any job may have reached the provider"
+        sent_before(5).await.unwrap(),
+        "another job's unanswered send may have reached the provider"
     );
+    note(8, 1, "ambiguous").await;
+    assert!(sent_before(5).await.unwrap(), "an ambiguous answer may have been paid");
+    // Notes from before runs were recorded count when they say it arrived.
+    let other = |outcome: &'static str| async move {
+        sqlx::query(
+            "INSERT INTO provider_calls (intent_id, provider, call, outcome, latency_ms)
+             VALUES ($1, 'mtn', 'send', $2, 0)",
+        )
+        .bind(id)
+        .bind(outcome)
+        .execute(pool)
+        .await
+        .unwrap();
+    };
+    other("busy").await;
+    let mtn = tuma::store::provider_calls::may_have_sent_before(pool, id, "mtn", 9, 1);
+    assert!(!mtn.await.unwrap());
+    other("pending").await;
+    let mtn = tuma::store::provider_calls::may_have_sent_before(pool, id, "mtn", 9, 1);
+    assert!(mtn.await.unwrap(), "an accepted send from an older node");
 }

@@ -14,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{MpesaClient, MpesaError};
-use crate::providers::actions::{gate, gate_send, record_answer, refusal_is_final};
+use crate::providers::actions::{gate, note_sending, record_answer, refusal_is_final};
 use crate::providers::circuit::Circuits;
 use crate::providers::Outcome;
 use crate::runner::JobError;
@@ -134,7 +134,7 @@ fn busy<T>(answer: &Result<T, MpesaError>) -> bool {
 
 /// B2C: pay the recipient.
 pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
-    gate_send(&ctx, &circuits, "mpesa").await?;
+    gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     // Rule 1: the request id exists, committed, before the call (since the
@@ -145,6 +145,7 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
         .await?;
     let result_url = callback_url(&client, "b2c-result", intent)?;
     let timeout_url = callback_url(&client, "b2c-timeout", intent)?;
+    note_sending(&ctx, "mpesa", &originator).await?;
     let started = std::time::Instant::now();
     let answer = client
         .b2c(
