@@ -252,32 +252,14 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
     record(&ctx, &provider, answer.as_ref().err()).await?;
     let intent_id = ctx.intent.id;
     match answer {
-        Ok(reply) => {
-            if let Outcome::Unknown { code, .. } = &reply.outcome {
-                tracing::warn!(%intent_id, provider = name, code, "unknown answer; the status polls decide");
-            }
-            let events = events_for(direction, &reply);
-            if events.is_empty() {
-                return Ok(());
-            }
-            apply(&ctx, name, &events, Cause::Api, &reply).await
-        }
+        Ok(reply) => settle(&ctx, name, direction, reply).await,
         Err(CallError::Rejected { code, message }) => {
-            if !refusal_is_final(&ctx, name).await? {
-                tracing::warn!(%intent_id, provider = name, code, message,
-                    "a re-sent request was refused, but an earlier one may have reached the provider; \
-                     its callback or the status polls decide");
-                return match direction {
-                    Direction::Payout => Ok(()),
-                    Direction::Collection => apply(&ctx, name, &["prompted"], Cause::Api, &Reply::pending()).await,
-                };
-            }
             tracing::warn!(%intent_id, provider = name, code, message, "the provider refused the request");
             let reply = Reply {
                 outcome: Outcome::Failed { code, reason: message },
                 receipt: None,
             };
-            apply(&ctx, name, &events_for(direction, &reply), Cause::Api, &reply).await
+            settle(&ctx, name, direction, reply).await
         }
         // Accepted earlier under this id: the status polls say how it ended.
         Err(CallError::Duplicate) => match direction {
@@ -298,6 +280,37 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
         },
         Err(error @ CallError::Config(_)) => Err(JobError::fatal(error)),
     }
+}
+
+/// Applies what the answer to this run's send leads to. A failure (a final
+/// answer or a refusal) is the provider's word on the intent only when no
+/// earlier run may have reached it ([`refusal_is_final`]); otherwise it is
+/// only this re-send's, and the intent waits as on an unknown answer: a
+/// payout for its callback or the status polls, a collection as prompted.
+async fn settle(ctx: &ActionContext, name: &'static str, direction: Direction, reply: Reply) -> Result<(), JobError> {
+    let intent_id = ctx.intent.id;
+    let reply = match reply.outcome {
+        Outcome::Failed { code, reason } if !refusal_is_final(ctx, name).await? => {
+            tracing::warn!(%intent_id, provider = name, code,
+                "a re-send failed, but an earlier send may have reached the provider; it is not the intent's outcome");
+            Reply {
+                outcome: Outcome::Unknown {
+                    code,
+                    detail: format!("a re-send's answer, not the request's: {reason}"),
+                },
+                receipt: None,
+            }
+        }
+        outcome => Reply { outcome, ..reply },
+    };
+    if let Outcome::Unknown { code, .. } = &reply.outcome {
+        tracing::warn!(%intent_id, provider = name, code, "unknown answer; the status polls decide");
+    }
+    let events = events_for(direction, &reply);
+    if events.is_empty() {
+        return Ok(());
+    }
+    apply(ctx, name, &events, Cause::Api, &reply).await
 }
 
 /// `query_status`: ask the provider what became of the request.
