@@ -586,6 +586,10 @@ pub async fn settle_many(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
+    // One statement settles each row once but would count a key given
+    // twice twice: callers settle each transfer at most once per call.
+    let keys: std::collections::HashSet<&str> = wanted.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys.len(), wanted.len(), "a transfer settled twice in one call");
     let pairs: Vec<(&str, &str)> = wanted.iter().map(|(key, how)| (key.as_str(), how.state())).collect();
     let states = store::settle_transfers(conn, &pairs, now).await?;
     wanted

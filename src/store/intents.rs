@@ -451,6 +451,10 @@ pub async fn move_and_record_many(
     jobs: &[NewJob],
     notify: bool,
 ) -> Result<Vec<Option<(i32, i64, Vec<Uuid>)>>, sqlx::Error> {
+    // The UPDATE moves each intent once, but its event would be written
+    // once per row naming it: callers move each intent at most once per call.
+    let ids: std::collections::HashSet<Uuid> = moves.iter().map(|m| m.event.intent_id).collect();
+    assert_eq!(ids.len(), moves.len(), "an intent moved twice in one call");
     let sql = format!(
         "WITH wanted AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[],
