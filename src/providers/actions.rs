@@ -145,38 +145,45 @@ pub async fn note(
     summary: (&'static str, Option<String>),
     latency: std::time::Duration,
 ) {
-    let (outcome, code) = summary;
     ctx.grouped
-        .note(crate::store::grouped::CallNote {
-            intent_id: ctx.intent.id,
-            job_id: ctx.job.id.get(),
-            run: ctx.job.run(),
-            provider,
-            call,
-            request_id: request_id.map(str::to_owned),
-            outcome,
-            code,
-            latency,
-        })
+        .note(call_note(ctx, provider, call, request_id, summary, latency))
         .await;
 }
 
 /// Commits, just before a send, that this run is sending `request_id`
 /// ([`refusal_is_final`] reads it). Daraja's B2C uses it too.
 pub async fn note_sending(ctx: &ActionContext, provider: &'static str, request_id: &str) -> Result<(), JobError> {
-    ctx.grouped
-        .note_sending(crate::store::grouped::CallNote {
-            intent_id: ctx.intent.id,
-            job_id: ctx.job.id.get(),
-            run: ctx.job.run(),
-            provider,
-            call: "send",
-            request_id: Some(request_id.to_owned()),
-            outcome: "sending",
-            code: None,
-            latency: std::time::Duration::ZERO,
-        })
-        .await
+    let sending = call_note(
+        ctx,
+        provider,
+        "send",
+        Some(request_id),
+        ("sending", None),
+        std::time::Duration::ZERO,
+    );
+    ctx.grouped.note_sending(sending).await
+}
+
+/// The note of one call made by this run of the job, for this intent.
+fn call_note(
+    ctx: &ActionContext,
+    provider: &'static str,
+    call: &'static str,
+    request_id: Option<&str>,
+    (outcome, code): (&'static str, Option<String>),
+    latency: std::time::Duration,
+) -> crate::store::grouped::CallNote {
+    crate::store::grouped::CallNote {
+        intent_id: ctx.intent.id,
+        job_id: ctx.job.id.get(),
+        run: ctx.job.run(),
+        provider,
+        call,
+        request_id: request_id.map(str::to_owned),
+        outcome,
+        code,
+        latency,
+    }
 }
 
 /// Whether the provider's refusal of this run's send is its word on the

@@ -696,6 +696,41 @@ async fn ask_about_unconfirmed(app: &TestApp) {
     app.run_jobs().await;
 }
 
+/// Pays `amount` into the PayBill with `reference` while Daraja loses
+/// every callback: the confirmation never comes. Callbacks stay lost until
+/// the caller sets the chaos again.
+async fn pay_bill_confirmation_lost(app: &TestApp, msisdn: &str, amount: u64, reference: &str) -> String {
+    let sim = app.sim.clone().unwrap();
+    sim.set_chaos(tuma::simulator::Chaos {
+        callback_loss_permille: 1000,
+        ..Default::default()
+    });
+    sim.pay_bill("174379", msisdn, amount, reference).await.unwrap()
+}
+
+/// Works the jobs until the one payment is recorded from a status answer.
+async fn until_recorded_from_its_status(app: &TestApp) {
+    eventually(
+        Duration::from_secs(10),
+        "the payment recorded from its status",
+        || async {
+            app.run_jobs().await;
+            app.count("SELECT count(*) FROM c2b_payments").await == 1
+        },
+    )
+    .await;
+}
+
+/// What was asked about `receipt`: Daraja's status answer, if any, and
+/// how often it was asked.
+async fn asked_about(app: &TestApp, receipt: &str) -> (Option<String>, i32) {
+    sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
+        .bind(receipt)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_once() {
     let app = setup().await;
@@ -703,11 +738,7 @@ async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_onc
     let sim = app.sim.clone().unwrap();
     // The borrower pays; Daraja asks our validation URL (a question it
     // waits on), and the confirmation callback is lost.
-    sim.set_chaos(tuma::simulator::Chaos {
-        callback_loss_permille: 1000,
-        ..Default::default()
-    });
-    let receipt = sim.pay_bill("174379", "254712345678", 1000, &reference).await.unwrap();
+    let receipt = pay_bill_confirmation_lost(&app, "254712345678", 1000, &reference).await;
     sim.set_chaos(tuma::simulator::Chaos::default());
     app.run_jobs().await;
     assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
@@ -720,15 +751,7 @@ async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_onc
     // payment from the validated notice and repays the loan.
     app.advance(Duration::from_secs(61));
     ask_about_unconfirmed(&app).await;
-    eventually(
-        Duration::from_secs(10),
-        "the payment recorded from its status",
-        || async {
-            app.run_jobs().await;
-            app.count("SELECT count(*) FROM c2b_payments").await == 1
-        },
-    )
-    .await;
+    until_recorded_from_its_status(&app).await;
     let (recorded, told_by): (String, String) =
         sqlx::query_as("SELECT p.trans_id, c.kind FROM c2b_payments p JOIN callback_inbox c ON c.id = p.inbox_id")
             .fetch_one(&app.db.pool)
@@ -745,12 +768,7 @@ async fn a_repayment_whose_confirmation_was_lost_is_recorded_from_its_status_onc
     );
     assert_eq!(view["repayments"][0]["receipt"], receipt.as_str());
     assert_eq!(app.available(BORROWER, "KES").await, d("500"), "the excess");
-    let (status, attempts): (Option<String>, i32) =
-        sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
-            .bind(&receipt)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let (status, attempts) = asked_about(&app, &receipt).await;
     assert_eq!((status.as_deref(), attempts), (Some("Completed"), 1));
 
     // The lost confirmation turning up after all repays nothing more.
@@ -787,11 +805,7 @@ async fn a_status_answer_still_in_progress_leaves_the_payment_to_be_asked_again(
     let sim = app.sim.clone().unwrap();
     // The confirmation is lost, and so is Daraja's own answer to the
     // first question about it.
-    sim.set_chaos(tuma::simulator::Chaos {
-        callback_loss_permille: 1000,
-        ..Default::default()
-    });
-    let receipt = sim.pay_bill("174379", "254712345678", 1000, &reference).await.unwrap();
+    let receipt = pay_bill_confirmation_lost(&app, "254712345678", 1000, &reference).await;
     app.advance(Duration::from_secs(61));
     ask_about_unconfirmed(&app).await;
     assert_eq!(app.count("SELECT count(*) FROM c2b_status_queries").await, 1);
@@ -818,11 +832,7 @@ async fn a_status_answer_still_in_progress_leaves_the_payment_to_be_asked_again(
             .await
             .unwrap();
     assert_eq!(outcome.as_deref(), Some("ignored"), "{detail:?}");
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM c2b_status_queries WHERE trans_id = $1")
-        .bind(&receipt)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let (status, _) = asked_about(&app, &receipt).await;
     assert_eq!(status, None, "still open: asked again");
     assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
 
@@ -830,21 +840,8 @@ async fn a_status_answer_still_in_progress_leaves_the_payment_to_be_asked_again(
     sim.set_chaos(tuma::simulator::Chaos::default());
     app.advance(Duration::from_secs(301));
     ask_about_unconfirmed(&app).await;
-    eventually(
-        Duration::from_secs(10),
-        "the payment recorded from its status",
-        || async {
-            app.run_jobs().await;
-            app.count("SELECT count(*) FROM c2b_payments").await == 1
-        },
-    )
-    .await;
-    let (status, attempts): (Option<String>, i32) =
-        sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
-            .bind(&receipt)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    until_recorded_from_its_status(&app).await;
+    let (status, attempts) = asked_about(&app, &receipt).await;
     assert_eq!((status.as_deref(), attempts), (Some("Completed"), 2));
     assert_eq!(
         loan(&app, &id).await["outstanding"]
@@ -860,24 +857,14 @@ async fn a_status_answer_still_in_progress_leaves_the_payment_to_be_asked_again(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_then_reported() {
     let app = setup().await;
-    let sim = app.sim.clone().unwrap();
     // Every callback lost: the confirmation, and each answer about it.
-    sim.set_chaos(tuma::simulator::Chaos {
-        callback_loss_permille: 1000,
-        ..Default::default()
-    });
-    let receipt = sim.pay_bill("174379", "254712345670", 750, "INV-2231").await.unwrap();
+    let receipt = pay_bill_confirmation_lost(&app, "254712345670", 750, "INV-2231").await;
     app.advance(Duration::from_secs(61));
     for _ in 0..8 {
         ask_about_unconfirmed(&app).await;
         app.advance(Duration::from_secs(301));
     }
-    let (status, attempts): (Option<String>, i32) =
-        sqlx::query_as("SELECT status, attempts FROM c2b_status_queries WHERE trans_id = $1")
-            .bind(&receipt)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let (status, attempts) = asked_about(&app, &receipt).await;
     assert_eq!((status, attempts), (None, 5), "asked five times, then left to a person");
     assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
 

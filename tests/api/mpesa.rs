@@ -522,16 +522,18 @@ async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_and_paid_once() {
-    let chaos = Chaos {
-        timeout_after_money_permille: 1000,
-        callback_loss_permille: 1000,
-        ..Chaos::default()
-    };
+/// A Daraja set up as `daraja` that pays every B2C, then answers as if
+/// the call timed out and loses the result; and a 2,500 KES payout sent
+/// to it, paid once and still `processing`. Returns the app, the payout's
+/// id and its request id; Daraja behaves again from here on.
+async fn a_payout_paid_behind_a_timeout(daraja: SimConfig) -> (TestApp, String, String) {
     let app = spawn_mpesa_app(SimConfig {
-        chaos,
-        ..SimConfig::default()
+        chaos: Chaos {
+            timeout_after_money_permille: 1000,
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..daraja
     })
     .await;
     let sim = app.sim.clone().unwrap();
@@ -543,41 +545,44 @@ async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_an
         1,
         "the money moved though the call timed out"
     );
-    // The submit is re-sent under the same id: Daraja refuses the duplicate.
     sim.set_chaos(Chaos::default());
-    app.advance(Duration::from_secs(2));
-    app.run_jobs().await;
-    assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
+    (app, id, reference)
+}
+
+/// The 30-second status poll finds the payout paid: it completes by poll,
+/// paid once, the books balanced.
+async fn completed_by_the_30_second_poll_paid_once(app: &TestApp, id: &str) {
     app.advance(Duration::from_secs(30));
-    let done = until_state(&app, "payout", &id, "completed").await;
+    let done = until_state(app, "payout", id, "completed").await;
     assert_eq!(
         events(&done).last().unwrap(),
         &("provider_succeeded".to_owned(), "poll".to_owned())
     );
-    assert_eq!(sim.payments().len(), 1);
+    assert_eq!(app.sim.as_ref().unwrap().payments().len(), 1, "paid once");
     app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b2c_that_times_out_after_moving_money_is_found_by_the_status_query_and_paid_once() {
+    let (app, id, reference) = a_payout_paid_behind_a_timeout(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    // The submit is re-sent under the same id: Daraja refuses the duplicate.
+    app.advance(Duration::from_secs(2));
+    app.run_jobs().await;
+    assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
+    completed_by_the_30_second_poll_paid_once(&app, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_b2c_refused_as_a_duplicate_by_result_code_15_is_left_to_the_status_query() {
     // Daraja reports the duplicate in a result callback (ResultCode 15)
     // naming our id: that says nothing about the original, which paid.
-    let app = spawn_mpesa_app(SimConfig {
+    let (app, id, reference) = a_payout_paid_behind_a_timeout(SimConfig {
         duplicate_in_result: true,
-        chaos: Chaos {
-            timeout_after_money_permille: 1000,
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
         ..SimConfig::default()
     })
     .await;
     let sim = app.sim.clone().unwrap();
-    let id = create(&app, "/v1/payouts", &payout("0712345678", "2500")).await;
-    until_state(&app, "payout", &id, "processing").await;
-    let reference = provider_ref(&app, &id).await;
-    assert_eq!(sim.payments_for(&reference).len(), 1, "the money moved");
-    sim.set_chaos(Chaos::default());
     app.advance(Duration::from_secs(2));
     app.run_jobs().await;
     eventually(Duration::from_secs(10), "the code-15 result processed", || async {
@@ -595,39 +600,16 @@ async fn a_resent_b2c_refused_as_a_duplicate_by_result_code_15_is_left_to_the_st
     assert_eq!(outcome.0.as_deref(), Some("ignored"), "{outcome:?}");
     assert_eq!(fetch(&app, "payout", &id).await["state"], "processing");
     assert_eq!(sim.payments_for(&reference).len(), 1, "re-sending paid twice");
-    app.advance(Duration::from_secs(30));
-    let done = until_state(&app, "payout", &id, "completed").await;
-    assert_eq!(
-        events(&done).last().unwrap(),
-        &("provider_succeeded".to_owned(), "poll".to_owned())
-    );
-    app.assert_ledger_balanced().await;
+    completed_by_the_30_second_poll_paid_once(&app, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_resend_after_money_may_have_moved_never_fails_the_payout() {
-    let app = spawn_mpesa_app(SimConfig {
-        chaos: Chaos {
-            timeout_after_money_permille: 1000,
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
+    let (app, paid, _) = a_payout_paid_behind_a_timeout(SimConfig::default()).await;
     let sim = app.sim.clone().unwrap();
-    let paid = create(&app, "/v1/payouts", &payout("0712345678", "2500")).await;
-    until_state(&app, "payout", &paid, "processing").await;
-    let reference = provider_ref(&app, &paid).await;
-    assert_eq!(
-        sim.payments_for(&reference).len(),
-        1,
-        "the money moved though the call timed out"
-    );
 
     // The re-send meets a gateway that refuses it: that is no word on the
     // B2C before it, which paid.
-    sim.set_chaos(Chaos::default());
     sim.refuse_b2c_at_gateway(true);
     app.advance(Duration::from_secs(2));
     app.run_jobs().await;
@@ -648,14 +630,7 @@ async fn a_refused_resend_after_money_may_have_moved_never_fails_the_payout() {
 
     // The status poll learns that the first one paid.
     sim.refuse_b2c_at_gateway(false);
-    app.advance(Duration::from_secs(30));
-    let done = until_state(&app, "payout", &paid, "completed").await;
-    assert_eq!(
-        events(&done).last().unwrap(),
-        &("provider_succeeded".to_owned(), "poll".to_owned())
-    );
-    assert_eq!(sim.payments().len(), 1);
-    app.assert_ledger_balanced().await;
+    completed_by_the_30_second_poll_paid_once(&app, &paid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

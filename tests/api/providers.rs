@@ -226,19 +226,23 @@ async fn whether_a_request_may_have_been_sent_before_is_read_from_every_earlier_
         .parse()
         .unwrap();
     let pool = &app.db.pool;
-    let note = |job: i64, run: i32, outcome: &'static str| async move {
+    // A send's note by run `run` of job `job` (none: written before runs
+    // were recorded).
+    let noted = |provider: &'static str, job_run: Option<(i64, i32)>, outcome: &'static str| async move {
         sqlx::query(
             "INSERT INTO provider_calls (intent_id, provider, call, outcome, latency_ms, job_id, run)
-             VALUES ($1, 'airtel', 'send', $2, 0, $3, $4)",
+             VALUES ($1, $2, 'send', $3, 0, $4, $5)",
         )
         .bind(id)
+        .bind(provider)
         .bind(outcome)
-        .bind(job)
-        .bind(run)
+        .bind(job_run.map(|(job, _)| job))
+        .bind(job_run.map(|(_, run)| run))
         .execute(pool)
         .await
         .unwrap();
     };
+    let note = |job: i64, run: i32, outcome: &'static str| noted("airtel", Some((job, run)), outcome);
     let sent_before = |run: i32| tuma::store::provider_calls::may_have_sent_before(pool, id, "airtel", 7, run);
 
     assert!(!sent_before(1).await.unwrap(), "a first run follows nothing");
@@ -267,17 +271,7 @@ async fn whether_a_request_may_have_been_sent_before_is_read_from_every_earlier_
     note(8, 1, "ambiguous").await;
     assert!(sent_before(5).await.unwrap(), "an ambiguous answer may have been paid");
     // Notes from before runs were recorded count when they say it arrived.
-    let other = |outcome: &'static str| async move {
-        sqlx::query(
-            "INSERT INTO provider_calls (intent_id, provider, call, outcome, latency_ms)
-             VALUES ($1, 'mtn', 'send', $2, 0)",
-        )
-        .bind(id)
-        .bind(outcome)
-        .execute(pool)
-        .await
-        .unwrap();
-    };
+    let other = |outcome: &'static str| noted("mtn", None, outcome);
     other("busy").await;
     let mtn = tuma::store::provider_calls::may_have_sent_before(pool, id, "mtn", 9, 1);
     assert!(!mtn.await.unwrap());
