@@ -363,8 +363,9 @@ impl Policy {
             }
         };
         let usd = self.usd_of(&breakdown, now).await?;
-        let usage = store::payout_usage(tx, &new.owner, new.party_id.as_str(), &self.windows(now)).await?;
-        let assessment = self.judge(&party, breakdown, usd, &usage)?;
+        let windows = self.windows(&party, now);
+        let usage = store::payout_usage(tx, &[(&new.owner, new.party_id.as_str(), &windows)]).await?;
+        let assessment = self.judge(&party, breakdown, usd, &usage[0])?;
 
         self.write_admitted(engine, tx, new, &extras, assessment, quote.map(|q| q.id))
             .await
@@ -542,21 +543,33 @@ impl Policy {
         }
     }
 
-    /// The windows a payout's limits and velocity rules count over, as
-    /// their start times: the KYC tier's daily, weekly and monthly windows
-    /// first, then one per velocity rule.
-    fn windows(&self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    /// The windows a payout of `party` is judged over, as their start
+    /// times: its KYC tier's daily, weekly and monthly windows first, then
+    /// one per velocity rule. A tier window without a cap is `None`: nothing
+    /// reads it, so its usage is not counted.
+    fn windows(&self, party: &parties::PartyRow, now: DateTime<Utc>) -> Vec<Option<DateTime<Utc>>> {
+        let (_, limits) = self.tier_of(party);
+        let caps = [limits.daily_usd, limits.weekly_usd, limits.monthly_usd];
         TIER_WINDOWS
             .iter()
-            .map(|(_, days)| now - ChronoDuration::days(*days))
+            .zip(caps)
+            .map(|((_, days), cap)| cap.map(|_| now - ChronoDuration::days(*days)))
             .chain(
                 self.inner
                     .config
                     .velocity
                     .iter()
-                    .map(|rule| now - ChronoDuration::seconds(rule.window_s as i64)),
+                    .map(|rule| Some(now - ChronoDuration::seconds(rule.window_s as i64))),
             )
             .collect()
+    }
+
+    /// The party's KYC tier, as an index into the configured tiers (a tier
+    /// above the last is the last), and that tier's limits.
+    fn tier_of(&self, party: &parties::PartyRow) -> (usize, &TierLimits) {
+        let tiers = &self.inner.config.kyc_tiers;
+        let tier = usize::try_from(party.kyc_tier).unwrap_or(0).min(tiers.len() - 1);
+        (tier, &tiers[tier])
     }
 
     /// Limits, velocity and AML for a payout sending `usd`, given the
@@ -570,10 +583,7 @@ impl Policy {
         usage: &[(i64, Decimal)],
     ) -> Result<Assessment, Refusal> {
         let config = &self.inner.config;
-        let tier = usize::try_from(party.kyc_tier)
-            .unwrap_or(0)
-            .min(config.kyc_tiers.len() - 1);
-        let limits = &config.kyc_tiers[tier];
+        let (tier, limits) = self.tier_of(party);
         let caps = [limits.daily_usd, limits.weekly_usd, limits.monthly_usd];
         let (tier_usage, velocity_usage) = usage.split_at(TIER_WINDOWS.len());
         for (((name, _), cap), (_, used)) in TIER_WINDOWS.iter().zip(caps).zip(tier_usage.iter().copied()) {

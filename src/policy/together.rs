@@ -71,11 +71,16 @@ impl Policy {
             locked.insert((owner, party), found.party);
         }
 
-        // Their parties' live payouts in every window, read after the locks.
-        let windows = self.windows(now);
-        let party_keys: Vec<(&str, &str)> = locked.keys().copied().collect();
-        let read = store::payout_usage_many(tx, &party_keys, &windows).await?;
-        let mut usage: BTreeMap<(&str, &str), Vec<(i64, Decimal)>> = party_keys.into_iter().zip(read).collect();
+        // Their parties' live payouts in the windows they are judged over,
+        // read after the locks.
+        let windows: Vec<_> = locked.values().map(|party| self.windows(party, now)).collect();
+        let asked: Vec<_> = locked
+            .keys()
+            .zip(&windows)
+            .map(|(&(owner, party), windows)| (owner, party, windows.as_slice()))
+            .collect();
+        let read = store::payout_usage(tx, &asked).await?;
+        let mut usage: BTreeMap<(&str, &str), Vec<(i64, Decimal)>> = locked.keys().copied().zip(read).collect();
 
         let mut verdicts = Vec::with_capacity(payouts.len());
         for (new, breakdown) in payouts.iter().zip(priced) {

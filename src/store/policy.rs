@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -88,63 +88,74 @@ pub async fn use_quote(conn: &mut PgConnection, id: Uuid, intent_id: Uuid) -> Re
     Ok(())
 }
 
-/// For each time in `since`, the count and USD sum of the party's payouts
-/// created since then that still count: held, waiting, processing,
-/// completed or unresolved. One statement for every window.
+/// For each party `(owner, party, since)` and each window start in its
+/// `since`, the count and USD sum of the party's payouts created since
+/// then that still count: held, waiting, processing, completed or
+/// unresolved. `answer[i][w]` is party `i`'s usage since `since[w]`; a
+/// `None` window is not counted and reads `(0, 0)`. Every party must list
+/// the same number of windows.
+///
+/// One round trip for all the parties, and one pass over each party's
+/// payouts since its oldest window, however many windows there are. When
+/// no party has a window to count, nothing is read.
 pub async fn payout_usage(
     conn: &mut PgConnection,
-    owner: &str,
-    party_id: &str,
-    since: &[DateTime<Utc>],
-) -> Result<Vec<(i64, Decimal)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(i.id), coalesce(sum(i.usd_equivalent), 0)
-         FROM unnest($3::timestamptz[]) WITH ORDINALITY AS w(since, n)
-         LEFT JOIN intents i
-           ON i.kind = 'payout' AND i.owner = $1 AND i.party_id = $2 AND i.created_at >= w.since
-          AND i.state NOT IN ('failed', 'cancelled', 'rejected', 'expired')
-         GROUP BY w.n
-         ORDER BY w.n",
-    )
-    .bind(owner)
-    .bind(party_id)
-    .bind(since)
-    .fetch_all(conn)
-    .await
-}
-
-/// [`payout_usage`] for many parties at once (`parties[i]`: owner, party),
-/// with one round trip: `answer[i][w]` is party `i`'s count and USD sum
-/// since `since[w]`.
-pub async fn payout_usage_many(
-    conn: &mut PgConnection,
-    parties: &[(&str, &str)],
-    since: &[DateTime<Utc>],
+    parties: &[(&str, &str, &[Option<DateTime<Utc>>])],
 ) -> Result<Vec<Vec<(i64, Decimal)>>, sqlx::Error> {
-    let owners: Vec<&str> = parties.iter().map(|p| p.0).collect();
-    let ids: Vec<&str> = parties.iter().map(|p| p.1).collect();
-    let rows: Vec<(i64, i64, i64, Decimal)> = sqlx::query_as(
-        // Per party and window, as a lateral subquery: the party's own
-        // index range, whatever plan the prepared statement settles on.
-        "SELECT p.n, w.n, u.count, u.sum
-         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS p(owner, id, n)
-         CROSS JOIN unnest($3::timestamptz[]) WITH ORDINALITY AS w(since, n)
+    let windows = parties.first().map_or(0, |p| p.2.len());
+    assert!(
+        parties.iter().all(|p| p.2.len() == windows),
+        "every party lists the same windows"
+    );
+    let mut usage = vec![vec![(0, Decimal::ZERO); windows]; parties.len()];
+    let oldest: Vec<Option<DateTime<Utc>>> = parties.iter().map(|p| p.2.iter().flatten().min().copied()).collect();
+    if oldest.iter().all(Option::is_none) {
+        return Ok(usage);
+    }
+    // Per party, one lateral aggregate over its own index range from its
+    // oldest window on, with a filtered count and sum per window; the
+    // window starts come flattened, party by party.
+    let columns: Vec<String> = (1..=windows)
+        .map(|w| {
+            let since = format!("$4[(p.n - 1) * {windows} + {w}]");
+            format!(
+                "count(*) FILTER (WHERE i.created_at >= {since}), \
+                 coalesce(sum(i.usd_equivalent) FILTER (WHERE i.created_at >= {since}), 0)"
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT u.* FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS p(owner, id, oldest, n)
          CROSS JOIN LATERAL (
-             SELECT count(*) AS count, coalesce(sum(i.usd_equivalent), 0) AS sum
+             SELECT {}
              FROM intents i
-             WHERE i.kind = 'payout' AND i.owner = p.owner AND i.party_id = p.id AND i.created_at >= w.since
+             WHERE i.kind = 'payout' AND i.owner = p.owner AND i.party_id = p.id AND i.created_at >= p.oldest
                AND i.state NOT IN ('failed', 'cancelled', 'rejected', 'expired')
          ) AS u
-         ORDER BY p.n, w.n",
-    )
-    .bind(&owners)
-    .bind(&ids)
-    .bind(since)
-    .fetch_all(conn)
-    .await?;
-    let mut usage = vec![Vec::with_capacity(since.len()); parties.len()];
-    for (party, _, count, sum) in rows {
-        usage[party as usize - 1].push((count, sum));
+         ORDER BY p.n",
+        columns.join(", ")
+    );
+    let since: Vec<Option<DateTime<Utc>>> = parties.iter().flat_map(|p| p.2.iter().copied()).collect();
+    let rows = sqlx::query(&sql)
+        .bind(parties.iter().map(|p| p.0).collect::<Vec<&str>>())
+        .bind(parties.iter().map(|p| p.1).collect::<Vec<&str>>())
+        .bind(&oldest)
+        .bind(&since)
+        .fetch_all(conn)
+        .await?;
+    if rows.len() != parties.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "usage of {} parties read for {} asked",
+            rows.len(),
+            parties.len()
+        )));
+    }
+    for ((row, party), used) in rows.iter().zip(parties).zip(&mut usage) {
+        for (w, used) in used.iter_mut().enumerate() {
+            if party.2[w].is_some() {
+                *used = (row.try_get(2 * w)?, row.try_get(2 * w + 1)?);
+            }
+        }
     }
     Ok(usage)
 }

@@ -862,6 +862,83 @@ async fn payouts_admitted_together_each_see_the_holds_and_limits_of_those_before
     app.assert_ledger_balanced().await;
 }
 
+/// Moves the party's payouts `days` into the past, as if created then.
+async fn backdate_payouts(app: &TestApp, party: &str, days: i32) {
+    sqlx::query("UPDATE intents SET created_at = created_at - make_interval(days => $2) WHERE party_id = $1")
+        .bind(party)
+        .bind(days)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_tier_0_party_is_held_to_its_weekly_limit_by_the_payouts_of_earlier_days() {
+    use tuma::policy::Together;
+    let app = spawn_app().await;
+    // Tier 0: 100 USD a day, 300 a week. 3,150 KES (3,000 with fees) is
+    // 24.23 USD: four a day fit, and twelve in a week leave 9.24 USD.
+    app.set_party(&app.admin_key, "newcomer", 0).await;
+    app.fund(&app.admin_key, "newcomer", "100000", "KES").await;
+    for days in [2, 2, 2] {
+        for _ in 0..4 {
+            created(&app, &payout_from("newcomer", "3000")).await;
+        }
+        backdate_payouts(&app, "newcomer", days).await;
+    }
+    // Nothing today, so the daily limit has room; the week has not.
+    let response = create_payout(&app, &payout_from("newcomer", "3000")).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["limit"], "KYC tier 0 weekly", "{problem}");
+    assert_eq!(problem["used_usd"], "290.76", "{problem}");
+    // Admitted together, it is refused too (left to be refused alone).
+    let policy = tuma::policy::Policy::from_config(&app.config).unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let outcomes = policy
+        .admit_together(&app.engine, &mut tx, vec![payout_intent("newcomer", "3000")])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(matches!(outcomes[..], [Together::Alone]), "{outcomes:?}");
+
+    // A week on, the oldest four no longer count, and a failed payout
+    // never did: the week then holds 8 payouts less the failed one.
+    backdate_payouts(&app, "newcomer", 1).await;
+    sqlx::query(
+        "UPDATE intents SET state = 'failed' WHERE id = (
+             SELECT id FROM intents WHERE party_id = 'newcomer' ORDER BY created_at DESC LIMIT 1)",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let usage = {
+        let now = chrono::Utc::now();
+        let windows = [
+            Some(now - chrono::Duration::days(1)),
+            Some(now - chrono::Duration::days(7)),
+            None,
+            Some(now - chrono::Duration::days(30)),
+        ];
+        let mut conn = app.db.pool.acquire().await.unwrap();
+        tuma::store::policy::payout_usage(
+            &mut conn,
+            &[("shop", "newcomer", &windows), ("shop", "nobody", &windows)],
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        usage,
+        vec![
+            vec![(0, d("0")), (7, d("169.61")), (0, d("0")), (11, d("266.53"))],
+            vec![(0, d("0")); 4],
+        ]
+    );
+    created(&app, &payout_from("newcomer", "3000")).await;
+    app.assert_ledger_balanced().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_with_one_idempotency_key_make_one_payout() {
     let app = spawn_app().await;
