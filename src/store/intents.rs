@@ -259,9 +259,12 @@ pub async fn insert_intents(
     notify: bool,
 ) -> Result<Vec<Inserted>, sqlx::Error> {
     assert_eq!(rows.len(), moves.len(), "a first move, or none, per row");
+    // `(SELECT $N)` around the first array hides the batch's size from the
+    // planner, so one generic plan serves every batch; with the size in
+    // sight, every call looked cheaper planned afresh, and was.
     let sql = format!(
         "WITH input AS (
-             SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+             SELECT * FROM unnest((SELECT $3::uuid[]), $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                                   $9::numeric[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[],
                                   $15::text[], $16::jsonb[], $17::uuid[], $18::numeric[], $19::int2[], $20::text[],
                                   $21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[],
