@@ -6,6 +6,8 @@
 //! requires the lease to have run out under the same owner it read. So a
 //! late writer can never overwrite a job someone else has already moved on.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -278,7 +280,16 @@ pub async fn complete_many(
     node: &str,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
-    let (ids, seqs) = split(leases);
+    // Each job once, with its newest lease: a batch can hold an outcome of
+    // a run that lost its lease beside one of the run that claimed the job
+    // again, and `array_position` reads only a job's first entry. Leases
+    // only grow, so an older one can never match the row anyway.
+    let mut newest: BTreeMap<i64, i32> = BTreeMap::new();
+    for lease in leases {
+        let seq = newest.entry(lease.id).or_insert(lease.seq);
+        *seq = (*seq).max(lease.seq);
+    }
+    let (ids, seqs): (Vec<i64>, Vec<i32>) = newest.into_iter().unzip();
     let done = sqlx::query(
         "UPDATE tuma_jobs j
          SET state = 'completed', finished_at = coalesce($4, now()), locked_by = NULL, locked_until = NULL
