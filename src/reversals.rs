@@ -27,7 +27,7 @@ use crate::ledger::{self, AccountKey, LedgerError, Leg, Mode, NewTransfer};
 use crate::policy::Refusal;
 use crate::store::intents::{self, IntentRow};
 use crate::store::{c2b, loans as loan_store};
-use crate::workflow::engine::{Engine, EngineError, IntentTerms, NewIntent};
+use crate::workflow::engine::{parent_still_to_hear, Engine, EngineError, IntentTerms, NewIntent};
 
 /// A reversal asked for.
 #[derive(Debug, Clone)]
@@ -199,6 +199,18 @@ async fn find(
             ];
             (legs, mpesa.b2c_shortcode.clone())
         } else {
+            // A loan's paid reminder repays the loan in a job of its own,
+            // after the collection settles. Reversed before that job has
+            // run, the collection would be undone without its repayment,
+            // and the job would then repay from money the reversal holds.
+            // Checked before the repayment is looked for: once the job is
+            // done, its repayment is committed.
+            if parent_still_to_hear(tx, &intent).await? {
+                return Err(ReversalError::Conflict(format!(
+                    "collection {} is still being applied to its loan; try again in a minute",
+                    intent.id
+                )));
+            }
             let mut legs = undo(tx, &ledger::intent_key(intent.id), memo).await?;
             let source = format!("collection:{}", intent.id);
             if let Some(repayment) = loan_store::lock_repayment(tx, &source).await? {

@@ -119,14 +119,10 @@ pub async fn insert_job(
         if let Some((id, _)) = inserted {
             return Ok(EnqueueOutcome::Inserted(id));
         }
-        let existing: Option<JobId> = sqlx::query_scalar(
-            "SELECT id FROM tuma_jobs
-             WHERE unique_key = $1 AND state IN ('available', 'running')",
-        )
-        .bind(&job.unique_key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(id) = existing {
+        let Some(key) = job.unique_key.as_deref() else {
+            break;
+        };
+        if let Some(id) = live_by_unique_key(&mut *tx, key).await? {
             return Ok(EnqueueOutcome::Existing(id));
         }
     }
@@ -134,6 +130,14 @@ pub async fn insert_job(
         "unique job {:?} kept changing state during {UNIQUE_INSERT_ROUNDS} enqueue rounds",
         job.unique_key
     )))
+}
+
+/// The live (queued or running) job holding the unique `key`, if any.
+pub async fn live_by_unique_key(conn: &mut PgConnection, key: &str) -> Result<Option<JobId>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM tuma_jobs WHERE unique_key = $1 AND state IN ('available', 'running')")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Two CTEs for a statement that enqueues jobs along with its own writes:

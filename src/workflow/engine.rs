@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::model::{Timer, Workflow};
@@ -213,6 +213,24 @@ pub struct ChildSettled {
 
 impl JobArgs for ChildSettled {
     const KIND: &'static str = "intent.child_settled";
+}
+
+/// The unique key of the [`ChildSettled`] job of a child's move to a final
+/// state at `version`.
+fn child_settled_key(child_id: Uuid, version: i32) -> String {
+    format!("child:{child_id}:{version}")
+}
+
+/// Whether the parent of `child`, a final intent, has still to hear that
+/// it settled: its [`ChildSettled`] job is queued or running (or waiting
+/// to retry). Until then whatever the parent does with it, such as a
+/// loan's repayment from a paid reminder, is not written yet.
+pub async fn parent_still_to_hear(conn: &mut PgConnection, child: &IntentRow) -> Result<bool, sqlx::Error> {
+    if child.parent_id.is_none() {
+        return Ok(false);
+    }
+    let key = child_settled_key(child.id, child.state_version);
+    Ok(crate::runner::store::live_by_unique_key(conn, &key).await?.is_some())
 }
 
 #[derive(Clone)]
@@ -669,7 +687,7 @@ impl Engine {
                 child_id: id,
                 state: to.clone(),
             };
-            let job = NewJob::new(&settled).unique_key(format!("child:{id}:{version}"));
+            let job = NewJob::new(&settled).unique_key(child_settled_key(id, version));
             self.inner.jobs.enqueue(tx, &job).await?;
         }
         tracing::info!(intent_id = %id, from = intent.state, to, event = event.name, cause = event.cause.as_str(), "transition");

@@ -886,3 +886,100 @@ async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_th
     assert_eq!(line.kind, "c2b-validation");
     assert_eq!(line.provider_ids.as_deref(), Some(format!("c2b:{receipt}").as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_reminder_is_reversed_only_once_its_repayment_is_applied() {
+    let app = setup().await;
+    // Prompts to …005 wait for the test to answer them.
+    let (id, _) = active_loan(
+        &app,
+        "0712345005",
+        json!({ "installment_amount": "2500", "interval_days": 7 }),
+    )
+    .await;
+    app.advance(Duration::from_secs(7 * 86400));
+    sweep(&app).await;
+    app.run_jobs().await;
+    let reminder = loan(&app, &id).await["installments"][0]["reminder_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let checkout: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
+        .bind(&reminder)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    // The borrower pays the prompt. The collection completes; the loan's
+    // repayment from it is a job of its own that has not run yet.
+    app.sim.clone().unwrap().answer_prompt(&checkout, "0").await;
+    let state = |app: &TestApp| {
+        let reminder = reminder.clone();
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT state FROM intents WHERE id = $1::uuid")
+                .bind(&reminder)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(Duration::from_secs(10), "the reminder to complete", || async {
+        // One claim at a time, so nothing runs after the collection settles.
+        if state(&app).await != "completed" {
+            app.runner.work_once("default").await.unwrap();
+            app.runner.work_once("mpesa").await.unwrap();
+        }
+        state(&app).await == "completed"
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'intent.child_settled' AND state = 'available'")
+            .await,
+        1
+    );
+    let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+        .bind(&reminder)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let early = reverse(&app, &app.admin_key, &receipt).await;
+    assert_eq!(early.status(), StatusCode::CONFLICT);
+    let problem: Value = early.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("still being applied to its loan"),
+        "{problem}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM intents WHERE kind = 'reversal'").await,
+        0
+    );
+
+    // Once applied, the reversal takes the repayment back with the money.
+    app.run_jobs().await;
+    assert_eq!(loan(&app, &id).await["outstanding"], "2500.00");
+    let created = reverse(&app, &app.admin_key, &receipt).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let reversal_id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(Duration::from_secs(20), "the reversal to complete", || async {
+        app.run_jobs().await;
+        let view: Value = app
+            .get(&format!("/v1/reversals/{reversal_id}"), &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        view["state"] == "completed"
+    })
+    .await;
+    let view = loan(&app, &id).await;
+    assert_eq!(view["outstanding"], "5000.00", "{view}");
+    assert_eq!(view["repayments"][0]["reversed_by"], reversal_id.as_str());
+    app.assert_ledger_balanced().await;
+}
