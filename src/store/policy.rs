@@ -88,6 +88,10 @@ pub async fn use_quote(conn: &mut PgConnection, id: Uuid, intent_id: Uuid) -> Re
     Ok(())
 }
 
+/// A party whose payouts [`payout_usage`] counts: its owner, its id, and
+/// the start of each window (`None` for a window not counted).
+pub type PartyWindows<'a> = (&'a str, &'a str, &'a [Option<DateTime<Utc>>]);
+
 /// For each party `(owner, party, since)` and each window start in its
 /// `since`, the count and USD sum of the party's payouts created since
 /// then that still count: held, waiting, processing, completed or
@@ -100,7 +104,7 @@ pub async fn use_quote(conn: &mut PgConnection, id: Uuid, intent_id: Uuid) -> Re
 /// no party has a window to count, nothing is read.
 pub async fn payout_usage(
     conn: &mut PgConnection,
-    parties: &[(&str, &str, &[Option<DateTime<Utc>>])],
+    parties: &[PartyWindows<'_>],
 ) -> Result<Vec<Vec<(i64, Decimal)>>, sqlx::Error> {
     let windows = parties.first().map_or(0, |p| p.2.len());
     assert!(
