@@ -129,6 +129,17 @@ async fn pay_bill(app: &TestApp, msisdn: &str, amount: u64, reference: &str) -> 
     receipt
 }
 
+/// The borrower answers the STK prompt of the reminder collection
+/// `reminder` with their PIN.
+async fn pay_reminder(app: &TestApp, reminder: &str) {
+    let checkout: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
+        .bind(reminder)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    app.sim.clone().unwrap().answer_prompt(&checkout, "0").await;
+}
+
 /// Runs one loans sweep now (the cron entry's job).
 async fn sweep(app: &TestApp) {
     app.enqueue(&tuma::runner::NewJob::new(&tuma::loans::LoanSweep {}))
@@ -395,12 +406,7 @@ async fn a_missed_due_date_brings_a_reminder_overdue_then_back_to_active_when_pa
 
     // The borrower answers the prompt: the reminder repays the installment
     // and the loan is back to active.
-    let checkout: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
-        .bind(&reminder)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    app.sim.clone().unwrap().answer_prompt(&checkout, "0").await;
+    pay_reminder(&app, &reminder).await;
     let view = until_loan(&app, &id, "active").await;
     assert_eq!(view["outstanding"], "2500.00");
     let events: Vec<&str> = view["events"]
@@ -505,6 +511,21 @@ async fn reverse(app: &TestApp, key: &str, receipt: &str) -> reqwest::Response {
     .await
 }
 
+/// Works the queues until the reversal `id` has completed.
+async fn until_reversal_completed(app: &TestApp, id: &str) {
+    eventually(Duration::from_secs(20), "the reversal to complete", || async {
+        app.run_jobs().await;
+        let view: Value = app
+            .get(&format!("/v1/reversals/{id}"), &app.admin_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        view["state"] == "completed"
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversing_a_repayment_sends_the_money_back_and_reopens_the_loan() {
     let app = setup().await;
@@ -538,17 +559,7 @@ async fn reversing_a_repayment_sends_the_money_back_and_reopens_the_loan() {
         "one reversal per payment"
     );
 
-    eventually(Duration::from_secs(20), "the reversal to complete", || async {
-        app.run_jobs().await;
-        let view: Value = app
-            .get(&format!("/v1/reversals/{reversal_id}"), &app.admin_key)
-            .await
-            .json()
-            .await
-            .unwrap();
-        view["state"] == "completed"
-    })
-    .await;
+    until_reversal_completed(&app, &reversal_id).await;
     let view = until_loan(&app, &id, "active").await;
     assert_eq!(view["outstanding"], "5000.00");
     assert_eq!(view["repayments"][0]["reversed_by"], reversal_id.as_str());
@@ -904,15 +915,10 @@ async fn a_paid_reminder_is_reversed_only_once_its_repayment_is_applied() {
         .as_str()
         .unwrap()
         .to_owned();
-    let checkout: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
-        .bind(&reminder)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
 
     // The borrower pays the prompt. The collection completes; the loan's
     // repayment from it is a job of its own that has not run yet.
-    app.sim.clone().unwrap().answer_prompt(&checkout, "0").await;
+    pay_reminder(&app, &reminder).await;
     let state = |app: &TestApp| {
         let reminder = reminder.clone();
         let pool = app.db.pool.clone();
@@ -967,17 +973,7 @@ async fn a_paid_reminder_is_reversed_only_once_its_repayment_is_applied() {
         .as_str()
         .unwrap()
         .to_owned();
-    eventually(Duration::from_secs(20), "the reversal to complete", || async {
-        app.run_jobs().await;
-        let view: Value = app
-            .get(&format!("/v1/reversals/{reversal_id}"), &app.admin_key)
-            .await
-            .json()
-            .await
-            .unwrap();
-        view["state"] == "completed"
-    })
-    .await;
+    until_reversal_completed(&app, &reversal_id).await;
     let view = loan(&app, &id).await;
     assert_eq!(view["outstanding"], "5000.00", "{view}");
     assert_eq!(view["repayments"][0]["reversed_by"], reversal_id.as_str());
