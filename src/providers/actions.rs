@@ -299,7 +299,8 @@ async fn settle(ctx: &ActionContext, name: &'static str, direction: Direction, r
     let reply = match reply.outcome {
         Outcome::Failed { code, reason } if !refusal_is_final(ctx, name).await? => {
             tracing::warn!(%intent_id, provider = name, code,
-                "a re-send failed, but an earlier send may have reached the provider; it is not the intent's outcome");
+                "a re-send failed, but an earlier send may have reached the provider; \
+                 it is not the intent's outcome, the status polls decide");
             Reply {
                 outcome: Outcome::Unknown {
                     code,
@@ -308,11 +309,13 @@ async fn settle(ctx: &ActionContext, name: &'static str, direction: Direction, r
                 receipt: None,
             }
         }
-        outcome => Reply { outcome, ..reply },
+        outcome => {
+            if let Outcome::Unknown { code, .. } = &outcome {
+                tracing::warn!(%intent_id, provider = name, code, "unknown answer; the status polls decide");
+            }
+            Reply { outcome, ..reply }
+        }
     };
-    if let Outcome::Unknown { code, .. } = &reply.outcome {
-        tracing::warn!(%intent_id, provider = name, code, "unknown answer; the status polls decide");
-    }
     let events = events_for(direction, &reply);
     if events.is_empty() {
         return Ok(());
