@@ -122,9 +122,14 @@ impl JobClient {
     }
 
     /// Whether enqueueing `jobs` should notify (see [`Heard`]), for a
-    /// statement that inserts them itself (`store::jobs_cte`).
+    /// statement that inserts them itself (`store::jobs_cte`). Only jobs
+    /// runnable at once count: the statement notifies no queue for a job
+    /// that waits (a timer), so that queue is never heard, and counting it
+    /// would make every enqueue beside a timer notify.
     pub(crate) fn notify_for<'j>(&self, jobs: impl IntoIterator<Item = &'j NewJob>) -> bool {
-        jobs.into_iter().any(|job| !self.heard.fresh(&job.queue))
+        let now = self.clock.local_now();
+        jobs.into_iter()
+            .any(|job| job.runnable_by(now) && !self.heard.fresh(&job.queue))
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
@@ -204,6 +209,38 @@ mod tests {
         short.record("mpesa");
         std::thread::sleep(Duration::from_millis(5));
         assert!(!short.fresh("mpesa"), "past the debounce the next enqueue notifies");
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Probe {}
+
+    impl crate::runner::JobArgs for Probe {
+        const KIND: &'static str = "probe";
+    }
+
+    #[tokio::test]
+    async fn a_job_that_waits_does_not_make_its_neighbours_notify() {
+        let clock = crate::clock::ManualClock::starting_now();
+        let pool = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("a lazy pool");
+        let heard = Heard::new(Duration::from_secs(60));
+        let client = JobClient::new(pool, Clock::Manual(clock.clone())).with_heard(heard.clone());
+        heard.record("mpesa");
+        let submit = NewJob::new(&Probe {}).queue("mpesa");
+        // Nothing is ever heard on `default` from such jobs: the statement
+        // notifies only queues with a job runnable at once.
+        let timer = NewJob::new(&Probe {}).run_after(Duration::from_secs(30));
+        let later = NewJob::new(&Probe {}).run_at(clock.now() + chrono::TimeDelta::seconds(30));
+        assert!(
+            !client.notify_for([&submit, &timer, &later]),
+            "only the heard queue is runnable"
+        );
+
+        let due = NewJob::new(&Probe {}).run_at(clock.now());
+        assert!(
+            client.notify_for([&submit, &due]),
+            "a job due now on a queue not heard notifies"
+        );
+        assert!(client.notify_for([&timer, &NewJob::new(&Probe {})]));
     }
 
     #[test]

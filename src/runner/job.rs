@@ -95,6 +95,15 @@ impl NewJob {
         }
     }
 
+    /// Whether the job may run as soon as it is inserted at `now` (no
+    /// delay, no start in the future): only such a job notifies its queue.
+    pub(crate) fn runnable_by(&self, now: DateTime<Utc>) -> bool {
+        match self.run_at {
+            Some(at) => at <= now,
+            None => self.delay_ms <= 0,
+        }
+    }
+
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = queue.into();
         self
