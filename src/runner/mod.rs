@@ -96,6 +96,37 @@ pub(crate) struct Inner {
     cron: Vec<CronEntry>,
     /// Notifications this process's LISTEN connection heard, by queue.
     pub(crate) heard: Heard,
+    /// Other channels the LISTEN connection serves.
+    pub(crate) subscriptions: Vec<Subscription>,
+}
+
+/// A channel besides the job queues' that the runner's LISTEN connection
+/// listens on, and what to tell of it.
+#[derive(Clone)]
+pub struct Subscription {
+    pub channel: &'static str,
+    pub on: Arc<dyn Fn(ListenSignal<'_>) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Subscription`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenSignal<'a> {
+    /// The connection listens on the channel (again). Whatever was sent
+    /// while it did not is gone.
+    Listening,
+    /// A notification on the channel, with its payload.
+    Notified(&'a str),
+    /// The connection is lost or the runner stopped: nothing is heard
+    /// until the next `Listening`.
+    Deaf,
 }
 
 /// A queue's local state on this node.
@@ -161,6 +192,7 @@ impl Runner {
                 in_flight: Mutex::new(HashMap::new()),
                 queues,
                 cron: Vec::new(),
+                subscriptions: Vec::new(),
             }),
         })
     }
@@ -178,6 +210,15 @@ impl Runner {
         let mut inner =
             Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_heard before the runner is shared"));
         inner.heard = heard;
+        Runner { inner: Arc::new(inner) }
+    }
+
+    /// Also listens on `subscription.channel` and tells it what is heard
+    /// there, on the connection the job queues' notifications use.
+    pub fn with_subscription(self, subscription: Subscription) -> Runner {
+        let mut inner =
+            Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_subscription before the runner is shared"));
+        inner.subscriptions.push(subscription);
         Runner { inner: Arc::new(inner) }
     }
 

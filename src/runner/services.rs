@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::execute::Interrupt;
 use super::store;
 use super::store::{Lease, LeaseStatus};
-use super::Inner;
+use super::{Inner, ListenSignal};
 
 /// Most expired jobs one rescue statement moves; a pass repeats up to
 /// `RESCUE_ROUNDS` times, so a mass crash is cleaned up in a few ticks
@@ -154,33 +154,53 @@ pub(crate) async fn stats_once(inner: &Inner) -> Result<(), sqlx::Error> {
 /// Holds one LISTEN connection and wakes producers on each notification.
 /// Whenever the connection is (re)established every queue is woken, since
 /// notifications sent while it was down are gone; the producers' poll
-/// interval covers the gap until then.
+/// interval covers the gap until then. Subscriptions to other channels are
+/// told when the connection listens, what it hears, and when it is lost.
 async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
     let retry = Duration::from_millis(inner.config.poll_interval_ms);
+    let tell = |signal: ListenSignal<'_>| {
+        for subscription in &inner.subscriptions {
+            (subscription.on)(signal);
+        }
+    };
     while !stop.is_cancelled() {
         let connected = async {
             let mut listener = PgListener::connect_with(&inner.pool).await?;
-            listener.listen(store::NOTIFY_CHANNEL).await?;
+            let channels = inner.subscriptions.iter().map(|s| s.channel);
+            listener
+                .listen_all(std::iter::once(store::NOTIFY_CHANNEL).chain(channels))
+                .await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = match connected.await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "LISTEN connection failed; polling until it is back");
-                tokio::select! { () = tokio::time::sleep(retry) => continue, () = stop.cancelled() => return }
+                tokio::select! { () = tokio::time::sleep(retry) => continue, () = stop.cancelled() => break }
             }
         };
+        tell(ListenSignal::Listening);
         inner.wake_all();
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 received = listener.try_recv() => match received {
-                    Ok(Some(notification)) => {
+                    Ok(Some(notification)) if notification.channel() == store::NOTIFY_CHANNEL => {
                         inner.heard.record(notification.payload());
                         inner.wake(notification.payload());
                     }
-                    // The connection dropped; the next call reconnects.
-                    Ok(None) => inner.wake_all(),
+                    Ok(Some(notification)) => {
+                        let signal = ListenSignal::Notified(notification.payload());
+                        for subscription in inner.subscriptions.iter().filter(|s| s.channel == notification.channel()) {
+                            (subscription.on)(signal);
+                        }
+                    }
+                    // The connection dropped. A new one is made, so that
+                    // subscriptions hear when it listens again.
+                    Ok(None) => {
+                        tracing::warn!("LISTEN connection lost; reconnecting");
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "LISTEN connection lost");
                         break;
@@ -188,7 +208,10 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
                 },
             }
         }
+        tell(ListenSignal::Deaf);
+        inner.wake_all();
     }
+    tell(ListenSignal::Deaf);
 }
 
 /// Runs `step` every `interval` until `stop`; logs its errors.
