@@ -128,6 +128,8 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         .context("building the job runner")?
         .with_cron(cron)
         .with_heard(heard);
+    let keys = crate::api::KeyCache::new(std::time::Duration::from_secs(config.api.key_cache_s));
+    let runner = runner.with_subscription(keys.subscription());
     let payout_creates = crate::api::PayoutCreates::new(
         pool.clone(),
         engine.clone(),
@@ -147,6 +149,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         metrics: crate::telemetry::metrics_handle(),
         payout_creates,
         callbacks,
+        keys,
     };
     Ok(App { engine, runner, state })
 }

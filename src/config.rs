@@ -69,6 +69,9 @@ pub struct ApiConfig {
     pub group_creates: usize,
     /// Groups of payout creates admitted at the same time.
     pub group_lanes: usize,
+    /// Longest an API key is remembered between requests (revocations are
+    /// heard at once; see `api::key_cache`); 0 reads the key every time.
+    pub key_cache_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

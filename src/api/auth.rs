@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
+use super::key_cache::KeyCache;
 use super::problem::ApiError;
 use super::AppState;
 use crate::store::keys;
@@ -96,16 +97,31 @@ pub async fn create_key(pool: &PgPool, name: &str, owner: &str, scopes: &[Scope]
     Ok(key)
 }
 
-/// Finds the caller a key belongs to.
+/// Finds the caller a key belongs to, reading the key from the database.
 pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Caller, ApiError> {
-    let invalid = ApiError::Unauthorized("the API key is not valid");
-    let prefix = key
-        .strip_prefix(KEY_PREFIX)
+    let prefix = prefix_of(key)?;
+    verify(keys::by_prefix(pool, prefix).await?, key)
+}
+
+/// Finds the caller a key belongs to, remembered by `cache` or read.
+pub async fn authenticate_cached(cache: &KeyCache, pool: &PgPool, key: &str) -> Result<Caller, ApiError> {
+    let prefix = prefix_of(key)?;
+    verify(cache.by_prefix(pool, prefix).await?, key)
+}
+
+/// The prefix that finds a key's row: `tuma_<prefix>_<secret>`.
+fn prefix_of(key: &str) -> Result<&str, ApiError> {
+    key.strip_prefix(KEY_PREFIX)
         .and_then(|rest| rest.split_once('_'))
         .map(|(prefix, _)| prefix)
         .filter(|prefix| prefix.len() == 8 && prefix.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or(ApiError::Unauthorized("the API key is not valid"))?;
-    let row = keys::by_prefix(pool, prefix).await?.ok_or(invalid)?;
+        .ok_or(ApiError::Unauthorized("the API key is not valid"))
+}
+
+/// The caller, if `row` is a live key whose hash is the key's.
+fn verify(row: Option<keys::KeyRow>, key: &str) -> Result<Caller, ApiError> {
+    let invalid = ApiError::Unauthorized("the API key is not valid");
+    let row = row.ok_or(invalid)?;
     if !bool::from(row.key_hash.as_slice().ct_eq(&hash(key))) {
         return Err(ApiError::Unauthorized("the API key is not valid"));
     }
@@ -134,6 +150,6 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "send the API key as `Authorization: Bearer <key>`",
             ))?;
-        authenticate(&state.pool, key).await
+        authenticate_cached(&state.keys, &state.pool, key).await
     }
 }

@@ -7,6 +7,7 @@ mod body;
 mod callbacks;
 mod health;
 mod intents;
+pub mod key_cache;
 pub mod loans;
 mod money;
 pub mod openapi;
@@ -29,6 +30,7 @@ use utoipa::OpenApi;
 
 pub use auth::{authenticate, create_key, Caller, Scope, KEY_PREFIX};
 pub use callbacks::Inbox as CallbackInbox;
+pub use key_cache::KeyCache;
 pub use together::PayoutCreates;
 pub use validate::home_country;
 
@@ -53,6 +55,8 @@ pub struct AppState {
     pub payout_creates: PayoutCreates,
     /// Provider callbacks stored together.
     pub callbacks: callbacks::Inbox,
+    /// API keys remembered between requests.
+    pub keys: KeyCache,
 }
 
 /// Refuses a path or query carrying a percent-encoded control character

@@ -66,6 +66,9 @@ pub async fn revoke(
     let Some(name) = store::revoke(&state.pool, &prefix, state.engine.jobs().clock().sql_now()).await? else {
         return Err(ConsoleError::NotFound(format!("no live key with prefix {prefix}")));
     };
+    // Every node forgets the key when the revocation's notification
+    // arrives; this one need not wait for it.
+    state.keys.forget(&prefix);
     audit(&state, &posted.session, "revoke_key", Some(&prefix), "ok", Some(&name)).await?;
     Ok(Redirect::to("/console/keys").into_response())
 }

@@ -1,9 +1,12 @@
 //! Every route checks the API key and its scope.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::app::{payout_body, spawn_app};
+use crate::common::app::{payout_body, spawn_app, spawn_app_with};
+use crate::common::eventually;
 
 #[tokio::test]
 async fn requests_without_a_valid_key_are_unauthorized() {
@@ -146,4 +149,93 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
     let missing = app.get("/v1/nothing-here", &app.key).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(missing.headers()["content-type"], "application/problem+json");
+}
+
+/// The key's prefix: `tuma_<prefix>_<secret>`.
+fn prefix(key: &str) -> &str {
+    key.split('_').nth(1).unwrap()
+}
+
+#[tokio::test]
+async fn a_remembered_key_stops_working_as_soon_as_it_is_revoked_anywhere() {
+    // Remembered for an hour: only the revocation's notification can make
+    // the server forget the key within this test.
+    let app = spawn_app_with("[api]\nkey_cache_s = 3600").await;
+    let ok = |key: String| {
+        let app = &app;
+        async move { app.get("/v1/payouts", &key).await.status() }
+    };
+    assert_eq!(ok(app.key.clone()).await, StatusCode::OK);
+    assert!(
+        app.keys.is_empty(),
+        "nothing is remembered while no one listens for changes"
+    );
+
+    let running = app.runner.clone().start().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the key is remembered once changes are heard",
+        || async { ok(app.key.clone()).await == StatusCode::OK && app.keys.len() == 1 },
+    )
+    .await;
+
+    // Revoked by plain SQL, as another process or an operator would.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
+        .bind(prefix(&app.key))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the revoked key is refused", || async {
+        ok(app.key.clone()).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(app.keys.is_empty());
+
+    // The LISTEN connection is cut: everything remembered is forgotten, and
+    // keys are remembered again only once a new connection listens.
+    assert_eq!(ok(app.read_key.clone()).await, StatusCode::OK);
+    assert_eq!(app.keys.len(), 1);
+    let listener: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' LIMIT 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(listener)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "a new connection listens", || async {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        !pids.is_empty() && !pids.contains(&listener)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the keys were forgotten with the connection",
+        || async { app.keys.is_empty() },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "keys are remembered again", || async {
+        ok(app.read_key.clone()).await == StatusCode::OK && app.keys.len() == 1
+    })
+    .await;
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
+        .bind(prefix(&app.read_key))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the new connection hears revocations",
+        || async { ok(app.read_key.clone()).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+    running.shutdown().await;
 }

@@ -40,6 +40,8 @@ pub struct TestApp {
     pub provider_sim: Option<std::sync::Arc<dyn SimulatedProvider>>,
     /// The configuration the engine runs with.
     pub config: std::sync::Arc<tuma::config::Config>,
+    /// The API keys the server remembers.
+    pub keys: tuma::api::KeyCache,
 }
 
 /// Starts the API with the runner *not* started: tests move intents along
@@ -158,6 +160,7 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
     let other_admin = key("other-admin", "other-shop", &[Scope::Admin]).await;
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = state.config.clone();
+    let keys = state.keys.clone();
     let service = tuma::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
     let app = TestApp {
@@ -177,6 +180,7 @@ async fn start(config: tuma::config::Config, listener: tokio::net::TcpListener, 
         sim,
         provider_sim: None,
         config,
+        keys,
     };
     // The parties the intent tests pay out from: fully verified and funded,
     // so that those tests are about intents, not limits. Policy tests use
