@@ -6,10 +6,13 @@
 //! on each update or delete (a revocation, whoever makes it), and the
 //! runner's LISTEN connection tells the cache, which forgets that key. While
 //! that connection is down, or before it first listens, nothing is
-//! remembered and every request reads its key. A revocation therefore takes
-//! effect on every node as soon as its notification arrives (milliseconds
-//! after it commits); `api.key_cache_s` bounds how long any key is
-//! remembered even so.
+//! remembered and every request reads its key. The connection counts as
+//! listening only once a probe it sent itself has come back, and one that
+//! stops hearing its probes (every 5 s) is dropped as lost, so a connection
+//! that went silent without closing is noticed within about 10 s. A
+//! revocation therefore takes effect on every node as soon as its
+//! notification arrives (milliseconds after it commits); `api.key_cache_s`
+//! bounds how long any key is remembered even so.
 //!
 //! A key read from the database is remembered only if nothing was forgotten
 //! while it was being read: otherwise a read that began before a revocation

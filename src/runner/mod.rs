@@ -119,13 +119,14 @@ impl std::fmt::Debug for Subscription {
 /// What a [`Subscription`] is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenSignal<'a> {
-    /// The connection listens on the channel (again). Whatever was sent
-    /// while it did not is gone.
+    /// The connection listens on the channel (again), and has heard a
+    /// probe it sent itself come back. Whatever was sent while it did not
+    /// listen is gone.
     Listening,
     /// A notification on the channel, with its payload.
     Notified(&'a str),
-    /// The connection is lost or the runner stopped: nothing is heard
-    /// until the next `Listening`.
+    /// The connection is lost, stopped hearing its own probes, or the
+    /// runner stopped: nothing is heard until the next `Listening`.
     Deaf,
 }
 

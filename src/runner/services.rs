@@ -151,11 +151,19 @@ pub(crate) async fn stats_once(inner: &Inner) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// How often the LISTEN connection checks that it still hears: it sends
+/// itself a notification and must hear it back within the same time. A
+/// connection that went silent without closing (a half-open TCP session, a
+/// proxy that accepts LISTEN and never delivers) is thus dropped and made
+/// afresh within two intervals.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Holds one LISTEN connection and wakes producers on each notification.
 /// Whenever the connection is (re)established every queue is woken, since
 /// notifications sent while it was down are gone; the producers' poll
 /// interval covers the gap until then. Subscriptions to other channels are
-/// told when the connection listens, what it hears, and when it is lost.
+/// told when the connection hears (its first probe came back), what it
+/// hears, and when it is lost or stops hearing.
 async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
     let retry = Duration::from_millis(inner.config.poll_interval_ms);
     let tell = |signal: ListenSignal<'_>| {
@@ -166,9 +174,18 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let connected = async {
             let mut listener = PgListener::connect_with(&inner.pool).await?;
+            // A lost connection must be reported at once, not after sqlx
+            // has waited for a new one behind our back: until it is
+            // reported, subscriptions would trust a connection that hears
+            // nothing.
+            listener.eager_reconnect(false);
             let channels = inner.subscriptions.iter().map(|s| s.channel);
             listener
-                .listen_all(std::iter::once(store::NOTIFY_CHANNEL).chain(channels))
+                .listen_all(
+                    [store::NOTIFY_CHANNEL, store::PROBE_CHANNEL]
+                        .into_iter()
+                        .chain(channels),
+                )
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -179,15 +196,38 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
                 tokio::select! { () = tokio::time::sleep(retry) => continue, () = stop.cancelled() => break }
             }
         };
-        tell(ListenSignal::Listening);
+        let connected_at = Instant::now();
         inner.wake_all();
+        let mut probe = Probe::new(&inner.node, PROBE_INTERVAL);
+        let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hearing = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                _ = ticks.tick() => match probe.step(Instant::now()) {
+                    ProbeStep::Send(payload) => {
+                        if let Err(error) = store::notify(&inner.pool, store::PROBE_CHANNEL, &payload).await {
+                            // Not heard back in time, it drops the connection.
+                            tracing::warn!(%error, "could not send the LISTEN connection's probe");
+                        }
+                    }
+                    ProbeStep::Wait => {}
+                    ProbeStep::Lost => {
+                        tracing::warn!("LISTEN connection hears nothing; reconnecting");
+                        break;
+                    }
+                },
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) if notification.channel() == store::NOTIFY_CHANNEL => {
                         inner.heard.record(notification.payload());
                         inner.wake(notification.payload());
+                    }
+                    Ok(Some(notification)) if notification.channel() == store::PROBE_CHANNEL => {
+                        if probe.heard(notification.payload()) && !hearing {
+                            hearing = true;
+                            tell(ListenSignal::Listening);
+                        }
                     }
                     Ok(Some(notification)) => {
                         let signal = ListenSignal::Notified(notification.payload());
@@ -210,8 +250,72 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
         }
         tell(ListenSignal::Deaf);
         inner.wake_all();
+        // A connection that keeps dying at once is not remade in a tight loop.
+        if connected_at.elapsed() < retry && !stop.is_cancelled() {
+            tokio::select! { () = tokio::time::sleep(retry) => {}, () = stop.cancelled() => break }
+        }
     }
     tell(ListenSignal::Deaf);
+}
+
+/// What the LISTEN connection's probe does next.
+#[derive(Debug, PartialEq, Eq)]
+enum ProbeStep {
+    /// Send this payload on the probe channel.
+    Send(String),
+    /// The probe sent is not back yet, but still may be.
+    Wait,
+    /// The probe sent did not come back in time: the connection hears
+    /// nothing.
+    Lost,
+}
+
+/// Whether a LISTEN connection still hears: one probe at a time, sent on
+/// the probe channel with this node's name and a sequence number, must
+/// come back within `timeout`. Every node listens on that channel and
+/// ignores the others' probes.
+#[derive(Debug)]
+struct Probe {
+    node: String,
+    timeout: Duration,
+    sent: u64,
+    outstanding: Option<(u64, Instant)>,
+}
+
+impl Probe {
+    fn new(node: &str, timeout: Duration) -> Probe {
+        Probe {
+            node: node.to_owned(),
+            timeout,
+            sent: 0,
+            outstanding: None,
+        }
+    }
+
+    fn step(&mut self, now: Instant) -> ProbeStep {
+        match self.outstanding {
+            Some((_, at)) if now.saturating_duration_since(at) >= self.timeout => ProbeStep::Lost,
+            Some(_) => ProbeStep::Wait,
+            None => {
+                self.sent += 1;
+                self.outstanding = Some((self.sent, now));
+                ProbeStep::Send(format!("{} {}", self.node, self.sent))
+            }
+        }
+    }
+
+    /// Whether `payload` is the probe this connection waits for; if it is,
+    /// the next step sends another.
+    fn heard(&mut self, payload: &str) -> bool {
+        let Some((seq, _)) = self.outstanding else { return false };
+        let ours = payload
+            .rsplit_once(' ')
+            .is_some_and(|(node, n)| node == self.node && n.parse() == Ok(seq));
+        if ours {
+            self.outstanding = None;
+        }
+        ours
+    }
 }
 
 /// Runs `step` every `interval` until `stop`; logs its errors.
@@ -263,4 +367,33 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, stop: &CancellationToken) -> Vec<Joi
         }),
         tokio::spawn(listen(Arc::clone(inner), stop.clone())),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_that_does_not_come_back_in_time_means_the_connection_is_deaf() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut probe = Probe::new("node-a", timeout);
+
+        let ProbeStep::Send(first) = probe.step(start) else {
+            panic!("the first step sends a probe")
+        };
+        assert_eq!(probe.step(start + Duration::from_secs(4)), ProbeStep::Wait);
+        assert!(!probe.heard("node-b 1"), "another node's probe is not ours");
+        assert!(!probe.heard("node-a 7"), "nor is one we are not waiting for");
+        assert!(probe.heard(&first));
+        assert!(!probe.heard(&first), "a probe is heard once");
+
+        let ProbeStep::Send(second) = probe.step(start + Duration::from_secs(5)) else {
+            panic!("once heard, the next step sends another probe")
+        };
+        assert_ne!(first, second);
+        assert!(!probe.heard(&first), "a stale probe does not answer for the new one");
+        assert_eq!(probe.step(start + Duration::from_secs(9)), ProbeStep::Wait);
+        assert_eq!(probe.step(start + Duration::from_secs(10)), ProbeStep::Lost);
+    }
 }

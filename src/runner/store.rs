@@ -17,6 +17,19 @@ use crate::domain::JobId;
 
 /// The channel enqueues notify on; the payload is the queue name.
 pub const NOTIFY_CHANNEL: &str = "tuma_jobs";
+/// The channel each node's LISTEN connection sends itself probes on, to
+/// learn that it still hears (`services::listen`).
+pub const PROBE_CHANNEL: &str = "tuma_listen_probe";
+
+/// Sends `payload` on `channel`, outside any transaction.
+pub(crate) async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
 
 /// Bounded retries of the insert-or-find-existing loop for unique jobs: the
 /// existing job can finish between our conflict and our lookup, freeing the
