@@ -87,23 +87,16 @@ impl KeyCache {
 
     /// Forgets the key with `prefix` (`*`: every key).
     pub fn forget(&self, prefix: &str) {
-        let mut state = self.state();
-        state.generation += 1;
-        if prefix == "*" {
-            state.keys.clear();
-        } else {
-            state.keys.remove(prefix);
-        }
+        self.state().forget(prefix);
     }
 
     /// What the runner's LISTEN connection tells the cache.
     fn heard(&self, signal: ListenSignal<'_>) {
+        let mut state = self.state();
         match signal {
-            ListenSignal::Notified(prefix) => self.forget(prefix),
+            ListenSignal::Notified(prefix) => state.forget(prefix),
             ListenSignal::Listening | ListenSignal::Deaf => {
-                let mut state = self.state();
-                state.generation += 1;
-                state.keys.clear();
+                state.forget("*");
                 state.listening = signal == ListenSignal::Listening;
             }
         }
@@ -129,6 +122,17 @@ impl KeyCache {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.lock().expect("key cache mutex poisoned")
+    }
+}
+
+impl State {
+    fn forget(&mut self, prefix: &str) {
+        self.generation += 1;
+        if prefix == "*" {
+            self.keys.clear();
+        } else {
+            self.keys.remove(prefix);
+        }
     }
 }
 

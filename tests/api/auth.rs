@@ -156,6 +156,15 @@ fn prefix(key: &str) -> &str {
     key.split('_').nth(1).unwrap()
 }
 
+/// Revokes `key` by plain SQL, as another process or an operator would.
+async fn revoke_by_sql(pool: &sqlx::PgPool, key: &str) {
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
+        .bind(prefix(key))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_remembered_key_stops_working_as_soon_as_it_is_revoked_anywhere() {
     // Remembered for an hour: only the revocation's notification can make
@@ -180,11 +189,7 @@ async fn a_remembered_key_stops_working_as_soon_as_it_is_revoked_anywhere() {
     .await;
 
     // Revoked by plain SQL, as another process or an operator would.
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
-        .bind(prefix(&app.key))
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    revoke_by_sql(&app.db.pool, &app.key).await;
     eventually(Duration::from_secs(10), "the revoked key is refused", || async {
         ok(app.key.clone()).await == StatusCode::UNAUTHORIZED
     })
@@ -226,11 +231,7 @@ async fn a_remembered_key_stops_working_as_soon_as_it_is_revoked_anywhere() {
         ok(app.read_key.clone()).await == StatusCode::OK && app.keys.len() == 1
     })
     .await;
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
-        .bind(prefix(&app.read_key))
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    revoke_by_sql(&app.db.pool, &app.read_key).await;
     eventually(
         Duration::from_secs(10),
         "the new connection hears revocations",
