@@ -99,20 +99,24 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         &mut registry,
     );
     registry.register(crate::notify::WebhookWorker::new());
-    registry.register(crate::providers::callbacks::ProviderCallbackWorker::new(
-        crate::providers::callbacks::ProviderCallbacks {
+    // Each kind of callback has a job over the callbacks stored together,
+    // and a job for one callback (what a group leaves for later).
+    let (alone, groups) =
+        crate::providers::callbacks::ProviderCallbackWorker::new(crate::providers::callbacks::ProviderCallbacks {
             engine: engine.clone(),
             adapters: providers.adapters.clone(),
-        },
-    ));
-    registry.register(crate::providers::mpesa::callbacks::CallbackWorker::new(
-        crate::providers::mpesa::callbacks::Callbacks {
+        });
+    registry.register(alone);
+    registry.register(groups);
+    let (alone, groups) =
+        crate::providers::mpesa::callbacks::CallbackWorker::new(crate::providers::mpesa::callbacks::Callbacks {
             engine: engine.clone(),
             balance_token: config.mpesa.as_ref().map(crate::providers::mpesa::balance_token),
             c2b_token: config.mpesa.as_ref().map(crate::providers::mpesa::c2b_token),
             loans: loans.clone(),
-        },
-    ));
+        });
+    registry.register(alone);
+    registry.register(groups);
     let cron = crate::jobs::cron_entries(&config.cron, mpesa.is_some())
         .map_err(|e| anyhow::anyhow!("invalid configuration: cron: {e}"))?;
     if let Some(client) = &mpesa {

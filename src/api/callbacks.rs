@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use super::AppState;
 use crate::providers::mpesa::c2b;
 use crate::providers::mpesa::c2b_token;
-use crate::providers::mpesa::callbacks::{validate, ProcessCallback, KINDS};
+use crate::providers::mpesa::callbacks::{validate, ProcessCallbacks, KINDS};
 use crate::providers::mpesa::wire::C2bNotice;
 use crate::runner::{Batcher, JobClient, NewJob};
 use crate::store::inbox::{self, NewCallback};
@@ -118,8 +118,8 @@ pub async fn mpesa(
             remote,
             settled,
         },
-        // The job's inbox id is filled in by the statement that stores the row.
-        NewJob::new(&ProcessCallback { inbox_id: 0 }),
+        // The job's inbox ids are filled in by the statement that stores the rows.
+        NewJob::new(&ProcessCallbacks::default()),
     );
     match stored.await {
         Err(error) => {
@@ -188,8 +188,8 @@ pub async fn provider(
             remote,
             settled,
         },
-        // The job's inbox id is filled in by the statement that stores the row.
-        NewJob::new(&crate::providers::callbacks::ProcessProviderCallback { inbox_id: 0 }),
+        // The job's inbox ids are filled in by the statement that stores the rows.
+        NewJob::new(&crate::providers::callbacks::ProcessProviderCallbacks::default()),
     );
     let (status, ack) = match stored.await {
         Err(error) => {
@@ -206,8 +206,6 @@ pub async fn provider(
     (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(ack)).into_response()
 }
 
-/// Stores a callback and, unless it is settled already, enqueues `process`
-/// for it: one statement, so one round trip and its own commit.
 /// A callback as it reached one of the handlers.
 struct Received<'a> {
     provider: &'static str,
@@ -223,8 +221,8 @@ struct Received<'a> {
 }
 
 /// Counts a callback, stores it (its kind and token cut to what the inbox
-/// keeps) and, unless it is settled already, enqueues `process` for it, by
-/// way of [`Inbox`]. Returns the inbox id once it is committed.
+/// keeps) and, unless it is settled already, has `process` (a job over a
+/// group of callbacks) enqueued for it, by way of [`Inbox`]. Returns the inbox id once it is committed.
 async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Result<i64, String> {
     let Received {
         provider,
@@ -264,8 +262,9 @@ const GROUP: usize = 128;
 const LANES: usize = 2;
 
 /// The callback inbox of one node: callbacks that arrive while a group is
-/// being stored form the next group, stored and their jobs enqueued by one
-/// statement (group commit). A provider hears "received" only once its
+/// being stored form the next group, stored by one statement (group
+/// commit) that also enqueues one job to process the group's callbacks of
+/// each kind. A provider hears "received" only once its
 /// callback's group committed, as when each was stored alone; a lone
 /// callback is a group of one and goes at once.
 #[derive(Clone)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adapter::{Adapter, CallbackReport};
 use super::Outcome;
-use crate::runner::{Batcher, JobArgs, JobContext, JobError, Worker};
+use crate::runner::{Batcher, JobArgs, JobContext, JobError, NewJob, Worker};
 use crate::store::intents::IntentRow;
 use crate::store::{inbox, intents};
 use crate::workflow::engine::{Applied, Cause, Engine, Event};
@@ -36,6 +36,9 @@ pub(crate) fn awaits_its_request(intent: &IntentRow) -> bool {
 
 /// Most callbacks one batch applies together.
 const CALLBACK_BATCH: usize = 64;
+/// Most groups of callbacks one batch handles together (a group holds up
+/// to 128 callbacks, most far fewer).
+const GROUP_BATCH: usize = 8;
 /// Batches of one callback kind in progress at once on a node.
 const CALLBACK_LANES: usize = 2;
 
@@ -50,13 +53,22 @@ impl JobArgs for ProcessProviderCallback {
     const KIND: &'static str = "callback.provider";
 }
 
+/// Job arguments: process the callbacks of adapter providers stored
+/// together (one job for a group, see [`inbox::insert_and_enqueue`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessProviderCallbacks {
+    pub inbox_ids: Vec<i64>,
+}
+
+impl JobArgs for ProcessProviderCallbacks {
+    const KIND: &'static str = "callback.provider.group";
+}
+
 /// What processing adapter providers' callbacks needs.
 pub struct ProviderCallbacks {
     pub engine: Engine,
     pub adapters: BTreeMap<String, Arc<dyn Adapter>>,
 }
-
-type Item = (JobContext, ProcessProviderCallback);
 
 /// The job processing a stored callback of an adapter provider. Callback
 /// jobs running at the same time on this node are handled together
@@ -67,44 +79,87 @@ pub struct ProviderCallbackWorker {
     jobs: CallbackJobs<ProcessProviderCallback>,
 }
 
+/// The job processing a group of adapter providers' callbacks stored
+/// together ([`CallbackGroups`]).
+pub struct ProviderCallbackGroupWorker {
+    groups: CallbackGroups,
+}
+
 impl ProviderCallbackWorker {
-    pub fn new(callbacks: ProviderCallbacks) -> ProviderCallbackWorker {
-        ProviderCallbackWorker {
-            jobs: CallbackJobs::new("callbacks.provider", callbacks),
-        }
+    /// The worker of single callbacks' jobs, and that of groups' jobs.
+    pub fn new(callbacks: ProviderCallbacks) -> (ProviderCallbackWorker, ProviderCallbackGroupWorker) {
+        let callbacks = Arc::new(callbacks);
+        (
+            ProviderCallbackWorker {
+                jobs: CallbackJobs::new("callbacks.provider", Arc::clone(&callbacks)),
+            },
+            ProviderCallbackGroupWorker {
+                groups: CallbackGroups::new("callback_groups.provider", callbacks),
+            },
+        )
     }
 }
 
-/// How one kind of callback job is processed: a batch's common cases
+impl Worker for ProviderCallbackGroupWorker {
+    type Args = ProcessProviderCallbacks;
+
+    async fn work(&self, ctx: JobContext, args: ProcessProviderCallbacks) -> Result<(), JobError> {
+        self.groups.run(ctx, args.inbox_ids).await
+    }
+}
+
+/// How one kind of callback is processed: the common cases of many
 /// together, or one callback, whatever it is.
 pub(crate) trait CallbackProcessing: Send + Sync + 'static {
-    type Args: Send + 'static;
+    type Args: Send + Sync + 'static;
 
-    /// What of the batch `items` can be settled in one transaction
-    /// ([`apply_batch`]).
-    fn together(&self, items: &[(JobContext, Self::Args)]) -> impl Future<Output = Result<BatchDone, JobError>> + Send;
+    /// The inbox row a single callback's job is about.
+    fn inbox_id(args: &Self::Args) -> i64;
+
+    /// The job that processes the callback `inbox_id` on its own.
+    fn alone(inbox_id: i64) -> NewJob;
+
+    fn engine(&self) -> &Engine;
+
+    /// Of the callbacks `rows` (read in `tx`; `None` where a row is gone),
+    /// those a batch can apply, their intents locked in `tx`; each
+    /// [`Ready::item`] is the callback's place in `rows`.
+    fn ready<'r>(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: &'r [Option<inbox::InboxRow>],
+    ) -> impl Future<Output = Result<Vec<Ready<'r>>, JobError>> + Send;
 
     /// One callback on its own.
     fn one(&self, ctx: JobContext, args: Self::Args) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
-/// Callback jobs of one kind running at the same time on this node, handed
-/// to `processing` together ([`Batcher`]): a batch of more than one goes
-/// through [`CallbackProcessing::together`] first, and [`many`] answers
-/// each job.
+/// The inbox rows `ids`, in that order (`None` where one is gone).
+async fn read_rows(tx: &mut sqlx::PgConnection, ids: &[i64]) -> Result<Vec<Option<inbox::InboxRow>>, sqlx::Error> {
+    let mut rows: HashMap<i64, inbox::InboxRow> = inbox::get_many(tx, ids)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    Ok(ids.iter().map(|id| rows.remove(id)).collect())
+}
+
+/// Single callbacks' jobs of one kind running at the same time on this
+/// node, handed to `processing` together ([`Batcher`]): a batch of more
+/// than one has its common cases applied in one transaction first
+/// ([`singles_together`]), and [`many`] answers each job.
 pub(crate) struct CallbackJobs<A> {
     batcher: Batcher<(JobContext, A), Result<(), JobError>>,
 }
 
-impl<A: Send + 'static> CallbackJobs<A> {
-    pub(crate) fn new<C: CallbackProcessing<Args = A>>(name: &'static str, processing: C) -> CallbackJobs<A> {
-        let processing = Arc::new(processing);
+impl<A: Send + Sync + 'static> CallbackJobs<A> {
+    pub(crate) fn new<C: CallbackProcessing<Args = A>>(name: &'static str, processing: Arc<C>) -> CallbackJobs<A> {
         CallbackJobs {
             batcher: Batcher::new(name, CALLBACK_BATCH, CALLBACK_LANES, move |items| {
                 let processing = Arc::clone(&processing);
                 async move {
                     let together = if items.len() > 1 {
-                        Some(processing.together(&items).await)
+                        Some(singles_together(processing.as_ref(), &items).await)
                     } else {
                         None
                     };
@@ -122,6 +177,134 @@ impl<A: Send + 'static> CallbackJobs<A> {
             .await
             .unwrap_or_else(|e| Err(JobError::retryable(e)))
     }
+}
+
+/// The common cases of a batch of single callbacks' jobs, applied in one
+/// transaction.
+async fn singles_together<C: CallbackProcessing>(
+    processing: &C,
+    items: &[(JobContext, C::Args)],
+) -> Result<BatchDone, JobError> {
+    let mut tx = items[0].0.pool().begin().await?;
+    let ids: Vec<i64> = items.iter().map(|(_, args)| C::inbox_id(args)).collect();
+    let rows = read_rows(&mut tx, &ids).await?;
+    let ready = processing.ready(&mut tx, &rows).await?;
+    let jobs: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
+    apply_batch(processing.engine(), tx, &jobs, ready).await
+}
+
+/// Jobs over groups of callbacks (the callbacks stored together, one job
+/// for them all) running at the same time on this node, handled together
+/// ([`Batcher`]): in one transaction, the groups' jobs are completed, the
+/// common cases of all their callbacks applied ([`apply_in`]), and every
+/// other callback given its own job (the one-at-a-time path, which also
+/// waits for a request not yet recorded). Should that fail, a second
+/// transaction gives every callback of the groups its own job.
+pub(crate) struct CallbackGroups {
+    batcher: Batcher<(JobContext, Vec<i64>), Result<(), JobError>>,
+}
+
+impl CallbackGroups {
+    pub(crate) fn new<C: CallbackProcessing>(name: &'static str, processing: Arc<C>) -> CallbackGroups {
+        CallbackGroups {
+            batcher: Batcher::new(name, GROUP_BATCH, CALLBACK_LANES, move |items| {
+                let processing = Arc::clone(&processing);
+                async move {
+                    let held = match groups_together(processing.as_ref(), &items).await {
+                        Ok(held) => Ok(held),
+                        Err(error) => {
+                            metrics::counter!("tuma_batch_fallbacks_total", "batch" => name).increment(1);
+                            tracing::warn!(%error, batch = name, groups = items.len(), "a batch of callback groups rolled back; each callback gets its own job");
+                            groups_apart::<C>(processing.as_ref(), &items).await
+                        }
+                    };
+                    match held {
+                        Ok(held) => held
+                            .into_iter()
+                            .map(|held| {
+                                if held {
+                                    Ok(())
+                                } else {
+                                    Err(JobError::retryable(
+                                        "the job is no longer leased to this node; its work was left out",
+                                    ))
+                                }
+                            })
+                            .collect(),
+                        Err(error) => items.iter().map(|_| Err(error.clone())).collect(),
+                    }
+                }
+                .boxed()
+            }),
+        }
+    }
+
+    /// Processes one group job's callbacks, with whatever runs beside it.
+    pub(crate) async fn run(&self, ctx: JobContext, inbox_ids: Vec<i64>) -> Result<(), JobError> {
+        self.batcher
+            .run((ctx, inbox_ids))
+            .await
+            .unwrap_or_else(|e| Err(JobError::retryable(e)))
+    }
+}
+
+/// The callbacks of the groups `items` this node still holds, and which
+/// it holds: the groups' jobs completed in `tx`.
+async fn held_callbacks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    items: &[(JobContext, Vec<i64>)],
+) -> Result<(Vec<bool>, Vec<i64>), JobError> {
+    let contexts: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
+    let held = JobContext::complete_all_in(tx, &contexts).await?;
+    let ids = items
+        .iter()
+        .zip(&held)
+        .filter(|(_, held)| **held)
+        .flat_map(|((_, ids), _)| ids.iter().copied())
+        .collect();
+    Ok((held, ids))
+}
+
+/// [`CallbackGroups`]' one transaction: says which groups' jobs were held.
+async fn groups_together<C: CallbackProcessing>(
+    processing: &C,
+    items: &[(JobContext, Vec<i64>)],
+) -> Result<Vec<bool>, JobError> {
+    let mut tx = items[0].0.pool().begin().await?;
+    let (held, ids) = held_callbacks(&mut tx, items).await?;
+    let rows = read_rows(&mut tx, &ids).await?;
+    let ready = processing.ready(&mut tx, &rows).await?;
+    let (done, counted) = apply_in(processing.engine(), &mut tx, None, ready).await?;
+    let mut applied = vec![false; ids.len()];
+    for i in done.applied {
+        applied[i] = true;
+    }
+    let alone: Vec<NewJob> = ids
+        .iter()
+        .zip(&applied)
+        .filter(|(_, applied)| !**applied)
+        .map(|(&id, _)| C::alone(id))
+        .collect();
+    processing.engine().jobs().enqueue_many(&mut tx, &alone).await?;
+    tx.commit().await?;
+    for (row, outcome) in counted {
+        count(row, outcome);
+    }
+    Ok(held)
+}
+
+/// [`CallbackGroups`]' fallback: every callback of the groups held gets
+/// its own job.
+async fn groups_apart<C: CallbackProcessing>(
+    processing: &C,
+    items: &[(JobContext, Vec<i64>)],
+) -> Result<Vec<bool>, JobError> {
+    let mut tx = items[0].0.pool().begin().await?;
+    let (held, ids) = held_callbacks(&mut tx, items).await?;
+    let alone: Vec<NewJob> = ids.into_iter().map(C::alone).collect();
+    processing.engine().jobs().enqueue_many(&mut tx, &alone).await?;
+    tx.commit().await?;
+    Ok(held)
 }
 
 /// Where a callback stands once its intent is looked up.
@@ -190,19 +373,27 @@ where
 impl CallbackProcessing for ProviderCallbacks {
     type Args = ProcessProviderCallback;
 
-    /// The batch's final words on known, recorded requests, applied in one
-    /// transaction.
-    async fn together(&self, items: &[Item]) -> Result<BatchDone, JobError> {
-        let mut tx = items[0].0.pool().begin().await?;
-        let ids: Vec<i64> = items.iter().map(|(_, args)| args.inbox_id).collect();
-        let rows: HashMap<i64, inbox::InboxRow> = inbox::get_many(&mut tx, &ids)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
+    fn inbox_id(args: &ProcessProviderCallback) -> i64 {
+        args.inbox_id
+    }
+
+    fn alone(inbox_id: i64) -> NewJob {
+        NewJob::new(&ProcessProviderCallback { inbox_id })
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The final words on known, recorded requests.
+    async fn ready<'r>(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: &'r [Option<inbox::InboxRow>],
+    ) -> Result<Vec<Ready<'r>>, JobError> {
         let mut parsed = Vec::new();
-        for (item, (_, args)) in items.iter().enumerate() {
-            let Some(row) = rows.get(&args.inbox_id) else { continue };
+        for (item, row) in rows.iter().enumerate() {
+            let Some(row) = row else { continue };
             let Some(adapter) = self.adapters.get(&row.provider) else {
                 continue;
             };
@@ -220,7 +411,7 @@ impl CallbackProcessing for ProviderCallbacks {
             parsed.push((item, row, adapter.name(), by_request, report));
         }
         if parsed.is_empty() {
-            return Ok(BatchDone::default());
+            return Ok(Vec::new());
         }
         let tokens: Vec<&str> = parsed
             .iter()
@@ -234,7 +425,7 @@ impl CallbackProcessing for ProviderCallbacks {
             .collect();
         let mut by_token = HashMap::new();
         let mut by_request = HashMap::new();
-        for intent in intents::lock_for_callbacks(&mut tx, &tokens, &requests).await? {
+        for intent in intents::lock_for_callbacks(tx, &tokens, &requests).await? {
             if let Some(reference) = &intent.provider_ref {
                 by_request.insert((intent.provider.clone(), reference.clone()), intent.clone());
             }
@@ -273,8 +464,7 @@ impl CallbackProcessing for ProviderCallbacks {
                 actor: &row.provider,
             });
         }
-        let jobs: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
-        apply_batch(&self.engine, tx, &jobs, ready).await
+        Ok(ready)
     }
 
     /// One callback, whatever it is.
@@ -479,23 +669,42 @@ pub(crate) struct BatchDone {
     pub lease_lost: Vec<usize>,
 }
 
-/// Applies `ready` callbacks in `tx`, and commits: what the
-/// one-at-a-time path does for the common case (an outcome applied or
-/// rejected), with the reads and bookkeeping of the whole batch done by
-/// one statement each, and one commit. `jobs[i]` is the job of the batch's
-/// `i`th callback.
-///
-/// What the batch leaves out, the one-at-a-time path does after it: a
-/// second callback for an intent already in the batch, a duplicate of an
-/// earlier callback (marked as such there), a job no longer leased here.
-/// An error rolls all of it back; the caller then processes each callback
-/// on its own.
+/// Applies `ready` callbacks in `tx`, and commits: [`apply_in`], each
+/// callback's job completed with it. `jobs[i]` is the job of the batch's
+/// `i`th callback. An error rolls all of it back; the caller then
+/// processes each callback on its own.
 pub(crate) async fn apply_batch(
     engine: &Engine,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     jobs: &[&JobContext],
     ready: Vec<Ready<'_>>,
 ) -> Result<BatchDone, JobError> {
+    let (done, counted) = apply_in(engine, &mut tx, Some(jobs), ready).await?;
+    tx.commit().await?;
+    for (row, outcome) in counted {
+        count(row, outcome);
+    }
+    Ok(done)
+}
+
+/// Applies `ready` callbacks in `tx`: what the one-at-a-time path does for
+/// the common case (an outcome applied or rejected), with the reads and
+/// bookkeeping of the whole batch done by one statement each. With `jobs`
+/// (`jobs[i]` the job of the batch's `i`th callback), each applied
+/// callback's job is completed too, and one no longer leased here is left
+/// out; without, the caller has its jobs in hand. Returns what was
+/// settled, and each settled callback's row and outcome, to be counted
+/// once committed.
+///
+/// What the batch leaves out, the one-at-a-time path does after it: a
+/// second callback for an intent already in the batch, a duplicate of an
+/// earlier callback (marked as such there), a job no longer leased here.
+pub(crate) async fn apply_in<'a>(
+    engine: &Engine,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: Option<&[&JobContext]>,
+    ready: Vec<Ready<'a>>,
+) -> Result<(BatchDone, Vec<(&'a inbox::InboxRow, &'static str)>), JobError> {
     let mut seen_intents = std::collections::HashSet::new();
     let mut seen_keys = std::collections::HashSet::new();
     let mut ready: Vec<Ready<'_>> = ready
@@ -510,7 +719,7 @@ pub(crate) async fn apply_batch(
             .map(|r| (r.row.provider.as_str(), r.dedupe_key.as_str()))
             .collect();
         let ids: Vec<i64> = ready.iter().map(|r| r.row.id).collect();
-        let earlier = inbox::applied_keys(&mut tx, &keys, &ids).await?;
+        let earlier = inbox::applied_keys(tx, &keys, &ids).await?;
         ready.retain(|r| {
             !earlier
                 .iter()
@@ -519,10 +728,15 @@ pub(crate) async fn apply_batch(
     }
     let mut done = BatchDone::default();
     if ready.is_empty() {
-        return Ok(done);
+        return Ok((done, Vec::new()));
     }
-    let contexts: Vec<&JobContext> = ready.iter().map(|r| jobs[r.item]).collect();
-    let held = JobContext::complete_all_in(&mut tx, &contexts).await?;
+    let held = match jobs {
+        Some(jobs) => {
+            let contexts: Vec<&JobContext> = ready.iter().map(|r| jobs[r.item]).collect();
+            JobContext::complete_all_in(tx, &contexts).await?
+        }
+        None => vec![true; ready.len()],
+    };
     let mut ready: Vec<Ready<'_>> = ready
         .into_iter()
         .zip(held)
@@ -561,7 +775,7 @@ pub(crate) async fn apply_batch(
             (r.intent.clone(), event)
         })
         .collect();
-    let applied = engine.apply_many(&mut tx, moves).await.map_err(JobError::retryable)?;
+    let applied = engine.apply_many(tx, moves).await.map_err(JobError::retryable)?;
     let refused_receipts: Vec<(uuid::Uuid, &str)> = ready
         .iter()
         .zip(&applied)
@@ -570,7 +784,7 @@ pub(crate) async fn apply_batch(
             _ => None,
         })
         .collect();
-    intents::set_receipts(&mut tx, &refused_receipts).await?;
+    intents::set_receipts(tx, &refused_receipts).await?;
     let mut finished = Vec::with_capacity(ready.len());
     for (r, applied) in ready.iter().zip(applied) {
         let (outcome, detail) = match applied {
@@ -593,13 +807,13 @@ pub(crate) async fn apply_batch(
             detail: detail.as_deref(),
         })
         .collect();
-    inbox::finish_many(&mut tx, &rows).await?;
-    tx.commit().await?;
-    for (item, row, _, outcome, _) in &finished {
-        count(row, outcome);
-        done.applied.push(*item);
+    inbox::finish_many(tx, &rows).await?;
+    let mut counted = Vec::with_capacity(finished.len());
+    for (item, row, _, outcome, _) in finished {
+        counted.push((row, outcome));
+        done.applied.push(item);
     }
-    Ok(done)
+    Ok((done, counted))
 }
 
 /// The order in which a batch settles its intents: by the account settling

@@ -29,26 +29,54 @@ pub struct NewCallback {
     /// Set when the callback is not to be processed at all: then `process`
     /// is not enqueued.
     pub outcome: Option<&'static str>,
-    /// Its `inbox_id` argument is set to the stored row's id.
+    /// A job over a group of callbacks: its `inbox_ids` argument is set to
+    /// the stored rows' ids of every callback of the group that names the
+    /// same job kind and queue (one job for them all).
     pub process: NewJob,
 }
 
-/// Stores `callbacks` and enqueues each one's `process` job (unless it is
-/// settled already) with one statement: one round trip and one commit for
-/// all. Returns the stored rows' ids, in the callbacks' order.
+/// Stores `callbacks` and enqueues their processing (of those not settled
+/// already) with one statement: one round trip and one commit for all.
+/// Callbacks whose `process` jobs are of one kind and queue share one job,
+/// its `inbox_ids` their rows' ids in the callbacks' order (the first such
+/// callback's job gives the options). Returns the stored rows' ids, in the
+/// callbacks' order.
 pub async fn insert_and_enqueue(
     pool: &PgPool,
     callbacks: &[NewCallback],
     notify: bool,
     now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<Vec<i64>, sqlx::Error> {
+    // One job per kind and queue, and for each callback the place (from 1)
+    // of the job that processes it.
+    let mut jobs: Vec<NewJob> = Vec::new();
+    let mut job_of: Vec<Option<i64>> = Vec::with_capacity(callbacks.len());
+    for callback in callbacks {
+        if callback.outcome.is_some() {
+            job_of.push(None);
+            continue;
+        }
+        let process = &callback.process;
+        let place = match jobs
+            .iter()
+            .position(|j| j.kind == process.kind && j.queue == process.queue)
+        {
+            Some(i) => i,
+            None => {
+                jobs.push(process.clone());
+                jobs.len() - 1
+            }
+        };
+        job_of.push(Some(place as i64 + 1));
+    }
     // The ids are drawn first, in the callbacks' order, so that each job
-    // can name its own row.
+    // can name its own rows.
     let sql = format!(
         "WITH wanted AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[])
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[],
+                                  $9::int8[])
                  WITH ORDINALITY
-                 AS w(cb_provider, cb_kind, cb_token, cb_body, cb_parse_error, cb_remote_addr, cb_outcome, n)
+                 AS w(cb_provider, cb_kind, cb_token, cb_body, cb_parse_error, cb_remote_addr, cb_outcome, cb_job, n)
          ), ids AS (
              SELECT n, nextval(pg_get_serial_sequence('callback_inbox', 'id')) AS id FROM wanted ORDER BY n
          ), stored AS (
@@ -64,14 +92,15 @@ pub async fn insert_and_enqueue(
          SELECT ids.id, (SELECT count(*) FROM stored), (SELECT count(*) FROM jobs_notified)
          FROM ids ORDER BY ids.n",
         jobs_cte_from(
-            9,
+            10,
             "$8",
-            "wanted.cb_outcome IS NULL",
-            "input.args || jsonb_build_object('inbox_id', ids.id)",
-            " JOIN ids ON ids.n = input.n JOIN wanted ON wanted.n = input.n"
+            "true",
+            "input.args || jsonb_build_object('inbox_ids',
+                 (SELECT jsonb_agg(ids.id ORDER BY ids.n) FROM wanted JOIN ids ON ids.n = wanted.n
+                  WHERE wanted.cb_job = input.n))",
+            ""
         )
     );
-    let jobs: Vec<NewJob> = callbacks.iter().map(|c| c.process.clone()).collect();
     let query = sqlx::query_as(&sql)
         .bind(callbacks.iter().map(|c| c.provider).collect::<Vec<&str>>())
         .bind(callbacks.iter().map(|c| c.kind.as_str()).collect::<Vec<&str>>())
@@ -90,7 +119,8 @@ pub async fn insert_and_enqueue(
                 .collect::<Vec<Option<&str>>>(),
         )
         .bind(callbacks.iter().map(|c| c.outcome).collect::<Vec<Option<&str>>>())
-        .bind(now);
+        .bind(now)
+        .bind(job_of);
     let rows: Vec<(i64, i64, i64)> = bind_jobs(query, &jobs, notify).fetch_all(pool).await?;
     Ok(rows.into_iter().map(|(id, _, _)| id).collect())
 }

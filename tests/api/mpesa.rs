@@ -473,7 +473,86 @@ async fn callbacks_waiting_together_are_applied_in_shared_transactions_exactly_a
         .await;
     assert!(transactions < N, "{N} callbacks applied in {transactions} transactions");
     assert_eq!(
-        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa' AND state <> 'completed'")
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind LIKE 'callback.mpesa%' AND state <> 'completed'")
+            .await,
+        0
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_callbacks_whose_shared_transaction_fails_gives_each_its_own_job() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    const N: i64 = 6;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(create(&app, "/v1/payouts", &payout("0712345678", &format!("{}", 100 + i))).await);
+    }
+    app.work("default").await;
+    app.work("mpesa").await;
+    eventually(Duration::from_secs(10), "every result callback stored", || async {
+        app.count("SELECT count(*) FROM callback_inbox").await == N
+    })
+    .await;
+    // From now on, any statement that moves more than one intent on a
+    // provider's word fails: every shared transaction rolls back.
+    sqlx::raw_sql(
+        "CREATE FUNCTION one_at_a_time() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT count(*) FROM moved WHERE event LIKE 'provider_%') > 1 THEN
+                 RAISE EXCEPTION 'no shared transactions in this test';
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER one_at_a_time AFTER INSERT ON intent_events
+             REFERENCING NEW TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION one_at_a_time();",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // The callbacks as one group (they arrived as the simulator sent them,
+    // perhaps in several): one job naming every row, as the inbox writes
+    // for callbacks stored together.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM tuma_jobs WHERE kind = 'callback.mpesa.group'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT id FROM callback_inbox ORDER BY id")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let group = tuma::providers::mpesa::callbacks::ProcessCallbacks { inbox_ids: rows };
+    app.engine
+        .jobs()
+        .enqueue(&mut tx, &tuma::runner::NewJob::new(&group))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    app.work("default").await;
+
+    for id in &ids {
+        let done = fetch(&app, "payout", id).await;
+        assert_eq!(done["state"], "completed", "{done}");
+        assert_eq!(sim.payments_for(&provider_ref(&app, id).await).len(), 1);
+    }
+    assert_eq!(
+        tuma::store::inbox::outcomes(&app.db.pool).await.unwrap(),
+        vec![(Some("applied".into()), N)]
+    );
+    // Each applied alone, by a job of its own; the groups' jobs completed.
+    assert_eq!(
+        app.count("SELECT count(DISTINCT xmin::text) FROM callback_inbox").await,
+        N
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa' AND state = 'completed'")
+            .await,
+        N
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind LIKE 'callback.mpesa%' AND state <> 'completed'")
             .await,
         0
     );
@@ -877,7 +956,7 @@ async fn callbacks_from_outside_the_allow_list_are_stored_and_refused() {
         .unwrap();
     assert_eq!(stored, ("127.0.0.1".to_owned(), Some("refused_source".to_owned())));
     assert_eq!(
-        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa'")
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind LIKE 'callback.mpesa%'")
             .await,
         0
     );
@@ -1036,7 +1115,7 @@ async fn a_collected_payment_can_be_reversed_once_and_its_result_is_read() {
 }
 
 #[tokio::test]
-async fn callbacks_arriving_together_are_stored_by_one_statement_each_with_its_own_job() {
+async fn callbacks_arriving_together_are_stored_by_one_statement_with_one_job_for_them_all() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let inbox = tuma::api::CallbackInbox::new(app.db.pool.clone(), app.engine.jobs().clone());
     const N: usize = 20;
@@ -1060,7 +1139,7 @@ async fn callbacks_arriving_together_are_stored_by_one_statement_each_with_its_o
             parse_error: None,
             remote_addr: Some("127.0.0.1".into()),
             outcome: settled(i).then_some("unknown_token"),
-            process: tuma::runner::NewJob::new(&tuma::providers::mpesa::callbacks::ProcessCallback { inbox_id: 0 }),
+            process: tuma::runner::NewJob::new(&tuma::providers::mpesa::callbacks::ProcessCallbacks::default()),
         })
     }))
     .await;
@@ -1084,17 +1163,25 @@ async fn callbacks_arriving_together_are_stored_by_one_statement_each_with_its_o
         assert_eq!(body, bodies[i].as_bytes(), "row {id} holds callback {i}");
         assert_eq!(token, format!("{i:032x}"));
         assert_eq!(outcome.is_some(), settled(i));
-        let jobs = app
-            .count(&format!(
-                "SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa' AND (args->>'inbox_id')::bigint = {id}"
-            ))
-            .await;
-        assert_eq!(jobs, if settled(i) { 0 } else { 1 }, "callback {i}'s job");
     }
+    // One job for the group, naming the rows to process in arrival order.
+    let groups: Vec<(serde_json::Value,)> =
+        sqlx::query_as("SELECT args FROM tuma_jobs WHERE kind = 'callback.mpesa.group'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let unsettled: Vec<i64> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !settled(*i))
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].0, serde_json::json!({ "inbox_ids": unsettled }));
     assert_eq!(
-        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa'")
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind LIKE 'callback%'")
             .await,
-        (0..N).filter(|i| !settled(*i)).count() as i64
+        1
     );
     app.run_jobs().await;
     assert_eq!(
@@ -1102,5 +1189,18 @@ async fn callbacks_arriving_together_are_stored_by_one_statement_each_with_its_o
             .await,
         0,
         "every callback processed or settled"
+    );
+    // None of them names a known intent: the group left each to a job of
+    // its own, where it was found unknown.
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE kind = 'callback.mpesa' AND state = 'completed'")
+            .await,
+        unsettled.len() as i64
+    );
+    // (Those settled at the door were stored with that outcome too.)
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'unknown_token'")
+            .await,
+        N as i64
     );
 }

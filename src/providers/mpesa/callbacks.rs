@@ -8,11 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    apply_batch, awaits_its_request, finish, finish_row, finish_with, BatchDone, CallbackJobs, CallbackProcessing,
-    Ready,
+    awaits_its_request, finish, finish_row, finish_with, CallbackGroups, CallbackJobs, CallbackProcessing, Ready,
 };
 use crate::providers::Outcome;
-use crate::runner::{JobArgs, JobContext, JobError, Worker};
+use crate::runner::{JobArgs, JobContext, JobError, NewJob, Worker};
 use crate::store::intents::IntentRow;
 use crate::store::{inbox, intents};
 use crate::workflow::engine::{Applied, Cause, Engine, Event};
@@ -201,6 +200,17 @@ impl JobArgs for ProcessCallback {
     const KIND: &'static str = "callback.mpesa";
 }
 
+/// Job arguments: process the M-Pesa callbacks stored together (one job
+/// for a group, see [`inbox::insert_and_enqueue`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessCallbacks {
+    pub inbox_ids: Vec<i64>,
+}
+
+impl JobArgs for ProcessCallbacks {
+    const KIND: &'static str = "callback.mpesa.group";
+}
+
 /// What processing Daraja's callbacks needs.
 pub struct Callbacks {
     pub engine: Engine,
@@ -212,8 +222,6 @@ pub struct Callbacks {
     pub loans: crate::loans::Loans,
 }
 
-type Item = (JobContext, ProcessCallback);
-
 /// The job processing a stored Daraja callback. Callback jobs running at
 /// the same time on this node are handled together ([`CallbackJobs`]): the
 /// common case (a result for a known, recorded request) of the whole batch
@@ -222,11 +230,32 @@ pub struct CallbackWorker {
     jobs: CallbackJobs<ProcessCallback>,
 }
 
+/// The job processing a group of Daraja callbacks stored together
+/// ([`CallbackGroups`]).
+pub struct CallbackGroupWorker {
+    groups: CallbackGroups,
+}
+
 impl CallbackWorker {
-    pub fn new(callbacks: Callbacks) -> CallbackWorker {
-        CallbackWorker {
-            jobs: CallbackJobs::new("callbacks.mpesa", callbacks),
-        }
+    /// The worker of single callbacks' jobs, and that of groups' jobs.
+    pub fn new(callbacks: Callbacks) -> (CallbackWorker, CallbackGroupWorker) {
+        let callbacks = std::sync::Arc::new(callbacks);
+        (
+            CallbackWorker {
+                jobs: CallbackJobs::new("callbacks.mpesa", std::sync::Arc::clone(&callbacks)),
+            },
+            CallbackGroupWorker {
+                groups: CallbackGroups::new("callback_groups.mpesa", callbacks),
+            },
+        )
+    }
+}
+
+impl Worker for CallbackGroupWorker {
+    type Args = ProcessCallbacks;
+
+    async fn work(&self, ctx: JobContext, args: ProcessCallbacks) -> Result<(), JobError> {
+        self.groups.run(ctx, args.inbox_ids).await
     }
 }
 
@@ -241,19 +270,27 @@ impl Worker for CallbackWorker {
 impl CallbackProcessing for Callbacks {
     type Args = ProcessCallback;
 
-    /// The batch's results for known, recorded requests, applied in one
-    /// transaction ([`apply_batch`]).
-    async fn together(&self, items: &[Item]) -> Result<BatchDone, JobError> {
-        let mut tx = items[0].0.pool().begin().await?;
-        let ids: Vec<i64> = items.iter().map(|(_, args)| args.inbox_id).collect();
-        let rows: HashMap<i64, inbox::InboxRow> = inbox::get_many(&mut tx, &ids)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
+    fn inbox_id(args: &ProcessCallback) -> i64 {
+        args.inbox_id
+    }
+
+    fn alone(inbox_id: i64) -> NewJob {
+        NewJob::new(&ProcessCallback { inbox_id })
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The results for known, recorded requests.
+    async fn ready<'r>(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: &'r [Option<inbox::InboxRow>],
+    ) -> Result<Vec<Ready<'r>>, JobError> {
         let mut parsed = Vec::new();
-        for (item, (_, args)) in items.iter().enumerate() {
-            let Some(row) = rows.get(&args.inbox_id) else { continue };
+        for (item, row) in rows.iter().enumerate() {
+            let Some(row) = row else { continue };
             if row.kind.starts_with("balance-") || row.kind.starts_with("c2b-") {
                 continue;
             }
@@ -265,10 +302,10 @@ impl CallbackProcessing for Callbacks {
             }
         }
         if parsed.is_empty() {
-            return Ok(BatchDone::default());
+            return Ok(Vec::new());
         }
         let tokens: Vec<&str> = parsed.iter().map(|(_, row, _)| row.token.as_str()).collect();
-        let mut locked: HashMap<String, IntentRow> = intents::lock_for_callbacks(&mut tx, &tokens, &[])
+        let mut locked: HashMap<String, IntentRow> = intents::lock_for_callbacks(tx, &tokens, &[])
             .await?
             .into_iter()
             .filter_map(|intent| Some((intent.callback_token.clone()?, intent)))
@@ -304,8 +341,7 @@ impl CallbackProcessing for Callbacks {
                 note: None,
             });
         }
-        let jobs: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
-        apply_batch(&self.engine, tx, &jobs, ready).await
+        Ok(ready)
     }
 
     /// One callback, whatever it is.
