@@ -143,7 +143,16 @@ impl Engine {
     }
 }
 
-/// A local port nobody listens on (for the moment).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` different local ports nobody listens on (for the moment): all
+/// bound before any is let go, since a port let go may be the next one
+/// handed out.
+pub fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        *port = listener.local_addr()?.port();
+        listeners.push(listener);
+    }
+    Ok(ports)
 }

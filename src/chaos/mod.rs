@@ -192,10 +192,10 @@ async fn soak(
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     // Every provider calls back to engine A (a load balancer's one public
     // address would do the same); both engines submit and poll.
-    let a_port = engines::free_port()?;
+    let [a_port, b_port] = engines::free_ports()?;
     let overlay = engine_overlay(config, &sims, &format!("http://127.0.0.1:{a_port}"))?;
     let mut a = Engine::new("a", a_port, dir, &database.url, overlay.clone())?;
-    let mut b = Engine::new("b", engines::free_port()?, dir, &database.url, overlay)?;
+    let mut b = Engine::new("b", b_port, dir, &database.url, overlay)?;
     a.start(&http).await?;
     b.start(&http).await?;
     let engines = Arc::new(Mutex::new([a, b]));

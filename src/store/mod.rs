@@ -176,13 +176,63 @@ pub async fn open(config: &DatabaseConfig) -> Result<PgPool, DbError> {
 }
 
 /// Applies pending migrations. Concurrent callers serialize on sqlx's
-/// advisory lock, so several nodes starting at once is safe.
+/// advisory lock, so several nodes starting at once is safe. A connection
+/// lost on the way (the database restarting, a proxy or an operator
+/// cutting it) is retried a few times, over about ten seconds: each
+/// migration is applied in a transaction of its own, so one cut off was
+/// rolled back and is applied again.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
+    use backon::{ExponentialBuilder, Retryable};
+    let retry = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(4))
+        .with_max_times(5);
+    (|| MIGRATOR.run(pool))
+        .retry(retry)
+        .when(connection_lost)
+        .notify(|error, wait| {
+            tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "migrations cut off; retrying");
+        })
+        .await?;
     Ok(())
+}
+
+/// Whether migrating failed because its connection was lost, not because
+/// of the migrations themselves.
+fn connection_lost(error: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    let (MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _)) = error else {
+        return false;
+    };
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // Class 08: connection exception; 57P: the server shutting down or
+        // terminating the session.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }
 
 /// The cheapest round trip: whether the database answers at all.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::migrate::MigrateError;
+
+    use super::connection_lost;
+
+    #[test]
+    fn only_a_lost_connection_makes_migrating_try_again() {
+        let cut = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(connection_lost(&MigrateError::Execute(cut())));
+        assert!(connection_lost(&MigrateError::ExecuteMigration(cut(), 20261204000019)));
+        assert!(connection_lost(&MigrateError::Execute(sqlx::Error::PoolTimedOut)));
+        // A migration the database refuses, or one changed after it was
+        // applied, fails at once.
+        assert!(!connection_lost(&MigrateError::Execute(sqlx::Error::RowNotFound)));
+        assert!(!connection_lost(&MigrateError::VersionMismatch(20261204000019)));
+    }
 }
