@@ -36,9 +36,10 @@ pub(crate) fn awaits_its_request(intent: &IntentRow) -> bool {
 
 /// Most callbacks one batch applies together.
 const CALLBACK_BATCH: usize = 64;
-/// Most groups of callbacks one batch handles together (a group holds up
-/// to 128 callbacks, most far fewer).
-const GROUP_BATCH: usize = 8;
+/// Most groups of callbacks one batch handles together: a group holds up
+/// to 128 callbacks (most far fewer), and every intent of a batch stays
+/// locked until it commits.
+const GROUP_BATCH: usize = 4;
 /// Batches of one callback kind in progress at once on a node.
 const CALLBACK_LANES: usize = 2;
 
@@ -134,14 +135,29 @@ pub(crate) trait CallbackProcessing: Send + Sync + 'static {
     fn one(&self, ctx: JobContext, args: Self::Args) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
-/// The inbox rows `ids`, in that order (`None` where one is gone).
-async fn read_rows(tx: &mut sqlx::PgConnection, ids: &[i64]) -> Result<Vec<Option<inbox::InboxRow>>, sqlx::Error> {
+/// The inbox rows `ids`, in that order, for a batch to apply: `None`
+/// where one is gone, or was processed already (by an earlier attempt of
+/// its group, say), which the second list tells.
+async fn read_rows(
+    tx: &mut sqlx::PgConnection,
+    ids: &[i64],
+) -> Result<(Vec<Option<inbox::InboxRow>>, Vec<bool>), sqlx::Error> {
     let mut rows: HashMap<i64, inbox::InboxRow> = inbox::get_many(tx, ids)
         .await?
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
-    Ok(ids.iter().map(|id| rows.remove(id)).collect())
+    let mut processed = Vec::with_capacity(ids.len());
+    let rows = ids
+        .iter()
+        .map(|id| {
+            let row = rows.remove(id);
+            let done = row.as_ref().is_some_and(|row| row.outcome.is_some());
+            processed.push(done);
+            row.filter(|_| !done)
+        })
+        .collect();
+    Ok((rows, processed))
 }
 
 /// Single callbacks' jobs of one kind running at the same time on this
@@ -187,7 +203,9 @@ async fn singles_together<C: CallbackProcessing>(
 ) -> Result<BatchDone, JobError> {
     let mut tx = items[0].0.pool().begin().await?;
     let ids: Vec<i64> = items.iter().map(|(_, args)| C::inbox_id(args)).collect();
-    let rows = read_rows(&mut tx, &ids).await?;
+    // One processed already goes the one-at-a-time way, which completes
+    // its job and changes nothing.
+    let (rows, _) = read_rows(&mut tx, &ids).await?;
     let ready = processing.ready(&mut tx, &rows).await?;
     let jobs: Vec<&JobContext> = items.iter().map(|(ctx, _)| ctx).collect();
     apply_batch(processing.engine(), tx, &jobs, ready).await
@@ -210,7 +228,14 @@ impl CallbackGroups {
             batcher: Batcher::new(name, GROUP_BATCH, CALLBACK_LANES, move |items| {
                 let processing = Arc::clone(&processing);
                 async move {
-                    let held = match groups_together(processing.as_ref(), &items).await {
+                    // A panic must not cost the groups their fallback: each
+                    // callback then still gets its own job, and only one
+                    // that panics again is stuck.
+                    let together = std::panic::AssertUnwindSafe(groups_together(processing.as_ref(), &items))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(JobError::retryable("processing the groups panicked")));
+                    let held = match together {
                         Ok(held) => Ok(held),
                         Err(error) => {
                             metrics::counter!("tuma_batch_fallbacks_total", "batch" => name).increment(1);
@@ -272,17 +297,18 @@ async fn groups_together<C: CallbackProcessing>(
 ) -> Result<Vec<bool>, JobError> {
     let mut tx = items[0].0.pool().begin().await?;
     let (held, ids) = held_callbacks(&mut tx, items).await?;
-    let rows = read_rows(&mut tx, &ids).await?;
+    // A callback processed already is left alone; every other one is
+    // applied here or gets its own job.
+    let (rows, mut settled) = read_rows(&mut tx, &ids).await?;
     let ready = processing.ready(&mut tx, &rows).await?;
     let (done, counted) = apply_in(processing.engine(), &mut tx, None, ready).await?;
-    let mut applied = vec![false; ids.len()];
     for i in done.applied {
-        applied[i] = true;
+        settled[i] = true;
     }
     let alone: Vec<NewJob> = ids
         .iter()
-        .zip(&applied)
-        .filter(|(_, applied)| !**applied)
+        .zip(&settled)
+        .filter(|(_, settled)| !**settled)
         .map(|(&id, _)| C::alone(id))
         .collect();
     processing.engine().jobs().enqueue_many(&mut tx, &alone).await?;
@@ -473,6 +499,10 @@ impl CallbackProcessing for ProviderCallbacks {
         let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
             return Err(JobError::fatal("inbox row is gone"));
         };
+        if row.outcome.is_some() {
+            // Processed already: by another job of its own, or by a group.
+            return finish(ctx, tx).await;
+        }
         let Some(adapter) = self.adapters.get(&row.provider).cloned() else {
             // Configured when the callback came in, not any more: keep it.
             return Err(JobError::retryable(format!(

@@ -301,6 +301,12 @@ impl JobContext {
             .collect();
         // Jobs handled together ran on this node, under its clock.
         let held = store::complete_held(tx, &leases, &first.node, first.clock.sql_now()).await?;
-        Ok(jobs.iter().map(|job| held.contains(&job.id.get())).collect())
+        // By lease, not by job: a stale copy of a job (an attempt that
+        // timed out, still waiting in a batch beside the job's next
+        // attempt) was not completed by this statement.
+        Ok(jobs
+            .iter()
+            .map(|job| held.contains(&(job.id.get(), job.lease_seq)))
+            .collect())
     }
 }

@@ -345,21 +345,22 @@ pub async fn complete_one(
 }
 
 /// [`complete_one`] for many jobs of this node in one statement: returns
-/// the ids of those whose lease it still held (and so completed).
+/// the id and lease sequence of those whose lease it still held (and so
+/// completed).
 pub async fn complete_held(
     tx: &mut Transaction<'_, Postgres>,
     leases: &[Lease],
     node: &str,
     now: Option<DateTime<Utc>>,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<Vec<(i64, i32)>, sqlx::Error> {
     let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
     let seqs: Vec<i32> = leases.iter().map(|l| l.seq).collect();
-    sqlx::query_scalar(
+    sqlx::query_as(
         "UPDATE tuma_jobs j
          SET state = 'completed', finished_at = coalesce($4, now()), locked_by = NULL, locked_until = NULL
          FROM unnest($1::bigint[], $2::int[]) AS l(id, seq)
          WHERE j.id = l.id AND j.lease_seq = l.seq AND j.state = 'running' AND j.locked_by = $3
-         RETURNING j.id",
+         RETURNING j.id, j.lease_seq",
     )
     .bind(ids)
     .bind(seqs)

@@ -125,9 +125,12 @@ pub async fn insert_and_enqueue(
     Ok(rows.into_iter().map(|(id, _, _)| id).collect())
 }
 
+/// The row `id`, locked: two jobs that process one callback (a group's
+/// and a stale copy's) take turns, and the second sees the first's outcome.
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<InboxRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, provider, kind, token, body, parse_error, outcome, received_at FROM callback_inbox WHERE id = $1",
+        "SELECT id, provider, kind, token, body, parse_error, outcome, received_at FROM callback_inbox
+         WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(conn)

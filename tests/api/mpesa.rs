@@ -556,6 +556,25 @@ async fn a_group_of_callbacks_whose_shared_transaction_fails_gives_each_its_own_
             .await,
         0
     );
+    // A second job for a callback processed already (a stale attempt's
+    // leftovers) finds it processed and changes nothing.
+    let events = app.count("SELECT count(*) FROM intent_events").await;
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let again: Vec<tuma::runner::NewJob> = sqlx::query_scalar::<_, i64>("SELECT id FROM callback_inbox")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|inbox_id| tuma::runner::NewJob::new(&tuma::providers::mpesa::callbacks::ProcessCallback { inbox_id }))
+        .collect();
+    app.engine.jobs().enqueue_many(&mut tx, &again).await.unwrap();
+    tx.commit().await.unwrap();
+    app.work("default").await;
+    assert_eq!(
+        tuma::store::inbox::outcomes(&app.db.pool).await.unwrap(),
+        vec![(Some("applied".into()), N)]
+    );
+    assert_eq!(app.count("SELECT count(*) FROM intent_events").await, events);
     app.assert_ledger_balanced().await;
 }
 

@@ -250,3 +250,62 @@ async fn while_a_queue_is_busy_an_enqueue_leaves_out_its_notify_and_the_job_stil
         .unwrap();
     running.shutdown().await;
 }
+
+/// On its first run, keeps its context and snoozes; on its second,
+/// completes both contexts (the stale one and its own) in one statement.
+#[derive(Serialize, Deserialize)]
+struct Twice;
+
+impl JobArgs for Twice {
+    const KIND: &'static str = "test.twice";
+}
+
+#[derive(Clone, Default)]
+struct TwiceWorker {
+    first: Arc<std::sync::Mutex<Option<JobContext>>>,
+    held: Arc<std::sync::Mutex<Option<Vec<bool>>>>,
+}
+
+impl Worker for TwiceWorker {
+    type Args = Twice;
+
+    async fn work(&self, ctx: JobContext, _: Twice) -> Result<(), JobError> {
+        let stale = self.first.lock().unwrap().take();
+        let Some(stale) = stale else {
+            *self.first.lock().unwrap() = Some(ctx);
+            return Err(JobError::Snooze(Duration::ZERO));
+        };
+        let mut tx = ctx.pool().begin().await?;
+        let held = JobContext::complete_all_in(&mut tx, &[&stale, &ctx]).await?;
+        tx.commit().await?;
+        *self.held.lock().unwrap() = Some(held);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn completing_jobs_together_tells_a_stale_attempt_from_the_current_one() {
+    let db = TestDb::new().await;
+    let worker = TwiceWorker::default();
+    let mut registry = Registry::new();
+    registry.register(worker.clone());
+    let runner = Runner::new(db.pool.clone(), runner_config(""), registry, Clock::Database).unwrap();
+    let client = tuma::runner::JobClient::new(db.pool.clone(), Clock::Database);
+    let mut tx = db.pool.begin().await.unwrap();
+    client.enqueue(&mut tx, &NewJob::new(&Twice)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(runner.work_once("default").await.unwrap(), 1);
+    assert_eq!(runner.work_once("default").await.unwrap(), 1);
+    // The same job twice, under its first lease and its second: only the
+    // attempt that holds the job now completed it.
+    assert_eq!(*worker.held.lock().unwrap(), Some(vec![false, true]));
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM tuma_jobs WHERE state = 'completed' AND lease_seq = 2"
+        )
+        .await,
+        1
+    );
+}

@@ -350,6 +350,10 @@ impl CallbackProcessing for Callbacks {
         let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
             return Err(JobError::fatal("inbox row is gone"));
         };
+        if row.outcome.is_some() {
+            // Processed already: by another job of its own, or by a group.
+            return finish(ctx, tx).await;
+        }
         if row.kind.starts_with("balance-") {
             return self.balance(ctx, tx, row).await;
         }
