@@ -222,7 +222,8 @@ struct Received<'a> {
 
 /// Counts a callback, stores it (its kind and token cut to what the inbox
 /// keeps) and, unless it is settled already, has `process` (a job over a
-/// group of callbacks) enqueued for it, by way of [`Inbox`]. Returns the inbox id once it is committed.
+/// group of callbacks) enqueued for it, by way of [`Inbox`]. Returns the
+/// inbox id once it is committed.
 async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Result<i64, String> {
     let Received {
         provider,
@@ -264,9 +265,9 @@ const LANES: usize = 2;
 /// The callback inbox of one node: callbacks that arrive while a group is
 /// being stored form the next group, stored by one statement (group
 /// commit) that also enqueues one job to process the group's callbacks of
-/// each kind. A provider hears "received" only once its
-/// callback's group committed, as when each was stored alone; a lone
-/// callback is a group of one and goes at once.
+/// each kind. A provider hears "received" only once its callback's group
+/// committed, as when each was stored alone; a lone callback is a group
+/// of one and goes at once.
 #[derive(Clone)]
 pub struct Inbox {
     batcher: Batcher<NewCallback, Result<i64, String>>,
