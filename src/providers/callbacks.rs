@@ -248,15 +248,7 @@ impl CallbackGroups {
                     match held {
                         Ok(held) => held
                             .into_iter()
-                            .map(|held| {
-                                if held {
-                                    Ok(())
-                                } else {
-                                    Err(JobError::retryable(
-                                        "the job is no longer leased to this node; its work was left out",
-                                    ))
-                                }
-                            })
+                            .map(|held| if held { Ok(()) } else { Err(left_out()) })
                             .collect(),
                         Err(error) => items.iter().map(|_| Err(error.clone())).collect(),
                     }
@@ -335,6 +327,30 @@ async fn groups_apart<C: CallbackProcessing>(
     Ok(held)
 }
 
+/// The answer for a job a batch found no longer leased to this node.
+fn left_out() -> JobError {
+    JobError::retryable("the job is no longer leased to this node; its work was left out")
+}
+
+/// Begins the transaction of a callback's own job with its row, locked.
+/// `None` when the row was processed already (by another job of its own,
+/// or by a group): then the job is completed and nothing else changes.
+pub(crate) async fn begin_one(
+    ctx: &JobContext,
+    inbox_id: i64,
+) -> Result<Option<(sqlx::Transaction<'static, sqlx::Postgres>, inbox::InboxRow)>, JobError> {
+    let mut tx = ctx.pool().begin().await?;
+    let Some(row) = inbox::get(&mut tx, inbox_id).await? else {
+        return Err(JobError::fatal("inbox row is gone"));
+    };
+    if row.outcome.is_some() {
+        ctx.complete_in(&mut tx).await?;
+        tx.commit().await?;
+        return Ok(None);
+    }
+    Ok(Some((tx, row)))
+}
+
 /// Where a callback stands once its intent is looked up.
 enum Match {
     Found(Box<IntentRow>),
@@ -374,9 +390,7 @@ where
                     answers[i] = Some(Ok(()));
                 }
                 for i in done.lease_lost {
-                    answers[i] = Some(Err(JobError::retryable(
-                        "the job is no longer leased to this node; its work was left out",
-                    )));
+                    answers[i] = Some(Err(left_out()));
                 }
             }
             Err(error) => {
@@ -497,14 +511,9 @@ impl CallbackProcessing for ProviderCallbacks {
 
     /// One callback, whatever it is.
     async fn one(&self, ctx: JobContext, args: ProcessProviderCallback) -> Result<(), JobError> {
-        let mut tx = ctx.pool().begin().await?;
-        let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
-            return Err(JobError::fatal("inbox row is gone"));
+        let Some((mut tx, row)) = begin_one(&ctx, args.inbox_id).await? else {
+            return Ok(());
         };
-        if row.outcome.is_some() {
-            // Processed already: by another job of its own, or by a group.
-            return finish(ctx, tx).await;
-        }
         let Some(adapter) = self.adapters.get(&row.provider).cloned() else {
             // Configured when the callback came in, not any more: keep it.
             return Err(JobError::retryable(format!(

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    awaits_its_request, finish, finish_row, finish_with, CallbackGroups, CallbackJobs, CallbackProcessing, Ready,
+    awaits_its_request, begin_one, finish, finish_row, finish_with, CallbackGroups, CallbackJobs, CallbackProcessing,
+    Ready,
 };
 use crate::providers::Outcome;
 use crate::runner::{JobArgs, JobContext, JobError, NewJob, Worker};
@@ -346,14 +347,9 @@ impl CallbackProcessing for Callbacks {
 
     /// One callback, whatever it is.
     async fn one(&self, ctx: JobContext, args: ProcessCallback) -> Result<(), JobError> {
-        let mut tx = ctx.pool().begin().await?;
-        let Some(row) = inbox::get(&mut tx, args.inbox_id).await? else {
-            return Err(JobError::fatal("inbox row is gone"));
+        let Some((mut tx, row)) = begin_one(&ctx, args.inbox_id).await? else {
+            return Ok(());
         };
-        if row.outcome.is_some() {
-            // Processed already: by another job of its own, or by a group.
-            return finish(ctx, tx).await;
-        }
         if row.kind.starts_with("balance-") {
             return self.balance(ctx, tx, row).await;
         }
