@@ -135,7 +135,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
     let keys = crate::api::KeyCache::new(std::time::Duration::from_secs(config.api.key_cache_s));
     let runner = runner.with_subscription(keys.subscription());
     let payout_creates = crate::api::PayoutCreates::new(
-        pool.clone(),
+        crate::store::lane_pool(&pool, config.api.group_lanes),
         engine.clone(),
         policy.clone(),
         config.api.idempotency_ttl_s as i64,

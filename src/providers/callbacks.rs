@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 use super::adapter::{Adapter, CallbackReport};
 use super::Outcome;
@@ -172,12 +173,13 @@ pub(crate) struct CallbackJobs<A> {
 
 impl<A: Send + Sync + 'static> CallbackJobs<A> {
     pub(crate) fn new<C: CallbackProcessing<Args = A>>(name: &'static str, processing: Arc<C>) -> CallbackJobs<A> {
+        let lanes = crate::store::lane_pool(processing.engine().jobs().pool(), CALLBACK_LANES);
         CallbackJobs {
             batcher: Batcher::new(name, CALLBACK_BATCH, CALLBACK_LANES, move |items| {
-                let processing = Arc::clone(&processing);
+                let (processing, lanes) = (Arc::clone(&processing), lanes.clone());
                 async move {
                     let together = if items.len() > 1 {
-                        Some(singles_together(processing.as_ref(), &items).await)
+                        Some(singles_together(processing.as_ref(), &lanes, &items).await)
                     } else {
                         None
                     };
@@ -201,9 +203,10 @@ impl<A: Send + Sync + 'static> CallbackJobs<A> {
 /// transaction.
 async fn singles_together<C: CallbackProcessing>(
     processing: &C,
+    lanes: &PgPool,
     items: &[(JobContext, C::Args)],
 ) -> Result<BatchDone, JobError> {
-    let mut tx = items[0].0.pool().begin().await?;
+    let mut tx = lanes.begin().await?;
     let ids: Vec<i64> = items.iter().map(|(_, args)| C::inbox_id(args)).collect();
     // One processed already goes the one-at-a-time way, which completes
     // its job and changes nothing.
@@ -226,14 +229,15 @@ pub(crate) struct CallbackGroups {
 
 impl CallbackGroups {
     pub(crate) fn new<C: CallbackProcessing>(name: &'static str, processing: Arc<C>) -> CallbackGroups {
+        let lanes = crate::store::lane_pool(processing.engine().jobs().pool(), CALLBACK_LANES);
         CallbackGroups {
             batcher: Batcher::new(name, GROUP_BATCH, CALLBACK_LANES, move |items| {
-                let processing = Arc::clone(&processing);
+                let (processing, lanes) = (Arc::clone(&processing), lanes.clone());
                 async move {
                     // A panic must not cost the groups their fallback: each
                     // callback then still gets its own job, and only one
                     // that panics again is stuck.
-                    let together = std::panic::AssertUnwindSafe(groups_together(processing.as_ref(), &items))
+                    let together = std::panic::AssertUnwindSafe(groups_together(processing.as_ref(), &lanes, &items))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|_| Err(JobError::retryable("processing the groups panicked")));
@@ -287,9 +291,10 @@ async fn held_callbacks(
 /// [`CallbackGroups`]' one transaction: says which groups' jobs were held.
 async fn groups_together<C: CallbackProcessing>(
     processing: &C,
+    lanes: &PgPool,
     items: &[(JobContext, Vec<i64>)],
 ) -> Result<Vec<bool>, JobError> {
-    let mut tx = items[0].0.pool().begin().await?;
+    let mut tx = lanes.begin().await?;
     let (held, ids) = held_callbacks(&mut tx, items).await?;
     // A callback processed already is left alone; every other one is
     // applied here or gets its own job.

@@ -576,7 +576,12 @@ fn record_outcome_metrics(batch: &[Done]) {
         metrics::counter!(name, "kind" => done.kind).increment(1);
         if let Outcome::Finish(finish) = &done.outcome {
             if finish.state == "dead" {
-                tracing::warn!(job_id = done.lease.id, kind = done.kind, "job is dead");
+                let error = finish
+                    .error
+                    .as_ref()
+                    .and_then(|e| e["error"].as_str())
+                    .unwrap_or_default();
+                tracing::warn!(job_id = done.lease.id, kind = done.kind, %error, "job is dead");
             }
         }
     }

@@ -43,7 +43,7 @@ pub struct Grouped {
 impl Grouped {
     pub fn new(pool: PgPool) -> Grouped {
         let reads = {
-            let pool = pool.clone();
+            let pool = super::lane_pool(&pool, LANES);
             Batcher::new("intent_reads", GROUP, LANES, move |ids: Vec<Uuid>| {
                 let pool = pool.clone();
                 async move {
@@ -59,7 +59,7 @@ impl Grouped {
             })
         };
         let request_ids = {
-            let pool = pool.clone();
+            let pool = super::lane_pool(&pool, LANES);
             Batcher::new("request_ids", GROUP, LANES, move |wanted: Vec<(Uuid, String)>| {
                 let pool = pool.clone();
                 async move {
@@ -74,6 +74,7 @@ impl Grouped {
                 .boxed()
             })
         };
+        let pool = super::lane_pool(&pool, LANES);
         let notes = Batcher::new("provider_calls", GROUP, LANES, move |notes: Vec<CallNote>| {
             let pool = pool.clone();
             async move {

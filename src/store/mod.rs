@@ -82,9 +82,31 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     if config.create_if_missing {
         create_database_if_missing(&options, &config.url, timeout).await?;
     }
+    pool_options(config.max_connections, timeout)
+        .connect_with(options)
+        .await
+        .map_err(|cause| DbError::Unreachable {
+            url: redact(&config.url),
+            cause,
+        })
+}
+
+/// A small pool of its own for a group-commit batcher: one connection per
+/// lane, to the same database as `pool`, connected when first used. The
+/// main pool hands out its idle connections in turn, so each statement of
+/// a busy node lands on a different connection each time, and PostgreSQL
+/// plans it afresh on each (a connection keeps a statement's plan only
+/// after several calls); a batcher's statements on connections of their
+/// own are planned a few times and then reused.
+pub fn lane_pool(pool: &PgPool, lanes: usize) -> PgPool {
+    let timeout = pool.options().get_acquire_timeout();
+    pool_options(lanes.max(1) as u32, timeout).connect_lazy_with((*pool.connect_options()).clone())
+}
+
+fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(timeout)
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
         // sqlx pings every connection it hands out: a round trip before each
         // transaction. A connection back from use within the last moment is
         // known to work; only one idle longer is checked first. (One that
@@ -98,12 +120,6 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
                 }
                 Ok(true)
             })
-        })
-        .connect_with(options)
-        .await
-        .map_err(|cause| DbError::Unreachable {
-            url: redact(&config.url),
-            cause,
         })
 }
 
