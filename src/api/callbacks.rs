@@ -275,7 +275,6 @@ pub struct Inbox {
 
 impl Inbox {
     pub fn new(pool: PgPool, jobs: JobClient) -> Inbox {
-        let pool = crate::store::lane_pool(&pool, LANES);
         let batcher = Batcher::new("callback_inbox", GROUP, LANES, move |callbacks: Vec<NewCallback>| {
             let (pool, jobs) = (pool.clone(), jobs.clone());
             async move {

@@ -96,7 +96,7 @@ pub(super) async fn write_transfers(
     // ON CONFLICT makes a key a concurrent transaction takes first a
     // skipped row (so `KeyTaken`), never an error.
     let sql = "WITH keys AS (
-             SELECT * FROM unnest((SELECT $1::text[]), $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
                  AS k(owner, kind, ref, currency, n)
          ), found AS (
              SELECT k.n, a.id FROM keys k
@@ -105,7 +105,7 @@ pub(super) async fn write_transfers(
                  WHERE a.owner = k.owner AND a.kind = k.kind AND a.ref = k.ref AND a.currency = k.currency
              ) AS a
          ), wanted AS (
-             SELECT * FROM unnest((SELECT $5::uuid[]), $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[])
+             SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[])
                  WITH ORDINALITY AS t(id, key, owner, kind, intent_id, description, n)
          ), free AS (
              SELECT NOT EXISTS (SELECT 1 FROM ledger_transfers WHERE key = ANY($6::text[])) AS ok
@@ -121,13 +121,13 @@ pub(super) async fn write_transfers(
          ), entries AS (
              INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
              SELECT transfers.id, found.id, legs.amount, legs.currency, legs.memo
-             FROM unnest((SELECT $12::uuid[]), $13::int4[], $14::numeric[], $15::text[], $16::text[])
+             FROM unnest($12::uuid[], $13::int4[], $14::numeric[], $15::text[], $16::text[])
                   AS legs(transfer_id, n, amount, currency, memo)
              JOIN transfers ON transfers.id = legs.transfer_id
              JOIN found ON found.n = legs.n
          ), changes AS (
              SELECT found.id, c.posted, c.pending_out, c.pending_in
-             FROM unnest((SELECT $17::int4[]), $18::numeric[], $19::numeric[], $20::numeric[])
+             FROM unnest($17::int4[], $18::numeric[], $19::numeric[], $20::numeric[])
                   AS c(n, posted, pending_out, pending_in)
              JOIN found ON found.n = c.n
              WHERE EXISTS (SELECT 1 FROM transfers)
@@ -246,7 +246,7 @@ pub(super) async fn settle_transfers(
 ) -> Result<Vec<Option<String>>, sqlx::Error> {
     let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
         r#"WITH wanted AS (
-             SELECT * FROM unnest((SELECT $1::text[]), $2::text[]) WITH ORDINALITY AS w(key, to_state, n)
+             SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(key, to_state, n)
          ), found AS (
              SELECT t.id, t.state, w.to_state, w.n
              FROM wanted w

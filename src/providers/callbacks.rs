@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 use super::adapter::{Adapter, CallbackReport};
 use super::Outcome;
@@ -173,13 +172,12 @@ pub(crate) struct CallbackJobs<A> {
 
 impl<A: Send + Sync + 'static> CallbackJobs<A> {
     pub(crate) fn new<C: CallbackProcessing<Args = A>>(name: &'static str, processing: Arc<C>) -> CallbackJobs<A> {
-        let lanes = crate::store::lane_pool(processing.engine().jobs().pool(), CALLBACK_LANES);
         CallbackJobs {
             batcher: Batcher::new(name, CALLBACK_BATCH, CALLBACK_LANES, move |items| {
-                let (processing, lanes) = (Arc::clone(&processing), lanes.clone());
+                let processing = Arc::clone(&processing);
                 async move {
                     let together = if items.len() > 1 {
-                        Some(singles_together(processing.as_ref(), &lanes, &items).await)
+                        Some(singles_together(processing.as_ref(), &items).await)
                     } else {
                         None
                     };
@@ -203,10 +201,9 @@ impl<A: Send + Sync + 'static> CallbackJobs<A> {
 /// transaction.
 async fn singles_together<C: CallbackProcessing>(
     processing: &C,
-    lanes: &PgPool,
     items: &[(JobContext, C::Args)],
 ) -> Result<BatchDone, JobError> {
-    let mut tx = lanes.begin().await?;
+    let mut tx = items[0].0.pool().begin().await?;
     let ids: Vec<i64> = items.iter().map(|(_, args)| C::inbox_id(args)).collect();
     // One processed already goes the one-at-a-time way, which completes
     // its job and changes nothing.
@@ -229,15 +226,14 @@ pub(crate) struct CallbackGroups {
 
 impl CallbackGroups {
     pub(crate) fn new<C: CallbackProcessing>(name: &'static str, processing: Arc<C>) -> CallbackGroups {
-        let lanes = crate::store::lane_pool(processing.engine().jobs().pool(), CALLBACK_LANES);
         CallbackGroups {
             batcher: Batcher::new(name, GROUP_BATCH, CALLBACK_LANES, move |items| {
-                let (processing, lanes) = (Arc::clone(&processing), lanes.clone());
+                let processing = Arc::clone(&processing);
                 async move {
                     // A panic must not cost the groups their fallback: each
                     // callback then still gets its own job, and only one
                     // that panics again is stuck.
-                    let together = std::panic::AssertUnwindSafe(groups_together(processing.as_ref(), &lanes, &items))
+                    let together = std::panic::AssertUnwindSafe(groups_together(processing.as_ref(), &items))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|_| Err(JobError::retryable("processing the groups panicked")));
@@ -291,10 +287,9 @@ async fn held_callbacks(
 /// [`CallbackGroups`]' one transaction: says which groups' jobs were held.
 async fn groups_together<C: CallbackProcessing>(
     processing: &C,
-    lanes: &PgPool,
     items: &[(JobContext, Vec<i64>)],
 ) -> Result<Vec<bool>, JobError> {
-    let mut tx = lanes.begin().await?;
+    let mut tx = items[0].0.pool().begin().await?;
     let (held, ids) = held_callbacks(&mut tx, items).await?;
     // A callback processed already is left alone; every other one is
     // applied here or gets its own job.

@@ -43,7 +43,7 @@ pub struct Grouped {
 impl Grouped {
     pub fn new(pool: PgPool) -> Grouped {
         let reads = {
-            let pool = super::lane_pool(&pool, LANES);
+            let pool = pool.clone();
             Batcher::new("intent_reads", GROUP, LANES, move |ids: Vec<Uuid>| {
                 let pool = pool.clone();
                 async move {
@@ -59,7 +59,7 @@ impl Grouped {
             })
         };
         let request_ids = {
-            let pool = super::lane_pool(&pool, LANES);
+            let pool = pool.clone();
             Batcher::new("request_ids", GROUP, LANES, move |wanted: Vec<(Uuid, String)>| {
                 let pool = pool.clone();
                 async move {
@@ -74,7 +74,6 @@ impl Grouped {
                 .boxed()
             })
         };
-        let pool = super::lane_pool(&pool, LANES);
         let notes = Batcher::new("provider_calls", GROUP, LANES, move |notes: Vec<CallNote>| {
             let pool = pool.clone();
             async move {

@@ -73,12 +73,10 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>,
 
 /// The intents `ids` (those that exist), in no particular order.
 pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<IntentRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM intents WHERE id = ANY((SELECT $1::uuid[])::uuid[])"
-    ))
-    .bind(ids)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(pool)
+        .await
 }
 
 /// An intent as its owner may see it; `None` for another owner's intent, so
@@ -460,6 +458,7 @@ pub async fn move_and_record_many(
     // once per row naming it: callers move each intent at most once per call.
     let ids: std::collections::HashSet<Uuid> = moves.iter().map(|m| m.event.intent_id).collect();
     assert_eq!(ids.len(), moves.len(), "an intent moved twice in one call");
+    // `(SELECT $2)`: one generic plan for every batch, as in [`insert_intents`].
     let sql = format!(
         "WITH wanted AS (
              SELECT * FROM unnest((SELECT $2::uuid[]), $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[],
