@@ -213,3 +213,23 @@ async fn listing_pages_with_a_cursor_and_filters_by_state_party_and_time() {
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
 }
+
+/// Payout create groups run on a pool of their own: the same database as
+/// the node's pool, and no more connections than the groups admitted at
+/// once.
+#[tokio::test]
+async fn a_lane_pool_reaches_the_same_database_with_one_connection_per_lane() {
+    let db = crate::common::TestDb::new().await;
+    let lanes = tuma::store::lane_pool(&db.pool, 2);
+    assert_eq!(lanes.size(), 0, "connected only when first used");
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&lanes)
+        .await
+        .unwrap();
+    assert_eq!(name, db.name);
+    let first = lanes.acquire().await.unwrap();
+    let second = lanes.acquire().await.unwrap();
+    assert!(lanes.try_acquire().is_none(), "a third lane would wait");
+    drop((first, second));
+    lanes.close().await;
+}
