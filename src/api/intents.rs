@@ -110,22 +110,30 @@ async fn create<R: CreateRequest>(
     caller.require(Scope::IntentsWrite)?;
     idempotency_key(&headers)?;
     let (request, json) = body::parse::<R>(&headers, body, state.config.api.body_limit_bytes)?;
-    let party_provider = party_provider(&state, &caller.owner, &request.input()).await?;
     let mut input = request.input();
-    input.party_provider = party_provider.as_deref();
-    let mut new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
-    if new.kind == "payout" && request.quote_id().is_none() && new.terms.campaign_id.is_none() {
-        let create = together::Create {
-            owner: caller.owner.clone(),
-            key: idempotency_key(&headers)?,
-            request_hash: request_hash(&json),
-            new,
-        };
-        new = match state.payout_creates.run(create).await.map_err(ApiError::Internal)? {
-            together::Answer::Created { view, location } => return Ok(created_response(view, &location)),
-            together::Answer::Alone(new) => *new,
-        };
+    if input.kind == "payout" && request.quote_id().is_none() && input.campaign_id.is_none() {
+        // Routed first without the party's payout settings, which the group
+        // reads anyway under the party's lock and checks the route against.
+        // A request this does not validate goes the one-at-a-time way,
+        // which routes with the settings and says what is wrong.
+        if let Ok(new) = validate(&input, &state.config, &caller.owner, &caller.name) {
+            let create = together::Create {
+                owner: caller.owner.clone(),
+                key: idempotency_key(&headers)?,
+                request_hash: request_hash(&json),
+                routed_by_prefix: input.phone.provider.is_none(),
+                new,
+            };
+            if let together::Answer::Created { view, location } =
+                state.payout_creates.run(create).await.map_err(ApiError::Internal)?
+            {
+                return Ok(created_response(view, &location));
+            }
+        }
     }
+    let party_provider = party_provider(&state, &caller.owner, &input).await?;
+    input.party_provider = party_provider.as_deref();
+    let new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
     let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),

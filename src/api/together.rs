@@ -7,9 +7,15 @@
 //! locked and limit usage read once for all), its responses stored by one
 //! statement. A lone create is a group of one and goes at once.
 //!
+//! A create comes to the group routed by its number's prefix (or the
+//! provider it names), its party's payout settings not read: the group
+//! locks the party and reads them then, and a party whose settings name
+//! another provider sends the create back to be routed again.
+//!
 //! A create the group cannot answer (its key used before, its party or
-//! balance new, a refusal, or a group that failed as a whole) is answered
-//! alone by the one-at-a-time path, after the group committed; it then
+//! balance new, a refusal, a party whose settings route it elsewhere, or a
+//! group that failed as a whole) is answered alone by the one-at-a-time
+//! path, after the group committed; it then reads the party's settings,
 //! claims its key, replays, creates what is missing or says why it is
 //! refused, exactly as if it had never been grouped.
 
@@ -29,14 +35,19 @@ pub(super) struct Create {
     pub key: String,
     pub request_hash: Vec<u8>,
     pub new: NewIntent,
+    /// The request named no provider and `new`'s was chosen by the number's
+    /// prefix, without the party's payout settings: the group checks them
+    /// under the party's lock.
+    pub routed_by_prefix: bool,
 }
 
 /// What became of a create handed to the group.
 pub(super) enum Answer {
     /// Created: the view stored as the key's response, and its location.
     Created { view: Value, location: String },
-    /// Not answered by the group: to be created alone.
-    Alone(Box<NewIntent>),
+    /// Not answered by the group: to be routed again with the party's
+    /// payout settings and created alone.
+    Alone,
 }
 
 /// The payout creates of one node.
@@ -63,12 +74,12 @@ impl PayoutCreates {
         let batcher = Batcher::new("payout_creates", group, lanes.max(1), move |creates: Vec<Create>| {
             let (pool, engine, policy) = (pool.clone(), engine.clone(), policy.clone());
             async move {
-                let news: Vec<NewIntent> = creates.iter().map(|c| c.new.clone()).collect();
+                let count = creates.len();
                 match admit(&pool, &engine, &policy, idempotency_ttl_s, creates).await {
                     Ok(answers) => answers,
                     Err(error) => {
-                        tracing::warn!(%error, creates = news.len(), "a group of payout creates failed; each goes alone");
-                        news.into_iter().map(|new| Answer::Alone(Box::new(new))).collect()
+                        tracing::warn!(%error, creates = count, "a group of payout creates failed; each goes alone");
+                        (0..count).map(|_| Answer::Alone).collect()
                     }
                 }
             }
@@ -81,7 +92,7 @@ impl PayoutCreates {
     pub(super) async fn run(&self, create: Create) -> Result<Answer, anyhow::Error> {
         match &self.batcher {
             Some(batcher) => Ok(batcher.run(create).await?),
-            None => Ok(Answer::Alone(Box::new(create.new))),
+            None => Ok(Answer::Alone),
         }
     }
 }
@@ -116,13 +127,16 @@ async fn admit(
     for (&i, held) in order.iter().zip(held) {
         claimed[i] = held;
     }
-    let grouped: Vec<NewIntent> = creates
+    let (grouped, routed_by_prefix): (Vec<NewIntent>, Vec<bool>) = creates
         .iter()
         .zip(&claimed)
         .filter(|(_, &claimed)| claimed)
-        .map(|(c, _)| c.new.clone())
-        .collect();
-    let mut outcomes = policy.admit_together(engine, &mut tx, grouped).await?.into_iter();
+        .map(|(c, _)| (c.new.clone(), c.routed_by_prefix))
+        .unzip();
+    let mut outcomes = policy
+        .admit_together(engine, &mut tx, grouped, &routed_by_prefix)
+        .await?
+        .into_iter();
 
     let mut answers = Vec::with_capacity(creates.len());
     let mut released: Vec<(&str, &str)> = Vec::new();
@@ -146,7 +160,7 @@ async fn admit(
                 if *claimed {
                     released.push((&create.owner, &create.key));
                 }
-                Answer::Alone(Box::new(create.new.clone()))
+                Answer::Alone
             }
         });
     }

@@ -35,12 +35,19 @@ impl Policy {
     /// their balances are locked in (owner, party, currency) order, the
     /// order a batch of callbacks settles in. An error means nothing can be
     /// trusted: the caller rolls back.
+    ///
+    /// `routed_by_prefix[i]` says that payout `i`'s provider was chosen by
+    /// its number's prefix without its party's payout settings being read;
+    /// it is admitted only if the locked party names no provider or the
+    /// same one, and otherwise left to be routed again, alone.
     pub async fn admit_together(
         &self,
         engine: &Engine,
         tx: &mut Transaction<'_, Postgres>,
         payouts: Vec<NewIntent>,
+        routed_by_prefix: &[bool],
     ) -> Result<Vec<Together>, AdmitError> {
+        assert_eq!(payouts.len(), routed_by_prefix.len(), "a routing flag per payout");
         let now = engine.jobs().clock().local_now();
         let priced: Vec<_> = payouts
             .iter()
@@ -83,12 +90,17 @@ impl Policy {
         let mut usage: BTreeMap<(&str, &str), Vec<(i64, Decimal)>> = locked.keys().copied().zip(read).collect();
 
         let mut verdicts = Vec::with_capacity(payouts.len());
-        for (new, breakdown) in payouts.iter().zip(priced) {
+        for ((new, breakdown), &by_prefix) in payouts.iter().zip(priced).zip(routed_by_prefix) {
             let party_key = (new.owner.as_str(), new.party_id.as_str());
             let (Some(breakdown), Some(party)) = (breakdown, locked.get(&party_key)) else {
                 verdicts.push(None);
                 continue;
             };
+            let rerouted = by_prefix && party.payout_provider.as_ref().is_some_and(|p| *p != new.provider);
+            if rerouted {
+                verdicts.push(None);
+                continue;
+            }
             let balance = (party_key.0, party_key.1, breakdown.source_currency.code());
             let Some(left) = available.get_mut(&balance) else {
                 verdicts.push(None);

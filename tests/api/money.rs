@@ -804,7 +804,11 @@ async fn payouts_admitted_together_each_see_the_holds_and_limits_of_those_before
 
     let policy = tuma::policy::Policy::from_config(&app.config).unwrap();
     let mut tx = app.db.pool.begin().await.unwrap();
-    let outcomes = policy.admit_together(&app.engine, &mut tx, payouts).await.unwrap();
+    let named = vec![false; payouts.len()];
+    let outcomes = policy
+        .admit_together(&app.engine, &mut tx, payouts, &named)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let admitted = |party: &str| -> Vec<bool> {
@@ -862,6 +866,54 @@ async fn payouts_admitted_together_each_see_the_holds_and_limits_of_those_before
     app.assert_ledger_balanced().await;
 }
 
+#[tokio::test]
+async fn a_payout_routed_by_its_prefix_is_sent_back_when_its_partys_settings_name_another_provider() {
+    use tuma::domain::{Country, Msisdn};
+    use tuma::policy::Together;
+    let app = spawn_app().await;
+    app.fund(&app.admin_key, "creator-7", "100000", "KES").await;
+    let response = app
+        .http
+        .put(app.url("/v1/parties/creator-7"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
+                       "payout_msisdn": "0733345678", "payout_provider": "airtel" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+    let mut to_airtel = payout_intent("creator-7", "100");
+    to_airtel.msisdn = Msisdn::parse("0733345678", Country::KE).unwrap();
+    to_airtel.provider = "airtel".into();
+    // M-Pesa by the prefix, where the settings say Airtel: sent back. M-Pesa
+    // named by the request: the settings do not matter. Airtel by the
+    // prefix, as the settings say: admitted.
+    let payouts = vec![
+        payout_intent("creator-7", "100"),
+        payout_intent("creator-7", "100"),
+        to_airtel,
+    ];
+    let policy = tuma::policy::Policy::from_config(&app.config).unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let outcomes = policy
+        .admit_together(&app.engine, &mut tx, payouts, &[true, false, true])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let providers: Vec<Option<String>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Together::Admitted(row) => Some(row.provider.clone()),
+            Together::Alone => None,
+        })
+        .collect();
+    assert_eq!(providers, [None, Some("mpesa".into()), Some("airtel".into())]);
+    // Through the API, the payout routed by its prefix goes to Airtel.
+    let body = created(&app, &payout_from("creator-7", "100")).await;
+    assert_eq!(body["recipient"]["provider"], "airtel", "{body}");
+    app.assert_ledger_balanced().await;
+}
+
 /// Moves the party's payouts `days` into the past, as if created then.
 async fn backdate_payouts(app: &TestApp, party: &str, days: i32) {
     sqlx::query("UPDATE intents SET created_at = created_at - make_interval(days => $2) WHERE party_id = $1")
@@ -896,7 +948,7 @@ async fn a_tier_0_party_is_held_to_its_weekly_limit_by_the_payouts_of_earlier_da
     let policy = tuma::policy::Policy::from_config(&app.config).unwrap();
     let mut tx = app.db.pool.begin().await.unwrap();
     let outcomes = policy
-        .admit_together(&app.engine, &mut tx, vec![payout_intent("newcomer", "3000")])
+        .admit_together(&app.engine, &mut tx, vec![payout_intent("newcomer", "3000")], &[false])
         .await
         .unwrap();
     tx.rollback().await.unwrap();

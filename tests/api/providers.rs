@@ -91,6 +91,16 @@ async fn the_partys_payout_provider_wins_over_the_prefix_and_an_explicit_one_ove
         .await
         .unwrap();
     assert_eq!(by_party["recipient"]["provider"], "airtel", "{by_party}");
+    // A number whose prefix agrees with the settings, and one no prefix
+    // matches, which the settings route all the same.
+    for (key, number) in [("p3", "0702345678"), ("p4", "0712345678")] {
+        let response = app
+            .create("/v1/payouts", &app.key, key, &payout(number, "UGX", "5000"))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{number}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["recipient"]["provider"], "airtel", "{number}: {body}");
+    }
     let mut named = payout("0772345678", "UGX", "5000");
     named["recipient"]["provider"] = json!("mtn");
     let explicit: Value = app
