@@ -111,7 +111,8 @@ async fn create<R: CreateRequest>(
     idempotency_key(&headers)?;
     let (request, json) = body::parse::<R>(&headers, body, state.config.api.body_limit_bytes)?;
     let mut input = request.input();
-    if input.kind == "payout" && request.quote_id().is_none() && input.campaign_id.is_none() {
+    let groupable = input.kind == "payout" && request.quote_id().is_none() && input.campaign_id.is_none();
+    if groupable && state.payout_creates.groups() {
         // Routed first without the party's payout settings, which the group
         // reads anyway under the party's lock and checks the route against.
         // A request this does not validate goes the one-at-a-time way,

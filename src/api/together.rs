@@ -88,6 +88,11 @@ impl PayoutCreates {
         PayoutCreates { batcher: Some(batcher) }
     }
 
+    /// Whether creates are admitted in groups at all.
+    pub(super) fn groups(&self) -> bool {
+        self.batcher.is_some()
+    }
+
     /// Admits `create` with whatever other creates are waiting.
     pub(super) async fn run(&self, create: Create) -> Result<Answer, anyhow::Error> {
         match &self.batcher {

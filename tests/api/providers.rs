@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tuma::simulator::{Chaos, SimOptions};
 
-use crate::common::app::{spawn_app, spawn_provider_app};
+use crate::common::app::{spawn_app, spawn_app_with, spawn_provider_app, TestApp};
 use crate::common::eventually;
 
 fn payout(number: &str, currency: &str, amount: &str) -> Value {
@@ -72,7 +72,13 @@ async fn a_number_no_operator_serves_and_a_provider_without_the_currency_are_ref
 
 #[tokio::test]
 async fn the_partys_payout_provider_wins_over_the_prefix_and_an_explicit_one_over_both() {
-    let app = spawn_app().await;
+    // Creates admitted in groups (the default), which check the party's
+    // settings under its lock, and one at a time, which read them first.
+    routes_by_the_partys_settings(&spawn_app().await).await;
+    routes_by_the_partys_settings(&spawn_app_with("[api]\ngroup_creates = 1").await).await;
+}
+
+async fn routes_by_the_partys_settings(app: &TestApp) {
     app.fund(&app.admin_key, "creator-42", "100000000", "UGX").await;
     let response = app
         .http
