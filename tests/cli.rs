@@ -371,11 +371,27 @@ fn the_benchmarks_run_end_to_end_at_a_small_size() {
     let api = run(&["bench", "api", "--rate", "50", "--duration", "2", "--no-runner"]);
     assert!(api.contains("100 created, 0 refused"), "{api}");
     assert!(api.contains("p999"), "{api}");
+    // The process's CPU per create, and the server's when it runs here.
+    assert!(
+        api.contains("CPU: PostgreSQL ") && api.contains("ms a create)\n"),
+        "{api}"
+    );
+    let url = common::server_url();
+    let local = ["@127.0.0.1", "@localhost", "@[::1]", "@%2F"]
+        .iter()
+        .any(|h| url.contains(h));
+    if local {
+        assert!(api.contains("ms a create), this process "), "{api}");
+    }
     let jobs = run(&["bench", "jobs", "--count", "2000", "--probes", "5"]);
     assert!(jobs.contains("jobs/s"), "{jobs}");
     let payouts = run(&["bench", "payouts", "--count", "40", "--clients", "8"]);
     assert!(payouts.contains("ledger invariants: hold"), "{payouts}");
     assert!(payouts.contains("payments per request id: at most 1"), "{payouts}");
+    assert!(payouts.contains("ms a payout)\n"), "{payouts}");
+    if local {
+        assert!(payouts.contains("ms a payout), this process "), "{payouts}");
+    }
 }
 
 /// The bad-input sweep (`.ci/schemathesis`): schemathesis, at the versions

@@ -1,0 +1,168 @@
+//! CPU time spent during a benchmark, by this process (the engine with the
+//! benchmark's own clients) and by the PostgreSQL server when it runs on
+//! this machine, read from Linux's `/proc`. Per payout, these say what a
+//! change saved where wall-clock figures on a busy two-core machine cannot.
+
+use sqlx::PgPool;
+
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (`USER_HZ`,
+/// which Linux fixes at 100 for every process-visible interface).
+const USER_HZ: f64 = 100.0;
+
+/// CPU ticks counted from when a benchmark's measured part began.
+pub(super) struct CpuMeter {
+    /// The server's postmaster, when the server runs on this machine.
+    postmaster: Option<u32>,
+    own_start: Option<u64>,
+    postgres_start: Option<u64>,
+}
+
+/// CPU seconds spent since [`CpuMeter::start`]; `None` where unreadable.
+pub(super) struct CpuSpent {
+    pub own: Option<f64>,
+    pub postgres: Option<f64>,
+}
+
+impl CpuMeter {
+    /// Starts counting. The server is measured only if `pool` reaches it
+    /// over a Unix socket or loopback and its backend is visible here.
+    pub async fn start(pool: &PgPool) -> CpuMeter {
+        let postmaster = local_postmaster(pool).await;
+        CpuMeter {
+            postmaster,
+            own_start: own_ticks(),
+            postgres_start: postmaster.and_then(postgres_ticks),
+        }
+    }
+
+    pub fn spent(&self) -> CpuSpent {
+        let since = |start: Option<u64>, now: Option<u64>| Some(now?.saturating_sub(start?) as f64 / USER_HZ);
+        CpuSpent {
+            own: since(self.own_start, own_ticks()),
+            postgres: since(self.postgres_start, self.postmaster.and_then(postgres_ticks)),
+        }
+    }
+}
+
+impl CpuSpent {
+    /// One line for the report: seconds in all and milliseconds per `unit`
+    /// (`n` of them).
+    pub fn line(&self, n: usize, unit: &str) -> String {
+        let part = |seconds: Option<f64>, missing: &str| match seconds {
+            Some(s) => format!("{s:.2} s ({:.2} ms a {unit})", s * 1000.0 / n.max(1) as f64),
+            None => missing.to_owned(),
+        };
+        format!(
+            "CPU: PostgreSQL {}, this process {}",
+            part(self.postgres, "not measured (the server is not on this machine)"),
+            part(self.own, "not measured (no /proc)")
+        )
+    }
+}
+
+/// The postmaster of the server `pool` reaches, if it runs here: the
+/// parent of this session's backend, named `postgres`.
+async fn local_postmaster(pool: &PgPool) -> Option<u32> {
+    let (backend, address): (i32, Option<String>) = sqlx::query_as("SELECT pg_backend_pid(), host(inet_server_addr())")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    // No address is a Unix socket; anything but loopback is another host,
+    // where the same process id would name some other process.
+    if address.is_some_and(|a| a != "127.0.0.1" && a != "::1") {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
+    let parent = parse_stat(&stat)?.parent;
+    let name = std::fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
+    (name.trim() == "postgres").then_some(parent)
+}
+
+fn own_ticks() -> Option<u64> {
+    let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    Some(stat.own)
+}
+
+/// The server's ticks: the postmaster's own and its children's that have
+/// exited (reaped), plus every live child's own.
+fn postgres_ticks(postmaster: u32) -> Option<u64> {
+    let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{postmaster}/stat")).ok()?)?;
+    let mut ticks = stat.own + stat.reaped;
+    let tasks = std::fs::read_dir(format!("/proc/{postmaster}/task")).ok()?;
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for child in children.split_whitespace() {
+            // A child that exits meanwhile is counted by `reaped` next time.
+            if let Some(child) = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| parse_stat(&s))
+            {
+                ticks += child.own;
+            }
+        }
+    }
+    Some(ticks)
+}
+
+/// The fields of `/proc/<pid>/stat` the meter reads.
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    parent: u32,
+    /// utime + stime.
+    own: u64,
+    /// cutime + cstime: children that have exited and been waited for.
+    reaped: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name (second field) is in
+/// parentheses and may hold spaces and parentheses itself, so fields are
+/// counted from the last `)`.
+fn parse_stat(line: &str) -> Option<Stat> {
+    let rest = &line[line.rfind(')')? + 1..];
+    // After the name: state (3), ppid (4), …, utime (14), stime (15),
+    // cutime (16), cstime (17), numbered as in proc(5).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        parent: u32::try_from(field(4)?).ok()?,
+        own: field(14)? + field(15)?,
+        reaped: field(16)? + field(17)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_is_read_from_the_last_parenthesis_whatever_the_name_holds() {
+        let line = "4242 (post gres) (x)) S 17 4242 4242 0 -1 4194560 900 0 0 0 \
+                    250 75 30 12 20 0 1 0 100 0 0 18446744073709551615";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                parent: 17,
+                own: 325,
+                reaped: 42
+            })
+        );
+        assert_eq!(parse_stat("4242 (cut short) S 17"), None);
+        assert_eq!(parse_stat("no parenthesis at all"), None);
+    }
+
+    #[test]
+    fn this_process_has_spent_some_cpu_and_the_line_says_what_was_not_measured() {
+        assert!(own_ticks().is_some(), "/proc/self/stat is readable on Linux");
+        let spent = CpuSpent {
+            own: Some(1.5),
+            postgres: None,
+        };
+        assert_eq!(
+            spent.line(1000, "payout"),
+            "CPU: PostgreSQL not measured (the server is not on this machine), \
+             this process 1.50 s (1.50 ms a payout)"
+        );
+    }
+}
