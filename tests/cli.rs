@@ -385,6 +385,7 @@ fn the_benchmarks_run_end_to_end_at_a_small_size() {
     }
     let jobs = run(&["bench", "jobs", "--count", "2000", "--probes", "5"]);
     assert!(jobs.contains("jobs/s"), "{jobs}");
+    assert!(jobs.contains("s a job)\n"), "{jobs}");
     let payouts = run(&["bench", "payouts", "--count", "40", "--clients", "8"]);
     assert!(payouts.contains("ledger invariants: hold"), "{payouts}");
     assert!(payouts.contains("payments per request id: at most 1"), "{payouts}");

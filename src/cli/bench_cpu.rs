@@ -45,11 +45,18 @@ impl CpuMeter {
 }
 
 impl CpuSpent {
-    /// One line for the report: seconds in all and milliseconds per `unit`
-    /// (`n` of them).
+    /// One line for the report: seconds in all and the time per `unit`
+    /// (`n` of them), in milliseconds, or microseconds below a tenth of one.
     pub fn line(&self, n: usize, unit: &str) -> String {
         let part = |seconds: Option<f64>, missing: &str| match seconds {
-            Some(s) => format!("{s:.2} s ({:.2} ms a {unit})", s * 1000.0 / n.max(1) as f64),
+            Some(s) => {
+                let each_us = s * 1e6 / n.max(1) as f64;
+                if each_us >= 100.0 {
+                    format!("{s:.2} s ({:.2} ms a {unit})", each_us / 1000.0)
+                } else {
+                    format!("{s:.2} s ({each_us:.1} µs a {unit})")
+                }
+            }
             None => missing.to_owned(),
         };
         format!(
@@ -153,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_spent_some_cpu_and_the_line_says_what_was_not_measured() {
+    fn this_process_has_spent_some_cpu_and_the_line_says_what_was_not_measured_in_fitting_units() {
         assert!(own_ticks().is_some(), "/proc/self/stat is readable on Linux");
         let spent = CpuSpent {
             own: Some(1.5),
@@ -163,6 +170,14 @@ mod tests {
             spent.line(1000, "payout"),
             "CPU: PostgreSQL not measured (the server is not on this machine), \
              this process 1.50 s (1.50 ms a payout)"
+        );
+        let spent = CpuSpent {
+            own: Some(0.44),
+            postgres: Some(2.33),
+        };
+        assert_eq!(
+            spent.line(100_000, "job"),
+            "CPU: PostgreSQL 2.33 s (23.3 µs a job), this process 0.44 s (4.4 µs a job)"
         );
     }
 }
