@@ -70,10 +70,7 @@ impl CpuSpent {
 /// The postmaster of the server `pool` reaches, if it runs here: the
 /// parent of this session's backend, named `postgres`.
 async fn local_postmaster(pool: &PgPool) -> Option<u32> {
-    let (backend, address): (i32, Option<String>) = sqlx::query_as("SELECT pg_backend_pid(), host(inet_server_addr())")
-        .fetch_one(pool)
-        .await
-        .ok()?;
+    let (backend, address) = crate::store::server_backend(pool).await.ok()?;
     // No address is a Unix socket; anything but loopback is another host,
     // where the same process id would name some other process.
     if address.is_some_and(|a| a != "127.0.0.1" && a != "::1") {

@@ -70,6 +70,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The process id of the server backend serving one of `pool`'s
+/// connections, and the server's address as that connection reached it
+/// (`None` over a Unix socket).
+pub async fn server_backend(pool: &PgPool) -> Result<(i32, Option<String>), sqlx::Error> {
+    sqlx::query_as("SELECT pg_backend_pid(), host(inet_server_addr())")
+        .fetch_one(pool)
+        .await
+}
+
 /// How long a pooled connection may sit idle before it is pinged on the way
 /// out of the pool.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
