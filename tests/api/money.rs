@@ -480,15 +480,8 @@ async fn a_batch_is_created_whole_or_not_at_all() {
 #[tokio::test]
 async fn crediting_past_the_threshold_pays_out_once() {
     let app = spawn_app().await;
-    let put = app
-        .http
-        .put(app.url("/v1/parties/kamau"))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "role": "creator", "kyc_tier": 1, "country": "KE", "payout_msisdn": "0712345678" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), StatusCode::OK);
+    let profile = json!({ "role": "creator", "kyc_tier": 1, "country": "KE", "payout_msisdn": "0712345678" });
+    app.put_party(&app.admin_key, "kamau", &profile).await;
     let settings = app
         .http
         .put(app.url("/v1/parties/kamau/payout-settings"))
@@ -872,16 +865,9 @@ async fn a_payout_routed_by_its_prefix_is_sent_back_when_its_partys_settings_nam
     use tuma::policy::Together;
     let app = spawn_app().await;
     app.fund(&app.admin_key, "creator-7", "100000", "KES").await;
-    let response = app
-        .http
-        .put(app.url("/v1/parties/creator-7"))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
-                       "payout_msisdn": "0733345678", "payout_provider": "airtel" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+    let settings = json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
+                           "payout_msisdn": "0733345678", "payout_provider": "airtel" });
+    app.put_party(&app.admin_key, "creator-7", &settings).await;
     let mut to_airtel = payout_intent("creator-7", "100");
     to_airtel.msisdn = Msisdn::parse("0733345678", Country::KE).unwrap();
     to_airtel.provider = "airtel".into();

@@ -80,16 +80,9 @@ async fn the_partys_payout_provider_wins_over_the_prefix_and_an_explicit_one_ove
 
 async fn routes_by_the_partys_settings(app: &TestApp) {
     app.fund(&app.admin_key, "creator-42", "100000000", "UGX").await;
-    let response = app
-        .http
-        .put(app.url("/v1/parties/creator-42"))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "role": "creator", "kyc_tier": 2, "country": "UG",
-                       "payout_msisdn": "0772345678", "payout_provider": "airtel" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+    let settings = json!({ "role": "creator", "kyc_tier": 2, "country": "UG",
+                           "payout_msisdn": "0772345678", "payout_provider": "airtel" });
+    app.put_party(&app.admin_key, "creator-42", &settings).await;
     let by_party: Value = app
         .create("/v1/payouts", &app.key, "p1", &payout("0772345678", "UGX", "5000"))
         .await

@@ -261,11 +261,17 @@ impl TestApp {
 
     /// Sets a party's KYC tier (role creator, country KE).
     pub async fn set_party(&self, key: &str, party: &str, tier: i16) {
+        let profile = serde_json::json!({ "role": "creator", "kyc_tier": tier, "country": "KE" });
+        self.put_party(key, party, &profile).await;
+    }
+
+    /// Writes a party's profile and payout settings (`PUT /v1/parties/{id}`).
+    pub async fn put_party(&self, key: &str, party: &str, profile: &serde_json::Value) {
         let response = self
             .http
             .put(self.url(&format!("/v1/parties/{party}")))
             .bearer_auth(key)
-            .json(&serde_json::json!({ "role": "creator", "kyc_tier": tier, "country": "KE" }))
+            .json(profile)
             .send()
             .await
             .unwrap();
