@@ -305,6 +305,9 @@ pub struct CreditView {
 }
 
 /// Credit a party's balance.
+///
+/// A party not seen before is created with the default KYC tier, as its
+/// first payout or its payout settings would create it.
 #[utoipa::path(post, path = "/v1/parties/{id}/credits", tag = "parties", request_body = CreateCredit,
     params(("id" = String, Path)),
     responses((status = 201, body = CreditView), (status = 200, description = "Already credited", body = CreditView),
@@ -359,6 +362,9 @@ pub async fn credit_party(
         ],
     };
     let mut tx = state.pool.begin().await?;
+    // A party with a balance is a party: it can be read, and its first
+    // payout finds it (and its balance) as every later one does.
+    parties::create_if_new(&mut tx, &caller.owner, id.as_str(), state.policy.default_tier()).await?;
     let now = state.engine.jobs().clock().sql_now();
     let recorded = crate::policy::credit(&mut tx, state.engine.jobs(), &transfer, &payee, amount.amount(), now)
         .await

@@ -42,13 +42,25 @@ pub async fn lock_or_create(
     if let Some(party) = found {
         return Ok(party);
     }
+    create_if_new(&mut *conn, owner, id, default_tier).await?;
+    sqlx::query_as(&lock).bind(owner).bind(id).fetch_one(conn).await
+}
+
+/// Creates the party with `default_tier` unless it exists, and changes
+/// nothing of one that does; unlike [`lock_or_create`], locks nothing.
+pub async fn create_if_new(
+    conn: &mut PgConnection,
+    owner: &str,
+    id: &str,
+    default_tier: i16,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO parties (owner, id, kyc_tier) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(owner)
         .bind(id)
         .bind(default_tier)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    sqlx::query_as(&lock).bind(owner).bind(id).fetch_one(conn).await
+    Ok(())
 }
 
 pub async fn get(pool: &PgPool, owner: &str, id: &str) -> Result<Option<PartyRow>, sqlx::Error> {

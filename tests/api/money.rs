@@ -532,7 +532,7 @@ async fn crediting_past_the_threshold_pays_out_once() {
 }
 
 #[tokio::test]
-async fn crediting_the_same_reference_twice_is_a_no_op_and_a_different_amount_is_a_conflict() {
+async fn crediting_makes_the_party_and_the_same_reference_twice_is_a_no_op_and_a_different_amount_a_conflict() {
     let app = spawn_app().await;
     let credit = |amount: &'static str| {
         let app = &app;
@@ -556,6 +556,12 @@ async fn crediting_the_same_reference_twice_is_a_no_op_and_a_different_amount_is
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("was +500.00, now +600"), "{detail}");
     assert_eq!(app.available("zawadi", "KES").await, d("500"));
+    // The first credit made the party, with the default tier, as a first
+    // payout would have.
+    let party = app.get("/v1/parties/zawadi", &app.key).await;
+    assert_eq!(party.status(), StatusCode::OK);
+    let party: Value = party.json().await.unwrap();
+    assert_eq!(party["kyc_tier"], app.config.policy.default_kyc_tier);
     // Crediting needs parties:write.
     let refused = post_json(
         &app,
