@@ -393,6 +393,18 @@ fn the_benchmarks_run_end_to_end_at_a_small_size() {
     if local {
         assert!(payouts.contains("ms a payout), this process "), "{payouts}");
     }
+    // The WAL the server wrote meanwhile (pg_stat_wal, PostgreSQL 14 on),
+    // per unit of each bench.
+    for (out, unit) in [(&api, "create"), (&jobs, "job"), (&payouts, "payout")] {
+        let wal = out
+            .lines()
+            .find(|l| l.starts_with("WAL: "))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            wal.contains(&format!(" a {unit} (")) && wal.ends_with("in all, the whole server's)"),
+            "{wal}"
+        );
+    }
 }
 
 /// The bad-input sweep (`.ci/schemathesis`): schemathesis, at the versions

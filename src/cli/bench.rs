@@ -187,7 +187,7 @@ async fn bench_jobs(
         count as f64 / enqueue_time.as_secs_f64()
     );
 
-    let cpu = super::bench_cpu::CpuMeter::start(&pool).await;
+    let cost = super::bench_cost::CostMeter::start(&pool).await;
     let started = Instant::now();
     let running = runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
     if count > 0 {
@@ -197,7 +197,7 @@ async fn bench_jobs(
     // the last job is recorded completed, not when it returned.
     let report = running.shutdown().await;
     let run_time = started.elapsed();
-    let spent = cpu.spent();
+    let spent = cost.spent(&pool).await;
     anyhow::ensure!(
         report.released == 0,
         "{} jobs were released at shutdown",
@@ -211,7 +211,7 @@ async fn bench_jobs(
 
     let mut backlog_waits = std::mem::take(&mut *waits_us.lock().expect("waits mutex"));
     println!("jobs/s: {:.0}", count as f64 / run_time.as_secs_f64());
-    println!("{}", spent.line(count as usize, "job"));
+    println!("{}", spent.lines(count as usize, "job"));
     println!(
         "enqueue-to-start with a {count}-job backlog: p50 {} p99 {}",
         percentile_ms(&mut backlog_waits, 50.0),

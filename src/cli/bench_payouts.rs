@@ -16,7 +16,7 @@ use sqlx::ConnectOptions;
 use tokio::sync::Semaphore;
 
 use super::bench::percentile_ms;
-use super::bench_cpu::CpuMeter;
+use super::bench_cost::CostMeter;
 use crate::api::Scope;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -165,7 +165,7 @@ pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyh
         "bench payouts: {count} payouts of 1,000 KES from {PARTIES} parties, {clients} HTTP clients, \
          M-Pesa queue concurrency 256, simulator in-process"
     );
-    let cpu = CpuMeter::start(&pool).await;
+    let cost = CostMeter::start(&pool).await;
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(clients));
     let mut tasks = Vec::with_capacity(count);
@@ -206,7 +206,7 @@ pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyh
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let total = started.elapsed();
-    let spent = cpu.spent();
+    let spent = cost.spent(&pool).await;
     anyhow::ensure!(
         completed as usize == count,
         "only {completed} of {count} payouts completed within 10 minutes"
@@ -225,7 +225,7 @@ pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyh
         p50.unwrap_or_default() * 1000.0,
         p99.unwrap_or_default() * 1000.0
     );
-    println!("{}", spent.line(count, "payout"));
+    println!("{}", spent.lines(count, "payout"));
     println!(
         "peak RSS: {}; ledger invariants: {}; payments per request id: at most {}",
         peak_rss(),
@@ -265,9 +265,9 @@ pub async fn bench_api(
         duration.as_secs(),
         if run_jobs { "on" } else { "paused" }
     );
-    let cpu = CpuMeter::start(&scratch.pool).await;
+    let cost = CostMeter::start(&scratch.pool).await;
     let (results, sent_in) = open_loop(&http, &scratch, rate, count, 0, "bench").await;
-    let spent = cpu.spent();
+    let spent = cost.spent(&scratch.pool).await;
     let mut latencies = Vec::with_capacity(count);
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     // Every request's send time and latency, only when asked for.
@@ -304,7 +304,7 @@ pub async fn bench_api(
         percentile_ms(&mut latencies, 99.9),
         percentile_ms(&mut latencies, 100.0)
     );
-    println!("{}", spent.line(count, "create"));
+    println!("{}", spent.lines(count, "create"));
     scratch.finish().await
 }
 

@@ -5,7 +5,7 @@
 
 mod approvals;
 mod bench;
-mod bench_cpu;
+mod bench_cost;
 mod bench_payouts;
 mod jobs;
 mod keys;

@@ -79,6 +79,14 @@ pub async fn server_backend(pool: &PgPool) -> Result<(i32, Option<String>), sqlx
         .await
 }
 
+/// The WAL the server has written since its statistics were last reset:
+/// records and bytes (`pg_stat_wal`, PostgreSQL 14 and later).
+pub async fn wal_written(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as("SELECT wal_records, wal_bytes::int8 FROM pg_stat_wal")
+        .fetch_one(pool)
+        .await
+}
+
 /// How long a pooled connection may sit idle before it is pinged on the way
 /// out of the pool.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);

@@ -1,7 +1,9 @@
-//! CPU time spent during a benchmark, by this process (the engine with the
-//! benchmark's own clients) and by the PostgreSQL server when it runs on
-//! this machine, read from Linux's `/proc`. Per payout, these say what a
-//! change saved where wall-clock figures on a busy two-core machine cannot.
+//! What a benchmark's measured part cost: CPU time, by this process (the
+//! engine with the benchmark's own clients) and by the PostgreSQL server
+//! when it runs on this machine, read from Linux's `/proc`; and the WAL the
+//! server wrote, from `pg_stat_wal`. Per payout, these say what a change
+//! saved where wall-clock figures on a busy two-core machine cannot; the
+//! WAL count does not even move with the machine's speed.
 
 use sqlx::PgPool;
 
@@ -9,45 +11,78 @@ use sqlx::PgPool;
 /// which Linux fixes at 100 for every process-visible interface).
 const USER_HZ: f64 = 100.0;
 
-/// CPU ticks counted from when a benchmark's measured part began.
-pub(super) struct CpuMeter {
+/// CPU ticks and WAL counted from when a benchmark's measured part began.
+pub(super) struct CostMeter {
     /// The server's postmaster, when the server runs on this machine.
     postmaster: Option<u32>,
     own_start: Option<u64>,
     postgres_start: Option<u64>,
+    wal_start: Option<Wal>,
 }
 
-/// CPU seconds spent since [`CpuMeter::start`]; `None` where unreadable.
-pub(super) struct CpuSpent {
+/// What was spent since [`CostMeter::start`]; `None` where unreadable.
+pub(super) struct Cost {
+    /// CPU seconds of this process.
     pub own: Option<f64>,
+    /// CPU seconds of the server.
     pub postgres: Option<f64>,
+    /// WAL the whole server wrote.
+    pub wal: Option<Wal>,
 }
 
-impl CpuMeter {
-    /// Starts counting. The server is measured only if `pool` reaches it
-    /// over a Unix socket or loopback and its backend is visible here.
-    pub async fn start(pool: &PgPool) -> CpuMeter {
+/// WAL records and bytes (`pg_stat_wal`, cumulative for the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Wal {
+    pub records: i64,
+    pub bytes: i64,
+}
+
+impl CostMeter {
+    /// Starts counting. The server's CPU is measured only if `pool` reaches
+    /// it over a Unix socket or loopback and its backend is visible here;
+    /// its WAL wherever it runs, from PostgreSQL 14 on.
+    pub async fn start(pool: &PgPool) -> CostMeter {
         let postmaster = local_postmaster(pool).await;
-        CpuMeter {
+        let wal_start = wal_written(pool).await;
+        CostMeter {
             postmaster,
             own_start: own_ticks(),
             postgres_start: postmaster.and_then(postgres_ticks),
+            wal_start,
         }
     }
 
-    pub fn spent(&self) -> CpuSpent {
+    pub async fn spent(&self, pool: &PgPool) -> Cost {
         let since = |start: Option<u64>, now: Option<u64>| Some(now?.saturating_sub(start?) as f64 / USER_HZ);
-        CpuSpent {
-            own: since(self.own_start, own_ticks()),
-            postgres: since(self.postgres_start, self.postmaster.and_then(postgres_ticks)),
-        }
+        let own = since(self.own_start, own_ticks());
+        let postgres = since(self.postgres_start, self.postmaster.and_then(postgres_ticks));
+        let wal = match (self.wal_start, wal_written(pool).await) {
+            (Some(start), Some(now)) => Some(Wal {
+                records: now.records - start.records,
+                bytes: now.bytes - start.bytes,
+            }),
+            _ => None,
+        };
+        Cost { own, postgres, wal }
     }
 }
 
-impl CpuSpent {
-    /// One line for the report: seconds in all and the time per `unit`
-    /// (`n` of them), in milliseconds, or microseconds below a tenth of one.
-    pub fn line(&self, n: usize, unit: &str) -> String {
+/// The server's WAL counters; `None` before PostgreSQL 14 (no
+/// `pg_stat_wal`) or when they cannot be read.
+async fn wal_written(pool: &PgPool) -> Option<Wal> {
+    let (records, bytes) = crate::store::wal_written(pool).await.ok()?;
+    Some(Wal { records, bytes })
+}
+
+impl Cost {
+    /// Two lines for the report. CPU: seconds in all and the time per
+    /// `unit` (`n` of them), in milliseconds, or microseconds below a tenth
+    /// of one. WAL: records and bytes per `unit`, and in all.
+    pub fn lines(&self, n: usize, unit: &str) -> String {
+        format!("{}\n{}", self.cpu_line(n, unit), self.wal_line(n, unit))
+    }
+
+    fn cpu_line(&self, n: usize, unit: &str) -> String {
         let part = |seconds: Option<f64>, missing: &str| match seconds {
             Some(s) => {
                 let each_us = s * 1e6 / n.max(1) as f64;
@@ -64,6 +99,31 @@ impl CpuSpent {
             part(self.postgres, "not measured (the server is not on this machine)"),
             part(self.own, "not measured (no /proc)")
         )
+    }
+
+    fn wal_line(&self, n: usize, unit: &str) -> String {
+        let Some(wal) = self.wal else {
+            return "WAL: not measured (pg_stat_wal needs PostgreSQL 14 or later)".to_owned();
+        };
+        let n = n.max(1) as f64;
+        format!(
+            "WAL: {:.1} records and {} a {unit} ({} records, {} in all, the whole server's)",
+            wal.records as f64 / n,
+            size(wal.bytes as f64 / n),
+            wal.records,
+            size(wal.bytes as f64)
+        )
+    }
+}
+
+/// Bytes in B, kB or MB (powers of 1,000), three significant figures or so.
+fn size(bytes: f64) -> String {
+    if bytes >= 1e6 {
+        format!("{:.1} MB", bytes / 1e6)
+    } else if bytes >= 1e3 {
+        format!("{:.1} kB", bytes / 1e3)
+    } else {
+        format!("{bytes:.0} B")
     }
 }
 
@@ -157,24 +217,41 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_spent_some_cpu_and_the_line_says_what_was_not_measured_in_fitting_units() {
+    fn this_process_has_spent_some_cpu_and_the_lines_say_what_was_not_measured_in_fitting_units() {
         assert!(own_ticks().is_some(), "/proc/self/stat is readable on Linux");
-        let spent = CpuSpent {
+        let spent = Cost {
             own: Some(1.5),
             postgres: None,
+            wal: None,
         };
         assert_eq!(
-            spent.line(1000, "payout"),
+            spent.lines(1000, "payout"),
             "CPU: PostgreSQL not measured (the server is not on this machine), \
-             this process 1.50 s (1.50 ms a payout)"
+             this process 1.50 s (1.50 ms a payout)\n\
+             WAL: not measured (pg_stat_wal needs PostgreSQL 14 or later)"
         );
-        let spent = CpuSpent {
+        let spent = Cost {
             own: Some(0.44),
             postgres: Some(2.33),
+            wal: Some(Wal {
+                records: 496_123,
+                bytes: 71_456_000,
+            }),
         };
         assert_eq!(
-            spent.line(100_000, "job"),
-            "CPU: PostgreSQL 2.33 s (23.3 µs a job), this process 0.44 s (4.4 µs a job)"
+            spent.lines(100_000, "job"),
+            "CPU: PostgreSQL 2.33 s (23.3 µs a job), this process 0.44 s (4.4 µs a job)\n\
+             WAL: 5.0 records and 715 B a job (496123 records, 71.5 MB in all, the whole server's)"
         );
+        let spent = Cost {
+            wal: Some(Wal {
+                records: 496_123,
+                bytes: 71_456_000,
+            }),
+            ..spent
+        };
+        assert!(spent
+            .lines(5000, "payout")
+            .ends_with("WAL: 99.2 records and 14.3 kB a payout (496123 records, 71.5 MB in all, the whole server's)"));
     }
 }
