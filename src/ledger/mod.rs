@@ -34,6 +34,8 @@ use uuid::Uuid;
 
 use crate::domain::Currency;
 
+#[doc(hidden)]
+pub use store::WRITE_TRANSFERS;
 pub use store::{available_of, balances_of, check_invariants, entries, find_account, AccountBalance, EntryRow};
 
 /// The legs that undo the posted transfer `key` (each of its legs with the

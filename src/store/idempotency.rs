@@ -110,10 +110,14 @@ pub async fn release_many(conn: &mut PgConnection, keys: &[(&str, &str)]) -> Res
     if keys.is_empty() {
         return Ok(());
     }
+    // Found by key, deleted by address: see [`store_responses`].
     sqlx::query(
         "DELETE FROM idempotency_keys k
-         USING unnest($1::text[], $2::text[]) AS r(owner, key)
-         WHERE k.owner = r.owner AND k.key = r.key AND k.response_status = 0",
+         USING unnest((SELECT $1::text[]), $2::text[]) AS r(owner, key)
+         CROSS JOIN LATERAL (
+             SELECT h.ctid AS held FROM idempotency_keys h WHERE h.owner = r.owner AND h.key = r.key LIMIT 1
+         ) AS found
+         WHERE k.ctid = found.held AND k.response_status = 0",
     )
     .bind(keys.iter().map(|k| k.0).collect::<Vec<&str>>())
     .bind(keys.iter().map(|k| k.1).collect::<Vec<&str>>())
@@ -121,6 +125,28 @@ pub async fn release_many(conn: &mut PgConnection, keys: &[(&str, &str)]) -> Res
     .await?;
     Ok(())
 }
+
+/// The statement of [`store_responses`] (public for the tests of its plan).
+///
+/// `(SELECT $N)` around the first array hides the batch's size from the
+/// planner, so one generic plan serves every batch; with the size in
+/// sight, every call looked cheaper planned afresh, and was.
+///
+/// Each row is found by its key (the lateral lookup, which `LIMIT` keeps
+/// from being merged into a join, always goes by the primary key) and
+/// updated by its address (`ctid`). A plain join on the key left the
+/// access path to the statistics: a generic plan made while the table
+/// was small hashed it whole on every call from then on, until the next
+/// ANALYZE. The address is safe here: the rows are this transaction's
+/// own claims, locked by it since, so the version found is the one to
+/// update.
+#[doc(hidden)]
+pub const STORE_RESPONSES: &str = "UPDATE idempotency_keys k SET response_status = r.status, response_body = r.body
+FROM unnest((SELECT $1::text[]), $2::text[], $3::int2[], $4::jsonb[]) AS r(owner, key, status, body)
+CROSS JOIN LATERAL (
+    SELECT h.ctid AS held FROM idempotency_keys h WHERE h.owner = r.owner AND h.key = r.key LIMIT 1
+) AS found
+WHERE k.ctid = found.held";
 
 /// [`store_response`] for many held keys with one statement: `(owner,
 /// key, status, body)`.
@@ -131,20 +157,13 @@ pub async fn store_responses(
     if responses.is_empty() {
         return Ok(());
     }
-    // `(SELECT $N)` around the first array hides the batch's size from the
-    // planner, so one generic plan serves every batch; with the size in
-    // sight, every call looked cheaper planned afresh, and was.
-    sqlx::query(
-        "UPDATE idempotency_keys k SET response_status = r.status, response_body = r.body
-         FROM unnest((SELECT $1::text[]), $2::text[], $3::int2[], $4::jsonb[]) AS r(owner, key, status, body)
-         WHERE k.owner = r.owner AND k.key = r.key",
-    )
-    .bind(responses.iter().map(|r| r.0).collect::<Vec<&str>>())
-    .bind(responses.iter().map(|r| r.1).collect::<Vec<&str>>())
-    .bind(responses.iter().map(|r| r.2).collect::<Vec<i16>>())
-    .bind(responses.iter().map(|r| r.3).collect::<Vec<&Value>>())
-    .execute(conn)
-    .await?;
+    sqlx::query(STORE_RESPONSES)
+        .bind(responses.iter().map(|r| r.0).collect::<Vec<&str>>())
+        .bind(responses.iter().map(|r| r.1).collect::<Vec<&str>>())
+        .bind(responses.iter().map(|r| r.2).collect::<Vec<i16>>())
+        .bind(responses.iter().map(|r| r.3).collect::<Vec<&Value>>())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

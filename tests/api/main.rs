@@ -14,6 +14,7 @@ mod loans;
 mod money;
 mod mpesa;
 mod operations;
+mod plans;
 mod providers;
 mod transitions;
 mod validation;
