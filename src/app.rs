@@ -68,9 +68,9 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         .keys()
         .filter(|name| config.runner.queues.contains_key(*name))
         .cloned();
-    let engine = Engine::new(workflows, jobs, provider_queues);
     let policy =
         crate::policy::Policy::from_config(&config).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let engine = Engine::new(workflows, jobs, provider_queues, policy.default_tier());
     let config = Arc::new(config);
     let loans = crate::loans::Loans::new(engine.clone(), policy.clone(), Arc::clone(&config));
     let mut registry = Registry::new();

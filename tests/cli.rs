@@ -180,6 +180,7 @@ async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker
         &wallet,
         "200000".parse().unwrap(),
         None,
+        policy.default_tier(),
     )
     .await
     .unwrap();

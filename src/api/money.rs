@@ -362,16 +362,21 @@ pub async fn credit_party(
         ],
     };
     let mut tx = state.pool.begin().await?;
-    // A party with a balance is a party: it can be read, and its first
-    // payout finds it (and its balance) as every later one does.
-    parties::create_if_new(&mut tx, &caller.owner, id.as_str(), state.policy.default_tier()).await?;
     let now = state.engine.jobs().clock().sql_now();
-    let recorded = crate::policy::credit(&mut tx, state.engine.jobs(), &transfer, &payee, amount.amount(), now)
-        .await
-        .map_err(|e| match e {
-            ledger::LedgerError::Mismatch { .. } => ApiError::InvalidState(e.to_string()),
-            other => ApiError::Internal(other.into()),
-        })?;
+    let recorded = crate::policy::credit(
+        &mut tx,
+        state.engine.jobs(),
+        &transfer,
+        &payee,
+        amount.amount(),
+        now,
+        state.policy.default_tier(),
+    )
+    .await
+    .map_err(|e| match e {
+        ledger::LedgerError::Mismatch { .. } => ApiError::InvalidState(e.to_string()),
+        other => ApiError::Internal(other.into()),
+    })?;
     tx.commit().await?;
     let balance = ledger::balances_of(&state.pool, &caller.owner, AccountKind::Party, id.as_str())
         .await?

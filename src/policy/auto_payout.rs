@@ -33,17 +33,19 @@ impl JobArgs for AutoPayoutJob {
     const KIND: &'static str = "party.auto_payout";
 }
 
-/// After `payee` was credited `amount` by transfer `trigger`: enqueue an
-/// auto-payout if that credit took the balance over the party's threshold.
+/// After `payee` was credited `amount` by transfer `trigger`: create the
+/// party (with `default_tier`) if it is new, and enqueue an auto-payout if
+/// that credit took the balance over the party's threshold.
 pub(super) async fn after_credit(
     tx: &mut Transaction<'_, Postgres>,
     jobs: &JobClient,
     payee: &AccountKey,
     amount: Decimal,
     trigger: &str,
+    default_tier: i16,
 ) -> Result<(), LedgerError> {
     debug_assert_eq!(payee.kind, AccountKind::Party);
-    let settings = parties::auto_payout_settings(tx, &payee.owner, &payee.reference).await?;
+    let settings = parties::auto_payout_settings_creating(tx, &payee.owner, &payee.reference, default_tier).await?;
     let Some((true, Some(threshold), Some(currency))) = settings else {
         return Ok(());
     };

@@ -14,13 +14,15 @@ use crate::workflow::LedgerEffect;
 /// Applies `effect` to `intent`'s transfer, in the transition's
 /// transaction. A payout's hold is posted or voided; a collection that
 /// completes credits its payee (the party's balance, or the campaign's
-/// bucket) from the provider float.
+/// bucket) from the provider float, and a party not seen before is created
+/// with `default_tier`, as [`credit`] does.
 pub async fn settle_intent(
     conn: &mut Transaction<'_, Postgres>,
     jobs: &JobClient,
     intent: &IntentRow,
     effect: LedgerEffect,
     now: Option<DateTime<Utc>>,
+    default_tier: i16,
 ) -> Result<(), LedgerError> {
     let key = ledger::intent_key(intent.id);
     let how = match effect {
@@ -58,7 +60,7 @@ pub async fn settle_intent(
                 // take it first.
                 ledger::record(conn, &transfer, Mode::Post, now).await?;
             } else {
-                credit(conn, jobs, &transfer, &payee, intent.amount, now).await?;
+                credit(conn, jobs, &transfer, &payee, intent.amount, now, default_tier).await?;
             }
         }
         ("payout", _) => {
@@ -95,9 +97,12 @@ pub async fn settle_payouts(
     Ok(())
 }
 
-/// Records `transfer` (posted) crediting `payee` with `amount`, and, when
-/// the payee is a party whose balance now crosses its auto-payout
-/// threshold, enqueues the auto-payout that crossing asks for.
+/// Records `transfer` (posted) crediting `payee` with `amount`. When the
+/// payee is a party, a party not seen before is created with
+/// `default_tier` (a party with a balance can be read, and its first
+/// payout finds it as every later one does), and a balance that now
+/// crosses its auto-payout threshold enqueues the auto-payout that crossing
+/// asks for.
 pub async fn credit(
     conn: &mut Transaction<'_, Postgres>,
     jobs: &JobClient,
@@ -105,10 +110,11 @@ pub async fn credit(
     payee: &AccountKey,
     amount: Decimal,
     now: Option<DateTime<Utc>>,
+    default_tier: i16,
 ) -> Result<Recorded, LedgerError> {
     let recorded = ledger::record(conn, transfer, Mode::Post, now).await?;
     if matches!(recorded, Recorded::New { .. }) && payee.kind == AccountKind::Party {
-        auto_payout::after_credit(conn, jobs, payee, amount, &transfer.key).await?;
+        auto_payout::after_credit(conn, jobs, payee, amount, &transfer.key, default_tier).await?;
     }
     Ok(recorded)
 }

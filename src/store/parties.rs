@@ -150,17 +150,32 @@ pub async fn set_auto_payout(
     .await
 }
 
-/// A party's auto-payout settings: enabled, threshold, currency.
-pub async fn auto_payout_settings(
+/// A party's auto-payout settings (enabled, threshold, currency), the
+/// party created with `default_tier` if it did not exist: a party credited
+/// is a party, however its balance was credited. One statement; on a party
+/// that exists the insert writes nothing. `None` only when a transaction
+/// running alongside created the party after this statement began (its
+/// settings are those of a party just made: no auto-payout).
+pub async fn auto_payout_settings_creating(
     conn: &mut PgConnection,
     owner: &str,
     id: &str,
+    default_tier: i16,
 ) -> Result<Option<(bool, Option<Decimal>, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT auto_payout_enabled, auto_payout_threshold, auto_payout_currency FROM parties WHERE owner = $1 AND id = $2",
+        "WITH made AS (
+             INSERT INTO parties (owner, id, kyc_tier) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING
+             RETURNING auto_payout_enabled, auto_payout_threshold, auto_payout_currency
+         )
+         SELECT * FROM made
+         UNION ALL
+         SELECT auto_payout_enabled, auto_payout_threshold, auto_payout_currency FROM parties
+         WHERE owner = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM made)",
     )
     .bind(owner)
     .bind(id)
+    .bind(default_tier)
     .fetch_optional(conn)
     .await
 }

@@ -245,18 +245,29 @@ struct EngineInner {
     /// Runner queues named after a provider: provider calls go there, under
     /// that queue's concurrency and rate limit.
     provider_queues: std::collections::BTreeSet<String>,
+    /// The KYC tier of a party first met when a settlement credits it
+    /// (`policy.default_kyc_tier`).
+    default_party_tier: i16,
 }
 
 impl Engine {
     /// An engine whose provider calls run on the queues in `provider_queues`
-    /// named after their provider (others on the default queue).
-    pub fn new(workflows: Workflows, jobs: JobClient, provider_queues: impl IntoIterator<Item = String>) -> Engine {
+    /// named after their provider (others on the default queue), and whose
+    /// settlements create a party they credit and have not met with
+    /// `default_party_tier`.
+    pub fn new(
+        workflows: Workflows,
+        jobs: JobClient,
+        provider_queues: impl IntoIterator<Item = String>,
+        default_party_tier: i16,
+    ) -> Engine {
         Engine {
             inner: Arc::new(EngineInner {
                 workflows,
                 guards: built_in_guards(),
                 jobs,
                 provider_queues: provider_queues.into_iter().collect(),
+                default_party_tier,
             }),
         }
     }
@@ -658,7 +669,15 @@ impl Engine {
         let now = self.inner.jobs.clock().sql_now();
         let workflow = Arc::clone(self.workflow(&intent.kind)?);
         if let (Some(effect), false) = (workflow.state(&to).and_then(|s| s.ledger), settled) {
-            crate::policy::settle_intent(tx, &self.inner.jobs, &intent, effect, now).await?;
+            crate::policy::settle_intent(
+                tx,
+                &self.inner.jobs,
+                &intent,
+                effect,
+                now,
+                self.inner.default_party_tier,
+            )
+            .await?;
         }
         self.deliver(tx, event_id, endpoints).await?;
         metrics::counter!(

@@ -147,7 +147,7 @@ async fn a_b2c_payout_completes_on_its_result_callback_with_the_receipt_recorded
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_stk_collection_completes_on_its_callback() {
+async fn an_stk_collection_completes_on_its_callback_and_credits_its_party_making_it() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let id = create(&app, "/v1/collections", &collection("0722 000 111", "250")).await;
     let done = until_state(&app, "collection", &id, "completed").await;
@@ -158,6 +158,13 @@ async fn an_stk_collection_completes_on_its_callback() {
         events(&done).last().unwrap(),
         &("provider_succeeded".to_owned(), "callback".to_owned())
     );
+    // The payer's party was credited, so it exists, with the default tier,
+    // as if its first payout or a credit through the API had made it.
+    let party = app.get("/v1/parties/donor-3", &app.key).await;
+    assert_eq!(party.status(), StatusCode::OK);
+    let party: Value = party.json().await.unwrap();
+    assert_eq!(party["kyc_tier"], app.config.policy.default_kyc_tier);
+    assert_eq!(app.available("donor-3", "KES").await, rust_decimal::Decimal::from(250));
     app.assert_ledger_balanced().await;
 }
 
