@@ -502,7 +502,8 @@ pub async fn entries(
 
 /// Everything that must hold of the ledger, as a list of what does not:
 /// every transfer balances per currency, every running total equals the
-/// sum of its entries, and no non-negative account is below zero.
+/// sum of its entries, no non-negative account is below zero, and no
+/// ledger entry, intent event or provider-call note has lost its parent.
 pub async fn check_invariants(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     let mut problems = Vec::new();
     let unbalanced: Vec<(String, String, Decimal)> = sqlx::query_as(
@@ -539,6 +540,29 @@ pub async fn check_invariants(pool: &PgPool) -> Result<Vec<String>, sqlx::Error>
         problems.push(format!(
             "account {id}: totals posted {posted} held {out} incoming {into}, entries say {sum_posted} / {sum_out} / {sum_in}"
         ));
+    }
+    // The hottest child tables carry no foreign keys (their writers
+    // guarantee the parent; see the migration that dropped them): what the
+    // keys would have refused is looked for here.
+    let orphans: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT 'ledger entries without their transfer', count(*) FROM ledger_entries e
+         WHERE NOT EXISTS (SELECT 1 FROM ledger_transfers t WHERE t.id = e.transfer_id)
+         UNION ALL
+         SELECT 'ledger entries without their account', count(*) FROM ledger_entries e
+         WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.id = e.account_id)
+         UNION ALL
+         SELECT 'intent events without their intent', count(*) FROM intent_events v
+         WHERE NOT EXISTS (SELECT 1 FROM intents i WHERE i.id = v.intent_id)
+         UNION ALL
+         SELECT 'provider-call notes without their intent', count(*) FROM provider_calls c
+         WHERE NOT EXISTS (SELECT 1 FROM intents i WHERE i.id = c.intent_id)",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (what, count) in orphans {
+        if count > 0 {
+            problems.push(format!("{count} {what}"));
+        }
     }
     Ok(problems)
 }

@@ -1004,3 +1004,34 @@ async fn concurrent_creates_with_one_idempotency_key_make_one_payout() {
     }
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn the_books_check_reports_entries_events_and_call_notes_whose_parent_is_missing() {
+    // The hottest child tables carry no foreign keys: the check is what
+    // would notice a row written for a parent that does not exist.
+    let app = spawn_app_holding_payouts().await;
+    app.fund(&app.admin_key, "maria", "5000", "KES").await;
+    created(&app, &payout_from("maria", "1500")).await;
+    app.assert_ledger_balanced().await;
+    for orphan in [
+        "INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
+         SELECT gen_random_uuid(), id, 1, 'KES', 'x' FROM ledger_accounts LIMIT 1",
+        "INSERT INTO ledger_entries (transfer_id, account_id, amount, currency, memo)
+         SELECT id, gen_random_uuid(), 1, 'KES', 'x' FROM ledger_transfers LIMIT 1",
+        "INSERT INTO intent_events (intent_id, event, outcome, cause, actor, at)
+         VALUES (gen_random_uuid(), 'create', 'applied', 'api', 'x', now())",
+        "INSERT INTO provider_calls (intent_id, provider, call, outcome, latency_ms)
+         VALUES (gen_random_uuid(), 'mpesa', 'send', 'pending', 1)",
+    ] {
+        sqlx::query(orphan).execute(&app.db.pool).await.unwrap();
+    }
+    let problems = tuma::ledger::check_invariants(&app.db.pool).await.unwrap();
+    for expected in [
+        "1 ledger entries without their transfer",
+        "1 ledger entries without their account",
+        "1 intent events without their intent",
+        "1 provider-call notes without their intent",
+    ] {
+        assert!(problems.iter().any(|p| p == expected), "{expected}: {problems:?}");
+    }
+}
