@@ -144,6 +144,21 @@ pub async fn mark_asked(
     Ok(())
 }
 
+/// Undoes the last [`mark_asked`] of `trans_id` for a question the
+/// provider did not take: it is not counted, and is due at the next run
+/// (its time moved back by `wait`, the usual wait for an answer).
+pub async fn not_taken(conn: &mut PgConnection, trans_id: &str, wait: chrono::TimeDelta) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE c2b_status_queries SET asked_at = asked_at - $2, attempts = attempts - 1
+         WHERE trans_id = $1 AND answered_at IS NULL",
+    )
+    .bind(trans_id)
+    .bind(wait)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The validated notice of a payment asked about by receipt `trans_id`
 /// (the body of its accepted validation), locked against a second answer.
 pub async fn asked_notice(conn: &mut PgConnection, trans_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {

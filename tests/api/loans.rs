@@ -866,6 +866,34 @@ async fn a_status_answer_still_in_progress_leaves_the_payment_to_be_asked_again(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_question_daraja_did_not_take_is_asked_again_at_the_next_run_uncounted() {
+    let app = setup().await;
+    let (id, reference) = active_loan(&app, "0712345678", json!({})).await;
+    let sim = app.sim.clone().unwrap();
+    let receipt = pay_bill_confirmation_lost(&app, "254712345678", 1000, &reference).await;
+    // Daraja answers every request with a 5xx when the question is asked.
+    sim.set_chaos(tuma::simulator::Chaos {
+        server_error_permille: 1000,
+        ..Default::default()
+    });
+    app.advance(Duration::from_secs(61));
+    ask_about_unconfirmed(&app).await;
+    let (status, attempts) = asked_about(&app, &receipt).await;
+    assert_eq!((status, attempts), (None, 0), "a question not taken is not counted");
+
+    // The next run, a minute on and well inside the wait for an answer,
+    // asks again and the answer repays the loan.
+    sim.set_chaos(tuma::simulator::Chaos::default());
+    app.advance(Duration::from_secs(60));
+    ask_about_unconfirmed(&app).await;
+    until_recorded_from_its_status(&app).await;
+    let (status, attempts) = asked_about(&app, &receipt).await;
+    assert_eq!((status.as_deref(), attempts), (Some("Completed"), 1));
+    assert_eq!(loan(&app, &id).await["outstanding"], "4500.00");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_then_reported() {
     let app = setup().await;
     // Every callback lost: the confirmation, and each answer about it.

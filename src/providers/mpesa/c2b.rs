@@ -39,10 +39,14 @@ pub fn validate(config: &MpesaConfig, notice: &C2bNotice) -> Result<(), (&'stati
 const UNCONFIRMED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// How far back validations are looked at.
 const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-/// How long an unanswered question waits before it is asked again…
-const ASK_AGAIN_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// How long a question Daraja accepted waits for its answer before it is
+/// asked again (the answer normally comes within seconds; a lost one
+/// should not hold a repayment back for long)…
+pub const ASK_AGAIN_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 /// …and how often it is asked at most. After that the payment is left to a
-/// person: the reconciliation report lists it (`unconfirmed`).
+/// person: the reconciliation report lists it (`unconfirmed`). A question
+/// Daraja did not take (busy, unreachable, a 5xx) is not counted: it is
+/// asked again at the next run, for as long as the validation is looked at.
 pub const MAX_ASKS: i32 = 5;
 /// Most payments asked about per run.
 const PER_RUN: i64 = 200;
@@ -100,15 +104,22 @@ impl crate::runner::Worker for UnconfirmedWorker {
         );
         let mut unasked = 0;
         for payment in &due {
-            // Noted first: a question that fails is asked again later.
+            // Noted first, so a crash mid-question still counts it; a
+            // question Daraja did not take is made due again at once.
             store::mark_asked(&mut conn, &payment.trans_id, payment.inbox_id, now).await?;
-            if let Err(error) = self
+            match self
                 .client
                 .c2b_status(&payment.trans_id, &result_url, &timeout_url)
                 .await
             {
-                unasked += 1;
-                tracing::warn!(inbox_id = payment.inbox_id, %error, "could not ask about an unconfirmed C2B payment");
+                Ok(()) => {}
+                Err(error) => {
+                    unasked += 1;
+                    tracing::warn!(inbox_id = payment.inbox_id, %error, "could not ask about an unconfirmed C2B payment");
+                    if !matches!(error, super::MpesaError::Rejected { .. } | super::MpesaError::Config(_)) {
+                        store::not_taken(&mut conn, &payment.trans_id, ASK_AGAIN_AFTER).await?;
+                    }
+                }
             }
         }
         metrics::counter!("tuma_c2b_unconfirmed_asked_total").increment((due.len() - unasked) as u64);
