@@ -48,12 +48,7 @@ pub async fn lock_or_create(
 
 /// Creates the party with `default_tier` unless it exists, and changes
 /// nothing of one that does; unlike [`lock_or_create`], locks nothing.
-pub async fn create_if_new(
-    conn: &mut PgConnection,
-    owner: &str,
-    id: &str,
-    default_tier: i16,
-) -> Result<(), sqlx::Error> {
+async fn create_if_new(conn: &mut PgConnection, owner: &str, id: &str, default_tier: i16) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO parties (owner, id, kyc_tier) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(owner)
         .bind(id)
