@@ -933,8 +933,33 @@ async fn payouts_released_together_share_the_float_as_if_released_one_after_anot
             == 1
     })
     .await;
-    // Their retries come due together: one batch.
+    // Their retries come due together while the float is held elsewhere:
+    // the first releases wait on it in both lanes, and the rest queue
+    // behind them and are applied together when it is let go.
+    let float = "SELECT pg_advisory_lock(hashtext('tuma.float.mpesa'))";
+    let mut holder = app.db.pool.acquire().await.unwrap();
+    sqlx::query(float).execute(&mut *holder).await.unwrap();
     app.advance(Duration::from_secs(5));
+    let runner = app.runner.clone();
+    let working = tokio::spawn(async move { runner.work_once("default").await.unwrap() });
+    eventually(Duration::from_secs(20), "two releases waiting on the float", || async {
+        app.count(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await
+            == 2
+    })
+    .await;
+    // Both lanes are stuck on the lock; the other three need only reach
+    // the batcher, which the runner's own reads take far less than this.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('tuma.float.mpesa'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    assert_eq!(working.await.unwrap(), 5);
     app.work("default").await;
     let mut states = Vec::new();
     for id in &ids {
