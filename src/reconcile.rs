@@ -128,6 +128,12 @@ pub struct Report {
     pub stuck: Vec<IntentLine>,
     pub suspense: Vec<SuspenseLine>,
     pub unmatched_callbacks: Vec<CallbackLine>,
+    /// What the ledger's own check found wrong: a transfer whose legs do
+    /// not sum to zero, a running total that drifted from its entries, a
+    /// balance below zero, rows whose parent is missing. Empty when the
+    /// books hold.
+    #[serde(default)]
+    pub books: Vec<String>,
 }
 
 /// Builds the report as of `now`, labelled `date`.
@@ -180,6 +186,9 @@ pub async fn build(
     // about in vain: their confirmation never came, and neither did an
     // answer.
     let callbacks = store::unmatched_callbacks(pool, limit, crate::providers::mpesa::c2b::MAX_ASKS).await?;
+    // The whole ledger, read once a day: what the foreign keys and the
+    // writers' own checks would have refused, found after the fact.
+    let books = crate::ledger::check_invariants(pool).await?;
     // A float no provider report covers (the provider has no balance query
     // in Tuma) is listed, unverified, without failing the report.
     let ok = floats
@@ -189,7 +198,8 @@ pub async fn build(
         && unresolved.is_empty()
         && stuck.is_empty()
         && suspense.is_empty()
-        && callbacks.is_empty();
+        && callbacks.is_empty()
+        && books.is_empty();
     Ok(Report {
         date,
         generated_at: now,
@@ -217,6 +227,7 @@ pub async fn build(
                 received_at: c.received_at,
             })
             .collect(),
+        books,
     })
 }
 
@@ -300,6 +311,19 @@ pub fn to_csv(report: &Report) -> String {
             c.provider.clone(),
             c.provider_ids.clone().unwrap_or_default(),
             c.received_at.to_rfc3339(),
+        ]);
+    }
+    for problem in &report.books {
+        row([
+            "books".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            problem.clone(),
+            String::new(),
         ]);
     }
     out

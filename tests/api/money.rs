@@ -1034,4 +1034,22 @@ async fn the_books_check_reports_entries_events_and_call_notes_whose_parent_is_m
     ] {
         assert!(problems.iter().any(|p| p == expected), "{expected}: {problems:?}");
     }
+    // The daily reconciliation report carries what the check found.
+    let report = tuma::reconcile::build(
+        &app.db.pool,
+        app.engine.workflows(),
+        &app.config.reconciliation,
+        chrono::Utc::now().date_naive(),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.books, problems);
+    let csv = tuma::reconcile::to_csv(&report);
+    assert!(
+        csv.lines()
+            .any(|line| line == "books,,,,,,,1 intent events without their intent,"),
+        "{csv}"
+    );
 }
