@@ -186,8 +186,9 @@ pub async fn build(
     // about in vain: their confirmation never came, and neither did an
     // answer.
     let callbacks = store::unmatched_callbacks(pool, limit, crate::providers::mpesa::c2b::MAX_ASKS).await?;
-    // The whole ledger, read once a day: what the foreign keys and the
-    // writers' own checks would have refused, found after the fact.
+    // A read of the whole ledger (nightly, or when a report is asked
+    // for): what foreign keys and the writers' own checks would have
+    // refused, found after the fact.
     let books = crate::ledger::check_invariants(pool).await?;
     // A float no provider report covers (the provider has no balance query
     // in Tuma) is listed, unverified, without failing the report.

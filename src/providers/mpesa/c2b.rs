@@ -42,7 +42,7 @@ const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// How long a question Daraja accepted waits for its answer before it is
 /// asked again (the answer normally comes within seconds; a lost one
 /// should not hold a repayment back for long)…
-pub const ASK_AGAIN_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+const ASK_AGAIN_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 /// …and how often it is asked at most. After that the payment is left to a
 /// person: the reconciliation report lists it (`unconfirmed`). A question
 /// Daraja did not take (busy, unreachable, a 5xx) is not counted: it is
@@ -107,18 +107,15 @@ impl crate::runner::Worker for UnconfirmedWorker {
             // Noted first, so a crash mid-question still counts it; a
             // question Daraja did not take is made due again at once.
             store::mark_asked(&mut conn, &payment.trans_id, payment.inbox_id, now).await?;
-            match self
+            if let Err(error) = self
                 .client
                 .c2b_status(&payment.trans_id, &result_url, &timeout_url)
                 .await
             {
-                Ok(()) => {}
-                Err(error) => {
-                    unasked += 1;
-                    tracing::warn!(inbox_id = payment.inbox_id, %error, "could not ask about an unconfirmed C2B payment");
-                    if !matches!(error, super::MpesaError::Rejected { .. } | super::MpesaError::Config(_)) {
-                        store::not_taken(&mut conn, &payment.trans_id, ASK_AGAIN_AFTER).await?;
-                    }
+                unasked += 1;
+                tracing::warn!(inbox_id = payment.inbox_id, %error, "could not ask about an unconfirmed C2B payment");
+                if !matches!(error, super::MpesaError::Rejected { .. } | super::MpesaError::Config(_)) {
+                    store::not_taken(&mut conn, &payment.trans_id, ASK_AGAIN_AFTER).await?;
                 }
             }
         }
