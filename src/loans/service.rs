@@ -528,14 +528,14 @@ impl Loans {
                     allocation.applied,
                     "repaid",
                 ),
-                Leg::credit(lender, allocation.applied, "repayment"),
+                Leg::credit(lender.clone(), allocation.applied, "repayment"),
             ]);
         }
         if legs.is_empty() {
             return Ok(None);
         }
         let key = repayment_key(&payment.source);
-        ledger::record(
+        let recorded = ledger::record(
             tx,
             &NewTransfer {
                 key: key.clone(),
@@ -549,6 +549,17 @@ impl Loans {
             sql_now,
         )
         .await?;
+        if matches!(recorded, ledger::Recorded::New { .. }) {
+            // Credited parties are treated as any credit treats them: the
+            // lender's repayment, and the borrower's excess paid in from
+            // the float, may each cross an auto-payout threshold.
+            let (jobs, tier) = (self.engine.jobs(), self.policy.default_tier());
+            crate::policy::after_party_credit(tx, jobs, &lender, allocation.applied, &key, tier).await?;
+            if matches!(payment.funds, Funds::Float { .. }) {
+                let trigger = format!("{key}:excess");
+                crate::policy::after_party_credit(tx, jobs, &borrower, allocation.excess, &trigger, tier).await?;
+            }
+        }
         let outstanding = loan.outstanding - allocation.applied;
         store::insert_repayment(
             tx,

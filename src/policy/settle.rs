@@ -97,6 +97,26 @@ pub async fn settle_payouts(
     Ok(())
 }
 
+/// The aftermath of [`credit`] for a transfer recorded another way that
+/// credits party `payee` with `amount` among its legs (a loan repayment
+/// crediting its lender, say): the party is made if new, and an
+/// auto-payout is enqueued if the credit took its balance over its
+/// threshold. `trigger` names the crossing (the auto-payout job's unique
+/// key), so two payees of one transfer need two triggers.
+pub async fn after_party_credit(
+    conn: &mut Transaction<'_, Postgres>,
+    jobs: &JobClient,
+    payee: &AccountKey,
+    amount: Decimal,
+    trigger: &str,
+    default_tier: i16,
+) -> Result<(), LedgerError> {
+    if payee.kind == AccountKind::Party && amount > Decimal::ZERO {
+        auto_payout::after_credit(conn, jobs, payee, amount, trigger, default_tier).await?;
+    }
+    Ok(())
+}
+
 /// Records `transfer` (posted) crediting `payee` with `amount`. When the
 /// payee is a party, a party not seen before is created with
 /// `default_tier` (a party with a balance can be read, and its first

@@ -677,6 +677,45 @@ async fn a_payment_that_cannot_be_applied_to_its_loan_is_kept_in_suspense_not_lo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repayment_that_takes_the_lender_over_its_auto_payout_threshold_pays_its_balance_out() {
+    let app = setup().await;
+    let (_, reference) = active_loan(&app, "0712345678", json!({})).await;
+    let lent = app.available(LENDER, "KES").await;
+    let profile = json!({ "role": "creator", "kyc_tier": 2, "country": "KE", "payout_msisdn": "0712345600" });
+    app.put_party(&app.admin_key, LENDER, &profile).await;
+    let threshold = lent + d("200");
+    let settings = app
+        .http
+        .put(app.url(&format!("/v1/parties/{LENDER}/payout-settings")))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "auto_payout": true, "threshold": threshold.to_string(), "currency": "KES" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.status(), StatusCode::OK);
+
+    // 1,000 paid: the 500 due goes to the lender, over its threshold, and
+    // its balance is paid out; the other 500 goes to the borrower, who has
+    // no auto-payout.
+    pay_bill(&app, "254712345678", 1000, &reference).await;
+    let swept = app
+        .count(&format!(
+            "SELECT count(*) FROM intents WHERE party_id = '{LENDER}' AND kind = 'payout' AND created_by = 'auto-payout'"
+        ))
+        .await;
+    assert_eq!(swept, 1);
+    assert_eq!(app.available(LENDER, "KES").await, d("0"), "the whole balance went out");
+    assert_eq!(app.available(BORROWER, "KES").await, d("500"));
+    let jobs: Vec<Value> = sqlx::query_scalar("SELECT args FROM tuma_jobs WHERE kind = 'party.auto_payout'")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["party_id"], LENDER);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loan_reopened_after_its_due_dates_is_overdue_at_once() {
     let app = setup().await;
     let (id, reference) = active_loan(&app, "0712345678", json!({ "excess": "next_installment" })).await;
