@@ -97,9 +97,9 @@ pub async fn settle_payouts(
     Ok(())
 }
 
-/// The aftermath of [`credit`] for a transfer recorded another way that
-/// credits party `payee` with `amount` among its legs (a loan repayment
-/// crediting its lender, say): the party is made if new, and an
+/// What follows a new transfer that credits party `payee` with `amount`
+/// among its legs ([`credit`]'s, or a loan repayment's for its lender and
+/// borrower): the party is made if new, and an
 /// auto-payout is enqueued if the credit took its balance over its
 /// threshold. `trigger` names the crossing (the auto-payout job's unique
 /// key), so two payees of one transfer need two triggers.
@@ -133,8 +133,8 @@ pub async fn credit(
     default_tier: i16,
 ) -> Result<Recorded, LedgerError> {
     let recorded = ledger::record(conn, transfer, Mode::Post, now).await?;
-    if matches!(recorded, Recorded::New { .. }) && payee.kind == AccountKind::Party {
-        auto_payout::after_credit(conn, jobs, payee, amount, &transfer.key, default_tier).await?;
+    if matches!(recorded, Recorded::New { .. }) {
+        after_party_credit(conn, jobs, payee, amount, &transfer.key, default_tier).await?;
     }
     Ok(recorded)
 }

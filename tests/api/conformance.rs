@@ -52,10 +52,7 @@ impl Case {
     /// Whether the simulator sends a callback with a `kind` intent's
     /// result, whether or not Tuma learns the result from it.
     fn sends_callback(&self, kind: &str) -> bool {
-        match kind {
-            "payout" => !self.payout_final_in_call || self.payout_calls_back_too,
-            _ => self.calls_back,
-        }
+        self.result_by_callback(kind) || (kind == "payout" && self.payout_calls_back_too)
     }
 }
 

@@ -946,15 +946,7 @@ async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_th
     assert_eq!((status, attempts), (None, 5), "asked five times, then left to a person");
     assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
 
-    let report = tuma::reconcile::build(
-        &app.db.pool,
-        app.engine.workflows(),
-        &app.config.reconciliation,
-        chrono::Utc::now().date_naive(),
-        app.clock.now(),
-    )
-    .await
-    .unwrap();
+    let report = app.reconciliation_report().await;
     assert!(!report.ok);
     let line = report
         .unmatched_callbacks

@@ -1035,15 +1035,7 @@ async fn the_books_check_reports_entries_events_and_call_notes_whose_parent_is_m
         assert!(problems.iter().any(|p| p == expected), "{expected}: {problems:?}");
     }
     // The daily reconciliation report carries what the check found.
-    let report = tuma::reconcile::build(
-        &app.db.pool,
-        app.engine.workflows(),
-        &app.config.reconciliation,
-        chrono::Utc::now().date_naive(),
-        app.clock.now(),
-    )
-    .await
-    .unwrap();
+    let report = app.reconciliation_report().await;
     assert!(!report.ok);
     assert_eq!(report.books, problems);
     let csv = tuma::reconcile::to_csv(&report);

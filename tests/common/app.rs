@@ -324,6 +324,20 @@ impl TestApp {
         );
     }
 
+    /// The reconciliation report as of the test clock's now (dated today),
+    /// as the nightly job and `tuma reconcile` build it.
+    pub async fn reconciliation_report(&self) -> tuma::reconcile::Report {
+        tuma::reconcile::build(
+            &self.db.pool,
+            self.engine.workflows(),
+            &self.config.reconciliation,
+            chrono::Utc::now().date_naive(),
+            self.clock.now(),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Registers the engine's C2B URLs with the simulator, as
     /// `tuma mpesa register-c2b` does.
     pub async fn register_c2b(&self) {
