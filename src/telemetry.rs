@@ -41,3 +41,96 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The Grafana dashboard shipped in `config/grafana/`.
+    const DASHBOARD: &str = include_str!("../config/grafana/tuma.json");
+
+    /// Every `tuma_…` name in `text`.
+    fn names_in(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("tuma_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.push(name);
+        }
+        names
+    }
+
+    /// The metric names the code records: every `"tuma_…"` string literal
+    /// under `src/`.
+    fn recorded() -> BTreeSet<String> {
+        fn walk(dir: &Path, found: &mut BTreeSet<String>) {
+            for entry in std::fs::read_dir(dir).expect("src is readable") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).expect("a source file is readable");
+                    for literal in text.split('"').skip(1).step_by(2) {
+                        if literal.starts_with("tuma_") && names_in(literal) == [literal] {
+                            found.insert(literal.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = BTreeSet::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        found
+    }
+
+    #[test]
+    fn the_dashboard_asks_only_for_metrics_tuma_records_in_the_form_it_renders_them() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+        let panels = dashboard["panels"].as_array().expect("the dashboard has panels");
+        let recorded = recorded();
+        let mut ids = BTreeSet::new();
+        let mut asked = 0;
+        for panel in panels {
+            let title = panel["title"].as_str().expect("every panel has a title");
+            assert!(
+                ids.insert(panel["id"].as_u64().expect("every panel has an id")),
+                "{title}: id used twice"
+            );
+            let grid = &panel["gridPos"];
+            let (x, w) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap());
+            assert!(x + w <= 24, "{title}: wider than the dashboard");
+            if panel["type"] == "row" {
+                continue;
+            }
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{title}: the chosen data source"
+            );
+            let targets = panel["targets"].as_array().expect("a panel has queries");
+            assert!(!targets.is_empty(), "{title}: no query");
+            for target in targets {
+                let expr = target["expr"].as_str().expect("a query has an expression");
+                for name in names_in(expr) {
+                    asked += 1;
+                    // Only `_seconds` histograms have buckets; the others
+                    // are rendered as summaries, with `_sum` and `_count`.
+                    let base = if let Some(base) = name.strip_suffix("_bucket") {
+                        assert!(base.ends_with("_seconds"), "{title}: {name} has no buckets");
+                        base
+                    } else {
+                        name.strip_suffix("_sum")
+                            .or(name.strip_suffix("_count"))
+                            .unwrap_or(&name)
+                    };
+                    assert!(recorded.contains(base), "{title}: nothing records {base}");
+                }
+            }
+        }
+        assert!(asked >= 20, "the dashboard reads Tuma's metrics ({asked} uses)");
+    }
+}
