@@ -115,22 +115,53 @@ mod tests {
             assert!(!targets.is_empty(), "{title}: no query");
             for target in targets {
                 let expr = target["expr"].as_str().expect("a query has an expression");
-                for name in names_in(expr) {
-                    asked += 1;
-                    // Only `_seconds` histograms have buckets; the others
-                    // are rendered as summaries, with `_sum` and `_count`.
-                    let base = if let Some(base) = name.strip_suffix("_bucket") {
-                        assert!(base.ends_with("_seconds"), "{title}: {name} has no buckets");
-                        base
-                    } else {
-                        name.strip_suffix("_sum")
-                            .or(name.strip_suffix("_count"))
-                            .unwrap_or(&name)
-                    };
-                    assert!(recorded.contains(base), "{title}: nothing records {base}");
-                }
+                asked += check_expression(title, expr, &recorded);
             }
         }
         assert!(asked >= 20, "the dashboard reads Tuma's metrics ({asked} uses)");
+    }
+
+    #[test]
+    fn the_alerting_rules_read_only_metrics_tuma_records() {
+        let rules = include_str!("../config/prometheus/tuma-alerts.yml");
+        let recorded = recorded();
+        let mut alert = "";
+        let mut checked = 0;
+        for line in rules.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("- alert:") {
+                alert = name.trim();
+            } else if let Some(expr) = line.strip_prefix("expr:") {
+                assert!(!alert.is_empty(), "an expression outside a rule: {expr}");
+                assert!(
+                    check_expression(alert, expr, &recorded) > 0,
+                    "{alert}: reads no Tuma metric"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 8,
+            "every rule has its expression on one line ({checked} found)"
+        );
+    }
+
+    /// Asserts that every metric `expr` (in `what`) asks for is recorded,
+    /// in the form the recorder renders it; returns how many it names.
+    fn check_expression(what: &str, expr: &str, recorded: &BTreeSet<String>) -> usize {
+        let names = names_in(expr);
+        for name in &names {
+            // Only `_seconds` histograms have buckets; the others are
+            // rendered as summaries, with `_sum` and `_count`.
+            let base = if let Some(base) = name.strip_suffix("_bucket") {
+                assert!(base.ends_with("_seconds"), "{what}: {name} has no buckets");
+                base
+            } else {
+                name.strip_suffix("_sum")
+                    .or(name.strip_suffix("_count"))
+                    .unwrap_or(name)
+            };
+            assert!(recorded.contains(base), "{what}: nothing records {base}");
+        }
+        names.len()
     }
 }
