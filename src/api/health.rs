@@ -62,6 +62,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(error) => tracing::warn!(%error, "could not count open intents for /metrics"),
     }
+    // The newest kept reconciliation report, so that an alert can tell a
+    // day whose books or floats did not reconcile, or a daily job that
+    // stopped running.
+    match crate::store::reports::newest_reconciliation(&state.pool).await {
+        Ok(Some((generated_at, ok))) => {
+            metrics::gauge!("tuma_reconciliation_ok").set(if ok { 1.0 } else { 0.0 });
+            metrics::gauge!("tuma_reconciliation_generated_timestamp_seconds").set(generated_at.timestamp() as f64);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not read the newest reconciliation report for /metrics"),
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -162,6 +162,14 @@ pub async fn store_reconciliation(
     Ok(())
 }
 
+/// When the newest day's kept reconciliation report was made, and whether
+/// it was ok; `None` before the first.
+pub async fn newest_reconciliation(pool: &PgPool) -> Result<Option<(DateTime<Utc>, bool)>, sqlx::Error> {
+    sqlx::query_as("SELECT generated_at, ok FROM reconciliation_reports ORDER BY day DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn reconciliation(pool: &PgPool, day: NaiveDate) -> Result<Option<serde_json::Value>, sqlx::Error> {
     sqlx::query_scalar("SELECT body FROM reconciliation_reports WHERE day = $1")
         .bind(day)

@@ -495,4 +495,38 @@ async fn metrics_show_intents_callbacks_polls_and_provider_calls() {
     ] {
         assert!(text.contains(wanted), "{wanted} missing from /metrics:\n{text}");
     }
+    // No reconciliation report kept yet: nothing to say of one.
+    assert!(!text.contains("tuma_reconciliation_ok"), "{text}");
+
+    // The newest day's kept report is the one shown.
+    let yesterday = app.clock.now() - chrono::Duration::days(1);
+    let today = app.clock.now();
+    let body = serde_json::json!({});
+    tuma::store::reports::store_reconciliation(&app.db.pool, today.date_naive(), today, false, &body)
+        .await
+        .unwrap();
+    tuma::store::reports::store_reconciliation(&app.db.pool, yesterday.date_naive(), yesterday, true, &body)
+        .await
+        .unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"));
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("tuma_reconciliation_ok"), 0.0);
+    assert_eq!(
+        gauge("tuma_reconciliation_generated_timestamp_seconds"),
+        today.timestamp() as f64
+    );
 }
