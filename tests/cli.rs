@@ -127,6 +127,32 @@ async fn serve_answers_health_readiness_and_metrics_then_stops_cleanly_on_sigter
         assert!(Instant::now() < deadline, "no queue depth on /metrics:\n{metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A queue paused from another process shows as paused on this node's
+    // /metrics, read from the database; resumed, it shows as running.
+    let metrics_say = |wanted: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, metrics) = get(port, "/metrics").unwrap();
+            if metrics.contains(wanted) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{wanted} not on /metrics:\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    metrics_say("tuma_job_queue_paused{queue=\"mpesa\"} 0").await;
+    for (command, shown) in [
+        ("pause", "tuma_job_queue_paused{queue=\"mpesa\"} 1"),
+        ("resume", "tuma_job_queue_paused{queue=\"mpesa\"} 0"),
+    ] {
+        let output = tuma()
+            .args(["jobs", command, "mpesa"])
+            .env("DATABASE_URL", db.url())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        metrics_say(shown).await;
+    }
 
     // SIGTERM: the one cancellation path stops the server and the runner.
     let pid = child.id().to_string();

@@ -141,12 +141,18 @@ pub(crate) async fn retention_once(inner: &Inner) -> Result<u64, sqlx::Error> {
 }
 
 pub(crate) async fn stats_once(inner: &Inner) -> Result<(), sqlx::Error> {
-    let depths = store::queue_depths(&inner.control, inner.clock.sql_now()).await?;
+    let now = inner.clock.sql_now();
+    let depths = store::queue_depths(&inner.control, now).await?;
+    let paused = store::paused_queues(&inner.control, now).await?;
     let mut seen: HashMap<&str, (i64, f64)> = depths.iter().map(|(q, n, lag)| (q.as_str(), (*n, *lag))).collect();
     for name in inner.queues.keys() {
         let (depth, lag_s) = seen.remove(name.as_str()).unwrap_or((0, 0.0));
         metrics::gauge!("tuma_job_queue_depth", "queue" => name.clone()).set(depth as f64);
         metrics::gauge!("tuma_job_queue_lag_seconds", "queue" => name.clone()).set(lag_s);
+        // Read from the database, so every node says the same and a timed
+        // pause shows as over once its time has passed.
+        let is_paused = paused.iter().any(|p| p == name);
+        metrics::gauge!("tuma_job_queue_paused", "queue" => name.clone()).set(if is_paused { 1.0 } else { 0.0 });
     }
     Ok(())
 }

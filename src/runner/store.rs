@@ -881,6 +881,18 @@ pub async fn discard_dead(pool: &PgPool, id: JobId) -> Result<bool, sqlx::Error>
     Ok(deleted.rows_affected() == 1)
 }
 
+/// The queues paused now, by an admin or (until its time) by a provider's
+/// circuit breaker: the claim query's own test.
+pub async fn paused_queues(pool: &PgPool, now: Option<DateTime<Utc>>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM tuma_job_queues
+         WHERE paused_at IS NOT NULL AND (paused_until IS NULL OR paused_until > coalesce($1, now()))",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
 /// A queue's pause controls: (name, paused_at, paused_until).
 pub async fn queue_controls(
     pool: &PgPool,
