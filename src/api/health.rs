@@ -47,16 +47,30 @@ static OPEN_SEEN: std::sync::Mutex<std::collections::BTreeSet<(String, String, S
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Open intents are read at scrape time, so every node reports the same
     // numbers and a state that empties drops to 0.
-    match crate::store::reports::open_intents(&state.pool).await {
+    // With them, how long the one unchanged longest has waited, so that an
+    // alert can tell an approval or a held payout left waiting from a
+    // steady flow of them.
+    let now = state.engine.jobs().clock().sql_now();
+    match crate::store::reports::open_intents(&state.pool, now).await {
         Ok(rows) => {
             for (kind, intent_state, provider) in OPEN_SEEN.lock().expect("not poisoned").iter() {
-                metrics::gauge!("tuma_intents_open", "kind" => kind.clone(), "state" => intent_state.clone(), "provider" => provider.clone())
-                    .set(0.0);
+                let labels = [
+                    ("kind", kind.clone()),
+                    ("state", intent_state.clone()),
+                    ("provider", provider.clone()),
+                ];
+                metrics::gauge!("tuma_intents_open", &labels).set(0.0);
+                metrics::gauge!("tuma_intents_open_oldest_seconds", &labels).set(0.0);
             }
             let mut seen = OPEN_SEEN.lock().expect("not poisoned");
-            for (kind, intent_state, provider, count) in rows {
-                metrics::gauge!("tuma_intents_open", "kind" => kind.clone(), "state" => intent_state.clone(), "provider" => provider.clone())
-                    .set(count as f64);
+            for (kind, intent_state, provider, count, oldest_s) in rows {
+                let labels = [
+                    ("kind", kind.clone()),
+                    ("state", intent_state.clone()),
+                    ("provider", provider.clone()),
+                ];
+                metrics::gauge!("tuma_intents_open", &labels).set(count as f64);
+                metrics::gauge!("tuma_intents_open_oldest_seconds", &labels).set(oldest_s);
                 seen.insert((kind, intent_state, provider));
             }
         }

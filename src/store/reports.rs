@@ -444,10 +444,18 @@ pub async fn scenario_spans(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::E
 }
 
 /// Intents not final yet, by kind, state and provider (for /metrics).
-pub async fn open_intents(pool: &PgPool) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT kind, state, provider, count(*) FROM intents WHERE final_at IS NULL GROUP BY 1, 2, 3")
-        .fetch_all(pool)
-        .await
+pub async fn open_intents(
+    pool: &PgPool,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<(String, String, String, i64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, state, provider, count(*),
+                greatest(extract(epoch FROM coalesce($1, now()) - min(updated_at))::float8, 0)
+         FROM intents WHERE final_at IS NULL GROUP BY 1, 2, 3",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
 }
 
 /// `(completed, p50, p99)`: how many intents of `kind` completed, and the

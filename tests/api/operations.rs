@@ -529,4 +529,26 @@ async fn metrics_show_intents_callbacks_polls_and_provider_calls() {
         gauge("tuma_reconciliation_generated_timestamp_seconds"),
         today.timestamp() as f64
     );
+
+    // An hour later, by the database's clock, the payout still processing
+    // has waited an hour and a little more since it last changed.
+    app.advance(Duration::from_secs(3600));
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let name = r#"tuma_intents_open_oldest_seconds{kind="payout",state="processing",provider="mpesa"}"#;
+    let waited: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((3600.0..3700.0).contains(&waited), "waited {waited} s");
 }
