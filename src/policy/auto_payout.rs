@@ -33,10 +33,14 @@ impl JobArgs for AutoPayoutJob {
     const KIND: &'static str = "party.auto_payout";
 }
 
-/// After `payee` was credited `amount` by transfer `trigger`: create the
-/// party (with `default_tier`) if it is new, and enqueue an auto-payout if
-/// that credit took the balance over the party's threshold.
-pub(super) async fn after_credit(
+/// What follows a new transfer that credits `payee` with `amount` among
+/// its legs ([`super::credit`]'s, or a loan repayment's for its lender and
+/// borrower): when the payee is a party and the credit positive, the party
+/// is made (with `default_tier`) if new, and an auto-payout is enqueued if
+/// the credit took its balance over its threshold. `trigger` names the
+/// crossing (the auto-payout job's unique key), so two payees of one
+/// transfer need two triggers.
+pub async fn after_party_credit(
     tx: &mut Transaction<'_, Postgres>,
     jobs: &JobClient,
     payee: &AccountKey,
@@ -44,7 +48,9 @@ pub(super) async fn after_credit(
     trigger: &str,
     default_tier: i16,
 ) -> Result<(), LedgerError> {
-    debug_assert_eq!(payee.kind, AccountKind::Party);
+    if payee.kind != AccountKind::Party || amount <= Decimal::ZERO {
+        return Ok(());
+    }
     let settings = parties::auto_payout_settings_creating(tx, &payee.owner, &payee.reference, default_tier).await?;
     let Some((true, Some(threshold), Some(currency))) = settings else {
         return Ok(());

@@ -24,7 +24,8 @@ use serde::Deserialize;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-pub use settle::{after_party_credit, credit, settle_intent, settle_payouts};
+pub use auto_payout::after_party_credit;
+pub use settle::{credit, settle_intent, settle_payouts};
 pub use together::Together;
 
 use crate::config::Config;

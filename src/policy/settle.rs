@@ -6,7 +6,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::auto_payout;
 use crate::domain::Currency;
-use crate::ledger::{self, AccountKey, AccountKind, LedgerError, Leg, Mode, NewTransfer, Recorded, Settle};
+use crate::ledger::{self, AccountKey, LedgerError, Leg, Mode, NewTransfer, Recorded, Settle};
 use crate::runner::JobClient;
 use crate::store::intents::IntentRow;
 use crate::workflow::LedgerEffect;
@@ -97,26 +97,6 @@ pub async fn settle_payouts(
     Ok(())
 }
 
-/// What follows a new transfer that credits party `payee` with `amount`
-/// among its legs ([`credit`]'s, or a loan repayment's for its lender and
-/// borrower): the party is made if new, and an
-/// auto-payout is enqueued if the credit took its balance over its
-/// threshold. `trigger` names the crossing (the auto-payout job's unique
-/// key), so two payees of one transfer need two triggers.
-pub async fn after_party_credit(
-    conn: &mut Transaction<'_, Postgres>,
-    jobs: &JobClient,
-    payee: &AccountKey,
-    amount: Decimal,
-    trigger: &str,
-    default_tier: i16,
-) -> Result<(), LedgerError> {
-    if payee.kind == AccountKind::Party && amount > Decimal::ZERO {
-        auto_payout::after_credit(conn, jobs, payee, amount, trigger, default_tier).await?;
-    }
-    Ok(())
-}
-
 /// Records `transfer` (posted) crediting `payee` with `amount`. When the
 /// payee is a party, a party not seen before is created with
 /// `default_tier` (a party with a balance can be read, and its first
@@ -134,7 +114,7 @@ pub async fn credit(
 ) -> Result<Recorded, LedgerError> {
     let recorded = ledger::record(conn, transfer, Mode::Post, now).await?;
     if matches!(recorded, Recorded::New { .. }) {
-        after_party_credit(conn, jobs, payee, amount, &transfer.key, default_tier).await?;
+        auto_payout::after_party_credit(conn, jobs, payee, amount, &transfer.key, default_tier).await?;
     }
     Ok(recorded)
 }

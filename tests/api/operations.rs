@@ -474,15 +474,17 @@ async fn metrics_show_intents_callbacks_polls_and_provider_calls() {
     app.advance(Duration::from_secs(30));
     app.run_jobs().await;
     assert_eq!(state_of(&app, &waiting).await, "processing");
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = || async {
+        app.http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = scrape().await;
     for wanted in [
         r#"tuma_intents_open{kind="payout",state="processing",provider="mpesa"} 1"#,
         "tuma_intent_time_to_final_seconds",
@@ -508,47 +510,30 @@ async fn metrics_show_intents_callbacks_polls_and_provider_calls() {
     tuma::store::reports::store_reconciliation(&app.db.pool, yesterday.date_naive(), yesterday, true, &body)
         .await
         .unwrap();
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let gauge = |name: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|l| l.split(' ').next() == Some(name))
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"));
-        line.split(' ').nth(1).unwrap().parse().unwrap()
-    };
-    assert_eq!(gauge("tuma_reconciliation_ok"), 0.0);
+    let text = scrape().await;
+    assert_eq!(value_of(&text, "tuma_reconciliation_ok"), 0.0);
     assert_eq!(
-        gauge("tuma_reconciliation_generated_timestamp_seconds"),
+        value_of(&text, "tuma_reconciliation_generated_timestamp_seconds"),
         today.timestamp() as f64
     );
 
     // An hour later, by the database's clock, the payout still processing
     // has waited an hour and a little more since it last changed.
     app.advance(Duration::from_secs(3600));
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let name = r#"tuma_intents_open_oldest_seconds{kind="payout",state="processing",provider="mpesa"}"#;
-    let waited: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let text = scrape().await;
+    let waited = value_of(
+        &text,
+        r#"tuma_intents_open_oldest_seconds{kind="payout",state="processing",provider="mpesa"}"#,
+    );
     assert!((3600.0..3700.0).contains(&waited), "waited {waited} s");
+}
+
+/// The value of `series` (a name with its labels, as rendered) in
+/// Prometheus text `text`.
+fn value_of(text: &str, series: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(series))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"));
+    line.split(' ').nth(1).unwrap().parse().unwrap()
 }
