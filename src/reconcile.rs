@@ -9,7 +9,12 @@
 //! - **unresolved**: intents whose provider's word never came;
 //! - **stuck**: intents in a state longer than its workflow allows;
 //! - **suspense**: C2B payments whose reference matched nothing;
-//! - **unmatched callbacks**: provider results naming no intent of ours.
+//! - **unmatched callbacks**: provider results naming no intent of ours;
+//! - **late successes**: successes a provider reported that day for
+//!   intents that had already ended without the money moving (failed,
+//!   cancelled, rejected, expired): the provider says money moved that the
+//!   ledger does not show, and no transition may follow, so a person
+//!   settles it with the provider's statement.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -107,13 +112,36 @@ pub struct CallbackLine {
     pub inbox_id: i64,
     pub provider: String,
     pub kind: String,
-    /// `unknown_token`, `unmatched`, `reference_mismatch`, or `unconfirmed`
-    /// (a C2B payment accepted at validation that Daraja never confirmed
-    /// nor answered about).
+    /// `unknown_token`, `unknown_request` (an app-wide callback naming a
+    /// request id we never sent), `wrong_provider` (a token of another
+    /// provider's intent), `unmatched`, `reference_mismatch`, or
+    /// `unconfirmed` (a C2B payment accepted at validation that Daraja
+    /// never confirmed nor answered about).
     pub outcome: String,
     /// The provider's ids (request id, result code).
     pub provider_ids: Option<String>,
     pub received_at: DateTime<Utc>,
+}
+
+/// A success a provider reported for an intent that had already ended
+/// without the money moving.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LateSuccessLine {
+    pub id: Uuid,
+    pub kind: String,
+    /// The final state it stays in (`failed`, `cancelled`, ...).
+    pub state: String,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub currency: String,
+    pub provider: String,
+    pub reference: String,
+    /// The provider's reference the success carried, if any.
+    pub provider_ref: Option<String>,
+    /// How it came: `callback` or `poll`.
+    pub cause: String,
+    /// When it was refused.
+    pub at: DateTime<Utc>,
 }
 
 /// The reconciliation report.
@@ -134,6 +162,10 @@ pub struct Report {
     /// books hold.
     #[serde(default)]
     pub books: Vec<String>,
+    /// Successes the provider reported on the report's day (UTC) for
+    /// intents that had already ended without the money moving.
+    #[serde(default)]
+    pub late_successes: Vec<LateSuccessLine>,
 }
 
 /// Builds the report as of `now`, labelled `date`.
@@ -190,6 +222,18 @@ pub async fn build(
     // for): what foreign keys and the writers' own checks would have
     // refused, found after the fact.
     let books = crate::ledger::check_invariants(pool).await?;
+    let ended: Vec<(String, String)> = workflows
+        .all()
+        .flat_map(|workflow| {
+            workflow
+                .states
+                .values()
+                .filter(|state| state.ends_unpaid())
+                .map(move |state| (workflow.kind.clone(), state.name.clone()))
+        })
+        .collect();
+    let day = date.and_time(chrono::NaiveTime::MIN).and_utc();
+    let late = store::refused_successes(pool, &ended, day, day + chrono::Days::new(1), limit).await?;
     // A float no provider report covers (the provider has no balance query
     // in Tuma) is listed, unverified, without failing the report.
     let ok = floats
@@ -200,7 +244,8 @@ pub async fn build(
         && stuck.is_empty()
         && suspense.is_empty()
         && callbacks.is_empty()
-        && books.is_empty();
+        && books.is_empty()
+        && late.is_empty();
     Ok(Report {
         date,
         generated_at: now,
@@ -229,6 +274,21 @@ pub async fn build(
             })
             .collect(),
         books,
+        late_successes: late
+            .into_iter()
+            .map(|l| LateSuccessLine {
+                id: l.id,
+                kind: l.kind,
+                state: l.state,
+                amount: l.amount.normalize(),
+                currency: l.currency,
+                provider: l.provider,
+                reference: l.reference,
+                provider_ref: l.provider_ref,
+                cause: l.cause,
+                at: l.at,
+            })
+            .collect(),
     })
 }
 
@@ -314,6 +374,24 @@ pub fn to_csv(report: &Report) -> String {
             c.received_at.to_rfc3339(),
         ]);
     }
+    for l in &report.late_successes {
+        row([
+            "late_success".into(),
+            l.id.to_string(),
+            l.kind.clone(),
+            l.state.clone(),
+            l.amount.to_string(),
+            l.currency.clone(),
+            l.provider.clone(),
+            format!(
+                "success by {} for {} (provider ref {})",
+                l.cause,
+                l.reference,
+                l.provider_ref.as_deref().unwrap_or("none")
+            ),
+            l.at.to_rfc3339(),
+        ]);
+    }
     for problem in &report.books {
         row([
             "books".into(),
@@ -376,6 +454,8 @@ impl Worker for ReconcileWorker {
                 stuck = report.stuck.len(),
                 suspense = report.suspense.len(),
                 unmatched_callbacks = report.unmatched_callbacks.len(),
+                late_successes = report.late_successes.len(),
+                books = report.books.len(),
                 "reconciliation found discrepancies"
             );
         }

@@ -469,10 +469,15 @@ async fn cancel(
     caller.require(Scope::IntentsWrite)?;
     let row = find(&state, &caller, &id, kind).await?;
     let mut tx = state.pool.begin().await?;
+    // Locked, so that the action sending its request (which marks the
+    // intent under the same lock) and this cancel see each other.
+    let row = crate::store::intents::get_for_update(&mut tx, row.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{kind} {id}")))?;
     let event = Event::new("cancel", Cause::Api, &caller.name);
     let applied = state
         .engine
-        .apply(&mut tx, row.id, &event)
+        .apply_to(&mut tx, row, &event)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     // A rejected cancel is recorded too: commit either way.
@@ -482,6 +487,12 @@ async fn cancel(
             let row = find(&state, &caller, &id, kind).await?;
             Ok(Json(IntentView::from_row(&row)))
         }
+        // Still pending, refused by its guard: the prompt has been sent.
+        Applied::Rejected {
+            state: current, reason, ..
+        } if current == "pending" => Err(ApiError::InvalidState(format!(
+            "the {kind} can no longer be cancelled: {reason}"
+        ))),
         Applied::Rejected { state: current, .. } => Err(ApiError::InvalidState(why_not_cancellable(kind, &current))),
         Applied::Lost { .. } => Err(ApiError::InvalidState(format!(
             "the {kind} changed state while it was being cancelled; fetch it and try again if it is still pending"

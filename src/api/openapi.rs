@@ -38,7 +38,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         loans::RepaymentView, loans::LoanDecisionBody, crate::loans::Excess, reversals::CreateReversal,
         operations::FloatAdjustment, operations::FloatAdjustmentView, operations::Resolution,
         crate::reconcile::Report, crate::reconcile::FloatCheck, crate::reconcile::IntentLine,
-        crate::reconcile::SuspenseLine, crate::reconcile::CallbackLine,
+        crate::reconcile::SuspenseLine, crate::reconcile::CallbackLine, crate::reconcile::LateSuccessLine,
         operations::BalancePoint, operations::BalanceHistory, operations::TaxLineView, operations::TaxReportView,
         operations::ProviderStatsView, operations::ProvidersReport,
     )),

@@ -112,8 +112,8 @@ pub async fn record_answer(
 ) -> Result<(), JobError> {
     match circuits.record(provider, trouble, ctx.job.clock().local_now()) {
         Decision::Closed => Ok(()),
-        Decision::Trip { until, pause } => {
-            ctx.engine.jobs().pause_queue_until(provider, until).await?;
+        Decision::Trip { pause, .. } => {
+            ctx.engine.jobs().pause_queue_for(provider, pause).await?;
             Err(JobError::Snooze(pause))
         }
         Decision::Open { remaining } => Err(JobError::Snooze(remaining.max(std::time::Duration::from_secs(1)))),
@@ -245,10 +245,26 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
     })
 }
 
+/// Marks a collection's prompt as started (unless an earlier attempt did),
+/// under the intent's lock and only while it is still in the state the
+/// action is for: `false` when it was cancelled first. From the mark on, a
+/// cancel is refused ([`crate::store::intents::start_request`]). A
+/// payout's submission needs no mark: it is sent from `processing`, which
+/// nothing cancels.
+async fn prompt_may_go(ctx: &ActionContext) -> Result<bool, JobError> {
+    let mut conn = ctx.job.pool().acquire().await?;
+    let start = crate::store::intents::start_request(&mut conn, ctx.intent.id, &ctx.intent.state).await?;
+    Ok(start != crate::store::intents::Start::Moved)
+}
+
 /// `submit` (payouts) and `prompt` (collections): send the request.
 pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
     gate(&ctx, &provider.circuits, provider.adapter.name())?;
     let direction = direction_of(&ctx.intent)?;
+    if direction == Direction::Collection && !prompt_may_go(&ctx).await? {
+        tracing::info!(intent_id = %ctx.intent.id, "cancelled before its prompt was sent; not prompting");
+        return Ok(());
+    }
     let request = request_for(&ctx, provider.adapter.as_ref(), direction).await?;
     let name = provider.adapter.name();
     let request_id = request.request_id.clone();

@@ -158,14 +158,12 @@ impl JobClient {
         store::set_paused(&self.pool, queue, true, self.clock.sql_now()).await
     }
 
-    /// Stops every node from claiming jobs of `queue` until `until`; claims
-    /// resume on their own then. A manual pause is left alone.
-    pub async fn pause_queue_until(
-        &self,
-        queue: &str,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), sqlx::Error> {
-        store::pause_until(&self.pool, queue, until, self.clock.sql_now()).await
+    /// Stops every node from claiming jobs of `queue` for `pause`, reckoned
+    /// on the database's clock (which the claims read); claims resume on
+    /// their own then. A manual pause is left alone, and a longer timed one
+    /// is kept.
+    pub async fn pause_queue_for(&self, queue: &str, pause: std::time::Duration) -> Result<(), sqlx::Error> {
+        store::pause_for(&self.pool, queue, pause, self.clock.sql_now()).await
     }
 
     pub async fn resume_queue(&self, queue: &str) -> Result<(), sqlx::Error> {

@@ -777,15 +777,16 @@ pub async fn set_paused(
 /// Pauses a queue on every node until `until`, when claims resume on their
 /// own. A manual pause (no end) is left as it is; an earlier timed pause is
 /// extended, never shortened.
-pub async fn pause_until(
+pub async fn pause_for(
     pool: &PgPool,
     queue: &str,
-    until: DateTime<Utc>,
+    pause: std::time::Duration,
     now: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
+    // The end is reckoned on the clock the claims compare it with.
     sqlx::query(
         "INSERT INTO tuma_job_queues (name, paused_at, paused_until, updated_at)
-         VALUES ($1, coalesce($3, now()), $2, coalesce($3, now()))
+         VALUES ($1, coalesce($3, now()), coalesce($3, now()) + $2 * interval '1 millisecond', coalesce($3, now()))
          ON CONFLICT (name) DO UPDATE
          SET paused_at = CASE WHEN tuma_job_queues.paused_at IS NOT NULL AND tuma_job_queues.paused_until IS NULL
                               THEN tuma_job_queues.paused_at ELSE excluded.paused_at END,
@@ -795,7 +796,7 @@ pub async fn pause_until(
              updated_at = excluded.updated_at",
     )
     .bind(queue)
-    .bind(until)
+    .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
     .bind(now)
     .execute(pool)
     .await?;

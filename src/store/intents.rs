@@ -43,6 +43,11 @@ pub struct IntentRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub final_at: Option<DateTime<Utc>>,
+    /// When an action first began sending this intent's request
+    /// ([`start_request`]): a collection's prompt may be on the payer's
+    /// phone from then on.
+    #[sqlx(default)]
+    pub request_started_at: Option<DateTime<Utc>>,
 }
 
 /// One row of an intent's history.
@@ -62,7 +67,7 @@ pub struct EventRow {
 
 pub const COLUMNS: &str = "id, kind, state, state_version, owner, created_by, party_id, amount, currency, msisdn, \
      provider, reference, metadata, provider_ref, callback_token, receipt, hold_reason, fees, quote_id, usd_equivalent, \
-     approvals_required, campaign_id, batch_id, parent_id, created_at, updated_at, final_at";
+     approvals_required, campaign_id, batch_id, parent_id, created_at, updated_at, final_at, request_started_at";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = $1"))
@@ -666,16 +671,51 @@ pub async fn assign_provider_refs(
     .await
 }
 
-/// Marks that a request the provider names itself is about to be sent for
-/// intent `id` (see the `request_started_at` migration). `false` when an
-/// earlier attempt marked it already: that request may have been sent.
-pub async fn start_request(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let marked =
-        sqlx::query("UPDATE intents SET request_started_at = now() WHERE id = $1 AND request_started_at IS NULL")
-            .bind(id)
-            .execute(conn)
-            .await?;
-    Ok(marked.rows_affected() == 1)
+/// What [`start_request`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Marked now: this is the first attempt to send.
+    First,
+    /// An earlier attempt marked it: that request may have been sent.
+    Again,
+    /// The intent is no longer in the state the action was for (a
+    /// collection cancelled meanwhile): send nothing.
+    Moved,
+}
+
+/// Marks that intent `id`'s request is about to be sent (see the
+/// `request_started_at` migration), if the intent is still in `state`.
+/// The row's lock orders this against a cancel, which locks the row and
+/// refuses once the mark is there: a request is sent only for an intent
+/// nobody cancelled, and an intent is cancelled only before its request.
+pub async fn start_request(conn: &mut PgConnection, id: Uuid, state: &str) -> Result<Start, sqlx::Error> {
+    let (there, marked): (bool, bool) = sqlx::query_as(
+        "WITH there AS (
+             SELECT id FROM intents WHERE id = $1 AND state = $2 FOR UPDATE
+         ), marked AS (
+             UPDATE intents i SET request_started_at = now()
+             FROM there WHERE i.id = there.id AND i.request_started_at IS NULL
+             RETURNING i.id
+         )
+         SELECT EXISTS (SELECT 1 FROM there), EXISTS (SELECT 1 FROM marked)",
+    )
+    .bind(id)
+    .bind(state)
+    .fetch_one(conn)
+    .await?;
+    Ok(match (there, marked) {
+        (false, _) => Start::Moved,
+        (true, true) => Start::First,
+        (true, false) => Start::Again,
+    })
+}
+
+/// Reads intent `id` and locks it until the transaction ends.
+pub async fn get_for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Clears the mark of [`start_request`]: the provider refused the request

@@ -103,6 +103,60 @@ pub async fn stuck(
     .await
 }
 
+/// A provider's success refused because its intent had already ended
+/// without the money moving.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefusedSuccess {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub provider: String,
+    pub reference: String,
+    /// The provider's reference the success carried, if any.
+    pub provider_ref: Option<String>,
+    /// `callback`, `poll` or `admin`.
+    pub cause: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Successes a provider reported in `[from, until)` for intents that are
+/// in one of `ended` (`(kind, state)`: final states in which the money did
+/// not move), the first per intent, in time order.
+pub async fn refused_successes(
+    pool: &PgPool,
+    ended: &[(String, String)],
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<RefusedSuccess>, sqlx::Error> {
+    let kinds: Vec<&str> = ended.iter().map(|e| e.0.as_str()).collect();
+    let states: Vec<&str> = ended.iter().map(|e| e.1.as_str()).collect();
+    sqlx::query_as(
+        "SELECT * FROM (
+             SELECT DISTINCT ON (i.id) i.id, i.kind, i.state, i.amount, i.currency, i.provider, i.reference,
+                    e.provider_ref, e.cause, e.at
+             FROM intent_events e
+             JOIN intents i ON i.id = e.intent_id
+             JOIN unnest($1::text[], $2::text[]) AS ended (kind, state)
+               ON ended.kind = i.kind AND ended.state = i.state
+             WHERE e.event = 'provider_succeeded' AND e.outcome = 'rejected'
+               AND e.at >= $3 AND e.at < $4
+             ORDER BY i.id, e.at
+         ) AS first
+         ORDER BY at, id
+         LIMIT $5",
+    )
+    .bind(&kinds)
+    .bind(&states)
+    .bind(from)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// A callback that named no intent of ours (or not the one it claimed).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UnmatchedCallback {
@@ -115,8 +169,9 @@ pub struct UnmatchedCallback {
     pub received_at: DateTime<Utc>,
 }
 
-/// Callbacks a person should look at (an unknown token, unmatched, naming
-/// another request than their intent's), and the C2B payments accepted at
+/// Callbacks a person should look at (an unknown token or request id, a
+/// token of another provider's intent, unmatched, naming another request
+/// than their intent's), and the C2B payments accepted at
 /// validation that were asked about `c2b_max_asks` times with no answer
 /// and no confirmation (outcome `unconfirmed`).
 pub async fn unmatched_callbacks(
@@ -127,7 +182,7 @@ pub async fn unmatched_callbacks(
     sqlx::query_as(
         "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM (
              SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
-             WHERE outcome IN ('unknown_token', 'unmatched', 'reference_mismatch')
+             WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch')
              UNION ALL
              SELECT c.id, c.provider, c.kind, 'unconfirmed', 'c2b:' || q.trans_id, c.received_at
              FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::model::{Timer, Workflow};
+use super::model::{State, Timer, Workflow};
 use super::Workflows;
 use crate::domain::{IntentId, Money, Msisdn, PartyId};
 use crate::runner::{JobArgs, JobClient, NewJob};
@@ -101,6 +101,11 @@ pub enum EngineError {
     Database(#[from] sqlx::Error),
 }
 
+/// The event by which a provider says the money moved. Refused on an
+/// intent that ended without it, it is a contradiction a person must
+/// settle: counted, logged, and listed by reconciliation.
+pub const PROVIDER_SUCCEEDED: &str = "provider_succeeded";
+
 /// A guard: may this event move this intent? `Err` says why not.
 pub type Guard = fn(&IntentRow, &Event<'_>) -> Result<(), String>;
 
@@ -109,7 +114,22 @@ pub fn built_in_guards() -> BTreeMap<&'static str, Guard> {
     BTreeMap::from([
         ("actor_is_not_creator", actor_is_not_creator as Guard),
         ("provider_knows_the_request", provider_knows_the_request as Guard),
+        ("request_not_started", request_not_started as Guard),
     ])
+}
+
+/// Only an intent whose request nobody has begun to send can be stopped: a
+/// collection's prompt, once sent, may be paid whatever we decide, and the
+/// provider's word must then settle it. Read under the intent's lock (the
+/// cancel takes it), which the sender's mark takes too.
+fn request_not_started(intent: &IntentRow, _event: &Event<'_>) -> Result<(), String> {
+    match intent.request_started_at {
+        None => Ok(()),
+        Some(_) => Err(format!(
+            "its request to {} has been sent (the payer may already be paying), so only the provider's answer can end it",
+            intent.provider
+        )),
+    }
 }
 
 /// Only a request the provider has named can be declared unanswered: an
@@ -529,6 +549,13 @@ impl Engine {
         }
     }
 
+    /// Whether `intent` sits in a final state that says its money did not
+    /// move ([`State::ends_unpaid`]).
+    fn ended_unpaid(&self, intent: &IntentRow) -> Result<bool, EngineError> {
+        let workflow = self.workflow(&intent.kind)?;
+        Ok(workflow.state(&intent.state).is_some_and(State::ends_unpaid))
+    }
+
     /// Records `event` as rejected on `intent` for `reason`.
     async fn reject(
         &self,
@@ -541,6 +568,28 @@ impl Engine {
         let rejected = Self::new_event(&intent, event, None, "rejected", Some(&reason));
         let (event_id, _) = intents::insert_event(tx, &rejected, None, now).await?;
         tracing::info!(intent_id = %intent.id, state = intent.state, event = event.name, reason, "event rejected");
+        if event.name == PROVIDER_SUCCEEDED && self.ended_unpaid(&intent)? {
+            // The provider says the money moved, and the intent ended
+            // saying it did not (its hold released, or nothing credited):
+            // no transition may follow, so a person must. The event just
+            // recorded puts it in the day's reconciliation report.
+            metrics::counter!(
+                "tuma_late_successes_refused_total",
+                "kind" => intent.kind.clone(),
+                "state" => intent.state.clone(),
+                "provider" => intent.provider.clone()
+            )
+            .increment(1);
+            tracing::warn!(
+                intent_id = %intent.id,
+                kind = intent.kind,
+                state = intent.state,
+                provider = intent.provider,
+                cause = event.cause.as_str(),
+                "the provider reported success for an intent that had already ended without it: \
+                 money may have moved that the ledger does not show; listed for reconciliation"
+            );
+        }
         Ok(Applied::Rejected {
             state: intent.state,
             reason,
@@ -854,5 +903,6 @@ fn new_row(new: NewIntent, initial: &str) -> IntentRow {
         created_at: chrono::DateTime::UNIX_EPOCH,
         updated_at: chrono::DateTime::UNIX_EPOCH,
         final_at: None,
+        request_started_at: None,
     }
 }

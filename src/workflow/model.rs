@@ -31,6 +31,14 @@ pub struct State {
     pub ledger: Option<LedgerEffect>,
 }
 
+impl State {
+    /// A final state that says the intent's money did not move: it posts
+    /// no transfer (a payout's hold released, a collection never credited).
+    pub fn ends_unpaid(&self) -> bool {
+        self.is_final && self.ledger != Some(LedgerEffect::Post)
+    }
+}
+
 /// A state's effect on the ledger, applied in the same transaction as the
 /// transition that enters it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -816,6 +816,62 @@ async fn an_expired_token_is_refreshed_once_and_no_intent_fails() {
     app.assert_ledger_balanced().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daraja_callback_carrying_another_providers_intent_token_is_refused() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    // A collection Airtel carries (its number's prefix), and a forged
+    // Daraja success naming it by its token.
+    let id = create(&app, "/v1/collections", &collection("0733 000 111", "250")).await;
+    let (provider, token): (String, String) =
+        sqlx::query_as("SELECT provider, callback_token FROM intents WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(provider, "airtel");
+    let stk = json!({ "Body": { "stkCallback": {
+        "MerchantRequestID": "1", "CheckoutRequestID": "ws_CO_FORGED", "ResultCode": 0, "ResultDesc": "ok",
+        "CallbackMetadata": { "Item": [
+            { "Name": "Amount", "Value": 250 }, { "Name": "MpesaReceiptNumber", "Value": "QKL1FORGED" },
+        ]},
+    }}});
+    let answered = app
+        .http
+        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
+        .json(&stk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'wrong_provider'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM intent_events WHERE intent_id = '{id}' AND cause = 'callback'"
+        ))
+        .await,
+        0,
+        "nothing Daraja says moves an Airtel intent"
+    );
+    let report: Value = app
+        .get("/v1/reports/reconciliation", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let unmatched = report["unmatched_callbacks"].as_array().unwrap();
+    assert!(
+        unmatched
+            .iter()
+            .any(|c| c["outcome"] == "wrong_provider" && c["provider"] == "mpesa"),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn malformed_forged_and_unknown_callbacks_are_stored_answered_and_never_applied() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
@@ -1253,5 +1309,81 @@ async fn callbacks_arriving_together_are_stored_by_one_statement_with_one_job_fo
         app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'unknown_token'")
             .await,
         N as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_is_cancelled_only_before_its_prompt_is_sent() {
+    use tuma::store::intents::{get_for_update, start_request, Start};
+    use tuma::workflow::engine::{Applied, Cause, Event};
+
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    // Cancelled first: its prompt job then sends nothing.
+    let first = create(&app, "/v1/collections", &collection("0722 000 121", "250")).await;
+    let cancelled = app.post(&format!("/v1/collections/{first}/cancel"), &app.key).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "collection", &first).await["state"], "cancelled");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM provider_calls WHERE intent_id = '{first}'"
+        ))
+        .await,
+        0,
+        "no prompt went out"
+    );
+
+    // Its prompt begun (the mark the sending action writes, under the
+    // intent's lock, before it calls Daraja): the cancel is refused.
+    let second = create(&app, "/v1/collections", &collection("0722 000 122", "250")).await;
+    let second_id: uuid::Uuid = second.parse().unwrap();
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    assert_eq!(
+        start_request(&mut conn, second_id, "pending").await.unwrap(),
+        Start::First
+    );
+    assert_eq!(
+        start_request(&mut conn, second_id, "pending").await.unwrap(),
+        Start::Again
+    );
+    let refused = app.post(&format!("/v1/collections/{second}/cancel"), &app.key).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("has been sent"),
+        "{problem}"
+    );
+    assert_eq!(fetch(&app, "collection", &second).await["state"], "pending");
+
+    // The two at the same moment: a cancel holding the intent's lock makes
+    // the sender wait, and the sender then finds it cancelled.
+    let third = create(&app, "/v1/collections", &collection("0722 000 123", "250")).await;
+    let third_id: uuid::Uuid = third.parse().unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let locked = get_for_update(&mut tx, third_id).await.unwrap().unwrap();
+    let sender = {
+        let pool = app.db.pool.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            start_request(&mut conn, third_id, "pending").await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!sender.is_finished(), "the sender waits for the cancel's lock");
+    let applied = app
+        .engine
+        .apply_to(&mut tx, locked, &Event::new("cancel", Cause::Api, "shop"))
+        .await
+        .unwrap();
+    assert!(matches!(applied, Applied::Moved { .. }));
+    tx.commit().await.unwrap();
+    assert_eq!(sender.await.unwrap(), Start::Moved);
+    app.run_jobs().await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM provider_calls WHERE intent_id = '{third}'"
+        ))
+        .await,
+        0
     );
 }

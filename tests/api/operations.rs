@@ -537,3 +537,110 @@ fn value_of(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"));
     line.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_reported_after_the_payout_ended_failed_is_counted_and_listed_for_its_day() {
+    use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
+
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    // One payout completes; another loses every word from Daraja, runs out
+    // its polls, and an admin resolves it as failed (its hold released).
+    let paid = payout(&app, "1000").await;
+    eventually(Duration::from_secs(10), "the payout to complete", || async {
+        app.run_jobs().await;
+        state_of(&app, &paid).await == "completed"
+    })
+    .await;
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let lost = payout(&app, "2000").await;
+    app.run_jobs().await;
+    for _ in 0..11 {
+        app.advance(Duration::from_secs(30));
+        app.run_jobs().await;
+    }
+    assert_eq!(state_of(&app, &lost).await, "unresolved");
+    let resolved = app
+        .http
+        .post(app.url(&format!("/v1/payouts/{lost}/resolve")))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "outcome": "failed", "evidence": "no line on the statement yet" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resolved.status(), StatusCode::OK);
+    assert_eq!(state_of(&app, &lost).await, "failed");
+    let body: Value = report(&app, "").await.json().await.unwrap();
+    assert_eq!(body["late_successes"].as_array().unwrap().len(), 0, "{body}");
+
+    // Then Daraja's delayed result says both were paid. The completed
+    // payout's second word is a duplicate; the failed one's contradicts
+    // its end: refused (nothing may move a final intent), but not lost.
+    let succeeded = |id: &str| {
+        let id: uuid::Uuid = id.parse().unwrap();
+        let engine = app.engine.clone();
+        let pool = app.db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let mut event = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
+            event.provider_ref = Some("QKL1LATE00");
+            let applied = engine.apply(&mut tx, id, &event).await.unwrap();
+            tx.commit().await.unwrap();
+            applied
+        }
+    };
+    assert!(matches!(succeeded(&paid).await, Applied::Rejected { .. }));
+    assert!(matches!(succeeded(&lost).await, Applied::Rejected { .. }));
+    assert_eq!(state_of(&app, &lost).await, "failed");
+
+    let body: Value = report(&app, "").await.json().await.unwrap();
+    assert_eq!(body["ok"], false);
+    let late = body["late_successes"].as_array().unwrap();
+    assert_eq!(late.len(), 1, "only the contradiction, not the duplicate: {body}");
+    assert_eq!(late[0]["id"], lost.as_str());
+    assert_eq!(late[0]["state"], "failed");
+    assert_eq!(late[0]["cause"], "callback");
+    assert_eq!(late[0]["provider_ref"], "QKL1LATE00");
+    assert_eq!(money(&late[0]["amount"]), d("2000"));
+    // Scraped before any report is kept here: /metrics shows the newest
+    // kept report's verdict, and the recorder is shared by every test of
+    // this binary.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        value_of(
+            &metrics,
+            r#"tuma_late_successes_refused_total{kind="payout",state="failed",provider="mpesa"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    let today = app.clock.now().date_naive();
+    app.enqueue(&tuma::runner::NewJob::new(&tuma::reconcile::Reconcile { date: today }))
+        .await;
+    app.run_jobs().await;
+    let csv = report(&app, &format!("?date={today}&format=csv"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains(&format!("late_success,{lost},payout,failed,2000,KES,mpesa,")),
+        "{csv}"
+    );
+
+    // Each day's report lists that day's: the next day's does not repeat it.
+    app.advance(Duration::from_secs(86_400));
+    let body: Value = report(&app, "").await.json().await.unwrap();
+    assert_eq!(body["late_successes"].as_array().unwrap().len(), 0, "{body}");
+    app.assert_ledger_balanced().await;
+}

@@ -182,6 +182,10 @@ async fn a_provider_failing_fast_pauses_its_queue_instead_of_burning_retries_and
         .count("SELECT count(*) FROM tuma_job_queues WHERE name = 'mtn' AND paused_until IS NOT NULL")
         .await;
     assert_eq!(paused, 1, "the breaker paused the provider's queue");
+    let first_pause: i64 = app
+        .count("SELECT extract(epoch FROM paused_until - paused_at)::bigint FROM tuma_job_queues WHERE name = 'mtn'")
+        .await;
+    assert_eq!(first_pause, 5, "open_base_s, reckoned on the claims' clock");
     let attempts: i64 = app
         .count("SELECT coalesce(max(attempt), 0)::bigint FROM tuma_jobs WHERE queue = 'mtn'")
         .await;
@@ -287,4 +291,61 @@ async fn whether_a_request_may_have_been_sent_before_is_read_from_every_earlier_
     other("pending").await;
     let mtn = tuma::store::provider_calls::may_have_sent_before(pool, id, "mtn", 9, 1);
     assert!(mtn.await.unwrap(), "an accepted send from an older node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_cancelled_before_its_prompt_never_reaches_the_provider() {
+    let app = spawn_provider_app("airtel", SimOptions::default()).await;
+    let created = app
+        .create(
+            "/v1/collections",
+            &app.key,
+            "c-1",
+            &json!({ "amount": "5000", "currency": "UGX", "payer": { "msisdn": "0702345678" },
+                     "party_id": "donor-3", "reference": "campaign-9" }),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The cancel holds the intent's lock while the prompt job starts: the
+    // job has read the collection as pending, and its mark before sending
+    // waits for the lock, then finds it cancelled.
+    let intent_id: uuid::Uuid = id.parse().unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let locked = tuma::store::intents::get_for_update(&mut tx, intent_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let applied = app
+            .engine
+            .apply_to(
+                &mut tx,
+                locked,
+                &tuma::workflow::engine::Event::new("cancel", tuma::workflow::engine::Cause::Api, "shop"),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(applied, tuma::workflow::engine::Applied::Moved { .. }));
+        tx.commit().await.unwrap();
+    };
+    let (ran, ()) = tokio::join!(app.run_jobs(), cancel);
+    assert!(ran >= 1, "the prompt job ran");
+    app.run_jobs().await;
+    assert_eq!(
+        app.count(&format!("SELECT count(*) FROM provider_calls WHERE intent_id = '{id}'"))
+            .await,
+        0,
+        "the prompt job found it cancelled and sent nothing"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "cancelled");
 }

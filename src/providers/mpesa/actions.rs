@@ -18,7 +18,7 @@ use crate::providers::actions::{gate, note_sending, record_answer, refusal_is_fi
 use crate::providers::circuit::Circuits;
 use crate::providers::Outcome;
 use crate::runner::JobError;
-use crate::store::intents::{self, IntentRow};
+use crate::store::intents::{self, IntentRow, Start};
 use crate::workflow::engine::{Cause, Event};
 use crate::workflow::workers::ActionContext;
 
@@ -86,11 +86,13 @@ fn patience() -> ExponentialBuilder {
 
 /// Commits that a request Daraja names itself (an STK push, a reversal)
 /// is about to be sent, before sending it: such a request cannot be re-sent
-/// under one id, so `false` (an earlier attempt started it, and may have
-/// died after Daraja accepted it) means: do not send it again.
-async fn start_once(ctx: &ActionContext) -> Result<bool, JobError> {
+/// under one id, so [`Start::Again`] (an earlier attempt started it, and
+/// may have died after Daraja accepted it) means: do not send it again, and
+/// [`Start::Moved`] (the intent left the action's state: cancelled) means
+/// send nothing at all.
+async fn start_once(ctx: &ActionContext) -> Result<Start, JobError> {
     let mut conn = ctx.job.pool().acquire().await?;
-    Ok(intents::start_request(&mut conn, ctx.intent.id).await?)
+    Ok(intents::start_request(&mut conn, ctx.intent.id, &ctx.intent.state).await?)
 }
 
 /// Commits the CheckoutRequestID of a prompt Daraja accepted, on its own
@@ -220,7 +222,12 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
-    if !start_once(&ctx).await? {
+    let start = start_once(&ctx).await?;
+    if start == Start::Moved {
+        tracing::info!(intent_id = %intent.id, "cancelled before its prompt was sent; not prompting");
+        return Ok(());
+    }
+    if start == Start::Again {
         // If the earlier attempt lived to keep or note Daraja's answer, that
         // names the prompt, and the status polls can ask about it.
         let checkout = match &intent.provider_ref {
@@ -337,7 +344,12 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
     let remarks = intent.metadata["reason"].as_str().unwrap_or("reversal").to_owned();
     let result_url = callback_url(&client, "reversal-result", intent)?;
     let timeout_url = callback_url(&client, "reversal-timeout", intent)?;
-    if !start_once(&ctx).await? {
+    let start = start_once(&ctx).await?;
+    if start == Start::Moved {
+        tracing::info!(intent_id = %intent.id, "the reversal moved on before it was sent; not sending it");
+        return Ok(());
+    }
+    if start == Start::Again {
         tracing::warn!(intent_id = %intent.id, "an earlier attempt may have sent the reversal; waiting for M-Pesa's word");
         return apply_once_sent(&ctx, "requested", None).await;
     }

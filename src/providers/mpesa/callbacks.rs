@@ -318,6 +318,11 @@ impl CallbackProcessing for Callbacks {
             let Some(intent) = locked.remove(&row.token) else {
                 continue;
             };
+            if intent.provider != row.provider {
+                // Another provider's intent: refused by the one-at-a-time
+                // path.
+                continue;
+            }
             let Some(expected) = intent.provider_ref.as_ref().filter(|_| !awaits_its_request(&intent)) else {
                 // Not recorded yet, or learned from this callback: the
                 // one-at-a-time path waits or records it.
@@ -373,6 +378,17 @@ impl CallbackProcessing for Callbacks {
             );
             return finish(ctx, tx).await;
         };
+        if intent.provider != row.provider {
+            // A token is a secret of one intent, handed to its own
+            // provider only: Daraja cannot speak for another's.
+            finish_row(&mut tx, &row, None, Some(&report.dedupe_key), "wrong_provider", None).await?;
+            tracing::warn!(
+                inbox_id = row.id,
+                intent_id = %intent.id,
+                "callback on Daraja's path with another provider's intent token: stored, not processed"
+            );
+            return finish(ctx, tx).await;
+        }
         if awaits_its_request(&intent) {
             // The callback beat the record of its own request (a prompt
             // answered before Daraja's reply reached us, or before the
