@@ -234,6 +234,19 @@ impl Config {
                 )));
             }
         }
+        for (provider, currencies) in &self.fees.tariffs {
+            for (currency, bands) in currencies {
+                // The first band covering an amount is its fee: out of
+                // order, a larger amount would find a smaller band's fee.
+                let ascending = bands.windows(2).all(|pair| pair[0].up_to < pair[1].up_to);
+                let non_negative = bands.iter().all(|band| band.fee >= Decimal::ZERO);
+                if !ascending || !non_negative {
+                    return Err(ConfigError(format!(
+                        "fees.tariffs.{provider}.{currency}: bands must rise strictly by up_to, with fees of zero or more"
+                    )));
+                }
+            }
+        }
         crate::policy::routing::check(&self.routing, &self.providers).map_err(ConfigError)?;
         self.runner.validate().map_err(ConfigError)
     }
@@ -308,6 +321,23 @@ mod tests {
             .to_string();
         assert!(error.contains("console.idle_timeout_s"), "{error}");
         assert!(with("[console]\nsession_ttl_s = 600\nidle_timeout_s = 600").is_ok());
+    }
+
+    #[test]
+    fn tariff_bands_out_of_order_are_refused() {
+        let error =
+            with("[fees.tariffs.mpesa]\nKES = [{ up_to = \"1000\", fee = \"15\" }, { up_to = \"100\", fee = \"0\" }]")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("fees.tariffs.mpesa.KES"), "{error}");
+        let error = with("[fees.tariffs.mpesa]\nKES = [{ up_to = \"100\", fee = \"-1\" }]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("fees.tariffs.mpesa.KES"), "{error}");
+        assert!(with(
+            "[fees.tariffs.mpesa]\nKES = [{ up_to = \"100\", fee = \"0\" }, { up_to = \"1000\", fee = \"15\" }]"
+        )
+        .is_ok());
     }
 
     #[test]

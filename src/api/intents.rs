@@ -135,7 +135,7 @@ async fn create<R: CreateRequest>(
     let party_provider = party_provider(&state, &caller.owner, &input).await?;
     input.party_provider = party_provider.as_deref();
     let new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
-    let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
+    let (mut tx, key) = match claim(&state, &caller, &headers, &json, intent_location).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),
     };
@@ -169,14 +169,22 @@ pub(super) enum Claimed {
     Fresh(sqlx::Transaction<'static, sqlx::Postgres>, String),
 }
 
+/// Where an intent's view says it lives (a created payout's or
+/// collection's, or a reversal's, whose kind is `reversal`).
+pub(super) fn intent_location(view: &serde_json::Value) -> Option<String> {
+    Some(format!("/v1/{}s/{}", view["kind"].as_str()?, view["id"].as_str()?))
+}
+
 /// Claims the request's `Idempotency-Key` for `json` (the parsed body) in
 /// a new transaction. A concurrent request with the same key waits for the
-/// first one and then replays its response.
+/// first one and then replays its response; a replayed `201` carries the
+/// `Location` that `location` finds in its body, as the first one did.
 pub(super) async fn claim(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
     json: &serde_json::Value,
+    location: fn(&serde_json::Value) -> Option<String>,
 ) -> Result<Claimed, ApiError> {
     let key = idempotency_key(headers)?;
     let request_hash = request_hash(json);
@@ -191,7 +199,14 @@ pub(super) async fn claim(
         return Err(ApiError::IdempotencyConflict);
     }
     let status = StatusCode::from_u16(first.response_status as u16).map_err(|e| ApiError::Internal(e.into()))?;
+    let place = (status == StatusCode::CREATED)
+        .then(|| location(&first.response_body))
+        .flatten()
+        .and_then(|place| HeaderValue::from_str(&place).ok());
     let mut response = (status, Json(first.response_body)).into_response();
+    if let Some(place) = place {
+        response.headers_mut().insert(header::LOCATION, place);
+    }
     response
         .headers_mut()
         .insert("Idempotent-Replayed", HeaderValue::from_static("true"));

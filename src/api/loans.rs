@@ -214,7 +214,8 @@ pub async fn create_loan(
     idempotency_key(&headers)?;
     let (request, json) = body::parse::<CreateLoan>(&headers, body, state.config.api.body_limit_bytes)?;
     let new = validate_loan(&request, &state, &caller)?;
-    let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
+    let location = |view: &serde_json::Value| Some(format!("/v1/loans/{}", view["id"].as_str()?));
+    let (mut tx, key) = match claim(&state, &caller, &headers, &json, location).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),
     };

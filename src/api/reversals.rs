@@ -69,7 +69,8 @@ pub async fn create_reversal(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let (mut tx, key) = match claim(&state, &caller, &headers, &json).await? {
+    let location = |view: &serde_json::Value| Some(format!("/v1/reversals/{}", view["id"].as_str()?));
+    let (mut tx, key) = match claim(&state, &caller, &headers, &json, location).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),
     };

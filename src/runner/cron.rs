@@ -3,6 +3,12 @@
 //! records `(entry, tick)` in `tuma_cron_ticks` in one transaction. The tick
 //! is the schedule's own instant, not the node's "now", so every node
 //! computes the same key and only the first insert commits a job.
+//!
+//! A tick nobody fired at its instant (every node restarting then, or the
+//! database unreachable) is not lost: at start and every minute each node
+//! fires each entry's latest tick if no node has ([`catch_up`]), while it
+//! is younger than half of how long fired ticks are remembered, so that a
+//! tick found unrecorded was never fired.
 
 use std::sync::Arc;
 
@@ -83,10 +89,64 @@ pub async fn fire(client: &JobClient, entry: &CronEntry, tick: DateTime<Utc>) ->
     }
 }
 
+/// A tick this young is left to the scheduler firing it at its instant.
+const CATCH_UP_GRACE: TimeDelta = TimeDelta::seconds(30);
+
+/// Fires each entry's latest tick at or before `now` that no node has
+/// fired, if it is at most `window` old (and older than a grace the
+/// scheduler has to fire it on time). Returns how many it fired.
+pub async fn catch_up(
+    client: &JobClient,
+    entries: &[CronEntry],
+    now: DateTime<Utc>,
+    window: std::time::Duration,
+) -> Result<usize, sqlx::Error> {
+    let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
+    let mut fired = 0;
+    for entry in entries {
+        let Some(tick) = entry.tick_at_or_before(now) else {
+            continue;
+        };
+        let age = now - tick;
+        if age < CATCH_UP_GRACE || age > window || store::tick_recorded(client.pool(), &entry.name, tick).await? {
+            continue;
+        }
+        if let Some(job_id) = fire(client, entry, tick).await? {
+            tracing::warn!(entry = entry.name, %tick, %job_id, "cron tick missed at its instant; fired now");
+            fired += 1;
+        }
+    }
+    Ok(fired)
+}
+
 /// Starts a scheduler firing `entries` until the returned scheduler is shut
-/// down.
-pub(crate) async fn start_scheduler(client: JobClient, entries: &[CronEntry]) -> Result<JobScheduler, String> {
+/// down, after firing the ticks missed while no node ran ([`catch_up`],
+/// within `window`); it catches up again every minute.
+pub(crate) async fn start_scheduler(
+    client: JobClient,
+    entries: &[CronEntry],
+    window: std::time::Duration,
+) -> Result<JobScheduler, String> {
+    if let Err(error) = catch_up(&client, entries, Utc::now(), window).await {
+        tracing::error!(%error, "could not catch up on missed cron ticks; trying again in a minute");
+    }
     let scheduler = JobScheduler::new().await.map_err(|e| format!("cron scheduler: {e}"))?;
+    let catching_up = {
+        let (client, entries) = (client.clone(), entries.to_vec());
+        Job::new_async("45 * * * * *", move |_, _| {
+            let (client, entries) = (client.clone(), entries.clone());
+            Box::pin(async move {
+                if let Err(error) = catch_up(&client, &entries, Utc::now(), window).await {
+                    tracing::error!(%error, "could not catch up on missed cron ticks");
+                }
+            })
+        })
+        .map_err(|e| format!("cron catch-up: {e}"))?
+    };
+    scheduler
+        .add(catching_up)
+        .await
+        .map_err(|e| format!("cron scheduler: {e}"))?;
     for entry in entries {
         let name = entry.name.clone();
         let expression = entry.expression.clone();

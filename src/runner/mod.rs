@@ -53,7 +53,7 @@ pub use backoff::RetryPolicy;
 pub use batch::{BatchPanicked, Batcher};
 pub use client::{Heard, JobClient};
 pub use config::{QueueConfig, RetentionConfig, RunnerConfig};
-pub use cron::{fire as fire_cron_tick, CronEntry};
+pub use cron::{catch_up as catch_up_cron, fire as fire_cron_tick, CronEntry};
 pub use job::{
     EnqueueOutcome, JobArgs, JobContext, JobError, JobOptions, NewJob, Worker, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
@@ -298,7 +298,8 @@ impl Runner {
             None
         } else {
             let client = JobClient::new(inner.pool.clone(), inner.clock.clone()).with_heard(inner.heard.clone());
-            Some(cron::start_scheduler(client, &inner.cron).await?)
+            let window = services::tick_retention(&inner.config.retention) / 2;
+            Some(cron::start_scheduler(client, &inner.cron, window).await?)
         };
         tracing::info!(node = %inner.node, queues = inner.queues.len(), "job runner started");
         Ok(RunningRunner {

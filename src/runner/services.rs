@@ -24,8 +24,14 @@ const RESCUE_BATCH: i64 = 1_000;
 const RESCUE_ROUNDS: usize = 10;
 
 /// Cron tick records are kept at least this long (seconds); any node still
-/// firing a tick does so within seconds of it.
+/// firing a tick does so within seconds of it, or, catching up on a tick
+/// missed at its instant, within half of how long they are kept.
 const MIN_TICK_RETENTION_S: u64 = 3_600;
+
+/// How long fired cron ticks are remembered.
+pub(crate) fn tick_retention(retention: &super::RetentionConfig) -> std::time::Duration {
+    std::time::Duration::from_secs(retention.completed_s.max(MIN_TICK_RETENTION_S))
+}
 
 pub(crate) async fn heartbeat_once(inner: &Inner) -> Result<(), sqlx::Error> {
     // Snapshot first: every lease in it was claimed (and committed) before
@@ -132,7 +138,7 @@ pub(crate) async fn retention_once(inner: &Inner) -> Result<u64, sqlx::Error> {
             }
         }
     }
-    let tick_age_s = retention.completed_s.max(MIN_TICK_RETENTION_S) as i64;
+    let tick_age_s = tick_retention(retention).as_secs() as i64;
     store::delete_old_ticks(&inner.control, tick_age_s, retention.batch as i64, now).await?;
     if total > 0 {
         tracing::debug!(deleted = total, "retention deleted finished jobs");

@@ -649,6 +649,15 @@ pub async fn record_tick(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Whether cron `entry`'s `tick` has been fired (and not yet forgotten).
+pub async fn tick_recorded(pool: &PgPool, entry: &str, tick: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tuma_cron_ticks WHERE entry = $1 AND tick_at = $2)")
+        .bind(entry)
+        .bind(tick)
+        .fetch_one(pool)
+        .await
+}
+
 /// How many jobs are in `state`.
 pub async fn count_in_state(pool: &PgPool, state: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM tuma_jobs WHERE state = $1::tuma_job_state")

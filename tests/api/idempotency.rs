@@ -41,13 +41,23 @@ async fn a_replay_returns_the_original_response_even_after_the_intent_moved_on()
     let body = payout_body("2500", "0712345678");
     let first = app.create("/v1/payouts", &app.key, "k", &body).await;
     assert!(first.headers().get("idempotent-replayed").is_none());
+    let location = first.headers()["location"].clone();
     let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/payouts/{}", first["id"].as_str().unwrap()).as_str()
+    );
     app.run_jobs().await;
     // Key order and whitespace do not make a different request.
     let reordered: Value = serde_json::from_str(&serde_json::to_string(&body).unwrap()).unwrap();
     let replay = app.create("/v1/payouts", &app.key, "k", &reordered).await;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.headers()["location"],
+        location,
+        "the first answer's Location too"
+    );
     assert_eq!(replay.json::<Value>().await.unwrap(), first);
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 use tuma::clock::Clock;
-use tuma::runner::{fire_cron_tick, CronEntry, JobArgs, JobClient, NewJob, Registry, Runner};
+use tuma::runner::{catch_up_cron, fire_cron_tick, CronEntry, JobArgs, JobClient, NewJob, Registry, Runner};
 
 use crate::common::{count, eventually, runner_config, TestDb};
 
@@ -108,4 +108,59 @@ async fn two_running_schedulers_on_one_database_fire_each_tick_once() {
         0,
         "a tick key is not the schedule's own instant"
     );
+}
+
+#[tokio::test]
+async fn a_tick_missed_at_its_instant_is_fired_late_once_while_it_is_young_enough() {
+    let db = TestDb::new().await;
+    let entry = CronEntry::new("nightly", "0 30 0 * * *", |tick| NewJob::new(&Report { tick })).unwrap();
+    let entries = [entry.clone()];
+    let client = JobClient::new(db.pool.clone(), Clock::Database);
+    let tick = Utc.with_ymd_and_hms(2026, 12, 5, 0, 30, 0).unwrap();
+    let window = Duration::from_secs(12 * 3_600);
+    let at = |by: chrono::TimeDelta| tick + by;
+
+    // Seconds after its instant it is the scheduler's to fire.
+    assert_eq!(
+        catch_up_cron(&client, &entries, at(chrono::TimeDelta::seconds(10)), window)
+            .await
+            .unwrap(),
+        0
+    );
+    // Every node was down at 00:30; the first back, at 00:40, fires it.
+    assert_eq!(
+        catch_up_cron(&client, &entries, at(chrono::TimeDelta::minutes(10)), window)
+            .await
+            .unwrap(),
+        1
+    );
+    let fired_for: DateTime<Utc> = sqlx::query_scalar("SELECT (args->>'tick')::timestamptz FROM tuma_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(fired_for, tick, "the job is the missed tick's");
+    // The next pass, another node, or the scheduler find it fired.
+    assert_eq!(
+        catch_up_cron(&client, &entries, at(chrono::TimeDelta::minutes(11)), window)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(fire_cron_tick(&client, &entry, tick).await.unwrap(), None);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 1);
+
+    // A tick older than the window is left: its record may be forgotten
+    // by then, and firing it could fire it twice.
+    assert_eq!(
+        catch_up_cron(
+            &client,
+            &entries,
+            at(chrono::TimeDelta::days(1) + chrono::TimeDelta::hours(13)),
+            window
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 1);
 }
