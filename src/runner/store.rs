@@ -783,9 +783,9 @@ pub async fn set_paused(
     Ok(())
 }
 
-/// Pauses a queue on every node until `until`, when claims resume on their
-/// own. A manual pause (no end) is left as it is; an earlier timed pause is
-/// extended, never shortened.
+/// Pauses a queue on every node for `pause` from now on the database's
+/// clock, when claims resume on their own. A manual pause (no end) is left
+/// as it is; an earlier timed pause is extended, never shortened.
 pub async fn pause_for(
     pool: &PgPool,
     queue: &str,

@@ -639,3 +639,59 @@ async fn the_adapter_treats_a_wrong_pin_as_a_configuration_problem_never_a_failu
     );
     assert!(sim.movements().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_callback_authentication_a_callback_is_confirmed_by_enquiry_before_it_moves_money() {
+    use crate::common::app::spawn_app_around;
+    // The portal's callback authentication is off: callbacks carry no hash.
+    let sim = tuma::simulator::airtel::AirtelSim::spawn_at(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tuma::simulator::SimOptions::default(),
+    )
+    .await
+    .unwrap();
+    sim.set_callback_hash_key("");
+    let app = spawn_app_around("airtel", std::sync::Arc::new(sim)).await;
+    let created = app
+        .create(
+            "/v1/collections",
+            &app.key,
+            "c-1",
+            &serde_json::json!({ "amount": "5000", "currency": "UGX", "payer": { "msisdn": "0702345678" },
+                                 "party_id": "donor-3", "reference": "campaign-9" }),
+        )
+        .await;
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let id = created.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::common::eventually(
+        std::time::Duration::from_secs(20),
+        "the collection to complete",
+        || async {
+            app.run_jobs().await;
+            let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+            state == "completed"
+        },
+    )
+    .await;
+    // The payer's callback asked; Airtel's answer to the enquiry settled it.
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'confirming'")
+            .await,
+        1
+    );
+    let cause: String =
+        sqlx::query_scalar("SELECT cause FROM intent_events WHERE intent_id = $1::uuid AND to_state = 'completed'")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(cause, "poll", "settled by the enquiry, not by the unsigned callback");
+    app.assert_ledger_balanced().await;
+}

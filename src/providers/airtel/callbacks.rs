@@ -6,8 +6,9 @@
 //! without a `hash`, or with one that does not verify, is refused. The hash
 //! is checked over the exact text of the `transaction` object as received
 //! ([`super::wire::callback_hash`]; which string Airtel signs is
-//! unverified). Without it a callback is unauthenticated: the engine
-//! confirms by enquiry before trusting money to it.
+//! unverified). Without it a callback is unauthenticated: its final word
+//! is only a hint, and the intent is settled by a status enquiry made
+//! with Tuma's own credentials (`Adapter::callbacks_authenticated`).
 
 use super::codes;
 use super::wire::{callback_hash_matches, CallbackBody, CallbackTransaction};
