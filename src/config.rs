@@ -238,11 +238,14 @@ impl Config {
             for (currency, bands) in currencies {
                 // The first band covering an amount is its fee: out of
                 // order, a larger amount would find a smaller band's fee.
+                // An empty list would refuse every amount as above the
+                // tariff: leave the currency out to charge nothing.
                 let ascending = bands.windows(2).all(|pair| pair[0].up_to < pair[1].up_to);
                 let non_negative = bands.iter().all(|band| band.fee >= Decimal::ZERO);
-                if !ascending || !non_negative {
+                if bands.is_empty() || !ascending || !non_negative {
                     return Err(ConfigError(format!(
-                        "fees.tariffs.{provider}.{currency}: bands must rise strictly by up_to, with fees of zero or more"
+                        "fees.tariffs.{provider}.{currency}: give at least one band, rising strictly by up_to, \
+                         with fees of zero or more (leave the currency out to charge nothing)"
                     )));
                 }
             }
@@ -333,6 +336,8 @@ mod tests {
         let error = with("[fees.tariffs.mpesa]\nKES = [{ up_to = \"100\", fee = \"-1\" }]")
             .unwrap_err()
             .to_string();
+        assert!(error.contains("fees.tariffs.mpesa.KES"), "{error}");
+        let error = with("[fees.tariffs.mpesa]\nKES = []").unwrap_err().to_string();
         assert!(error.contains("fees.tariffs.mpesa.KES"), "{error}");
         assert!(with(
             "[fees.tariffs.mpesa]\nKES = [{ up_to = \"100\", fee = \"0\" }, { up_to = \"1000\", fee = \"15\" }]"

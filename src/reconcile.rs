@@ -114,8 +114,7 @@ pub struct CallbackLine {
     pub kind: String,
     /// `unknown_token`, `unknown_request` (an app-wide callback naming a
     /// request id we never sent), `wrong_provider` (a token of another
-    /// provider's intent), `unmatched`, `reference_mismatch`, `unverified`
-    /// (unsigned, for an intent whose workflow has no status enquiry), or
+    /// provider's intent), `unmatched`, `reference_mismatch`, or
     /// `unconfirmed` (a C2B payment accepted at validation that Daraja
     /// never confirmed nor answered about).
     pub outcome: String,

@@ -248,9 +248,9 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
 /// Marks a collection's prompt as started (unless an earlier attempt did),
 /// under the intent's lock and only while it is still in the state the
 /// action is for: `false` when it was cancelled first. From the mark on, a
-/// cancel is refused ([`crate::store::intents::start_request`]). A
-/// payout's submission needs no mark: it is sent from `processing`, which
-/// nothing cancels.
+/// cancel is refused ([`crate::store::intents::start_request`]); a refusal
+/// before processing takes the mark back. A payout's submission needs no
+/// mark: it is sent from `processing`, which nothing cancels.
 async fn prompt_may_go(ctx: &ActionContext) -> Result<bool, JobError> {
     let mut conn = ctx.job.pool().acquire().await?;
     let start = crate::store::intents::start_request(&mut conn, ctx.intent.id, &ctx.intent.state).await?;
@@ -272,6 +272,12 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
     let started = std::time::Instant::now();
     let answer = provider.adapter.send(request).await;
     note_call(&ctx, name, "send", &request_id, &answer, started.elapsed()).await;
+    if direction == Direction::Collection && matches!(answer, Err(CallError::Busy(_) | CallError::Config(_))) {
+        // Refused before it was processed: no prompt reached the payer, so
+        // the collection may be cancelled again until the next attempt.
+        let mut conn = ctx.job.pool().acquire().await?;
+        crate::store::intents::unstart_request(&mut conn, ctx.intent.id).await?;
+    }
     record(&ctx, &provider, answer.as_ref().err()).await?;
     let intent_id = ctx.intent.id;
     match answer {

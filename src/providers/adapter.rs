@@ -206,13 +206,6 @@ pub trait Adapter: Send + Sync + 'static {
     /// this token are matched to intents by their request id.
     fn app_callback_token(&self) -> Option<String>;
 
-    /// Whether a callback that parsed is the provider's own word (signed,
-    /// or carrying a per-intent secret). When not, its outcome is only a
-    /// hint: the intent is settled by the provider's status enquiry.
-    fn callbacks_authenticated(&self) -> bool {
-        true
-    }
-
     /// The HTTP status and JSON body a stored callback is answered with
     /// (`accepted`: stored for processing, else refused or unreadable).
     fn callback_ack(&self, _kind: &str, accepted: bool) -> (u16, serde_json::Value) {

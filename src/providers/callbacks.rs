@@ -489,10 +489,6 @@ impl CallbackProcessing for ProviderCallbacks {
             if intent.provider != provider || awaits_its_request(&intent) {
                 continue;
             }
-            if !self.adapters.get(provider).is_some_and(|a| a.callbacks_authenticated()) {
-                // Confirmed by enquiry, on the one-at-a-time path.
-                continue;
-            }
             match (&intent.provider_ref, &report.request_id) {
                 (None, _) => continue,
                 (Some(expected), Some(got)) if expected != got => continue,
@@ -550,9 +546,6 @@ impl CallbackProcessing for ProviderCallbacks {
                 return finish_with(ctx, tx, &row, None, Some(&report.dedupe_key), outcome, None).await;
             }
         };
-        if !adapter.callbacks_authenticated() && matches!(report.outcome, Outcome::Succeeded | Outcome::Failed { .. }) {
-            return self.confirm_by_enquiry(ctx, tx, &row, &report, *intent).await;
-        }
         self.apply(ctx, tx, &row, &report, *intent).await
     }
 }
@@ -642,48 +635,6 @@ impl ProviderCallbacks {
         finish_with(ctx, tx, row, Some(id), key, outcome, detail.as_deref()).await
     }
 }
-
-impl ProviderCallbacks {
-    /// An unauthenticated callback's final word is not applied: it asks the
-    /// provider now, with the status enquiry the intent's polls use (made
-    /// with Tuma's own credentials), and that answer settles the intent,
-    /// or, on an intent already ended otherwise, is refused and listed by
-    /// reconciliation like any late success. Stored as `confirming`.
-    async fn confirm_by_enquiry(
-        &self,
-        ctx: JobContext,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        row: &inbox::InboxRow,
-        report: &CallbackReport,
-        intent: IntentRow,
-    ) -> Result<(), JobError> {
-        let key = Some(report.dedupe_key.as_str());
-        let workflow = self
-            .engine
-            .workflows()
-            .get(&intent.kind)
-            .cloned()
-            .ok_or_else(|| JobError::fatal(format!("no workflow {:?}", intent.kind)))?;
-        if !workflow.actions.contains_key(QUERY_STATUS) {
-            let detail = "unsigned, and its workflow cannot ask: kept for a person";
-            return finish_with(ctx, tx, row, Some(intent.id), key, "unverified", Some(detail)).await;
-        }
-        let job = self.engine.action_job(
-            &workflow,
-            &intent,
-            QUERY_STATUS,
-            &intent.state,
-            intent.state_version,
-            None,
-        );
-        self.engine.jobs().enqueue(&mut tx, &job).await?;
-        let detail = "unsigned: the provider's status enquiry decides";
-        finish_with(ctx, tx, row, Some(intent.id), key, "confirming", Some(detail)).await
-    }
-}
-
-/// The action that asks a provider what became of a request.
-const QUERY_STATUS: &str = "query_status";
 
 /// Records what became of a stored callback, and counts it
 /// (`tuma_callbacks_total{provider, kind, outcome}`). Daraja's callback job

@@ -157,10 +157,9 @@ impl Runner {
         } else {
             config.node_id.as_str().into()
         };
-        // One connection per producer, plus the completer, the heartbeat,
-        // the rescuer, retention and statistics: each runs on its own timer,
-        // so any of them may hold one at once, and a heartbeat must never
-        // wait behind a slow retention pass until leases run out.
+        // One connection per producer, plus the completer, the heartbeat and
+        // one for the rescuer, retention and statistics, which take turns
+        // (each runs on its own timer, so one may wait for another).
         // Custom plans always: the batch statements take arrays of ids whose
         // size a generic plan cannot see, and a generic plan that scans a
         // partial index full of dead entries instead of the primary key turns
@@ -169,7 +168,7 @@ impl Runner {
             .clone()
             .options([("plan_cache_mode", "force_custom_plan")]);
         let control = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(config.queues.len() as u32 + 5)
+            .max_connections(config.queues.len() as u32 + 3)
             .acquire_timeout(Duration::from_millis(config.heartbeat_interval_ms))
             .connect_lazy_with(control_options);
         let queues = config

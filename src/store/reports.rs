@@ -182,7 +182,7 @@ pub async fn unmatched_callbacks(
     sqlx::query_as(
         "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM (
              SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
-             WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch', 'unverified')
+             WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch')
              UNION ALL
              SELECT c.id, c.provider, c.kind, 'unconfirmed', 'c2b:' || q.trans_id, c.received_at
              FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id

@@ -1387,3 +1387,25 @@ async fn a_collection_is_cancelled_only_before_its_prompt_is_sent() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_refused_before_processing_leaves_the_collection_cancellable() {
+    // Airtel is configured here but nothing answers at its address: the
+    // prompt's call cannot connect, so no prompt reached the payer.
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let id = create(&app, "/v1/collections", &collection("0733 000 112", "250")).await;
+    app.run_jobs().await;
+    assert!(
+        app.count(&format!("SELECT count(*) FROM provider_calls WHERE intent_id = '{id}'"))
+            .await
+            >= 1,
+        "the prompt was tried"
+    );
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "pending");
+    let cancelled = app.post(&format!("/v1/collections/{id}/cancel"), &app.key).await;
+    assert_eq!(
+        cancelled.status(),
+        StatusCode::OK,
+        "the refused prompt took its mark back"
+    );
+}

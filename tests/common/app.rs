@@ -104,11 +104,6 @@ pub async fn spawn_mpesa_app_with(
 /// Parties are funded in every currency the provider carries.
 pub async fn spawn_provider_app(provider: &str, options: SimOptions) -> TestApp {
     let sim = tuma::simulator::spawn(provider, options).await.unwrap();
-    spawn_app_around(provider, sim).await
-}
-
-/// [`spawn_provider_app`] around a simulator the test has set up.
-pub async fn spawn_app_around(provider: &str, sim: std::sync::Arc<dyn SimulatedProvider>) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut config = config_with("");

@@ -6,9 +6,10 @@
 //! without a `hash`, or with one that does not verify, is refused. The hash
 //! is checked over the exact text of the `transaction` object as received
 //! ([`super::wire::callback_hash`]; which string Airtel signs is
-//! unverified). Without it a callback is unauthenticated: its final word
-//! is only a hint, and the intent is settled by a status enquiry made
-//! with Tuma's own credentials (`Adapter::callbacks_authenticated`).
+//! unverified). Without it a callback is unauthenticated, and applied on
+//! the strength of the app's callback token in its URL alone (derived
+//! from the client secret): set the key wherever the portal offers
+//! callback authentication.
 
 use super::codes;
 use super::wire::{callback_hash_matches, CallbackBody, CallbackTransaction};

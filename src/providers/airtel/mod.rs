@@ -113,12 +113,4 @@ impl Adapter for AirtelClient {
     fn app_callback_token(&self) -> Option<String> {
         Some(self.callback_token().to_owned())
     }
-
-    /// Only with callback authentication on: the app-wide URL's token is
-    /// all an unsigned callback carries, so its word is confirmed by
-    /// enquiry, as Airtel advises.
-    fn callbacks_authenticated(&self) -> bool {
-        use secrecy::ExposeSecret;
-        !self.config().callback_hash_key.expose_secret().is_empty()
-    }
 }
