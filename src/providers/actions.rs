@@ -21,7 +21,7 @@ use super::circuit::{Circuits, Decision};
 use super::Outcome;
 use crate::domain::{Country, Msisdn};
 use crate::runner::JobError;
-use crate::store::intents::{self, IntentRow};
+use crate::store::intents::{self, IntentRow, Start};
 use crate::workflow::engine::{Cause, Event};
 use crate::workflow::workers::ActionContext;
 
@@ -245,23 +245,31 @@ async fn request_for(ctx: &ActionContext, adapter: &dyn Adapter, direction: Dire
     })
 }
 
-/// Marks a collection's prompt as started (unless an earlier attempt did),
-/// under the intent's lock and only while it is still in the state the
-/// action is for: `false` when it was cancelled first. From the mark on, a
-/// cancel is refused ([`crate::store::intents::start_request`]); a refusal
-/// before processing takes the mark back. A payout's submission needs no
-/// mark: it is sent from `processing`, which nothing cancels.
-async fn prompt_may_go(ctx: &ActionContext) -> Result<bool, JobError> {
+/// Marks that this action is about to send its intent's request (unless
+/// an earlier attempt did), under the intent's lock and only while it is
+/// still in the state the action is for: [`Start::Moved`] when it was
+/// cancelled first. From the mark on, a cancel is refused
+/// ([`intents::start_request`]). Collections' prompts take it (Daraja's
+/// too, whose requests cannot be re-sent); a payout's submission needs
+/// none: it is sent from `processing`, which nothing cancels.
+pub async fn start_sending(ctx: &ActionContext) -> Result<Start, JobError> {
     let mut conn = ctx.job.pool().acquire().await?;
-    let start = crate::store::intents::start_request(&mut conn, ctx.intent.id, &ctx.intent.state).await?;
-    Ok(start != crate::store::intents::Start::Moved)
+    Ok(intents::start_request(&mut conn, ctx.intent.id, &ctx.intent.state).await?)
+}
+
+/// Takes [`start_sending`]'s mark back: the provider refused the request
+/// before processing it, so the job's next attempt may send it, and until
+/// then the intent may be cancelled.
+pub async fn unstart_sending(ctx: &ActionContext) -> Result<(), JobError> {
+    let mut conn = ctx.job.pool().acquire().await?;
+    Ok(intents::unstart_request(&mut conn, ctx.intent.id).await?)
 }
 
 /// `submit` (payouts) and `prompt` (collections): send the request.
 pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError> {
     gate(&ctx, &provider.circuits, provider.adapter.name())?;
     let direction = direction_of(&ctx.intent)?;
-    if direction == Direction::Collection && !prompt_may_go(&ctx).await? {
+    if direction == Direction::Collection && start_sending(&ctx).await? == Start::Moved {
         tracing::info!(intent_id = %ctx.intent.id, "cancelled before its prompt was sent; not prompting");
         return Ok(());
     }
@@ -273,10 +281,8 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
     let answer = provider.adapter.send(request).await;
     note_call(&ctx, name, "send", &request_id, &answer, started.elapsed()).await;
     if direction == Direction::Collection && matches!(answer, Err(CallError::Busy(_) | CallError::Config(_))) {
-        // Refused before it was processed: no prompt reached the payer, so
-        // the collection may be cancelled again until the next attempt.
-        let mut conn = ctx.job.pool().acquire().await?;
-        crate::store::intents::unstart_request(&mut conn, ctx.intent.id).await?;
+        // Refused before it was processed: no prompt reached the payer.
+        unstart_sending(&ctx).await?;
     }
     record(&ctx, &provider, answer.as_ref().err()).await?;
     let intent_id = ctx.intent.id;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use tuma::simulator::mpesa::SimConfig;
+use tuma::simulator::mpesa::{SimConfig, SimHandle};
 use tuma::simulator::Chaos;
 
 use crate::common::app::{spawn_mpesa_app, TestApp};
@@ -42,6 +42,58 @@ async fn state_of(app: &TestApp, id: &str) -> String {
         .await
         .unwrap();
     body["state"].as_str().unwrap().to_owned()
+}
+
+/// A payout of `amount` that completes, its callback and all.
+async fn completed_payout(app: &TestApp, amount: &str) -> String {
+    let id = payout(app, amount).await;
+    eventually(Duration::from_secs(10), "the payout to complete", || async {
+        app.run_jobs().await;
+        state_of(app, &id).await == "completed"
+    })
+    .await;
+    id
+}
+
+/// A payout of `amount` whose every callback and status answer Daraja
+/// loses (the chaos is left on): its polls run out and it is unresolved.
+async fn unresolved_payout(app: &TestApp, sim: &SimHandle, amount: &str) -> String {
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let id = payout(app, amount).await;
+    app.run_jobs().await;
+    assert_eq!(state_of(app, &id).await, "processing");
+    for _ in 0..11 {
+        app.advance(Duration::from_secs(30));
+        app.run_jobs().await;
+    }
+    assert_eq!(state_of(app, &id).await, "unresolved");
+    id
+}
+
+/// An admin's `POST /v1/payouts/{id}/resolve` with `body`.
+async fn resolve(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/v1/payouts/{id}/resolve")))
+        .bearer_auth(&app.admin_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The text `/metrics` serves.
+async fn metrics_text(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Asks M-Pesa for its balances and waits for the report to be recorded.
@@ -96,25 +148,9 @@ async fn reconciliation_flags_a_float_mismatch_an_unresolved_payout_and_an_orpha
 
     // A payout that completes, a payment that matches nothing, and a
     // payout whose every callback and status answer is lost.
-    let paid = payout(&app, "1000").await;
-    eventually(Duration::from_secs(10), "the payout to complete", || async {
-        app.run_jobs().await;
-        state_of(&app, &paid).await == "completed"
-    })
-    .await;
+    let paid = completed_payout(&app, "1000").await;
     let orphan = sim.pay_bill("174379", "254712345670", 750, "INV-1").await.unwrap();
-    sim.set_chaos(Chaos {
-        callback_loss_permille: 1000,
-        ..Chaos::default()
-    });
-    let lost = payout(&app, "2000").await;
-    app.run_jobs().await;
-    assert_eq!(state_of(&app, &lost).await, "processing");
-    for _ in 0..11 {
-        app.advance(Duration::from_secs(30));
-        app.run_jobs().await;
-    }
-    assert_eq!(state_of(&app, &lost).await, "unresolved");
+    let lost = unresolved_payout(&app, &sim, "2000").await;
     sim.set_chaos(Chaos::default());
     eventually(Duration::from_secs(10), "the orphan payment recorded", || async {
         app.run_jobs().await;
@@ -151,14 +187,7 @@ async fn reconciliation_flags_a_float_mismatch_an_unresolved_payout_and_an_orpha
         .find(|p| p.kind == "b2c" && p.amount_kes == 2000)
         .unwrap()
         .receipt;
-    let refused = app
-        .http
-        .post(app.url(&format!("/v1/payouts/{paid}/resolve")))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "outcome": "failed", "evidence": "statement" }))
-        .send()
-        .await
-        .unwrap();
+    let refused = resolve(&app, &paid, json!({ "outcome": "failed", "evidence": "statement" })).await;
     assert_eq!(
         refused.status(),
         StatusCode::CONFLICT,
@@ -169,27 +198,23 @@ async fn reconciliation_flags_a_float_mismatch_an_unresolved_payout_and_an_orpha
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    let borrowed = app
-        .http
-        .post(app.url(&format!("/v1/payouts/{lost}/resolve")))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "outcome": "succeeded", "evidence": "statement", "receipt": paid_receipt }))
-        .send()
-        .await
-        .unwrap();
+    let borrowed = resolve(
+        &app,
+        &lost,
+        json!({ "outcome": "succeeded", "evidence": "statement", "receipt": paid_receipt }),
+    )
+    .await;
     assert_eq!(
         borrowed.status(),
         StatusCode::CONFLICT,
         "another payment's receipt cannot settle this one"
     );
-    let resolved = app
-        .http
-        .post(app.url(&format!("/v1/payouts/{lost}/resolve")))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "outcome": "succeeded", "evidence": "Daraja statement line 4411", "receipt": receipt }))
-        .send()
-        .await
-        .unwrap();
+    let resolved = resolve(
+        &app,
+        &lost,
+        json!({ "outcome": "succeeded", "evidence": "Daraja statement line 4411", "receipt": receipt }),
+    )
+    .await;
     assert_eq!(resolved.status(), StatusCode::OK);
     let detail: Value = app
         .get(&format!("/v1/payouts/{lost}"), &app.key)
@@ -474,16 +499,7 @@ async fn metrics_show_intents_callbacks_polls_and_provider_calls() {
     app.advance(Duration::from_secs(30));
     app.run_jobs().await;
     assert_eq!(state_of(&app, &waiting).await, "processing");
-    let scrape = || async {
-        app.http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || metrics_text(&app);
     let text = scrape().await;
     for wanted in [
         r#"tuma_intents_open{kind="payout",state="processing",provider="mpesa"} 1"#,
@@ -546,31 +562,14 @@ async fn a_success_reported_after_the_payout_ended_failed_is_counted_and_listed_
     let sim = app.sim.clone().unwrap();
     // One payout completes; another loses every word from Daraja, runs out
     // its polls, and an admin resolves it as failed (its hold released).
-    let paid = payout(&app, "1000").await;
-    eventually(Duration::from_secs(10), "the payout to complete", || async {
-        app.run_jobs().await;
-        state_of(&app, &paid).await == "completed"
-    })
+    let paid = completed_payout(&app, "1000").await;
+    let lost = unresolved_payout(&app, &sim, "2000").await;
+    let resolved = resolve(
+        &app,
+        &lost,
+        json!({ "outcome": "failed", "evidence": "no line on the statement yet" }),
+    )
     .await;
-    sim.set_chaos(Chaos {
-        callback_loss_permille: 1000,
-        ..Chaos::default()
-    });
-    let lost = payout(&app, "2000").await;
-    app.run_jobs().await;
-    for _ in 0..11 {
-        app.advance(Duration::from_secs(30));
-        app.run_jobs().await;
-    }
-    assert_eq!(state_of(&app, &lost).await, "unresolved");
-    let resolved = app
-        .http
-        .post(app.url(&format!("/v1/payouts/{lost}/resolve")))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "outcome": "failed", "evidence": "no line on the statement yet" }))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(resolved.status(), StatusCode::OK);
     assert_eq!(state_of(&app, &lost).await, "failed");
     let body: Value = report(&app, "").await.json().await.unwrap();
@@ -608,15 +607,7 @@ async fn a_success_reported_after_the_payout_ended_failed_is_counted_and_listed_
     // Scraped before any report is kept here: /metrics shows the newest
     // kept report's verdict, and the recorder is shared by every test of
     // this binary.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(
         value_of(
             &metrics,

@@ -14,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{MpesaClient, MpesaError};
-use crate::providers::actions::{gate, note_sending, record_answer, refusal_is_final};
+use crate::providers::actions::{gate, note_sending, record_answer, refusal_is_final, start_sending, unstart_sending};
 use crate::providers::circuit::Circuits;
 use crate::providers::Outcome;
 use crate::runner::JobError;
@@ -84,17 +84,6 @@ fn patience() -> ExponentialBuilder {
         .with_max_times(10)
 }
 
-/// Commits that a request Daraja names itself (an STK push, a reversal)
-/// is about to be sent, before sending it: such a request cannot be re-sent
-/// under one id, so [`Start::Again`] (an earlier attempt started it, and
-/// may have died after Daraja accepted it) means: do not send it again, and
-/// [`Start::Moved`] (the intent left the action's state: cancelled) means
-/// send nothing at all.
-async fn start_once(ctx: &ActionContext) -> Result<Start, JobError> {
-    let mut conn = ctx.job.pool().acquire().await?;
-    Ok(intents::start_request(&mut conn, ctx.intent.id, &ctx.intent.state).await?)
-}
-
 /// Commits the CheckoutRequestID of a prompt Daraja accepted, on its own
 /// and at once, riding out a briefly unreachable database like
 /// [`apply_once_sent`]. Best effort: should it still fail, the attempt's
@@ -111,14 +100,13 @@ async fn keep_checkout(pool: &sqlx::PgPool, intent_id: uuid::Uuid, checkout: &st
     }
 }
 
-/// Withdraws [`start_once`]'s mark when Daraja refused the request before
-/// processing it, so that the job's next attempt may send it. (Should this
-/// write fail, that attempt takes the request as sent: it waits for
-/// Daraja's word or its expiry, never sent twice.)
+/// Withdraws [`start_sending`]'s mark when Daraja refused the request
+/// before processing it, so that the job's next attempt may send it.
+/// (Should this write fail, that attempt takes the request as sent: it
+/// waits for Daraja's word or its expiry, never sent twice.)
 async fn unstart_if_refused<T>(ctx: &ActionContext, answer: &Result<T, MpesaError>) -> Result<(), JobError> {
     if busy(answer) {
-        let mut conn = ctx.job.pool().acquire().await?;
-        intents::unstart_request(&mut conn, ctx.intent.id).await?;
+        unstart_sending(ctx).await?;
     }
     Ok(())
 }
@@ -222,7 +210,11 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
     let url = callback_url(&client, "stk", intent)?;
-    let start = start_once(&ctx).await?;
+    // Daraja names these requests itself, so one cannot be re-sent under
+    // the same id: `Again` (an earlier attempt started it, and may have died
+    // after Daraja accepted it) means do not send it again, and `Moved` (the
+    // intent left the action's state: cancelled) means send nothing.
+    let start = start_sending(&ctx).await?;
     if start == Start::Moved {
         tracing::info!(intent_id = %intent.id, "cancelled before its prompt was sent; not prompting");
         return Ok(());
@@ -344,7 +336,7 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
     let remarks = intent.metadata["reason"].as_str().unwrap_or("reversal").to_owned();
     let result_url = callback_url(&client, "reversal-result", intent)?;
     let timeout_url = callback_url(&client, "reversal-timeout", intent)?;
-    let start = start_once(&ctx).await?;
+    let start = start_sending(&ctx).await?;
     if start == Start::Moved {
         tracing::info!(intent_id = %intent.id, "the reversal moved on before it was sent; not sending it");
         return Ok(());
