@@ -22,7 +22,7 @@ use super::Outcome;
 use crate::domain::{Country, Msisdn};
 use crate::runner::JobError;
 use crate::store::intents::{self, IntentRow, Start};
-use crate::workflow::engine::{Cause, Event};
+use crate::workflow::engine::{Applied, Cause, Event};
 use crate::workflow::workers::ActionContext;
 
 /// What an action needs besides its context.
@@ -70,14 +70,29 @@ async fn apply(
         let mut event = Event::new(name, cause, provider);
         event.provider_ref = reply.receipt.as_deref();
         event.note = note.as_deref();
-        ctx.engine
+        let applied = ctx
+            .engine
             .apply(&mut tx, ctx.intent.id, &event)
             .await
             .map_err(JobError::retryable)?;
+        not_lost(&applied)?;
     }
     ctx.job.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A provider's answer is never dropped because the intent moved while it
+/// was applied: the job runs again and the answer is judged against the
+/// state the intent is in then. `Engine::apply` reads the intent under its
+/// lock, so this guards against a change there, not a race that happens.
+pub fn not_lost(applied: &Applied) -> Result<(), JobError> {
+    match applied {
+        Applied::Lost { expected } => Err(JobError::retryable(format!(
+            "the intent moved on from {expected} while the provider's answer was applied"
+        ))),
+        Applied::Moved { .. } | Applied::Rejected { .. } => Ok(()),
+    }
 }
 
 fn direction_of(intent: &IntentRow) -> Result<Direction, JobError> {

@@ -472,14 +472,20 @@ impl Engine {
         Ok(row)
     }
 
-    /// Applies `event` to intent `id` in the caller's transaction.
+    /// Applies `event` to intent `id` in the caller's transaction. The
+    /// intent is read under its row lock, so no other move can come between
+    /// the read and the compare-and-set: a provider's answer that arrives
+    /// while another move is being written waits for it and is then judged
+    /// against the state it left, never dropped as `Lost`.
     pub async fn apply(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         id: Uuid,
         event: &Event<'_>,
     ) -> Result<Applied, EngineError> {
-        let intent = intents::get(tx, id).await?.ok_or(EngineError::NotFound(id))?;
+        let intent = intents::get_for_update(tx, id)
+            .await?
+            .ok_or(EngineError::NotFound(id))?;
         self.apply_to(tx, intent, event).await
     }
 

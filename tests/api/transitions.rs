@@ -402,6 +402,53 @@ async fn two_events_racing_for_one_intent_move_it_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_arriving_while_another_move_is_written_waits_and_is_judged_on_the_new_state() {
+    // The last status poll's success comes while the polls' timer is moving
+    // the payout to unresolved: the answer must settle it, not be dropped.
+    let app = Arc::new(spawn_app().await);
+    let id = create(&app, "payout").await;
+    app.run_jobs().await;
+    assert_eq!(state(&app, id).await, "processing");
+    let mut timer = app.db.pool.begin().await.unwrap();
+    let locked = tuma::store::intents::get_for_update(&mut timer, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let exhausted = app
+        .engine
+        .apply_to(
+            &mut timer,
+            locked,
+            &Event::new("polls_exhausted", Cause::Timer, "runner"),
+        )
+        .await
+        .unwrap();
+    moved(&exhausted, "unresolved");
+    let answer = {
+        let app = app.clone();
+        tokio::spawn(async move { apply(&app, id, "provider_succeeded", Cause::Poll, "mtn").await })
+    };
+    crate::common::eventually(
+        Duration::from_secs(10),
+        "the answer to wait for the move's lock",
+        || async {
+            app.count(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    timer.commit().await.unwrap();
+    moved(&answer.await.unwrap(), "completed");
+    assert_eq!(
+        events_of(&app, id).await[2..],
+        ["polls_exhausted -> unresolved", "provider_succeeded -> completed"]
+    );
+}
+
 async fn hold_state(app: &TestApp, id: Uuid) -> String {
     sqlx::query_scalar("SELECT state FROM ledger_transfers WHERE key = $1")
         .bind(format!("intent:{id}"))

@@ -51,10 +51,12 @@ async fn apply(ctx: &ActionContext, event: &str, cause: Cause, provider_ref: Opt
     }
     let mut event = Event::new(event, cause, "mpesa");
     event.provider_ref = provider_ref;
-    ctx.engine
+    let applied = ctx
+        .engine
         .apply(&mut tx, ctx.intent.id, &event)
         .await
         .map_err(JobError::retryable)?;
+    crate::providers::actions::not_lost(&applied)?;
     ctx.job.complete_in(&mut tx).await?;
     tx.commit().await?;
     Ok(())
