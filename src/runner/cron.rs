@@ -8,7 +8,10 @@
 //! database unreachable) is not lost: at start and every minute each node
 //! fires each entry's latest tick if no node has ([`catch_up`]), while it
 //! is younger than half of how long fired ticks are remembered, so that a
-//! tick found unrecorded was never fired.
+//! tick found unrecorded was never fired. Only ticks owed are caught up:
+//! those since a node first ran the entry on its schedule
+//! (`tuma_cron_entries`), so a first start, a new entry or a changed
+//! schedule does not fire a run from before it.
 
 use std::sync::Arc;
 
@@ -94,7 +97,9 @@ const CATCH_UP_GRACE: TimeDelta = TimeDelta::seconds(30);
 
 /// Fires each entry's latest tick at or before `now` that no node has
 /// fired, if it is at most `window` old (and older than a grace the
-/// scheduler has to fire it on time). Returns how many it fired.
+/// scheduler has to fire it on time) and was owed: no earlier than when a
+/// node first ran the entry on its schedule (recorded here, as of `now`,
+/// for an entry new or changed). Returns how many it fired.
 pub async fn catch_up(
     client: &JobClient,
     entries: &[CronEntry],
@@ -102,13 +107,25 @@ pub async fn catch_up(
     window: std::time::Duration,
 ) -> Result<usize, sqlx::Error> {
     let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
+    let known: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.expression.as_str()))
+        .collect();
+    let since = store::cron_entries_since(client.pool(), &known, now).await?;
     let mut fired = 0;
     for entry in entries {
         let Some(tick) = entry.tick_at_or_before(now) else {
             continue;
         };
+        // An entry another node is recording this moment is new: nothing
+        // before now is owed.
+        let owed_from = since.get(&entry.name).copied().unwrap_or(now);
         let age = now - tick;
-        if age < CATCH_UP_GRACE || age > window || store::tick_recorded(client.pool(), &entry.name, tick).await? {
+        if tick < owed_from
+            || age < CATCH_UP_GRACE
+            || age > window
+            || store::tick_recorded(client.pool(), &entry.name, tick).await?
+        {
             continue;
         }
         if let Some(job_id) = fire(client, entry, tick).await? {

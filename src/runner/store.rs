@@ -6,7 +6,7 @@
 //! requires the lease to have run out under the same owner it read. So a
 //! late writer can never overwrite a job someone else has already moved on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -647,6 +647,41 @@ pub async fn record_tick(
     .execute(&mut *tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// Since when each of `entries` (name, schedule) has run on its schedule:
+/// entries no node has run before, or whose schedule changed, are recorded
+/// as of `now`. Ticks before an entry's instant here were never owed.
+pub async fn cron_entries_since(
+    pool: &PgPool,
+    entries: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, DateTime<Utc>>, sqlx::Error> {
+    let (names, schedules): (Vec<&str>, Vec<&str>) = entries.iter().copied().unzip();
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "WITH given AS (
+             SELECT * FROM unnest($1::text[], $2::text[]) AS g(entry, schedule)
+         ), recorded AS (
+             INSERT INTO tuma_cron_entries (entry, schedule, since)
+             SELECT entry, schedule, $3 FROM given
+             ON CONFLICT (entry) DO UPDATE
+                SET schedule = EXCLUDED.schedule,
+                    since = CASE WHEN tuma_cron_entries.schedule IS NULL
+                                 THEN tuma_cron_entries.since ELSE EXCLUDED.since END
+                WHERE tuma_cron_entries.schedule IS DISTINCT FROM EXCLUDED.schedule
+             RETURNING entry, since
+         )
+         SELECT entry, since FROM recorded
+         UNION ALL
+         SELECT c.entry, c.since FROM tuma_cron_entries c JOIN given g USING (entry)
+         WHERE c.entry NOT IN (SELECT entry FROM recorded)",
+    )
+    .bind(&names)
+    .bind(&schedules)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Whether cron `entry`'s `tick` has been fired (and not yet forgotten).

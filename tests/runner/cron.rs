@@ -120,6 +120,13 @@ async fn a_tick_missed_at_its_instant_is_fired_late_once_while_it_is_young_enoug
     let window = Duration::from_secs(12 * 3_600);
     let at = |by: chrono::TimeDelta| tick + by;
 
+    // A node ran the entry before its tick (its first pass fires nothing).
+    assert_eq!(
+        catch_up_cron(&client, &entries, at(-chrono::TimeDelta::hours(2)), window)
+            .await
+            .unwrap(),
+        0
+    );
     // Seconds after its instant it is the scheduler's to fire.
     assert_eq!(
         catch_up_cron(&client, &entries, at(chrono::TimeDelta::seconds(10)), window)
@@ -163,4 +170,44 @@ async fn a_tick_missed_at_its_instant_is_fired_late_once_while_it_is_young_enoug
         0
     );
     assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 1);
+}
+
+#[tokio::test]
+async fn a_first_start_a_new_entry_or_a_changed_schedule_fires_no_tick_from_before_it() {
+    let db = TestDb::new().await;
+    let client = JobClient::new(db.pool.clone(), Clock::Database);
+    let nightly = CronEntry::new("nightly", "0 30 0 * * *", |tick| NewJob::new(&Report { tick })).unwrap();
+    let window = Duration::from_secs(12 * 3_600);
+    let tick = Utc.with_ymd_and_hms(2026, 12, 5, 0, 30, 0).unwrap();
+    let at = |by: chrono::TimeDelta| tick + by;
+
+    // First started at 10:00: the 00:30 run was never owed.
+    let start = at(chrono::TimeDelta::hours(9) + chrono::TimeDelta::minutes(30));
+    assert_eq!(
+        catch_up_cron(&client, std::slice::from_ref(&nightly), start, window)
+            .await
+            .unwrap(),
+        0
+    );
+    // An entry added later is owed from when it was added, not before.
+    let hourly = CronEntry::new("hourly", "0 0 * * * *", |tick| NewJob::new(&Report { tick })).unwrap();
+    let both = [nightly.clone(), hourly];
+    let added = start + chrono::TimeDelta::minutes(20);
+    assert_eq!(catch_up_cron(&client, &both, added, window).await.unwrap(), 0);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 0);
+    // Its next tick, 11:00, missed by every node: owed and fired at 11:05.
+    assert_eq!(
+        catch_up_cron(&client, &both, start + chrono::TimeDelta::minutes(65), window)
+            .await
+            .unwrap(),
+        1
+    );
+    // The nightly moved to 01:00 at 11:10: its 01:00 tick of today came
+    // before the change and is not owed; tomorrow's is.
+    let moved = [CronEntry::new("nightly", "0 0 1 * * *", |tick| NewJob::new(&Report { tick })).unwrap()];
+    let changed = start + chrono::TimeDelta::minutes(70);
+    assert_eq!(catch_up_cron(&client, &moved, changed, window).await.unwrap(), 0);
+    let tomorrow = Utc.with_ymd_and_hms(2026, 12, 6, 1, 10, 0).unwrap();
+    assert_eq!(catch_up_cron(&client, &moved, tomorrow, window).await.unwrap(), 1);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM tuma_jobs").await, 2);
 }
