@@ -23,7 +23,7 @@ use crate::workflow::engine::{Applied, Cause, Engine, Event};
 
 /// How long a callback naming an unknown request id may wait for it to be
 /// recorded (the callback raced the request's own answer), in seconds.
-const MATCH_WINDOW_S: i64 = 600;
+const MATCH_WINDOW_S: f64 = 600.0;
 /// How long to wait between tries of matching such a callback.
 const MATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -529,11 +529,11 @@ impl CallbackProcessing for ProviderCallbacks {
         };
         let intent = match find(&mut tx, adapter.as_ref(), &row, &report).await? {
             Match::Found(intent) => intent,
-            Match::Wait if (chrono::Utc::now() - row.received_at).num_seconds() < MATCH_WINDOW_S => {
-                drop(tx);
-                return Err(JobError::Snooze(MATCH_RETRY));
-            }
             Match::Wait => {
+                if inbox::age_s(&mut tx, row.id, ctx.clock().sql_now()).await? < MATCH_WINDOW_S {
+                    drop(tx);
+                    return Err(JobError::Snooze(MATCH_RETRY));
+                }
                 return finish_with(ctx, tx, &row, None, Some(&report.dedupe_key), "unmatched", None).await;
             }
             Match::Nothing(outcome) => {

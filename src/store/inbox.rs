@@ -137,6 +137,23 @@ pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<InboxRow>, s
     .await
 }
 
+/// How long ago callback `id` was received, in seconds, by the clock that
+/// stamped it (the database's, or the controlled clock `now` in tests), so
+/// that a node's own clock running fast or slow does not change it.
+pub async fn age_s(
+    conn: &mut PgConnection,
+    id: i64,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM coalesce($2, now()) - received_at)::float8 FROM callback_inbox WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
 /// The rows `ids` (those that exist), in no particular order.
 pub async fn get_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<InboxRow>, sqlx::Error> {
     sqlx::query_as(

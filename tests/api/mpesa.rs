@@ -627,6 +627,49 @@ async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     app.assert_ledger_balanced().await;
 }
 
+#[tokio::test]
+async fn an_early_callback_whose_request_never_comes_waits_ten_minutes_on_the_clock_that_stamped_it() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+    let token: String = sqlx::query_scalar("SELECT callback_token FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let stk = json!({ "Body": { "stkCallback": {
+        "MerchantRequestID": "1", "CheckoutRequestID": "ws_CO_EARLY", "ResultCode": 0, "ResultDesc": "ok",
+        "CallbackMetadata": { "Item": [
+            { "Name": "Amount", "Value": 300 }, { "Name": "MpesaReceiptNumber", "Value": "QKL1EARLY0" },
+        ]},
+    }}});
+    let answered = app
+        .http
+        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
+        .json(&stk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    // Only callbacks run here (the prompt's queue is left alone), so its
+    // collection never records a request: the callback waits, matching
+    // again every second, for ten minutes of the test's clock.
+    let unprocessed = "SELECT count(*) FROM callback_inbox WHERE outcome IS NULL";
+    app.work("default").await;
+    for _ in 0..3 {
+        app.advance(Duration::from_secs(2));
+        app.work("default").await;
+        assert_eq!(app.count(unprocessed).await, 1, "still waiting for its request");
+    }
+    app.advance(Duration::from_secs(600));
+    app.work("default").await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'unmatched'")
+            .await,
+        1
+    );
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "pending");
+}
+
 /// A Daraja set up as `daraja` that pays every B2C, then answers as if
 /// the call timed out and loses the result; and a 2,500 KES payout sent
 /// to it, paid once and still `processing`. Returns the app, the payout's

@@ -52,7 +52,7 @@ pub fn validate(kind: &str, body: &[u8]) -> Result<(), String> {
 
 /// How long a callback may wait for its intent to be ready for it (a
 /// prompt's callback that beat the prompt's own answer), in seconds.
-const MATCH_WINDOW_S: i64 = 600;
+const MATCH_WINDOW_S: f64 = 600.0;
 /// How long to wait between tries of matching such a callback.
 const MATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -393,8 +393,7 @@ impl CallbackProcessing for Callbacks {
             // The callback beat the record of its own request (a prompt
             // answered before Daraja's reply reached us, or before the
             // prompt was recorded as sent): match it later.
-            let age_s = (chrono::Utc::now() - row.received_at).num_seconds();
-            if age_s < MATCH_WINDOW_S {
+            if inbox::age_s(&mut tx, row.id, ctx.clock().sql_now()).await? < MATCH_WINDOW_S {
                 drop(tx);
                 return Err(JobError::Snooze(MATCH_RETRY));
             }
