@@ -144,6 +144,23 @@ pub struct LateSuccessLine {
     pub at: DateTime<Utc>,
 }
 
+impl From<crate::store::late_successes::LateSuccess> for LateSuccessLine {
+    fn from(l: crate::store::late_successes::LateSuccess) -> LateSuccessLine {
+        LateSuccessLine {
+            id: l.id,
+            kind: l.kind,
+            state: l.state,
+            amount: l.amount.normalize(),
+            currency: l.currency,
+            provider: l.provider,
+            reference: l.reference,
+            provider_ref: l.provider_ref,
+            cause: l.cause,
+            at: l.at,
+        }
+    }
+}
+
 /// The reconciliation report.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Report {
@@ -162,8 +179,10 @@ pub struct Report {
     /// books hold.
     #[serde(default)]
     pub books: Vec<String>,
-    /// Successes the provider reported on the report's day (UTC) for
-    /// intents that had already ended without the money moving.
+    /// Successes a provider reported for intents that had already ended
+    /// without the money moving, not yet settled by a person (`POST
+    /// /v1/late-successes/{id}/settle`), whenever they came up to the end of
+    /// the report's day (UTC).
     #[serde(default)]
     pub late_successes: Vec<LateSuccessLine>,
 }
@@ -222,18 +241,11 @@ pub async fn build(
     // for): what foreign keys and the writers' own checks would have
     // refused, found after the fact.
     let books = crate::ledger::check_invariants(pool).await?;
-    let ended: Vec<(String, String)> = workflows
-        .all()
-        .flat_map(|workflow| {
-            workflow
-                .states
-                .values()
-                .filter(|state| state.ends_unpaid())
-                .map(move |state| (workflow.kind.clone(), state.name.clone()))
-        })
-        .collect();
-    let day = date.and_time(chrono::NaiveTime::MIN).and_utc();
-    let late = store::refused_successes(pool, &ended, day, day + chrono::Days::new(1), limit).await?;
+    // Every late success not yet settled, whatever day it came: until a
+    // person settles it, the provider and the ledger disagree. Those
+    // reported after the report's day are left to the next one.
+    let day_end = date.and_time(chrono::NaiveTime::MIN).and_utc() + chrono::Days::new(1);
+    let late = crate::store::late_successes::open(pool, day_end, limit).await?;
     // A float no provider report covers (the provider has no balance query
     // in Tuma) is listed, unverified, without failing the report.
     let ok = floats
@@ -274,21 +286,7 @@ pub async fn build(
             })
             .collect(),
         books,
-        late_successes: late
-            .into_iter()
-            .map(|l| LateSuccessLine {
-                id: l.id,
-                kind: l.kind,
-                state: l.state,
-                amount: l.amount.normalize(),
-                currency: l.currency,
-                provider: l.provider,
-                reference: l.reference,
-                provider_ref: l.provider_ref,
-                cause: l.cause,
-                at: l.at,
-            })
-            .collect(),
+        late_successes: late.into_iter().map(LateSuccessLine::from).collect(),
     })
 }
 

@@ -1,14 +1,20 @@
-//! Settling an `unresolved` intent by hand: a person looked at the
-//! provider's statement (or asked its support) and says whether the money
-//! moved, with the evidence. The API (`POST /v1/payouts/{id}/resolve` and
-//! its siblings) and the admin console both resolve through here, so the
-//! rules (evidence required, a receipt names one payment only) are written
-//! once.
+//! Settling by hand what the providers left open. An `unresolved`
+//! intent: a person looked at the provider's statement (or asked its
+//! support) and says whether the money moved, with the evidence. A late
+//! success (a provider's success refused because its intent had already
+//! ended without the money moving): a person recovered the money or
+//! corrected the books, and says how. The API (`POST
+//! /v1/payouts/{id}/resolve` and its siblings, `POST
+//! /v1/late-successes/{id}/settle`) and the admin console both go through
+//! here, so the rules (evidence required, a receipt names one payment only)
+//! are written once.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::store::intents;
+use crate::store::late_successes::{self, LateSuccess};
 use crate::workflow::engine::{Applied, Cause, Engine, EngineError, Event};
 
 /// Longest evidence kept, in characters.
@@ -115,4 +121,46 @@ pub async fn resolve(
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("evidence: 1 to 500 characters")]
+    Invalid,
+    #[error("no late success for that intent")]
+    NotFound,
+    #[error("{0}")]
+    Settled(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Settles the late success of intent `id` (of `owner` when given) as
+/// `actor`, with `evidence` of what was done; `now` as the engine's clock
+/// gives it. The intent stays in its final state.
+pub async fn settle_late_success(
+    pool: &PgPool,
+    owner: Option<&str>,
+    id: Uuid,
+    actor: &str,
+    evidence: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<LateSuccess, SettleError> {
+    let evidence = evidence.trim();
+    if evidence.is_empty() || evidence.chars().count() > MAX_EVIDENCE_CHARS {
+        return Err(SettleError::Invalid);
+    }
+    let mut tx = pool.begin().await?;
+    let mut late = late_successes::get_for_update(&mut tx, owner, id)
+        .await?
+        .ok_or(SettleError::NotFound)?;
+    if let (Some(at), Some(by)) = (late.settled_at, &late.settled_by) {
+        return Err(SettleError::Settled(format!("settled already, by {by} at {at}")));
+    }
+    late.settled_at = Some(late_successes::settle(&mut tx, id, actor, evidence, now).await?);
+    tx.commit().await?;
+    tracing::info!(intent_id = %id, settled_by = actor, "late success settled");
+    late.settled_by = Some(actor.to_owned());
+    late.evidence = Some(evidence.to_owned());
+    Ok(late)
 }

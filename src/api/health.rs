@@ -76,6 +76,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(error) => tracing::warn!(%error, "could not count open intents for /metrics"),
     }
+    // Late successes nobody has settled: an alert holds until a person has.
+    match crate::store::late_successes::count_open(&state.pool).await {
+        Ok(open) => metrics::gauge!("tuma_late_successes_open").set(open as f64),
+        Err(error) => tracing::warn!(%error, "could not count open late successes for /metrics"),
+    }
     // The newest kept reconciliation report, so that an alert can tell a
     // day whose books or floats did not reconcile, or a daily job that
     // stopped running.

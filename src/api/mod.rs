@@ -114,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payouts/{id}/resolve", post(operations::resolve_payout))
         .route("/v1/collections/{id}/resolve", post(operations::resolve_collection))
         .route("/v1/reversals/{id}/resolve", post(operations::resolve_reversal))
+        .route("/v1/late-successes", get(operations::late_successes))
+        .route("/v1/late-successes/{id}/settle", post(operations::settle_late_success))
         .route("/v1/reversals", post(reversals::create_reversal))
         .route("/v1/reversals/{id}", get(intents::get_reversal))
         .route("/v1/loans", post(loans::create_loan))

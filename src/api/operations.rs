@@ -1,5 +1,6 @@
 //! Back-office endpoints (admin): reconciliation reports, float
-//! adjustments, and resolving an `unresolved` intent with evidence.
+//! adjustments, resolving an `unresolved` intent with evidence, and
+//! settling a late success.
 
 use std::collections::HashMap;
 
@@ -313,6 +314,137 @@ fn resolve_error_fields(problems: Vec<crate::resolve::FieldProblem>) -> ApiError
             .map(|(field, code, detail)| FieldError::new(field, code, detail))
             .collect(),
     )
+}
+
+/// A provider's success refused because its intent had already ended
+/// without the money moving, and whether a person has settled it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LateSuccessView {
+    /// The intent's id.
+    pub id: Uuid,
+    pub kind: String,
+    /// The final state it stays in (`failed`, `cancelled`, ...).
+    pub state: String,
+    #[schema(example = "2000")]
+    pub amount: String,
+    pub currency: String,
+    pub provider: String,
+    pub reference: String,
+    /// The provider's reference the success carried, if any.
+    pub provider_ref: Option<String>,
+    /// How it came: `callback`, `poll` or `admin`.
+    pub cause: String,
+    /// When the success was refused.
+    pub reported_at: chrono::DateTime<chrono::Utc>,
+    /// Null while open.
+    pub settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The API key that settled it.
+    pub settled_by: Option<String>,
+    pub evidence: Option<String>,
+}
+
+impl From<crate::store::late_successes::LateSuccess> for LateSuccessView {
+    fn from(l: crate::store::late_successes::LateSuccess) -> LateSuccessView {
+        LateSuccessView {
+            amount: money_text(l.amount, &l.currency),
+            id: l.id,
+            kind: l.kind,
+            state: l.state,
+            currency: l.currency,
+            provider: l.provider,
+            reference: l.reference,
+            provider_ref: l.provider_ref,
+            cause: l.cause,
+            reported_at: l.at,
+            settled_at: l.settled_at,
+            settled_by: l.settled_by,
+            evidence: l.evidence,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LateSuccessList {
+    /// Open ones oldest first; settled ones most recently settled first.
+    pub data: Vec<LateSuccessView>,
+}
+
+/// How an admin settles a late success.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LateSuccessSettlement {
+    /// What was done and what shows it: the money recovered (a reversal's
+    /// receipt), or the books corrected (the adjustment's reference).
+    #[schema(example = "recovered by reversal, Daraja receipt TKL9REV001")]
+    pub evidence: String,
+}
+
+/// Late successes (admin): `status=open` (the default) or `settled`.
+#[utoipa::path(get, path = "/v1/late-successes", tag = "reports",
+    params(("status" = Option<String>, Query, description = "`open` (default) or `settled`"),
+        ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = LateSuccessList), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn late_successes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<LateSuccessList>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let settled = match query.get("status").map(String::as_str) {
+        None | Some("open") => false,
+        Some("settled") => true,
+        Some(_) => return Err(ApiError::invalid("status", "invalid_status", "open or settled")),
+    };
+    let limit = body::page_limit(&query, &state.config.api)?;
+    let rows = crate::store::late_successes::list(&state.pool, Some(&caller.owner), settled, i64::from(limit)).await?;
+    Ok(Json(LateSuccessList {
+        data: rows.into_iter().map(LateSuccessView::from).collect(),
+    }))
+}
+
+/// Settle a late success with evidence (admin): the money was recovered or
+/// the books corrected, so reconciliation stops listing it. The intent
+/// stays in its final state.
+#[utoipa::path(post, path = "/v1/late-successes/{id}/settle", tag = "reports", request_body = LateSuccessSettlement,
+    params(("id" = Uuid, Path, description = "The intent's id")),
+    responses((status = 200, body = LateSuccessView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No late success for that intent", body = Problem),
+        (status = 409, description = "Already settled", body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn settle_late_success(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LateSuccessView>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let (request, _) = body::parse::<LateSuccessSettlement>(&headers, body, state.config.api.body_limit_bytes)?;
+    let not_found = || ApiError::NotFound(format!("no late success for intent {id}"));
+    // An unparsable id is looked for as the nil id, which names no intent:
+    // a 404 once the fields are known good, as for any other id.
+    let intent_id = Uuid::parse_str(&id).unwrap_or(Uuid::nil());
+    let now = state.engine.jobs().clock().sql_now();
+    let late = crate::resolve::settle_late_success(
+        &state.pool,
+        Some(&caller.owner),
+        intent_id,
+        &caller.name,
+        &request.evidence,
+        now,
+    )
+    .await
+    .map_err(|error| match error {
+        crate::resolve::SettleError::Invalid => {
+            ApiError::invalid("evidence", "invalid_evidence", "1 to 500 characters")
+        }
+        crate::resolve::SettleError::NotFound => not_found(),
+        crate::resolve::SettleError::Settled(message) => ApiError::InvalidState(message),
+        crate::resolve::SettleError::Database(e) => e.into(),
+    })?;
+    Ok(Json(LateSuccessView::from(late)))
 }
 
 /// One point of a balance history.

@@ -198,6 +198,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/intents/{id}/approve", post(approvals::approve))
         .route("/console/intents/{id}/reject", post(approvals::reject))
         .route("/console/intents/{id}/resolve", post(review::resolve))
+        .route(
+            "/console/intents/{id}/settle-late-success",
+            post(review::settle_late_success),
+        )
         .route("/console/approvals", get(approvals::queue))
         .route("/console/approvals/bulk", post(approvals::bulk_approve))
         .route("/console/review", get(review::queue))

@@ -1,8 +1,10 @@
 //! The needs-review queue: `unresolved` intents (the provider's word never
 //! came) with the evidence gathered so far (status polls, the provider's
-//! last answers, callbacks), and open intents that AML or velocity rules
-//! flagged. Operators resolve an unresolved intent here through
-//! `resolve::resolve`, the same rules as the API.
+//! last answers, callbacks), late successes not yet settled (a provider's
+//! success refused because its intent had already ended without the money
+//! moving), and open intents that AML or velocity rules flagged. Operators
+//! resolve an unresolved intent and settle a late success here through
+//! `resolve`, the same rules as the API.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,7 +17,7 @@ use super::session::{audit, Chrome, Permission, Posted, Session};
 use super::{render, ConsoleError, PAGE_ROWS};
 use crate::api::AppState;
 use crate::domain::mask_numbers_in;
-use crate::resolve::{Resolution, ResolveError};
+use crate::resolve::{Resolution, ResolveError, SettleError};
 use crate::store::console as store;
 
 /// Provider answers shown per intent: the last few tell the story.
@@ -29,6 +31,19 @@ struct UnresolvedLine {
     callbacks: usize,
 }
 
+struct LateLine {
+    id: String,
+    short_id: String,
+    kind: String,
+    state: String,
+    amount: String,
+    currency: String,
+    provider: String,
+    provider_ref: String,
+    cause: String,
+    reported_at: String,
+}
+
 struct FlaggedLine {
     intent: IntentLine,
     flags: Vec<String>,
@@ -39,6 +54,7 @@ struct FlaggedLine {
 struct ReviewPage {
     chrome: Chrome,
     unresolved: Vec<UnresolvedLine>,
+    late: Vec<LateLine>,
     flagged: Vec<FlaggedLine>,
     next_query: Option<String>,
 }
@@ -86,6 +102,25 @@ pub async fn queue(
             intent: IntentLine::from_row(row),
         });
     }
+    let late = crate::store::late_successes::list(&state.pool, None, false, PAGE_ROWS)
+        .await?
+        .into_iter()
+        .map(|l| {
+            let id = l.id.to_string();
+            LateLine {
+                short_id: id[id.len() - 12..].to_owned(),
+                id,
+                amount: crate::api::views::money_text(l.amount, &l.currency),
+                kind: l.kind,
+                state: l.state,
+                currency: l.currency,
+                provider: l.provider,
+                provider_ref: l.provider_ref.unwrap_or_default(),
+                cause: l.cause,
+                reported_at: when(l.at),
+            }
+        })
+        .collect();
     let flagged_rows = store::flagged_open(&state.pool, None, PAGE_ROWS).await?;
     let ids: Vec<Uuid> = flagged_rows.iter().map(|r| r.id).collect();
     let flags = store::flags_of(&state.pool, &ids).await?;
@@ -103,6 +138,7 @@ pub async fn queue(
     render(&ReviewPage {
         chrome: Chrome::new(&session, "review"),
         unresolved,
+        late,
         flagged,
         next_query: match (more, rows.last()) {
             (true, Some(last)) => Some(format!("after={}", last.id)),
@@ -155,5 +191,52 @@ pub async fn resolve(
         }
         Err(ResolveError::Engine(e)) => Err(ConsoleError::Internal(e.into())),
         Err(ResolveError::Database(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /console/intents/{id}/settle-late-success`: `evidence` of how the
+/// money was recovered or the books corrected.
+pub async fn settle_late_success(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted,
+) -> Result<Response, ConsoleError> {
+    posted
+        .session
+        .require(&state, Permission::Operate, "settle_late_success", Some(&id))
+        .await?;
+    let not_found = || ConsoleError::NotFound(format!("no late success for intent {id}"));
+    let intent_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let evidence = posted.form.get("evidence").unwrap_or_default();
+    let now = state.engine.jobs().clock().sql_now();
+    match crate::resolve::settle_late_success(&state.pool, None, intent_id, &posted.session.actor, evidence, now).await
+    {
+        Ok(_) => {
+            audit(
+                &state,
+                &posted.session,
+                "settle_late_success",
+                Some(&id),
+                "ok",
+                Some(evidence.trim()),
+            )
+            .await?;
+            Ok(Redirect::to(&back(&posted, "/console/review#late")).into_response())
+        }
+        Err(SettleError::Invalid) => Err(ConsoleError::Invalid("evidence: 1 to 500 characters".into())),
+        Err(SettleError::NotFound) => Err(not_found()),
+        Err(SettleError::Settled(message)) => {
+            audit(
+                &state,
+                &posted.session,
+                "settle_late_success",
+                Some(&id),
+                "refused",
+                Some(&message),
+            )
+            .await?;
+            Err(ConsoleError::Refused(message))
+        }
+        Err(SettleError::Database(e)) => Err(e.into()),
     }
 }

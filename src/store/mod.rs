@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod intents;
 pub mod keys;
+pub mod late_successes;
 pub mod loans;
 pub mod parties;
 pub mod policy;

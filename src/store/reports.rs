@@ -103,60 +103,6 @@ pub async fn stuck(
     .await
 }
 
-/// A provider's success refused because its intent had already ended
-/// without the money moving.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RefusedSuccess {
-    pub id: Uuid,
-    pub kind: String,
-    pub state: String,
-    pub amount: Decimal,
-    pub currency: String,
-    pub provider: String,
-    pub reference: String,
-    /// The provider's reference the success carried, if any.
-    pub provider_ref: Option<String>,
-    /// `callback`, `poll` or `admin`.
-    pub cause: String,
-    pub at: DateTime<Utc>,
-}
-
-/// Successes a provider reported in `[from, until)` for intents that are
-/// in one of `ended` (`(kind, state)`: final states in which the money did
-/// not move), the first per intent, in time order.
-pub async fn refused_successes(
-    pool: &PgPool,
-    ended: &[(String, String)],
-    from: DateTime<Utc>,
-    until: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<RefusedSuccess>, sqlx::Error> {
-    let kinds: Vec<&str> = ended.iter().map(|e| e.0.as_str()).collect();
-    let states: Vec<&str> = ended.iter().map(|e| e.1.as_str()).collect();
-    sqlx::query_as(
-        "SELECT * FROM (
-             SELECT DISTINCT ON (i.id) i.id, i.kind, i.state, i.amount, i.currency, i.provider, i.reference,
-                    e.provider_ref, e.cause, e.at
-             FROM intent_events e
-             JOIN intents i ON i.id = e.intent_id
-             JOIN unnest($1::text[], $2::text[]) AS ended (kind, state)
-               ON ended.kind = i.kind AND ended.state = i.state
-             WHERE e.event = 'provider_succeeded' AND e.outcome = 'rejected'
-               AND e.at >= $3 AND e.at < $4
-             ORDER BY i.id, e.at
-         ) AS first
-         ORDER BY at, id
-         LIMIT $5",
-    )
-    .bind(&kinds)
-    .bind(&states)
-    .bind(from)
-    .bind(until)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
 /// A callback that named no intent of ours (or not the one it claimed).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UnmatchedCallback {

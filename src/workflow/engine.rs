@@ -19,6 +19,7 @@ use super::Workflows;
 use crate::domain::{IntentId, Money, Msisdn, PartyId};
 use crate::runner::{JobArgs, JobClient, NewJob};
 use crate::store::intents::{self, Entering, IntentRow, NewEvent};
+use crate::store::late_successes;
 
 /// What caused an event; recorded with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -577,8 +578,10 @@ impl Engine {
         if event.name == PROVIDER_SUCCEEDED && self.ended_unpaid(&intent)? {
             // The provider says the money moved, and the intent ended
             // saying it did not (its hold released, or nothing credited):
-            // no transition may follow, so a person must. The event just
-            // recorded puts it in the day's reconciliation report.
+            // no transition may follow, so a person must. Recorded as a late
+            // success, it is in every reconciliation report until a person
+            // settles it with evidence.
+            late_successes::record(tx, intent.id, event_id, now).await?;
             metrics::counter!(
                 "tuma_late_successes_refused_total",
                 "kind" => intent.kind.clone(),

@@ -666,6 +666,82 @@ async fn operators_resolve_an_unresolved_payout_with_evidence_from_the_review_qu
 }
 
 #[tokio::test]
+async fn operators_settle_a_late_success_with_evidence_from_the_review_queue() {
+    use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
+
+    let app = spawn_app().await;
+    app.console_user("otto", Role::Operator).await;
+    app.console_user("vera", Role::Viewer).await;
+    let (id, _) = create(&app, &app.key, &payout("creator-42", "1500", "late")).await;
+    sqlx::query("UPDATE intents SET state = 'unresolved' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let otto = app.console_as("otto").await;
+    let resolved = otto
+        .post(
+            &format!("/console/intents/{id}/resolve"),
+            &[("outcome", "failed"), ("evidence", "no statement line")],
+        )
+        .await;
+    assert_eq!(resolved.status(), StatusCode::SEE_OTHER);
+    // Then the provider says it paid after all.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let applied = app
+        .engine
+        .apply(
+            &mut tx,
+            id.parse().unwrap(),
+            &Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa"),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(applied, Applied::Rejected { .. }));
+
+    let review = otto.page("/console/review").await;
+    assert!(review.contains(&format!("late-{id}")), "{review}");
+    let path = format!("/console/intents/{id}/settle-late-success");
+    let vera = app.console_as("vera").await;
+    assert_eq!(
+        vera.post(&path, &[("evidence", "not mine to settle")]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        otto.post(&path, &[("evidence", " ")]).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let settled = otto
+        .post(&path, &[("evidence", "recovered by reversal TKL9REV001")])
+        .await;
+    assert_eq!(settled.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        otto.post(&path, &[("evidence", "twice")]).await.status(),
+        StatusCode::CONFLICT
+    );
+    let review = otto.page("/console/review").await;
+    assert!(!review.contains(&format!("late-{id}")), "{review}");
+    assert_eq!(state_of(&app, &id).await, "failed");
+    let (by, evidence): (String, String) =
+        sqlx::query_as("SELECT settled_by, evidence FROM late_successes WHERE intent_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (by.as_str(), evidence.as_str()),
+        ("otto", "recovered by reversal TKL9REV001")
+    );
+    let audited = audit_outcomes(&app, "settle_late_success").await;
+    assert!(audited.contains(&("otto".to_owned(), "ok".to_owned())), "{audited:?}");
+    assert!(
+        audited.contains(&("otto".to_owned(), "refused".to_owned())),
+        "{audited:?}"
+    );
+}
+
+#[tokio::test]
 async fn admins_add_and_disable_users_and_the_audit_log_shows_who_did_what_from_where() {
     let app = spawn_app().await;
     app.console_user("ada", Role::Admin).await;

@@ -555,7 +555,7 @@ fn value_of(text: &str, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_success_reported_after_the_payout_ended_failed_is_counted_and_listed_for_its_day() {
+async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_person_settles_it() {
     use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
 
     let app = spawn_mpesa_app(SimConfig::default()).await;
@@ -629,9 +629,78 @@ async fn a_success_reported_after_the_payout_ended_failed_is_counted_and_listed_
         "{csv}"
     );
 
-    // Each day's report lists that day's: the next day's does not repeat it.
+    // The provider saying it again is the same money: still one line.
+    assert!(matches!(succeeded(&lost).await, Applied::Rejected { .. }));
+    // A day later it is still listed: nobody has settled it.
     app.advance(Duration::from_secs(86_400));
     let body: Value = report(&app, "").await.json().await.unwrap();
+    let late = body["late_successes"].as_array().unwrap();
+    assert_eq!(late.len(), 1, "{body}");
+    let open: Value = app
+        .get("/v1/late-successes", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(open["data"].as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open["data"][0]["id"], lost.as_str());
+    assert_eq!(money(&open["data"][0]["amount"]), d("2000"));
+    assert!(open["data"][0]["settled_at"].is_null());
+
+    // Settling takes evidence and an admin; an intent without a late
+    // success has nothing to settle.
+    let settle = |id: &str, key: &str, body: Value| {
+        let request = app
+            .http
+            .post(app.url(&format!("/v1/late-successes/{id}/settle")))
+            .bearer_auth(key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let evidence = json!({ "evidence": "recovered by reversal, receipt TKL9REV001" });
+    assert_eq!(
+        settle(&lost, &app.admin_key, json!({ "evidence": "  " }))
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        settle(&lost, &app.key, evidence.clone()).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        settle(&paid, &app.admin_key, evidence.clone()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let settled = settle(&lost, &app.admin_key, evidence.clone()).await;
+    assert_eq!(settled.status(), StatusCode::OK);
+    let settled: Value = settled.json().await.unwrap();
+    assert_eq!(settled["id"], lost.as_str());
+    assert_eq!(settled["state"], "failed", "the intent stays as it ended");
+    assert_eq!(settled["evidence"], "recovered by reversal, receipt TKL9REV001");
+    assert!(
+        settled["settled_at"].is_string() && settled["settled_by"].is_string(),
+        "{settled}"
+    );
+    let again = settle(&lost, &app.admin_key, evidence).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    let body: Value = report(&app, "").await.json().await.unwrap();
     assert_eq!(body["late_successes"].as_array().unwrap().len(), 0, "{body}");
+    let open: Value = app
+        .get("/v1/late-successes", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(open["data"].as_array().unwrap().len(), 0, "{open}");
+    let done: Value = app
+        .get("/v1/late-successes?status=settled", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["data"][0]["settled_at"], settled["settled_at"], "{done}");
+    assert_eq!(state_of(&app, &lost).await, "failed");
     app.assert_ledger_balanced().await;
 }
