@@ -49,6 +49,13 @@ pub enum ResolveError {
     Database(#[from] sqlx::Error),
 }
 
+/// Evidence as kept (trimmed), if it is 1 to [`MAX_EVIDENCE_CHARS`]
+/// characters.
+fn evidence_of(text: &str) -> Option<&str> {
+    let evidence = text.trim();
+    (!evidence.is_empty() && evidence.chars().count() <= MAX_EVIDENCE_CHARS).then_some(evidence)
+}
+
 /// Checks a resolution's fields; returns the event to apply, the trimmed
 /// evidence and receipt.
 pub fn check<'a>(resolution: &Resolution<'a>) -> Result<(&'static str, &'a str, Option<&'a str>), Vec<FieldProblem>> {
@@ -61,10 +68,10 @@ pub fn check<'a>(resolution: &Resolution<'a>) -> Result<(&'static str, &'a str, 
             ""
         }
     };
-    let evidence = resolution.evidence.trim();
-    if evidence.is_empty() || evidence.chars().count() > MAX_EVIDENCE_CHARS {
+    let evidence = evidence_of(resolution.evidence).unwrap_or_else(|| {
         problems.push(("evidence", "invalid_evidence", "1 to 500 characters"));
-    }
+        ""
+    });
     let receipt = resolution.receipt.map(str::trim).filter(|r| !r.is_empty());
     if receipt.is_some_and(|r| r.len() > MAX_RECEIPT_BYTES || !r.bytes().all(|b| b.is_ascii_alphanumeric())) {
         problems.push(("receipt", "invalid_receipt", "1 to 64 letters and digits"));
@@ -146,10 +153,7 @@ pub async fn settle_late_success(
     evidence: &str,
     now: Option<DateTime<Utc>>,
 ) -> Result<LateSuccess, SettleError> {
-    let evidence = evidence.trim();
-    if evidence.is_empty() || evidence.chars().count() > MAX_EVIDENCE_CHARS {
-        return Err(SettleError::Invalid);
-    }
+    let evidence = evidence_of(evidence).ok_or(SettleError::Invalid)?;
     let mut tx = pool.begin().await?;
     let mut late = late_successes::get_for_update(&mut tx, owner, id)
         .await?

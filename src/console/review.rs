@@ -211,14 +211,14 @@ pub async fn settle_late_success(
     let now = state.engine.jobs().clock().sql_now();
     match crate::resolve::settle_late_success(&state.pool, None, intent_id, &posted.session.actor, evidence, now).await
     {
-        Ok(_) => {
+        Ok(settled) => {
             audit(
                 &state,
                 &posted.session,
                 "settle_late_success",
                 Some(&id),
                 "ok",
-                Some(evidence.trim()),
+                settled.evidence.as_deref(),
             )
             .await?;
             Ok(Redirect::to(&back(&posted, "/console/review#late")).into_response())
