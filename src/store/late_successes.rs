@@ -29,6 +29,10 @@ pub struct LateSuccess {
 
 const COLUMNS: &str = "i.id, i.kind, i.state, i.amount, i.currency, i.provider, i.reference,
                        e.provider_ref, e.cause, l.reported_at AS at, l.settled_at, l.settled_by, l.evidence";
+/// Each late success with its intent and the refused event.
+const FROM: &str = "FROM late_successes l
+                    JOIN intents i ON i.id = l.intent_id
+                    JOIN intent_events e ON e.id = l.event_id";
 
 /// Records the refused success `event_id` of `intent_id` unless one is
 /// recorded for it already (a provider repeating itself is the same money).
@@ -56,9 +60,7 @@ pub async fn record(
 pub async fn open(pool: &PgPool, until: DateTime<Utc>, limit: i64) -> Result<Vec<LateSuccess>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS}
-         FROM late_successes l
-         JOIN intents i ON i.id = l.intent_id
-         JOIN intent_events e ON e.id = l.event_id
+         {FROM}
          WHERE l.settled_at IS NULL AND l.reported_at < $1
          ORDER BY l.reported_at, l.intent_id
          LIMIT $2"
@@ -91,9 +93,7 @@ pub async fn list(
     };
     sqlx::query_as(&format!(
         "SELECT {COLUMNS}
-         FROM late_successes l
-         JOIN intents i ON i.id = l.intent_id
-         JOIN intent_events e ON e.id = l.event_id
+         {FROM}
          WHERE {filter} AND ($1::text IS NULL OR i.owner = $1)
          ORDER BY {order}
          LIMIT $2"
@@ -113,9 +113,7 @@ pub async fn get_for_update(
 ) -> Result<Option<LateSuccess>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS}
-         FROM late_successes l
-         JOIN intents i ON i.id = l.intent_id
-         JOIN intent_events e ON e.id = l.event_id
+         {FROM}
          WHERE l.intent_id = $1 AND ($2::text IS NULL OR i.owner = $2)
          FOR UPDATE OF l"
     ))

@@ -627,6 +627,24 @@ async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     app.assert_ledger_balanced().await;
 }
 
+/// Posts Daraja's STK callback for a paid prompt (`checkout`, `amount`
+/// KES, `receipt`) to the intent whose callback token is `token`.
+async fn paid_stk_callback(app: &TestApp, token: &str, checkout: &str, amount: u32, receipt: &str) -> StatusCode {
+    let stk = json!({ "Body": { "stkCallback": {
+        "MerchantRequestID": "1", "CheckoutRequestID": checkout, "ResultCode": 0, "ResultDesc": "ok",
+        "CallbackMetadata": { "Item": [
+            { "Name": "Amount", "Value": amount }, { "Name": "MpesaReceiptNumber", "Value": receipt },
+        ]},
+    }}});
+    app.http
+        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
+        .json(&stk)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test]
 async fn an_early_callback_whose_request_never_comes_waits_ten_minutes_on_the_clock_that_stamped_it() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
@@ -636,20 +654,10 @@ async fn an_early_callback_whose_request_never_comes_waits_ten_minutes_on_the_cl
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    let stk = json!({ "Body": { "stkCallback": {
-        "MerchantRequestID": "1", "CheckoutRequestID": "ws_CO_EARLY", "ResultCode": 0, "ResultDesc": "ok",
-        "CallbackMetadata": { "Item": [
-            { "Name": "Amount", "Value": 300 }, { "Name": "MpesaReceiptNumber", "Value": "QKL1EARLY0" },
-        ]},
-    }}});
-    let answered = app
-        .http
-        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
-        .json(&stk)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answered.status(), StatusCode::OK);
+    assert_eq!(
+        paid_stk_callback(&app, &token, "ws_CO_EARLY", 300, "QKL1EARLY0").await,
+        StatusCode::OK
+    );
     // Only callbacks run here (the prompt's queue is left alone), so its
     // collection never records a request: the callback waits, matching
     // again every second, for ten minutes of the test's clock.
@@ -872,20 +880,10 @@ async fn a_daraja_callback_carrying_another_providers_intent_token_is_refused() 
             .await
             .unwrap();
     assert_eq!(provider, "airtel");
-    let stk = json!({ "Body": { "stkCallback": {
-        "MerchantRequestID": "1", "CheckoutRequestID": "ws_CO_FORGED", "ResultCode": 0, "ResultDesc": "ok",
-        "CallbackMetadata": { "Item": [
-            { "Name": "Amount", "Value": 250 }, { "Name": "MpesaReceiptNumber", "Value": "QKL1FORGED" },
-        ]},
-    }}});
-    let answered = app
-        .http
-        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
-        .json(&stk)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answered.status(), StatusCode::OK);
+    assert_eq!(
+        paid_stk_callback(&app, &token, "ws_CO_FORGED", 250, "QKL1FORGED").await,
+        StatusCode::OK
+    );
     app.run_jobs().await;
     assert_eq!(
         app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'wrong_provider'")
