@@ -348,12 +348,22 @@ struct StateBox {
     exits: Vec<(String, String)>,
 }
 
+struct LateNote {
+    reported_at: String,
+    cause: String,
+    provider_ref: String,
+    /// `(when, by whom, evidence)` once settled.
+    settled: Option<(String, String, String)>,
+}
+
 #[derive(askama::Template)]
 #[template(path = "console/intent.html")]
 struct IntentPage {
     chrome: Chrome,
     intent: IntentLine,
     hold_reason: String,
+    /// A success the provider reported after the intent ended unpaid.
+    late: Option<LateNote>,
     flags: Vec<(String, String, String)>,
     approvals: Vec<(String, String, String)>,
     events: Vec<EventLine>,
@@ -444,6 +454,20 @@ pub async fn intent(
     let mut conn = state.pool.acquire().await?;
     let approvals = crate::store::policy::approvals(&mut conn, intent_id).await?;
     drop(conn);
+    let late = crate::store::late_successes::for_intent(&state.pool, intent_id)
+        .await?
+        .map(|l| LateNote {
+            reported_at: when(l.at),
+            cause: l.cause,
+            provider_ref: l.provider_ref.unwrap_or_default(),
+            settled: l.settled_at.map(|at| {
+                (
+                    when(at),
+                    l.settled_by.unwrap_or_default(),
+                    l.evidence.unwrap_or_default(),
+                )
+            }),
+        });
     let (diagram, mermaid) = diagram(&state, &row, &visited);
     render(&IntentPage {
         chrome: Chrome::new(
@@ -456,6 +480,7 @@ pub async fn intent(
         ),
         intent: IntentLine::from_row(&row),
         hold_reason: row.hold_reason.clone().unwrap_or_default(),
+        late,
         flags: flags.into_iter().map(|f| (f.rule, f.action, f.detail)).collect(),
         approvals: approvals
             .into_iter()

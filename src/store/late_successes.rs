@@ -71,6 +71,14 @@ pub async fn open(pool: &PgPool, until: DateTime<Utc>, limit: i64) -> Result<Vec
     .await
 }
 
+/// The late success of `intent_id`, open or settled, if it has one.
+pub async fn for_intent(pool: &PgPool, intent_id: Uuid) -> Result<Option<LateSuccess>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} {FROM} WHERE l.intent_id = $1"))
+        .bind(intent_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// How many late successes are not settled yet.
 pub async fn count_open(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM late_successes WHERE settled_at IS NULL")

@@ -702,6 +702,11 @@ async fn operators_settle_a_late_success_with_evidence_from_the_review_queue() {
 
     let review = otto.page("/console/review").await;
     assert!(review.contains(&format!("late-{id}")), "{review}");
+    let page = otto.page(&format!("/console/intents/{id}")).await;
+    assert!(
+        page.contains("Late success") && page.contains("late-evidence"),
+        "{page}"
+    );
     let path = format!("/console/intents/{id}/settle-late-success");
     let vera = app.console_as("vera").await;
     assert_eq!(
@@ -722,6 +727,11 @@ async fn operators_settle_a_late_success_with_evidence_from_the_review_queue() {
     );
     let review = otto.page("/console/review").await;
     assert!(!review.contains(&format!("late-{id}")), "{review}");
+    let page = otto.page(&format!("/console/intents/{id}")).await;
+    assert!(
+        page.contains("Settled by otto") && page.contains("recovered by reversal TKL9REV001"),
+        "{page}"
+    );
     assert_eq!(state_of(&app, &id).await, "failed");
     let (by, evidence): (String, String) =
         sqlx::query_as("SELECT settled_by, evidence FROM late_successes WHERE intent_id = $1::uuid")
