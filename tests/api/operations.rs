@@ -636,12 +636,15 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     let body: Value = report(&app, "").await.json().await.unwrap();
     let late = body["late_successes"].as_array().unwrap();
     assert_eq!(late.len(), 1, "{body}");
-    let open: Value = app
-        .get("/v1/late-successes", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let app = &app;
+    let listed = |query: &'static str| async move {
+        app.get(&format!("/v1/late-successes{query}"), &app.admin_key)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let open = listed("").await;
     assert_eq!(open["data"].as_array().unwrap().len(), 1, "{open}");
     assert_eq!(open["data"][0]["id"], lost.as_str());
     assert_eq!(money(&open["data"][0]["amount"]), d("2000"));
@@ -687,19 +690,9 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
 
     let body: Value = report(&app, "").await.json().await.unwrap();
     assert_eq!(body["late_successes"].as_array().unwrap().len(), 0, "{body}");
-    let open: Value = app
-        .get("/v1/late-successes", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let open = listed("").await;
     assert_eq!(open["data"].as_array().unwrap().len(), 0, "{open}");
-    let done: Value = app
-        .get("/v1/late-successes?status=settled", &app.admin_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let done = listed("?status=settled").await;
     assert_eq!(done["data"][0]["settled_at"], settled["settled_at"], "{done}");
     assert_eq!(state_of(&app, &lost).await, "failed");
     app.assert_ledger_balanced().await;
