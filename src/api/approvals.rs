@@ -269,13 +269,7 @@ pub async fn create_batch(
             })),
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
-    let request_hash = {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(serde_json::to_vec(&json).expect("a JSON value serializes")).to_vec()
-    };
+    let request_hash = super::intents::request_hash(&json);
     let now = state.engine.jobs().clock().sql_now();
     let mut tx = state.pool.begin().await?;
     let ttl_s = state.config.api.idempotency_ttl_s as i64;
@@ -286,6 +280,13 @@ pub async fn create_batch(
         }
         let status = StatusCode::from_u16(first.response_status as u16).map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((status, Json(first.response_body)));
+    }
+    // Judged after the key: a retry of a batch that was created gets its
+    // first response even if a party's settings or a provider's limits
+    // changed since and its payouts would no longer validate.
+    if !errors.is_empty() {
+        tx.rollback().await?;
+        return Err(ApiError::Invalid(errors));
     }
     let batch_id = Uuid::now_v7();
     store::insert_batch(

@@ -134,7 +134,20 @@ async fn create<R: CreateRequest>(
     }
     let party_provider = party_provider(&state, &caller.owner, &input).await?;
     input.party_provider = party_provider.as_deref();
-    let new = validate(&input, &state.config, &caller.owner, &caller.name).map_err(ApiError::Invalid)?;
+    let new = match validate(&input, &state.config, &caller.owner, &caller.name) {
+        Ok(new) => new,
+        Err(fields) => {
+            return replay_or(
+                &state,
+                &caller,
+                &headers,
+                &json,
+                intent_location,
+                ApiError::Invalid(fields),
+            )
+            .await
+        }
+    };
     let (mut tx, key) = match claim(&state, &caller, &headers, &json, intent_location).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),
@@ -213,9 +226,32 @@ pub(super) async fn claim(
     Ok(Claimed::Replay(response))
 }
 
+/// Answers a request that does not validate with `refusal`, unless its
+/// `Idempotency-Key` already has a response for this body: that response
+/// stands. Validation reads the party's settings and the providers' limits,
+/// which may have changed since the first request; a retry of a payout
+/// that was created must not hear 422 (a client would read "not created"
+/// and create it again under a new key).
+pub(super) async fn replay_or(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    json: &serde_json::Value,
+    location: fn(&serde_json::Value) -> Option<String>,
+    refusal: ApiError,
+) -> Result<Response, ApiError> {
+    match claim(state, caller, headers, json, location).await? {
+        Claimed::Replay(response) => Ok(response),
+        Claimed::Fresh(tx, _) => {
+            tx.rollback().await?;
+            Err(refusal)
+        }
+    }
+}
+
 /// What an `Idempotency-Key` remembers of the request it was first used
 /// with: the hash of its parsed body.
-fn request_hash(json: &serde_json::Value) -> Vec<u8> {
+pub(super) fn request_hash(json: &serde_json::Value) -> Vec<u8> {
     Sha256::digest(serde_json::to_vec(json).expect("a JSON value serializes")).to_vec()
 }
 

@@ -213,8 +213,11 @@ pub async fn create_loan(
     caller.require(Scope::IntentsWrite)?;
     idempotency_key(&headers)?;
     let (request, json) = body::parse::<CreateLoan>(&headers, body, state.config.api.body_limit_bytes)?;
-    let new = validate_loan(&request, &state, &caller)?;
     let location = |view: &serde_json::Value| Some(format!("/v1/loans/{}", view["id"].as_str()?));
+    let new = match validate_loan(&request, &state, &caller) {
+        Ok(new) => new,
+        Err(refusal) => return super::intents::replay_or(&state, &caller, &headers, &json, location, refusal).await,
+    };
     let (mut tx, key) = match claim(&state, &caller, &headers, &json, location).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(tx, key) => (tx, key),

@@ -227,7 +227,7 @@ pub(crate) fn decide(job: &ClaimedJob, end: AttemptEnd, policy: &RetryPolicy, rn
             "attempt": job.attempt,
             "at": chrono::Utc::now(),
             "kind": kind,
-            "error": error,
+            "error": storable_error(error),
         }))
     };
     let mut failed = |kind: &str, error: String| {
@@ -305,6 +305,25 @@ pub(crate) fn decide(job: &ClaimedJob, end: AttemptEnd, policy: &RetryPolicy, rn
         }),
         AttemptEnd::Interrupted(Interrupt::LeaseLost) => Outcome::Abandon,
     }
+}
+
+/// Longest error text kept in a job's history, in characters.
+const MAX_ERROR_CHARS: usize = 2000;
+
+/// An error's text as a job's history can keep it. Errors quote what
+/// providers and databases said, and PostgreSQL refuses a NUL character in
+/// `jsonb` (`\u0000`): one such text would fail every write of the batch
+/// it came in. NULs become U+FFFD and a long text is cut.
+pub(crate) fn storable_error(error: &str) -> String {
+    let mut text: String = error
+        .chars()
+        .take(MAX_ERROR_CHARS)
+        .map(|c| if c == '\0' { char::REPLACEMENT_CHARACTER } else { c })
+        .collect();
+    if error.chars().nth(MAX_ERROR_CHARS).is_some() {
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]

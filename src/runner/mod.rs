@@ -43,6 +43,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -554,13 +555,35 @@ impl Inner {
         }
         if !finishes.is_empty() {
             let write = || store::finish_many(&self.control, &finishes, &self.node, now);
-            let _ = write.retry(retry).notify(notify).await;
+            let written = write.retry(retry).notify(notify).when(|e| !refused_data(e)).await;
+            if let Err(error) = written {
+                // The database refused what an error history says (a text
+                // it cannot hold). Trying it again would stall every
+                // outcome behind it, so the outcomes go without their texts.
+                tracing::error!(%error, "job error texts could not be stored; recording the outcomes without them");
+                for finish in &mut finishes {
+                    if let Some(Value::Object(entry)) = &mut finish.error {
+                        entry.insert(
+                            "error".to_owned(),
+                            Value::from("(the error's text could not be stored)"),
+                        );
+                    }
+                }
+                let write = || store::finish_many(&self.control, &finishes, &self.node, now);
+                let _ = write.retry(retry).notify(notify).await;
+            }
         }
         record_outcome_metrics(batch);
         for done in batch.drain(..) {
             self.untrack(done.lease);
         }
     }
+}
+
+/// A database error that says the data itself was refused (SQLSTATE class
+/// 22, "data exception"): the same write fails the same way every time.
+fn refused_data(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
 }
 
 fn record_outcome_metrics(batch: &[Done]) {

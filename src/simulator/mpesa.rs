@@ -133,6 +133,8 @@ struct SimState {
     config: SimConfig,
     rng: StdRng,
     tokens: HashMap<String, Instant>,
+    /// Token requests still to be answered with a 503 (an OAuth outage).
+    oauth_outage: u32,
     float_kes: u64,
     collected_kes: u64,
     wallets: HashMap<String, u64>,
@@ -184,6 +186,7 @@ impl SimHandle {
                 config,
                 rng,
                 tokens: HashMap::new(),
+                oauth_outage: 0,
                 float_kes,
                 collected_kes: 0,
                 wallets: HashMap::new(),
@@ -283,6 +286,12 @@ impl SimHandle {
     /// Invalidates every access token, as their expiry would.
     pub fn expire_tokens(&self) {
         self.lock().tokens.clear();
+    }
+
+    /// Answers the next `requests` token requests with a 503, as an OAuth
+    /// endpoint that is down while the payment API is not.
+    pub fn oauth_outage(&self, requests: u32) {
+        self.lock().oauth_outage = requests;
     }
 
     /// Tokens issued so far that are still valid.
@@ -516,7 +525,11 @@ pub fn router(sim: SimHandle) -> Router {
 
 async fn oauth(State(sim): State<Shared>, headers: HeaderMap) -> Response {
     let expected = {
-        let state = sim.lock();
+        let mut state = sim.lock();
+        if state.oauth_outage > 0 {
+            state.oauth_outage -= 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "<html>503 Service Unavailable</html>").into_response();
+        }
         base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             state.config.consumer_key, state.config.consumer_secret

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::app::{payout_body, spawn_app};
+use crate::common::app::{payout_body, spawn_app, spawn_app_with, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_requests_with_one_key_create_one_intent() {
@@ -133,4 +133,39 @@ async fn a_create_without_an_idempotency_key_is_refused() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["type"], "urn:tuma:problem:idempotency-key-invalid");
     assert_eq!(app.count("SELECT count(*) FROM intents").await, 0);
+}
+
+#[tokio::test]
+async fn a_retry_is_answered_with_the_first_response_even_when_the_request_would_no_longer_validate() {
+    // Creates admitted in groups (the default) and one at a time.
+    replays_though_the_route_changed(&spawn_app().await).await;
+    replays_though_the_route_changed(&spawn_app_with("[api]\ngroup_creates = 1").await).await;
+}
+
+async fn replays_though_the_route_changed(app: &TestApp) {
+    let body = payout_body("2500", "0712345678");
+    let first = app.create("/v1/payouts", &app.key, "earnings-9", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["recipient"]["provider"], "mpesa", "{first}");
+    // The party now pays out through MTN, which carries no KES: the same
+    // payout asked for afresh is refused.
+    let settings = serde_json::json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
+                                       "payout_msisdn": "0712345678", "payout_provider": "mtn" });
+    app.put_party(&app.admin_key, "creator-42", &settings).await;
+    let fresh = app.create("/v1/payouts", &app.key, "earnings-10", &body).await;
+    assert_eq!(fresh.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The retry of the first one still hears that it was created.
+    let retry = app.create("/v1/payouts", &app.key, "earnings-9", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    // A key that was never used keeps no trace of the refusal.
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key = 'earnings-10'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM intents").await, 1);
 }

@@ -868,6 +868,40 @@ async fn an_expired_token_is_refreshed_once_and_no_intent_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_outage_delays_a_payout_and_never_fails_it() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    // Nothing is sent while no token can be had: the payout waits for
+    // one, it is not refused.
+    sim.oauth_outage(2);
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "100")).await;
+    // Two attempts meet the outage; each waits its backoff (at most 1 s,
+    // then 2 s) and is tried again.
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "payout", &id).await["state"], "processing");
+    app.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    app.advance(Duration::from_secs(2));
+    let done = until_state(&app, "payout", &id, "completed").await;
+    assert!(
+        !events(&done).iter().any(|(_, event)| event == "provider_failed"),
+        "{:?}",
+        events(&done)
+    );
+    let errors: Vec<String> = sqlx::query_scalar("SELECT e->>'error' FROM tuma_jobs, jsonb_array_elements(errors) e")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("token request: HTTP 503")),
+        "{errors:?}"
+    );
+    assert_eq!(sim.payments_for(&provider_ref(&app, &id).await).len(), 1);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daraja_callback_carrying_another_providers_intent_token_is_refused() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     // A collection Airtel carries (its number's prefix), and a forged

@@ -347,3 +347,57 @@ async fn a_job_of_unknown_kind_or_with_undecodable_arguments_is_not_silently_dro
         1
     );
 }
+
+#[derive(Serialize, Deserialize)]
+struct Garbled {}
+
+impl JobArgs for Garbled {
+    const KIND: &'static str = "test.garbled";
+}
+
+/// Fails with what a provider might put in its error text: a NUL, which
+/// PostgreSQL refuses in `jsonb`, and far too much of it.
+struct GarbledWorker;
+
+impl Worker for GarbledWorker {
+    type Args = Garbled;
+
+    async fn work(&self, _ctx: JobContext, _args: Garbled) -> Result<(), JobError> {
+        Err(JobError::retryable(format!(
+            "provider said \"bad\0code\" {}",
+            "x".repeat(10_000)
+        )))
+    }
+}
+
+#[tokio::test]
+async fn an_error_text_the_database_cannot_hold_is_recorded_cleaned_and_stalls_nothing_behind_it() {
+    let db = TestDb::new().await;
+    let mut registry = Registry::new();
+    registry.register(GarbledWorker);
+    registry.register(FlakyWorker {
+        healthy: Arc::new(AtomicBool::new(true)),
+        runs: Arc::new(AtomicUsize::new(0)),
+    });
+    let runner = Runner::new(db.pool.clone(), runner_config(""), registry, Clock::Database).unwrap();
+    let client = runner.client();
+    let mut tx = db.pool.begin().await.unwrap();
+    let garbled = client.enqueue(&mut tx, &NewJob::new(&Garbled {})).await.unwrap().id();
+    let healthy = client.enqueue(&mut tx, &NewJob::new(&Flaky {})).await.unwrap().id();
+    tx.commit().await.unwrap();
+
+    // The outcomes are written before `work_once` returns; a write the
+    // database refuses over and over would never return.
+    let ran = tokio::time::timeout(Duration::from_secs(30), runner.work_once("default"))
+        .await
+        .expect("recording the outcomes stalled")
+        .unwrap();
+    assert_eq!(ran, 2);
+    let job = client.get(healthy).await.unwrap().unwrap();
+    assert_eq!(job.state, "completed");
+    let job = client.get(garbled).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempt), ("available", 1));
+    let text = job.errors[0]["error"].as_str().unwrap();
+    assert!(text.starts_with("provider said \"bad\u{FFFD}code\" xxx"), "{text}");
+    assert!(text.chars().count() <= 2001, "kept {} characters", text.chars().count());
+}

@@ -144,11 +144,20 @@ impl MpesaClient {
             .send()
             .await
             .map_err(|e| MpesaError::Busy(format!("token request: {}", without_url(&e))))?;
-        if !response.status().is_success() {
-            return Err(MpesaError::Rejected {
-                code: response.status().as_u16().to_string(),
-                message: "OAuth credentials refused (check mpesa.consumer_key and consumer_secret)".into(),
-            });
+        let status = response.status();
+        if !status.is_success() {
+            // No payment request was sent: a token refused says nothing
+            // of the payment. An overloaded or failing OAuth endpoint is
+            // asked again later; any other refusal is our credentials.
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    MpesaError::Busy(format!("token request: HTTP {status}"))
+                } else {
+                    MpesaError::Config(format!(
+                        "OAuth answered HTTP {status} (check mpesa.consumer_key and consumer_secret)"
+                    ))
+                },
+            );
         }
         let token: TokenResponse = response
             .json()
@@ -221,18 +230,21 @@ impl MpesaClient {
                     .map_err(|e| Failure::Mpesa(MpesaError::Ambiguous(format!("unreadable answer ({status}): {e}"))));
             }
             let Ok(error) = serde_json::from_str::<ErrorBody>(&text) else {
-                // A gateway page, not Daraja: 5xx is ambiguous, 429 a rate
-                // limit met before processing, any other 4xx refused.
-                return Err(Failure::Mpesa(if status.is_server_error() {
-                    MpesaError::Ambiguous(format!("HTTP {status}"))
-                } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    MpesaError::Busy(format!("HTTP {status}"))
-                } else {
-                    MpesaError::Rejected {
-                        code: status.as_u16().to_string(),
-                        message: "refused".into(),
-                    }
-                }));
+                // A gateway page, not Daraja: 5xx and 408 (the gateway's
+                // request timeout) are ambiguous, 429 a rate limit met
+                // before processing, any other 4xx refused.
+                return Err(Failure::Mpesa(
+                    if status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+                        MpesaError::Ambiguous(format!("HTTP {status}"))
+                    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        MpesaError::Busy(format!("HTTP {status}"))
+                    } else {
+                        MpesaError::Rejected {
+                            code: status.as_u16().to_string(),
+                            message: "refused".into(),
+                        }
+                    },
+                ));
             };
             if INVALID_TOKEN_CODES.contains(&error.error_code.as_str()) && attempt == 0 {
                 self.forget_token(&token).await;

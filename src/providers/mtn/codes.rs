@@ -258,6 +258,9 @@ fn by_http_status(http: u16, code: &str, message: &str) -> CallError {
     match http {
         409 => CallError::Duplicate,
         429 | 503 => CallError::Busy(format!("HTTP {http} {code}")),
+        // The request timed out in a gateway that may already have handed
+        // it on: the money may have moved.
+        408 => CallError::Ambiguous(format!("HTTP {http} {code}")),
         401 | 403 | 404 => CallError::Config(format!(
             "MTN answered HTTP {http} {code} (credentials, subscription key, IP allow-list or URL)"
         )),
@@ -388,6 +391,12 @@ mod tests {
             refusal(500, Some("SERVICE_UNAVAILABLE"), ""),
             CallError::Busy(_)
         ));
+    }
+
+    #[test]
+    fn a_request_timeout_on_a_payment_is_ambiguous_never_a_refusal() {
+        assert!(matches!(refusal(408, None, ""), CallError::Ambiguous(_)));
+        assert!(matches!(refusal(400, None, ""), CallError::Rejected { .. }));
     }
 
     #[test]

@@ -346,12 +346,13 @@ fn readable<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<Option<T>
     }
 }
 
-/// A non-2xx answer without a Tigo body. 5xx (500, 502, 503, 504, …) after
-/// sending: the request may have been processed. 404/405: our URL is wrong.
-/// Other 4xx: refused before processing.
+/// A non-2xx answer without a Tigo body. 5xx (500, 502, 503, 504, …) or a
+/// 408 (a gateway's request timeout) after sending: the request may have
+/// been processed. 404/405: our URL is wrong. Other 4xx: refused before
+/// processing.
 fn http_failure(status: StatusCode, path_key: &str) -> CallError {
     match status.as_u16() {
-        500..=599 => CallError::Ambiguous(format!("HTTP {status}")),
+        408 | 500..=599 => CallError::Ambiguous(format!("HTTP {status}")),
         403..=405 => CallError::Config(format!("HTTP {status} (check tigo_tz.base_url and {path_key})")),
         _ => CallError::Rejected {
             code: format!("HTTP-{}", status.as_u16()),
@@ -400,7 +401,7 @@ mod tests {
 
     #[test]
     fn gateway_failures_without_a_tigo_body_say_what_is_known_about_the_money() {
-        for status in [500, 502, 503, 504] {
+        for status in [408, 500, 502, 503, 504] {
             let status = StatusCode::from_u16(status).unwrap();
             assert!(
                 matches!(http_failure(status, "push_path"), CallError::Ambiguous(_)),
