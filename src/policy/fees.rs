@@ -168,16 +168,7 @@ impl FeeSchedule {
         };
         let converted_source = remainder - fx_spread - conversion_fee;
         let converted = round_fee(converted_source * rate, target);
-        let provider_fee = self.tariff(provider, target, converted)?;
-        let before_rounding = converted - provider_fee;
-        let received = if whole_units {
-            at_scale(before_rounding.floor(), target)
-        } else {
-            before_rounding
-        };
-        if received <= Decimal::ZERO {
-            return Err(FeeError::NothingLeft);
-        }
+        let (provider_fee, received) = self.most_received(provider, target, converted, whole_units)?;
         Ok(Breakdown {
             sent,
             source_currency: source,
@@ -189,9 +180,65 @@ impl FeeSchedule {
             target_currency: target,
             converted,
             provider_fee,
-            rounding: before_rounding - received,
+            rounding: converted - provider_fee - received,
             received,
         })
+    }
+
+    /// The most that can arrive out of `converted` once the provider's
+    /// tariff is paid, with that tariff. A provider charges by the amount
+    /// it moves (what arrives), so the band is the received amount's, not
+    /// `converted`'s: each band offers `converted` less its fee, capped at
+    /// the band's top, and the largest offer that falls in its own band
+    /// wins. (Just above a band's top, its fee would carry the amount into
+    /// the next band and the next band's fee would push it back below:
+    /// there the band's top arrives and the few units between are kept as
+    /// rounding, which costs the recipient less than the higher fee.)
+    fn most_received(
+        &self,
+        provider: &str,
+        target: Currency,
+        converted: Decimal,
+        whole_units: bool,
+    ) -> Result<(Decimal, Decimal), FeeError> {
+        let carried = |amount: Decimal| {
+            if whole_units {
+                at_scale(amount.floor(), target)
+            } else {
+                at_scale(amount, target)
+            }
+        };
+        let zero = at_scale(Decimal::ZERO, target);
+        let best = match self.tariffs.get(provider).and_then(|c| c.get(&target)) {
+            None => Some((zero, carried(converted))),
+            Some(bands) => {
+                if let Some(top) = bands.last() {
+                    let most = converted - at_scale(top.fee, target);
+                    if carried(most) > top.up_to {
+                        return Err(FeeError::AboveTariff {
+                            provider: provider.to_owned(),
+                            currency: target,
+                            amount: most,
+                        });
+                    }
+                }
+                let mut best: Option<(Decimal, Decimal)> = None;
+                let mut below = Decimal::ZERO;
+                for band in bands {
+                    let fee = at_scale(band.fee, target);
+                    let received = carried((converted - fee).min(band.up_to));
+                    if received > below && best.is_none_or(|(_, so_far)| received > so_far) {
+                        best = Some((fee, received));
+                    }
+                    below = band.up_to;
+                }
+                best
+            }
+        };
+        match best {
+            Some((fee, received)) if received > Decimal::ZERO => Ok((fee, received)),
+            _ => Err(FeeError::NothingLeft),
+        }
     }
 
     /// Fees charged *on top of* `received` in one currency: what leaves the
@@ -320,6 +367,61 @@ mod tests {
             );
         }
         assert_eq!(fees.tariff("airtel", Currency::UGX, d("5000")).unwrap(), Decimal::ZERO);
+    }
+
+    #[test]
+    fn the_band_is_the_one_of_what_arrives() {
+        let fees = schedule(&MPESA_B2C);
+        // 1,050 KES after the platform's 26.25 leaves 1,023.75: sent in the
+        // 1,001–2,500 band (50) only 973 would arrive, which M-Pesa charges
+        // 25 for; in the 501–1,000 band 998 arrives for 25.
+        let b = fees
+            .from_sent(d("1050"), Currency::KES, Currency::KES, Decimal::ONE, "mpesa", true)
+            .unwrap();
+        assert_eq!((b.provider_fee, b.received, b.rounding), (d("25"), d("998"), d("0.75")));
+        assert!(b.adds_up());
+        // Just above a band's top neither band's fee fits exactly: its top
+        // arrives, and what is left over is rounding.
+        let b = fees
+            .from_sent(d("1064"), Currency::KES, Currency::KES, Decimal::ONE, "mpesa", false)
+            .unwrap();
+        assert_eq!((b.provider_fee, b.received), (d("25"), d("1000")), "{b:?}");
+        assert!(b.adds_up());
+        // Above the top band only once what would arrive is.
+        let b = fees
+            .from_sent(d("71800"), Currency::KES, Currency::KES, Decimal::ONE, "mpesa", true)
+            .unwrap();
+        assert_eq!((b.provider_fee, b.received), (d("105"), d("69900")));
+        assert!(matches!(
+            fees.from_sent(d("72000"), Currency::KES, Currency::KES, Decimal::ONE, "mpesa", true),
+            Err(FeeError::AboveTariff { .. })
+        ));
+    }
+
+    #[test]
+    fn nothing_more_could_arrive_for_what_is_converted() {
+        let fees = schedule(&MPESA_B2C);
+        for whole in 101..6_000 {
+            let b = fees
+                .from_sent(
+                    Decimal::from(whole),
+                    Currency::KES,
+                    Currency::KES,
+                    Decimal::ONE,
+                    "mpesa",
+                    true,
+                )
+                .unwrap();
+            assert!(b.adds_up(), "{b:?}");
+            assert_eq!(
+                fees.tariff("mpesa", Currency::KES, b.received).unwrap(),
+                b.provider_fee,
+                "{b:?}"
+            );
+            let more = b.received + Decimal::ONE;
+            let fee = fees.tariff("mpesa", Currency::KES, more).unwrap();
+            assert!(more + fee > b.converted, "{more} KES could arrive: {b:?}");
+        }
     }
 
     #[test]
