@@ -132,6 +132,34 @@ impl Worker for AutoPayoutWorker {
                     return complete(ctx, tx).await;
                 }
             };
+        // What the provider carries in one payout, as a create is held to:
+        // above its most, the most is paid out and the rest stays in the
+        // balance for the next crossing; below its least, nothing.
+        let limits = self
+            .config
+            .providers
+            .get(&provider)
+            .and_then(|p| p.currencies.get(&args.currency));
+        let breakdown = match limits {
+            Some(limits) if breakdown.received > limits.payout_max => {
+                match self.policy.fees().on_top(limits.payout_max, args.currency, &provider) {
+                    Ok(most) if most.sent <= available => most,
+                    Ok(_) => {
+                        skip("the balance cannot pay the provider's largest payout and its fees");
+                        return complete(ctx, tx).await;
+                    }
+                    Err(e) => {
+                        skip(&e.to_string());
+                        return complete(ctx, tx).await;
+                    }
+                }
+            }
+            Some(limits) if breakdown.received < limits.payout_min => {
+                skip("after fees the balance is below the provider's smallest payout");
+                return complete(ctx, tx).await;
+            }
+            _ => breakdown,
+        };
         let new = NewIntent {
             kind: "payout".into(),
             owner: args.owner.clone(),

@@ -532,6 +532,40 @@ async fn crediting_past_the_threshold_pays_out_once() {
 }
 
 #[tokio::test]
+async fn an_auto_payout_above_what_its_provider_carries_pays_the_most_it_carries() {
+    let app = spawn_app().await;
+    // Airtel carries at most 150,000 KES a payout.
+    let profile = json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
+                          "payout_msisdn": "0733345678", "payout_provider": "airtel" });
+    app.put_party(&app.admin_key, "wanjiru", &profile).await;
+    let settings = app
+        .http
+        .put(app.url("/v1/parties/wanjiru/payout-settings"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "auto_payout": true, "threshold": "100", "currency": "KES" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.status(), StatusCode::OK);
+    app.fund(&app.admin_key, "wanjiru", "200000", "KES").await;
+    app.work("default").await;
+    let payouts: Vec<(Decimal, String)> =
+        sqlx::query_as("SELECT amount, provider FROM intents WHERE party_id = 'wanjiru' AND kind = 'payout'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(payouts, vec![(d("150000.00"), "airtel".to_owned())]);
+    // The payout and its fees are held; the rest stays for the next one.
+    let fees = tuma::policy::Policy::from_config(&app.config)
+        .unwrap()
+        .fees()
+        .on_top(d("150000"), tuma::domain::Currency::KES, "airtel")
+        .unwrap();
+    assert_eq!(app.available("wanjiru", "KES").await, d("200000") - fees.sent);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
 async fn crediting_makes_the_party_and_the_same_reference_twice_is_a_no_op_and_a_different_amount_a_conflict() {
     let app = spawn_app().await;
     let credit = |amount: &'static str| {
