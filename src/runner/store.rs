@@ -953,3 +953,14 @@ pub async fn counts_by_queue(pool: &PgPool) -> Result<Vec<(String, String, i64)>
         .fetch_all(pool)
         .await
 }
+
+/// Whether a job with one of `keys` as its unique key is waiting or running.
+pub async fn unique_keys_pending(conn: &mut PgConnection, keys: &[String]) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tuma_jobs
+                         WHERE unique_key = ANY($1) AND state IN ('available', 'running'))",
+    )
+    .bind(keys)
+    .fetch_one(conn)
+    .await
+}

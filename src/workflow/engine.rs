@@ -306,10 +306,7 @@ impl Engine {
     ) -> NewJob {
         let spec = workflow.actions.get(action).expect("validated: actions are declared");
         let intent_id = intent.id;
-        let key = match fire {
-            Some(fire) => format!("action:{intent_id}:{action}:{version}:{fire}"),
-            None => format!("action:{intent_id}:{action}:{version}"),
-        };
+        let key = action_key(intent_id, action, version, fire);
         let job = NewJob::new(&ActionJob {
             intent_id,
             action: action.to_owned(),
@@ -864,6 +861,15 @@ impl Engine {
 
 /// The unique key of the `fire`th firing of timer `name` armed when the
 /// intent entered its state at `version`.
+/// The unique key of the job that runs `action` for one visit (`version`)
+/// to a state; `fire` tells repeats of a timer's action apart.
+pub(crate) fn action_key(intent_id: Uuid, action: &str, version: i32, fire: Option<u32>) -> String {
+    match fire {
+        Some(fire) => format!("action:{intent_id}:{action}:{version}:{fire}"),
+        None => format!("action:{intent_id}:{action}:{version}"),
+    }
+}
+
 pub(crate) fn timer_key(intent_id: Uuid, name: &str, version: i32, fire: u32) -> String {
     format!("timer:{intent_id}:{name}:{version}:{fire}")
 }

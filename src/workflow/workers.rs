@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::engine::{find_timer, timer_key, ActionJob, Applied, Cause, Engine, Event, TimerJob};
-use super::model::Timer;
+use super::model::{Timer, Workflow};
 use super::KnownNames;
 use crate::runner::{Batcher, JobContext, JobError, NewJob, Registry, Worker};
 use crate::store::grouped::Grouped;
@@ -407,6 +407,13 @@ impl Worker for TimerWorker {
                 exhausted_event,
                 ..
             } => {
+                if self.entry_actions_pending(&mut tx, &workflow, &args).await? {
+                    // The state's own work has not been done yet (a
+                    // submission waiting in a paused or busy provider queue,
+                    // or for its retry): nothing has been asked that a poll
+                    // could follow up, so the polls and their budget wait.
+                    return Err(JobError::Snooze(*every));
+                }
                 if args.fire > *max_fires {
                     self.fire_event(&mut tx, &intent, exhausted_event, &actor).await?;
                 } else {
@@ -436,6 +443,29 @@ impl Worker for TimerWorker {
 }
 
 impl TimerWorker {
+    /// Whether a job running one of the state's `on_enter` actions for this
+    /// visit is still waiting or running.
+    async fn entry_actions_pending(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        workflow: &Workflow,
+        args: &TimerJob,
+    ) -> Result<bool, JobError> {
+        let keys: Vec<String> = workflow
+            .states
+            .get(&args.state)
+            .map(|state| state.on_enter.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|action| super::engine::action_key(args.intent_id, action, args.version, None))
+            .collect();
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        let pending = crate::runner::store::unique_keys_pending(&mut **tx, &keys).await?;
+        Ok(pending)
+    }
+
     async fn fire_event(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

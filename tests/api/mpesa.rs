@@ -902,6 +902,31 @@ async fn an_oauth_outage_delays_a_payout_and_never_fails_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_whose_submission_waits_in_a_paused_queue_is_not_polled_into_unresolved() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let jobs = app.runner.client();
+    jobs.pause_queue("mpesa").await.unwrap();
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "100")).await;
+    app.run_jobs().await;
+    // Far longer than the ten 30-second polls, with nothing sent.
+    for _ in 0..15 {
+        app.advance(Duration::from_secs(30));
+        app.run_jobs().await;
+    }
+    assert_eq!(fetch(&app, "payout", &id).await["state"], "processing");
+    assert!(sim.payments().is_empty());
+    jobs.resume_queue("mpesa").await.unwrap();
+    let done = until_state(&app, "payout", &id, "completed").await;
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "callback".to_owned())
+    );
+    assert_eq!(sim.payments_for(&provider_ref(&app, &id).await).len(), 1);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daraja_callback_carrying_another_providers_intent_token_is_refused() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     // A collection Airtel carries (its number's prefix), and a forged
