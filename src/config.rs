@@ -109,6 +109,7 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub connect_timeout_ms: u64,
+    pub idle_in_transaction_timeout_ms: u64,
     pub create_if_missing: bool,
 }
 
@@ -251,7 +252,16 @@ impl Config {
             }
         }
         crate::policy::routing::check(&self.routing, &self.providers).map_err(ConfigError)?;
-        self.runner.validate().map_err(ConfigError)
+        self.runner.validate().map_err(ConfigError)?;
+        let idle = self.database.idle_in_transaction_timeout_ms;
+        if idle < 100 || idle >= self.runner.lease_ms {
+            return Err(ConfigError(format!(
+                "database.idle_in_transaction_timeout_ms must be at least 100 and shorter than \
+                 runner.lease_ms ({}): a frozen node's locks must be gone before its jobs are rescued",
+                self.runner.lease_ms
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -315,6 +325,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("runner.heartbeat_interval_ms"), "{error}");
+    }
+
+    #[test]
+    fn an_idle_transaction_timeout_not_shorter_than_the_lease_is_refused() {
+        let error = with("[runner]\nlease_ms = 30000\n[database]\nidle_in_transaction_timeout_ms = 30000")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("database.idle_in_transaction_timeout_ms"), "{error}");
+        assert!(with("[runner]\nlease_ms = 30000\n[database]\nidle_in_transaction_timeout_ms = 29000").is_ok());
     }
 
     #[test]

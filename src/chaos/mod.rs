@@ -307,6 +307,7 @@ fn engine_overlay(
         [database]
         max_connections = 16
         create_if_missing = false
+        idle_in_transaction_timeout_ms = 2500
         [runner]
         node_id = ""
         lease_ms = 5000

@@ -107,6 +107,8 @@ pub fn runner_config(overrides: &str) -> RunnerConfig {
         stats_interval_ms = 1000
         [runner.queues.default]
         concurrency = 16
+        [database]
+        idle_in_transaction_timeout_ms = 500
     ";
     let figment = Figment::from(Toml::string(DEFAULT_TOML))
         .merge(Toml::string(base))

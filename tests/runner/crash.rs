@@ -328,3 +328,44 @@ async fn a_late_outcome_for_an_old_lease_never_lands_on_a_newer_lease_of_the_sam
     assert_eq!(statuses[0].1, store::LeaseStatus::Lost, "{statuses:?}");
     assert_eq!(statuses[1].1, store::LeaseStatus::Finished, "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_inside_a_transaction_loses_its_locks_to_the_idle_timeout() {
+    let db = TestDb::new().await;
+    let mut config = crate::common::config_with("[database]\nidle_in_transaction_timeout_ms = 300").database;
+    config.url = db.url();
+    config.create_if_missing = false;
+    let pool = tuma::store::connect(&config).await.unwrap();
+    let setting: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(setting, "300ms");
+
+    // A node that froze (stopped, or cut off with its socket left open)
+    // inside a transaction holding a job's row.
+    enqueue(&JobClient::new(db.pool.clone(), Clock::Database), 1).await;
+    let mut frozen = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM tuma_jobs FOR UPDATE")
+        .execute(&mut *frozen)
+        .await
+        .unwrap();
+    // PostgreSQL ends the silent session, and its lock goes with it: the
+    // rescuer (which skips locked rows) can reach the job again.
+    eventually(
+        Duration::from_secs(20),
+        "the frozen session's lock to be released",
+        || async {
+            let mut tx = db.pool.begin().await.unwrap();
+            sqlx::query("SELECT id FROM tuma_jobs FOR UPDATE NOWAIT")
+                .execute(&mut *tx)
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut *frozen).await.is_err(),
+        "the frozen session was ended"
+    );
+}
