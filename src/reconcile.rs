@@ -114,7 +114,9 @@ pub struct CallbackLine {
     pub kind: String,
     /// `unknown_token`, `unknown_request` (an app-wide callback naming a
     /// request id we never sent), `wrong_provider` (a token of another
-    /// provider's intent), `unmatched`, `reference_mismatch`, or
+    /// provider's intent), `unmatched`, `reference_mismatch`,
+    /// `contradicts_final` (a word the engine cannot read, such as Airtel's
+    /// "reversed", about an intent that had already ended), or
     /// `unconfirmed` (a C2B payment accepted at validation that Daraja
     /// never confirmed nor answered about).
     pub outcome: String,

@@ -601,9 +601,26 @@ impl ProviderCallbacks {
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
-            Outcome::Pending | Outcome::Unknown { .. } => {
+            Outcome::Pending => {
                 let detail = format!("{:?}", report.outcome);
                 return finish_with(ctx, tx, row, Some(intent.id), key, "ignored", Some(&detail)).await;
+            }
+            Outcome::Unknown { .. } => {
+                // A word the engine cannot read. Before the end the status
+                // polls ask again (and with no clear answer the intent ends
+                // unresolved); after it (Airtel's "reversed" for a payment
+                // already completed) the money may have moved again, which
+                // only a person can judge: it goes on the reconciliation
+                // report.
+                let ended = self
+                    .engine
+                    .workflows()
+                    .get(&intent.kind)
+                    .and_then(|workflow| workflow.states.get(&intent.state))
+                    .is_some_and(|state| state.is_final);
+                let outcome = if ended { "contradicts_final" } else { "ignored" };
+                let detail = format!("{:?} in state {}", report.outcome, intent.state);
+                return finish_with(ctx, tx, row, Some(intent.id), key, outcome, Some(&detail)).await;
             }
         };
         let mut intent = intent;

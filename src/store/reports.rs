@@ -117,7 +117,8 @@ pub struct UnmatchedCallback {
 
 /// Callbacks a person should look at (an unknown token or request id, a
 /// token of another provider's intent, unmatched, naming another request
-/// than their intent's), and the C2B payments accepted at
+/// than their intent's, a word the engine cannot read about an intent that
+/// had already ended), and the C2B payments accepted at
 /// validation that were asked about `c2b_max_asks` times with no answer
 /// and no confirmation (outcome `unconfirmed`).
 pub async fn unmatched_callbacks(
@@ -128,7 +129,8 @@ pub async fn unmatched_callbacks(
     sqlx::query_as(
         "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM (
              SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
-             WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch')
+             WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch',
+                               'contradicts_final')
              UNION ALL
              SELECT c.id, c.provider, c.kind, 'unconfirmed', 'c2b:' || q.trans_id, c.received_at
              FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id

@@ -349,3 +349,74 @@ async fn a_collection_cancelled_before_its_prompt_never_reaches_the_provider() {
         .unwrap();
     assert_eq!(state, "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
+    let app = spawn_provider_app("airtel", SimOptions::default()).await;
+    let created = app
+        .create("/v1/payouts", &app.key, "p-1", &payout("0702345678", "UGX", "5000"))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id: uuid::Uuid = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let state = || async {
+        sqlx::query_scalar::<_, String>("SELECT state FROM intents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+    };
+    eventually(Duration::from_secs(20), "the payout to complete", || async {
+        app.run_jobs().await;
+        state().await == "completed"
+    })
+    .await;
+    let (request_id, receipt): (String, String) =
+        sqlx::query_as("SELECT provider_ref, receipt FROM intents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let token: String = sqlx::query_scalar("SELECT token FROM callback_inbox WHERE provider = 'airtel' LIMIT 1")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    // Airtel then says the same transaction was reversed.
+    let transaction = json!({ "id": request_id, "message": "Transaction reversed",
+                              "status_code": "TR", "airtel_money_id": receipt })
+    .to_string();
+    let hash = tuma::providers::airtel::wire::callback_hash(tuma::simulator::airtel::CALLBACK_HASH_KEY, &transaction);
+    let body = format!(r#"{{"transaction":{transaction},"hash":"{hash}"}}"#);
+    let answer = app
+        .http
+        .post(app.url(&format!("/callbacks/airtel/payment/{token}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    eventually(Duration::from_secs(10), "the reversal to be processed", || async {
+        app.run_jobs().await;
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NULL")
+            .await
+            == 0
+    })
+    .await;
+    assert_eq!(
+        state().await,
+        "completed",
+        "the engine does not guess what a reversal means"
+    );
+    let report = app.reconciliation_report().await;
+    assert!(!report.ok);
+    let lines: Vec<&str> = report
+        .unmatched_callbacks
+        .iter()
+        .map(|line| line.outcome.as_str())
+        .collect();
+    assert_eq!(lines, ["contradicts_final"]);
+}
