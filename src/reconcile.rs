@@ -116,7 +116,9 @@ pub struct CallbackLine {
     /// request id we never sent), `wrong_provider` (a token of another
     /// provider's intent), `unmatched`, `reference_mismatch`,
     /// `contradicts_final` (a word the engine cannot read, such as Airtel's
-    /// "reversed", about an intent that had already ended), or
+    /// "reversed", about an intent that had already ended),
+    /// `amount_mismatch` (a success naming another amount or currency than
+    /// its intent's), or
     /// `unconfirmed` (a C2B payment accepted at validation that Daraja
     /// never confirmed nor answered about).
     pub outcome: String,

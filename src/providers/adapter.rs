@@ -167,6 +167,10 @@ pub struct CallbackReport {
     pub receipt: Option<String>,
     /// Provider ids that make two deliveries the same callback.
     pub dedupe_key: String,
+    /// The amount the body says moved, when it says (MTN, Tigo).
+    pub amount: Option<Decimal>,
+    /// The currency it names, when it names one (MTN).
+    pub currency: Option<String>,
 }
 
 /// A provider's adapter: its client, wire types and code mapping behind

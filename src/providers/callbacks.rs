@@ -494,6 +494,11 @@ impl CallbackProcessing for ProviderCallbacks {
                 (Some(expected), Some(got)) if expected != got => continue,
                 _ => {}
             }
+            if report.outcome == Outcome::Succeeded
+                && amount_contradiction(report.amount, report.currency.as_deref(), &intent).is_some()
+            {
+                continue;
+            }
             ready.push(Ready {
                 item,
                 row,
@@ -598,6 +603,13 @@ impl ProviderCallbacks {
         if inbox::already_applied(&mut tx, &row.provider, &report.dedupe_key, row.id).await? {
             return finish_with(ctx, tx, row, Some(intent.id), key, "duplicate", None).await;
         }
+        if report.outcome == Outcome::Succeeded {
+            if let Some(detail) = amount_contradiction(report.amount, report.currency.as_deref(), &intent) {
+                tracing::warn!(intent_id = %intent.id, provider = row.provider, %detail,
+                    "a success for another amount than its intent's: not applied, left to the polls and the report");
+                return finish_with(ctx, tx, row, Some(intent.id), key, "amount_mismatch", Some(&detail)).await;
+            }
+        }
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
@@ -693,6 +705,28 @@ pub(crate) async fn finish_with(
 ) -> Result<(), JobError> {
     finish_row(&mut tx, row, intent_id, dedupe_key, outcome, detail).await?;
     finish(ctx, tx).await
+}
+
+/// What is wrong with a success naming `amount` (and `currency`) for
+/// `intent`, when either is not the intent's. A callback is believed on the
+/// secret token in its URL; what it says moved must still be what was
+/// asked for, or it is left to the status polls and to a person.
+pub(crate) fn amount_contradiction(
+    amount: Option<rust_decimal::Decimal>,
+    currency: Option<&str>,
+    intent: &IntentRow,
+) -> Option<String> {
+    let other_amount = amount.is_some_and(|amount| amount != intent.amount);
+    let other_currency = currency.is_some_and(|currency| !currency.trim().eq_ignore_ascii_case(&intent.currency));
+    (other_amount || other_currency).then(|| {
+        format!(
+            "reported {} {} for {} {}",
+            amount.map_or_else(|| "?".to_owned(), |a| a.normalize().to_string()),
+            currency.unwrap_or(&intent.currency).chars().take(8).collect::<String>(),
+            intent.amount.normalize(),
+            intent.currency
+        )
+    })
 }
 
 /// Completes the callback's job in its transaction and commits.

@@ -118,7 +118,7 @@ pub struct UnmatchedCallback {
 /// Callbacks a person should look at (an unknown token or request id, a
 /// token of another provider's intent, unmatched, naming another request
 /// than their intent's, a word the engine cannot read about an intent that
-/// had already ended), and the C2B payments accepted at
+/// had already ended, a success for another amount than its intent's), and the C2B payments accepted at
 /// validation that were asked about `c2b_max_asks` times with no answer
 /// and no confirmation (outcome `unconfirmed`).
 pub async fn unmatched_callbacks(
@@ -130,7 +130,7 @@ pub async fn unmatched_callbacks(
         "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM (
              SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
              WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch',
-                               'contradicts_final')
+                               'contradicts_final', 'amount_mismatch')
              UNION ALL
              SELECT c.id, c.provider, c.kind, 'unconfirmed', 'c2b:' || q.trans_id, c.received_at
              FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id

@@ -645,6 +645,48 @@ async fn paid_stk_callback(app: &TestApp, token: &str, checkout: &str, amount: u
         .status()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_for_another_amount_is_not_applied_and_goes_on_the_report() {
+    let app = spawn_mpesa_app(losing_every_callback()).await;
+    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "processing");
+    let checkout = provider_ref(&app, &id).await;
+    let token: String = sqlx::query_scalar("SELECT callback_token FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    // A "paid" for 1 KES on a 300 KES prompt: the payee is not credited
+    // 300 on its word.
+    assert_eq!(
+        paid_stk_callback(&app, &token, &checkout, 1, "QKL1WRONG0").await,
+        StatusCode::OK
+    );
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "processing");
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'amount_mismatch'")
+            .await,
+        1
+    );
+    let report = app.reconciliation_report().await;
+    let lines: Vec<&str> = report
+        .unmatched_callbacks
+        .iter()
+        .map(|line| line.outcome.as_str())
+        .collect();
+    assert_eq!(lines, ["amount_mismatch"]);
+    // The right amount is applied as ever.
+    assert_eq!(
+        paid_stk_callback(&app, &token, &checkout, 300, "QKL1RIGHT0").await,
+        StatusCode::OK
+    );
+    let done = until_state(&app, "collection", &id, "completed").await;
+    assert_eq!(done["receipt"], "QKL1RIGHT0", "{done}");
+    app.assert_ledger_balanced().await;
+}
+
 #[tokio::test]
 async fn an_early_callback_whose_request_never_comes_waits_ten_minutes_on_the_clock_that_stamped_it() {
     let app = spawn_mpesa_app(SimConfig::default()).await;

@@ -420,3 +420,64 @@ async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
         .collect();
     assert_eq!(lines, ["contradicts_final"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll() {
+    let options = SimOptions {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimOptions::default()
+    };
+    let app = spawn_provider_app("mtn", options).await;
+    let created = app
+        .create("/v1/payouts", &app.key, "p-1", &payout("0772345678", "UGX", "5000"))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id: uuid::Uuid = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.run_jobs().await;
+    let (state, reference, token): (String, String, String) =
+        sqlx::query_as("SELECT state, provider_ref, callback_token FROM intents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "processing");
+    for (amount, currency) in [("1", "UGX"), ("5000", "EUR")] {
+        let body = json!({ "referenceId": reference, "externalId": reference, "amount": amount,
+                           "currency": currency, "status": "SUCCESSFUL", "financialTransactionId": "9911" });
+        let answer = app
+            .http
+            .post(app.url(&format!("/callbacks/mtn/transfer/{token}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+        app.run_jobs().await;
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'amount_mismatch'")
+            .await,
+        2
+    );
+    let report = app.reconciliation_report().await;
+    assert_eq!(report.unmatched_callbacks.len(), 2);
+    // The status poll asks MTN itself, and its answer settles the payout.
+    app.advance(Duration::from_secs(30));
+    eventually(Duration::from_secs(20), "the poll to complete the payout", || async {
+        app.run_jobs().await;
+        app.count(&format!(
+            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'completed'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+    app.assert_ledger_balanced().await;
+}

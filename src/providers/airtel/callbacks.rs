@@ -52,6 +52,8 @@ pub fn parse(kind: &str, body: &[u8], hash_key: &str) -> Result<CallbackReport, 
         request_id: transaction.id.0,
         outcome,
         receipt,
+        amount: None,
+        currency: None,
     })
 }
 

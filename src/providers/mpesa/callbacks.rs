@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    awaits_its_request, begin_one, finish, finish_row, finish_with, CallbackGroups, CallbackJobs, CallbackProcessing,
-    Ready,
+    amount_contradiction, awaits_its_request, begin_one, finish, finish_row, finish_with, CallbackGroups, CallbackJobs,
+    CallbackProcessing, Ready,
 };
 use crate::providers::Outcome;
 use crate::runner::{JobArgs, JobContext, JobError, NewJob, Worker};
@@ -68,6 +68,16 @@ pub struct Report {
     pub dedupe_key: String,
     /// A status-query result, rather than the request's own result.
     pub from_query: bool,
+    /// The amount the body says moved (KES), when it says.
+    pub amount: Option<rust_decimal::Decimal>,
+}
+
+/// A JSON number or numeric string as a decimal.
+fn decimal(value: &serde_json::Value) -> Option<rust_decimal::Decimal> {
+    match value {
+        serde_json::Value::String(text) => text.trim().parse().ok(),
+        other => other.to_string().parse().ok(),
+    }
 }
 
 /// Parses a callback body of `kind`.
@@ -80,6 +90,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 dedupe_key: format!("stk:{}:{}", callback.checkout_request_id, callback.result_code.0),
                 outcome: codes::stk(&callback.result_code.0, &callback.result_desc),
                 receipt: callback.receipt(),
+                amount: callback.metadata("Amount").and_then(decimal),
                 provider_ref: Some(callback.checkout_request_id),
                 from_query: false,
             })
@@ -97,6 +108,9 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 dedupe_key: format!("b2c:{}:{}", result.originator_conversation_id, result.result_code.0),
                 outcome,
                 receipt,
+                amount: result
+                    .parameter_str("TransactionAmount")
+                    .and_then(|a| a.trim().parse().ok()),
                 provider_ref: Some(result.originator_conversation_id),
                 from_query: false,
             })
@@ -120,6 +134,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 receipt: None,
                 provider_ref: Some(originator),
                 from_query: false,
+                amount: None,
             })
         }
         "status-result" => {
@@ -141,6 +156,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 outcome,
                 provider_ref: original,
                 from_query: true,
+                amount: None,
             })
         }
         "reversal-result" => {
@@ -160,6 +176,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 outcome,
                 provider_ref: Some(result.originator_conversation_id),
                 from_query: false,
+                amount: None,
             })
         }
         "reversal-timeout" => {
@@ -175,6 +192,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
                 receipt: None,
                 provider_ref: Some(result.originator_conversation_id),
                 from_query: false,
+                amount: None,
             })
         }
         "status-timeout" => Ok(Report {
@@ -186,6 +204,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
             receipt: None,
             provider_ref: None,
             from_query: true,
+            amount: None,
         }),
         other => Err(format!("unknown callback kind {other:?}")),
     }
@@ -331,6 +350,9 @@ impl CallbackProcessing for Callbacks {
             if report.provider_ref.as_ref().is_some_and(|got| got != expected) {
                 continue;
             }
+            if report.outcome == Outcome::Succeeded && amount_contradiction(report.amount, None, &intent).is_some() {
+                continue;
+            }
             ready.push(Ready {
                 item,
                 row,
@@ -440,6 +462,22 @@ impl CallbackProcessing for Callbacks {
                 None,
             )
             .await;
+        }
+        if report.outcome == Outcome::Succeeded {
+            if let Some(detail) = amount_contradiction(report.amount, None, &intent) {
+                tracing::warn!(intent_id = %intent.id, %detail,
+                    "a Daraja success for another amount than its intent's: not applied, left to the polls and the report");
+                return finish_with(
+                    ctx,
+                    tx,
+                    &row,
+                    Some(intent.id),
+                    Some(&report.dedupe_key),
+                    "amount_mismatch",
+                    Some(&detail),
+                )
+                .await;
+            }
         }
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",

@@ -132,6 +132,8 @@ pub fn parse_callback(kind: &str, body: &[u8]) -> Result<CallbackReport, String>
         outcome,
         receipt,
         dedupe_key: format!("{kind}:{identity}:{}", status.status.trim().to_ascii_uppercase()),
+        amount: status.amount.as_ref().and_then(|amount| amount.0.trim().parse().ok()),
+        currency: status.currency.clone().filter(|c| !c.trim().is_empty()),
     })
 }
 

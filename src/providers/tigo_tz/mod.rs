@@ -219,6 +219,11 @@ pub fn parse_callback(kind: &str, body: &[u8]) -> Result<CallbackReport, String>
         request_id: Some(reference),
         receipt: if callback.status.0 { receipt } else { None },
         outcome,
+        amount: callback
+            .amount
+            .non_empty()
+            .and_then(|amount| amount.trim().parse().ok()),
+        currency: None,
     })
 }
 
