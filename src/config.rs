@@ -117,6 +117,9 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Proxies in front of Tuma whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +170,15 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(mpesa) = &self.mpesa {
+            if let Some(bad) = mpesa
+                .callback_allowlist
+                .iter()
+                .find(|ip| ip.trim().parse::<std::net::IpAddr>().is_err())
+            {
+                return Err(ConfigError(format!(
+                    "mpesa.callback_allowlist: {bad:?} is not an IP address"
+                )));
+            }
             // A held payout looks again every 5 s; a report must still be
             // fresh by then, or the payout waits forever for a fresher one.
             if mpesa.float_max_age_s < 15 {
@@ -254,9 +266,9 @@ impl Config {
         crate::policy::routing::check(&self.routing, &self.providers).map_err(ConfigError)?;
         self.runner.validate().map_err(ConfigError)?;
         let idle = self.database.idle_in_transaction_timeout_ms;
-        if idle < 100 || idle >= self.runner.lease_ms {
+        if idle != 0 && (idle < 100 || idle >= self.runner.lease_ms) {
             return Err(ConfigError(format!(
-                "database.idle_in_transaction_timeout_ms must be at least 100 and shorter than \
+                "database.idle_in_transaction_timeout_ms must be 0 (not set by Tuma), or at least 100 and shorter than \
                  runner.lease_ms ({}): a frozen node's locks must be gone before its jobs are rescued",
                 self.runner.lease_ms
             )));
@@ -334,6 +346,19 @@ mod tests {
             .to_string();
         assert!(error.contains("database.idle_in_transaction_timeout_ms"), "{error}");
         assert!(with("[runner]\nlease_ms = 30000\n[database]\nidle_in_transaction_timeout_ms = 29000").is_ok());
+        assert!(
+            with("[database]\nidle_in_transaction_timeout_ms = 0").is_ok(),
+            "0 sets nothing"
+        );
+    }
+
+    #[test]
+    fn an_allow_list_entry_that_is_not_an_address_is_refused() {
+        let error = with("[mpesa]\ncallback_allowlist = [\"196.201.214.200\", \"safaricom.co.ke\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("mpesa.callback_allowlist"), "{error}");
+        assert!(with("[mpesa]\ncallback_allowlist = [\" 196.201.214.200 \"]").is_ok());
     }
 
     #[test]

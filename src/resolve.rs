@@ -168,3 +168,53 @@ pub async fn settle_late_success(
     late.evidence = Some(evidence.to_owned());
     Ok(late)
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("evidence: 1 to 500 characters")]
+    Invalid,
+    #[error("no callback with that id")]
+    NotFound,
+    /// Not one the report lists (applied, a duplicate, ...): nothing to
+    /// review.
+    #[error("{0}")]
+    NotListed(String),
+    #[error("{0}")]
+    Reviewed(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Records that `actor` reviewed callback `id`, one the reconciliation
+/// report lists, with `evidence` of what they found and did; from then on
+/// the report leaves it out. `now` as the engine's clock gives it.
+pub async fn review_callback(
+    pool: &PgPool,
+    id: i64,
+    actor: &str,
+    evidence: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<crate::store::reports::CallbackReview, ReviewError> {
+    use crate::store::reports;
+    let evidence = evidence_of(evidence).ok_or(ReviewError::Invalid)?;
+    let mut tx = pool.begin().await?;
+    let max_asks = crate::providers::mpesa::c2b::MAX_ASKS;
+    let mut callback = reports::callback_for_review(&mut tx, id, max_asks)
+        .await?
+        .ok_or(ReviewError::NotFound)?;
+    if let (Some(at), Some(by)) = (callback.reviewed_at, &callback.reviewed_by) {
+        return Err(ReviewError::Reviewed(format!("reviewed already, by {by} at {at}")));
+    }
+    if !callback.listed {
+        return Err(ReviewError::NotListed(format!(
+            "callback {id} ({}) is not one the reconciliation report lists",
+            callback.outcome.as_deref().unwrap_or("not processed yet")
+        )));
+    }
+    callback.reviewed_at = Some(reports::review_callback(&mut tx, id, actor, evidence, now).await?);
+    tx.commit().await?;
+    tracing::info!(inbox_id = id, reviewed_by = actor, "callback reviewed");
+    callback.reviewed_by = Some(actor.to_owned());
+    callback.review_note = Some(evidence.to_owned());
+    Ok(callback)
+}

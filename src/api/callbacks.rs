@@ -2,11 +2,11 @@
 //! handler only checks the source, stores the raw body and enqueues its
 //! processing, in one transaction, then answers the way Daraja expects.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::FutureExt;
@@ -42,19 +42,63 @@ fn answer(status: StatusCode, code: i32, description: &str) -> Response {
     (status, Json(json!({ "ResultCode": code, "ResultDesc": description }))).into_response()
 }
 
+/// Where a callback came from: the peer's address or, when the peer is one
+/// of `http.trusted_proxies` (a TLS terminator in front of Tuma), the
+/// nearest entry of its `X-Forwarded-For` (read from the right) that is not
+/// a trusted proxy itself. Entries further left were written by the client
+/// and prove nothing. An entry that does not read as an address (`ip`,
+/// `ip:port` or `[v6]:port`), or a header that is not text, names no one:
+/// the source is then the unspecified address, which no allow-list names.
+/// An IPv4 address on a dual-stack socket reads as IPv4.
+pub(crate) fn source_of(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = peer.ip().to_canonical();
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let nobody = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut values = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        match value.to_str() {
+            Ok(text) => values.push(text),
+            Err(_) => return nobody,
+        }
+    }
+    // Several headers read as one list, in order.
+    let entries: Vec<&str> = values.iter().flat_map(|value| value.split(',')).collect();
+    for entry in entries.into_iter().rev() {
+        let entry = entry.trim();
+        let address = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+            .map(|ip| ip.to_canonical());
+        match address {
+            Some(ip) if trusted.contains(&ip) => continue,
+            Some(ip) => return ip,
+            None => return nobody,
+        }
+    }
+    peer
+}
+
 pub async fn mpesa(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((kind, token)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let remote = source_of(peer, &headers, &state.config.http.trusted_proxies);
     let allowlist = state
         .config
         .mpesa
         .as_ref()
         .map(|m| m.callback_allowlist.clone())
         .unwrap_or_default();
-    let source_ok = allowlist.is_empty() || allowlist.iter().any(|ip| ip.trim() == remote.ip().to_string());
+    let source_ok = allowlist.is_empty()
+        || allowlist
+            .iter()
+            .any(|ip| ip.trim().parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical() == remote));
     let kind_ok = KINDS.contains(&kind.as_str());
     let token_ok = !token.is_empty() && token.len() <= MAX_TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_hexdigit());
     let parsed = if kind_ok {
@@ -154,10 +198,12 @@ pub async fn mpesa(
 /// provider expects (its adapter's `callback_ack`).
 pub async fn provider(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((provider, kind, token)): Path<(String, String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let remote = source_of(peer, &headers, &state.config.http.trusted_proxies);
     let Some(adapter) = state.adapters.get(&provider).cloned() else {
         return crate::api::problem::ApiError::NotFound("no such route".into()).into_response();
     };
@@ -215,7 +261,8 @@ struct Received<'a> {
     token: &'a str,
     body: &'a [u8],
     parse_error: Option<&'a str>,
-    remote: SocketAddr,
+    /// Where it came from (see [`source_of`]).
+    remote: IpAddr,
     /// Set when the callback is not to be processed at all.
     settled: Option<&'static str>,
 }
@@ -250,7 +297,7 @@ async fn keep(state: &AppState, received: Received<'_>, process: NewJob) -> Resu
             token: token.chars().take(MAX_TOKEN_CHARS).collect(),
             body: body.to_vec(),
             parse_error: parse_error.map(str::to_owned),
-            remote_addr: Some(remote.ip().to_string()),
+            remote_addr: Some(remote.to_string()),
             outcome: settled,
             process,
         })
@@ -312,5 +359,63 @@ impl Inbox {
             .run(callback)
             .await
             .map_err(|panicked| panicked.to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_source_is_the_nearest_address_a_trusted_proxy_did_not_write() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let from_proxy: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let daraja: IpAddr = "196.201.214.200".parse().unwrap();
+        // The client may write anything to the left; the proxy appends
+        // the address it saw.
+        let headers = forwarded("196.201.214.200, 203.0.113.9");
+        assert_eq!(
+            source_of(from_proxy, &headers, &[proxy]),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let headers = forwarded("203.0.113.9, 196.201.214.200");
+        assert_eq!(source_of(from_proxy, &headers, &[proxy]), daraja);
+        // Two proxies in a row: the second's entry for the first is skipped.
+        let headers = forwarded("196.201.214.200, 10.0.0.6");
+        let both = [proxy, "10.0.0.6".parse().unwrap()];
+        assert_eq!(source_of(from_proxy, &headers, &both), daraja);
+        // From anyone else the header is ignored.
+        let direct: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let headers = forwarded("196.201.214.200");
+        assert_eq!(
+            source_of(direct, &headers, &[proxy]),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // No header: the proxy itself.
+        assert_eq!(source_of(from_proxy, &HeaderMap::new(), &[proxy]), proxy);
+        // What is not an address names no one, and no allow-list names
+        // no one: a client cannot hide behind the proxy's own address.
+        let nobody: IpAddr = "0.0.0.0".parse().unwrap();
+        assert_eq!(source_of(from_proxy, &forwarded("x"), &[proxy]), nobody);
+        assert_eq!(
+            source_of(from_proxy, &forwarded("196.201.214.200, x"), &[proxy]),
+            nobody
+        );
+        // Proxies that write the port too.
+        assert_eq!(
+            source_of(from_proxy, &forwarded("196.201.214.200:51000"), &[proxy]),
+            daraja
+        );
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        assert_eq!(source_of(from_proxy, &forwarded("[2001:db8::7]:443"), &[proxy]), v6);
+        // An IPv4 peer on a dual-stack socket reads as IPv4.
+        let mapped: SocketAddr = "[::ffff:196.201.214.200]:443".parse().unwrap();
+        assert_eq!(source_of(mapped, &HeaderMap::new(), &[]), daraja);
     }
 }

@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reversals/{id}/resolve", post(operations::resolve_reversal))
         .route("/v1/late-successes", get(operations::late_successes))
         .route("/v1/late-successes/{id}/settle", post(operations::settle_late_success))
+        .route("/v1/callbacks/{id}/review", post(operations::review_callback))
         .route("/v1/reversals", post(reversals::create_reversal))
         .route("/v1/reversals/{id}", get(intents::get_reversal))
         .route("/v1/loans", post(loans::create_loan))

@@ -22,7 +22,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         reversals::create_reversal, intents::get_reversal,
         operations::reconciliation_report, operations::adjust_float, operations::resolve_payout,
         operations::resolve_collection, operations::resolve_reversal, operations::balance_history, operations::tax_report,
-        operations::providers_report, operations::late_successes, operations::settle_late_success,
+        operations::providers_report, operations::late_successes, operations::settle_late_success, operations::review_callback,
     ),
     components(schemas(
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
@@ -42,6 +42,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         operations::BalancePoint, operations::BalanceHistory, operations::TaxLineView, operations::TaxReportView,
         operations::ProviderStatsView, operations::ProvidersReport, operations::LateSuccessView,
         operations::LateSuccessList, operations::LateSuccessSettlement,
+        operations::CallbackReviewView, operations::CallbackReviewRequest,
     )),
     modifiers(&BearerKey, &CommonRefusals, &ProblemContentType),
 )]

@@ -447,6 +447,85 @@ pub async fn settle_late_success(
     Ok(Json(LateSuccessView::from(late)))
 }
 
+/// A callback the reconciliation report listed, and its review.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallbackReviewView {
+    /// The callback's id in the inbox (`inbox_id` on the report).
+    pub id: i64,
+    pub provider: String,
+    pub kind: String,
+    /// What processing made of it (`unknown_token`, `amount_mismatch`, ...).
+    pub outcome: Option<String>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub reviewed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The API key that reviewed it.
+    pub reviewed_by: Option<String>,
+    pub evidence: Option<String>,
+}
+
+impl From<crate::store::reports::CallbackReview> for CallbackReviewView {
+    fn from(c: crate::store::reports::CallbackReview) -> CallbackReviewView {
+        CallbackReviewView {
+            id: c.id,
+            provider: c.provider,
+            kind: c.kind,
+            outcome: c.outcome,
+            received_at: c.received_at,
+            reviewed_at: c.reviewed_at,
+            reviewed_by: c.reviewed_by,
+            evidence: c.review_note,
+        }
+    }
+}
+
+/// How an admin records the review of a listed callback.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackReviewRequest {
+    /// What was found and done: a probe from an unknown address, the
+    /// payment credited by hand (its reference), the provider asked.
+    #[schema(example = "asked Safaricom: a test call from their side, no money moved")]
+    pub evidence: String,
+}
+
+/// Review a callback the reconciliation report lists (admin): one that
+/// named no intent of ours, contradicted an ended intent, reported another
+/// amount, or a C2B confirmation refused at the door. The report stops
+/// listing it; the review is kept on the callback.
+#[utoipa::path(post, path = "/v1/callbacks/{id}/review", tag = "reports", request_body = CallbackReviewRequest,
+    params(("id" = i64, Path, description = "The callback's inbox id, as the report gives it")),
+    responses((status = 200, body = CallbackReviewView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No callback with that id", body = Problem),
+        (status = 409, description = "Reviewed already, or not one the report lists", body = Problem),
+        (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn review_callback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CallbackReviewView>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let (request, _) = body::parse::<CallbackReviewRequest>(&headers, body, state.config.api.body_limit_bytes)?;
+    // An unparsable id names no callback: a 404 once the fields are good.
+    let inbox_id = id.parse::<i64>().unwrap_or(0);
+    let now = state.engine.jobs().clock().sql_now();
+    let reviewed = crate::resolve::review_callback(&state.pool, inbox_id, &caller.name, &request.evidence, now)
+        .await
+        .map_err(|error| match error {
+            crate::resolve::ReviewError::Invalid => {
+                ApiError::invalid("evidence", "invalid_evidence", "1 to 500 characters")
+            }
+            crate::resolve::ReviewError::NotFound => ApiError::NotFound(format!("no callback {id}")),
+            crate::resolve::ReviewError::NotListed(message) | crate::resolve::ReviewError::Reviewed(message) => {
+                ApiError::InvalidState(message)
+            }
+            crate::resolve::ReviewError::Database(e) => e.into(),
+        })?;
+    Ok(Json(CallbackReviewView::from(reviewed)))
+}
+
 /// One point of a balance history.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BalancePoint {

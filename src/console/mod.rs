@@ -205,6 +205,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/approvals", get(approvals::queue))
         .route("/console/approvals/bulk", post(approvals::bulk_approve))
         .route("/console/review", get(review::queue))
+        .route("/console/callbacks/{id}/review", post(review::review_callback))
         .route("/console/jobs", get(jobs::list))
         .route("/console/jobs/action", post(jobs::action))
         .route("/console/queues/{name}/pause", post(jobs::pause))

@@ -2,8 +2,9 @@
 //! came) with the evidence gathered so far (status polls, the provider's
 //! last answers, callbacks), late successes not yet settled (a provider's
 //! success refused because its intent had already ended without the money
-//! moving), and open intents that AML or velocity rules flagged. Operators
-//! resolve an unresolved intent and settle a late success here through
+//! moving), the callbacks the reconciliation report lists, and open intents
+//! that AML or velocity rules flagged. Operators resolve an unresolved
+//! intent, settle a late success and review a callback here through
 //! `resolve`, the same rules as the API.
 
 use axum::extract::{Path, RawQuery, State};
@@ -17,7 +18,7 @@ use super::session::{audit, Chrome, Permission, Posted, Session};
 use super::{render, ConsoleError, PAGE_ROWS};
 use crate::api::AppState;
 use crate::domain::mask_numbers_in;
-use crate::resolve::{Resolution, ResolveError, SettleError};
+use crate::resolve::{Resolution, ResolveError, ReviewError, SettleError};
 use crate::store::console as store;
 
 /// Provider answers shown per intent: the last few tell the story.
@@ -44,6 +45,16 @@ struct LateLine {
     reported_at: String,
 }
 
+struct CallbackLine {
+    id: i64,
+    provider: String,
+    kind: String,
+    outcome: String,
+    /// The provider's ids for it (never the raw body), masked.
+    ids: String,
+    received_at: String,
+}
+
 struct FlaggedLine {
     intent: IntentLine,
     flags: Vec<String>,
@@ -55,6 +66,7 @@ struct ReviewPage {
     chrome: Chrome,
     unresolved: Vec<UnresolvedLine>,
     late: Vec<LateLine>,
+    callbacks: Vec<CallbackLine>,
     flagged: Vec<FlaggedLine>,
     next_query: Option<String>,
 }
@@ -121,6 +133,19 @@ pub async fn queue(
             }
         })
         .collect();
+    let callbacks =
+        crate::store::reports::unmatched_callbacks(&state.pool, PAGE_ROWS, crate::providers::mpesa::c2b::MAX_ASKS)
+            .await?
+            .into_iter()
+            .map(|c| CallbackLine {
+                id: c.id,
+                provider: c.provider,
+                kind: c.kind,
+                outcome: c.outcome,
+                ids: c.dedupe_key.as_deref().map(mask_numbers_in).unwrap_or_default(),
+                received_at: when(c.received_at),
+            })
+            .collect();
     let flagged_rows = store::flagged_open(&state.pool, None, PAGE_ROWS).await?;
     let ids: Vec<Uuid> = flagged_rows.iter().map(|r| r.id).collect();
     let flags = store::flags_of(&state.pool, &ids).await?;
@@ -139,6 +164,7 @@ pub async fn queue(
         chrome: Chrome::new(&session, "review"),
         unresolved,
         late,
+        callbacks,
         flagged,
         next_query: match (more, rows.last()) {
             (true, Some(last)) => Some(format!("after={}", last.id)),
@@ -238,5 +264,51 @@ pub async fn settle_late_success(
             Err(ConsoleError::Refused(message))
         }
         Err(SettleError::Database(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /console/callbacks/{id}/review`: `evidence` of what was found and
+/// done about a callback the reconciliation report lists.
+pub async fn review_callback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted,
+) -> Result<Response, ConsoleError> {
+    posted
+        .session
+        .require(&state, Permission::Operate, "review_callback", Some(&id))
+        .await?;
+    let not_found = || ConsoleError::NotFound(format!("no callback {id}"));
+    let inbox_id = id.parse::<i64>().map_err(|_| not_found())?;
+    let evidence = posted.form.get("evidence").unwrap_or_default();
+    let now = state.engine.jobs().clock().sql_now();
+    match crate::resolve::review_callback(&state.pool, inbox_id, &posted.session.actor, evidence, now).await {
+        Ok(reviewed) => {
+            audit(
+                &state,
+                &posted.session,
+                "review_callback",
+                Some(&id),
+                "ok",
+                reviewed.review_note.as_deref(),
+            )
+            .await?;
+            Ok(Redirect::to(&back(&posted, "/console/review#callbacks")).into_response())
+        }
+        Err(ReviewError::Invalid) => Err(ConsoleError::Invalid("evidence: 1 to 500 characters".into())),
+        Err(ReviewError::NotFound) => Err(not_found()),
+        Err(ReviewError::NotListed(message) | ReviewError::Reviewed(message)) => {
+            audit(
+                &state,
+                &posted.session,
+                "review_callback",
+                Some(&id),
+                "refused",
+                Some(&message),
+            )
+            .await?;
+            Err(ConsoleError::Refused(message))
+        }
+        Err(ReviewError::Database(e)) => Err(e.into()),
     }
 }

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 
+use super::fees::FeeError;
 use super::{AdmitError, PayoutExtras, Policy};
 use crate::config::Config;
 use crate::domain::{Currency, Money, Msisdn, PartyId};
@@ -120,46 +121,45 @@ impl Worker for AutoPayoutWorker {
             }
         };
         let whole = self.config.providers.get(&provider).is_none_or(|p| p.whole_units);
-        let breakdown =
-            match self
-                .policy
-                .fees()
-                .from_sent(available, args.currency, args.currency, Decimal::ONE, &provider, whole)
-            {
-                Ok(breakdown) => breakdown,
-                Err(e) => {
-                    skip(&e.to_string());
-                    return complete(ctx, tx).await;
-                }
-            };
         // What the provider carries in one payout, as a create is held to:
-        // above its most, the most is paid out and the rest stays in the
-        // balance for the next crossing; below its least, nothing.
+        // above its most (or above every tariff band, which ends there), the
+        // most is paid out and another auto-payout follows for the rest;
+        // below its least, nothing.
         let limits = self
             .config
             .providers
             .get(&provider)
             .and_then(|p| p.currencies.get(&args.currency));
-        let breakdown = match limits {
-            Some(limits) if breakdown.received > limits.payout_max => {
-                match self.policy.fees().on_top(limits.payout_max, args.currency, &provider) {
-                    Ok(most) if most.sent <= available => most,
-                    Ok(_) => {
-                        skip("the balance cannot pay the provider's largest payout and its fees");
-                        return complete(ctx, tx).await;
-                    }
-                    Err(e) => {
-                        skip(&e.to_string());
-                        return complete(ctx, tx).await;
-                    }
+        let fees = self.policy.fees();
+        let whole_balance = fees.from_sent(available, args.currency, args.currency, Decimal::ONE, &provider, whole);
+        let too_much = match (&whole_balance, limits) {
+            (Ok(breakdown), Some(limits)) => breakdown.received > limits.payout_max,
+            (Err(FeeError::AboveTariff { .. }), Some(_)) => true,
+            _ => false,
+        };
+        let breakdown = match (whole_balance, limits) {
+            (_, Some(limits)) if too_much => match fees.on_top(limits.payout_max, args.currency, &provider) {
+                Ok(most) if most.sent <= available => most,
+                Ok(_) => {
+                    skip("the balance cannot pay the provider's largest payout and its fees");
+                    return complete(ctx, tx).await;
                 }
-            }
-            Some(limits) if breakdown.received < limits.payout_min => {
+                Err(e) => {
+                    skip(&e.to_string());
+                    return complete(ctx, tx).await;
+                }
+            },
+            (Ok(breakdown), Some(limits)) if breakdown.received < limits.payout_min => {
                 skip("after fees the balance is below the provider's smallest payout");
                 return complete(ctx, tx).await;
             }
-            _ => breakdown,
+            (Ok(breakdown), _) => breakdown,
+            (Err(e), _) => {
+                skip(&e.to_string());
+                return complete(ctx, tx).await;
+            }
         };
+        let rest = available - breakdown.sent;
         let new = NewIntent {
             kind: "payout".into(),
             owner: args.owner.clone(),
@@ -179,6 +179,16 @@ impl Worker for AutoPayoutWorker {
         match self.policy.admit_payout(&self.engine, &mut tx, new, extras).await {
             Ok(row) => {
                 tracing::info!(intent_id = %row.id, party = args.party_id, "auto-payout created");
+                if too_much && rest > threshold {
+                    // No later credit crosses the threshold while the rest
+                    // stays above it: the next part goes now.
+                    let next = NewJob::new(&AutoPayoutJob {
+                        trigger: format!("rest:{}", row.id),
+                        ..args.clone()
+                    })
+                    .unique_key(format!("auto-payout:rest:{}", row.id));
+                    self.engine.jobs().enqueue(&mut tx, &next).await?;
+                }
                 complete(ctx, tx).await
             }
             Err(AdmitError::Refused(refusal)) => {

@@ -13,7 +13,9 @@
 //! 2. the converted amount is `converted_source × rate`, rounded half to
 //!    even to the target currency's minor unit;
 //! 3. the amount received is rounded *down* to what the provider can carry
-//!    (whole units for M-Pesa, Airtel, MTN, Vodacom and Tigo);
+//!    (whole units for M-Pesa, Airtel, MTN, Vodacom and Tigo) and, when
+//!    fees are taken from a sent amount, to what fits under the tariff band
+//!    it falls in (just above a band's top, the top: see `most_received`);
 //! 4. what step 3 cut off is kept as `rounding` (fee revenue), never lost.
 //!
 //! So on the source side `sent = platform_fee + fx_spread + conversion_fee +
@@ -82,7 +84,9 @@ pub struct Breakdown {
     /// The provider's tariff, in the target currency.
     #[schema(value_type = String, example = "75.00")]
     pub provider_fee: Decimal,
-    /// Cut off to make `received` something the provider can carry.
+    /// Cut off to make `received` something the provider can carry (and,
+    /// from a sent amount just above a tariff band's top, what lies between
+    /// the top and the next band).
     #[schema(value_type = String, example = "0.20")]
     pub rounding: Decimal,
     /// What the recipient gets.

@@ -319,7 +319,8 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
         Err(error @ CallError::Busy(_)) => Err(JobError::retryable(error)),
         Err(error @ CallError::Ambiguous(_)) => match direction {
             // Maybe paid: the same id again is safe (refused as a duplicate
-            // if the first arrived) while the polls find out.
+            // if the first arrived, and then the polls find out; they wait
+            // while this job retries, so a long outage spends no polls).
             Direction::Payout => {
                 tracing::warn!(%intent_id, provider = name, %error, "ambiguous answer; re-sending under the same id");
                 Err(JobError::retryable(error))

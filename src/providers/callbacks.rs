@@ -618,19 +618,7 @@ impl ProviderCallbacks {
                 return finish_with(ctx, tx, row, Some(intent.id), key, "ignored", Some(&detail)).await;
             }
             Outcome::Unknown { .. } => {
-                // A word the engine cannot read. Before the end the status
-                // polls ask again (and with no clear answer the intent ends
-                // unresolved); after it (Airtel's "reversed" for a payment
-                // already completed) the money may have moved again, which
-                // only a person can judge: it goes on the reconciliation
-                // report.
-                let ended = self
-                    .engine
-                    .workflows()
-                    .get(&intent.kind)
-                    .and_then(|workflow| workflow.states.get(&intent.state))
-                    .is_some_and(|state| state.is_final);
-                let outcome = if ended { "contradicts_final" } else { "ignored" };
+                let outcome = unreadable_outcome(&self.engine, &intent);
                 let detail = format!("{:?} in state {}", report.outcome, intent.state);
                 return finish_with(ctx, tx, row, Some(intent.id), key, outcome, Some(&detail)).await;
             }
@@ -705,6 +693,25 @@ pub(crate) async fn finish_with(
 ) -> Result<(), JobError> {
     finish_row(&mut tx, row, intent_id, dedupe_key, outcome, detail).await?;
     finish(ctx, tx).await
+}
+
+/// How a callback whose word the engine cannot read is finished. Before its
+/// intent ends, `ignored`: the status polls ask again (and with no clear
+/// answer the intent ends unresolved). After (Airtel's "reversed" for a
+/// payment already completed), `contradicts_final`: the money may have
+/// moved again, which only a person can judge, so the reconciliation report
+/// lists it.
+pub(crate) fn unreadable_outcome(engine: &Engine, intent: &IntentRow) -> &'static str {
+    let ended = engine
+        .workflows()
+        .get(&intent.kind)
+        .and_then(|workflow| workflow.states.get(&intent.state))
+        .is_some_and(|state| state.is_final);
+    if ended {
+        "contradicts_final"
+    } else {
+        "ignored"
+    }
 }
 
 /// What is wrong with a success naming `amount` (and `currency`) for

@@ -101,11 +101,15 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         create_database_if_missing(&options, &config.url, timeout).await?;
     }
     // Every pool made from this one (the runner's, the create lanes')
-    // inherits the setting with the options.
-    let options = options.options([(
-        "idle_in_transaction_session_timeout",
-        config.idle_in_transaction_timeout_ms.to_string(),
-    )]);
+    // inherits the setting with the options. 0: set elsewhere (the role).
+    let options = if config.idle_in_transaction_timeout_ms > 0 {
+        options.options([(
+            "idle_in_transaction_session_timeout",
+            config.idle_in_transaction_timeout_ms.to_string(),
+        )])
+    } else {
+        options
+    };
     pool_options(config.max_connections, timeout)
         .connect_with(options)
         .await

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// The ledger's view of one provider float: posted and pending, on the
@@ -115,33 +115,105 @@ pub struct UnmatchedCallback {
     pub received_at: DateTime<Utc>,
 }
 
-/// Callbacks a person should look at (an unknown token or request id, a
-/// token of another provider's intent, unmatched, naming another request
-/// than their intent's, a word the engine cannot read about an intent that
-/// had already ended, a success for another amount than its intent's), and the C2B payments accepted at
-/// validation that were asked about `c2b_max_asks` times with no answer
-/// and no confirmation (outcome `unconfirmed`).
+/// The callbacks the reconciliation report lists, reviewed or not: one
+/// that named no intent of ours or not the one it claimed, a word the
+/// engine cannot read about an intent that had already ended, a success
+/// for another amount than its intent's, and a C2B confirmation refused at
+/// the door (from outside the allow-list, or unreadable), whose money has
+/// no other way into the books.
+const LISTED: &str =
+    "(outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch',
+                       'contradicts_final', 'amount_mismatch')
+           OR (kind = 'c2b-confirmation' AND outcome IN ('refused_source', 'malformed')))";
+
+/// C2B payments accepted at validation (the row `c`) that were asked about
+/// `$2` times with no answer and no confirmation.
+const UNCONFIRMED: &str = "EXISTS (SELECT 1 FROM c2b_status_queries q
+                WHERE q.inbox_id = c.id AND q.answered_at IS NULL AND q.attempts >= $2
+                  AND NOT EXISTS (SELECT 1 FROM c2b_payments p WHERE p.trans_id = q.trans_id))";
+
+/// Callbacks a person should look at and has not reviewed yet
+/// ([`LISTED`]), and the C2B payments accepted at validation that were asked
+/// about `c2b_max_asks` times with no answer and no confirmation (outcome
+/// `unconfirmed`). The first part reads the partial index
+/// `callback_inbox_to_review_idx`, whose predicate is this one.
 pub async fn unmatched_callbacks(
     pool: &PgPool,
     limit: i64,
     c2b_max_asks: i32,
 ) -> Result<Vec<UnmatchedCallback>, sqlx::Error> {
-    sqlx::query_as(
+    let query = format!(
         "SELECT id, provider, kind, outcome, dedupe_key, received_at FROM (
              SELECT id, provider, kind, outcome, dedupe_key, received_at FROM callback_inbox
-             WHERE outcome IN ('unknown_token', 'unknown_request', 'wrong_provider', 'unmatched', 'reference_mismatch',
-                               'contradicts_final', 'amount_mismatch')
+             WHERE reviewed_at IS NULL
+      AND {LISTED}
              UNION ALL
              SELECT c.id, c.provider, c.kind, 'unconfirmed', 'c2b:' || q.trans_id, c.received_at
              FROM c2b_status_queries q JOIN callback_inbox c ON c.id = q.inbox_id
-             WHERE q.answered_at IS NULL AND q.attempts >= $2
+             WHERE c.reviewed_at IS NULL AND q.answered_at IS NULL AND q.attempts >= $2
                AND NOT EXISTS (SELECT 1 FROM c2b_payments p WHERE p.trans_id = q.trans_id)
          ) AS lines
-         ORDER BY id LIMIT $1",
+         ORDER BY id LIMIT $1"
+    );
+    sqlx::query_as(&query)
+        .bind(limit)
+        .bind(c2b_max_asks)
+        .fetch_all(pool)
+        .await
+}
+
+/// A callback as a person reviewing it sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallbackReview {
+    pub id: i64,
+    pub provider: String,
+    pub kind: String,
+    pub outcome: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// Whether the reconciliation report lists it (reviewed or not).
+    pub listed: bool,
+    pub reviewed_at: Option<DateTime<Utc>>,
+    pub reviewed_by: Option<String>,
+    pub review_note: Option<String>,
+}
+
+/// Callback `id`, locked for its review; `c2b_max_asks` as the report
+/// counts unconfirmed C2B payments.
+pub async fn callback_for_review(
+    conn: &mut PgConnection,
+    id: i64,
+    c2b_max_asks: i32,
+) -> Result<Option<CallbackReview>, sqlx::Error> {
+    let query = format!(
+        "SELECT id, provider, kind, outcome, received_at, coalesce({LISTED} OR {UNCONFIRMED}, false) AS listed,
+                reviewed_at, reviewed_by, review_note
+         FROM callback_inbox c WHERE id = $1 FOR UPDATE"
+    );
+    sqlx::query_as(&query)
+        .bind(id)
+        .bind(c2b_max_asks)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Records that `by` reviewed callback `id`, with `note`; when, by `now`
+/// (the engine's clock) or the database's.
+pub async fn review_callback(
+    conn: &mut PgConnection,
+    id: i64,
+    by: &str,
+    note: &str,
+    now: Option<DateTime<Utc>>,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE callback_inbox SET reviewed_at = coalesce($4, now()), reviewed_by = $2, review_note = $3
+         WHERE id = $1 RETURNING reviewed_at",
     )
-    .bind(limit)
-    .bind(c2b_max_asks)
-    .fetch_all(pool)
+    .bind(id)
+    .bind(by)
+    .bind(note)
+    .bind(now)
+    .fetch_one(conn)
     .await
 }
 
@@ -339,17 +411,22 @@ pub async fn provider_stats(
 /// Deletes processed callbacks received before `before` (a batch at a
 /// time), except those C2B payments point at (their evidence).
 pub async fn purge_inbox(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query(
+    // What the reconciliation report lists and nobody has reviewed is kept
+    // whatever its age: it may be the only record of money in a float.
+    let query = format!(
         "DELETE FROM callback_inbox WHERE id IN (
              SELECT c.id FROM callback_inbox c
              WHERE c.outcome IS NOT NULL AND c.received_at < $1
                AND NOT EXISTS (SELECT 1 FROM c2b_payments p WHERE p.inbox_id = c.id)
-             ORDER BY c.id LIMIT $2)",
-    )
-    .bind(before)
-    .bind(batch)
-    .execute(pool)
-    .await?;
+               AND NOT (c.reviewed_at IS NULL
+                        AND ({LISTED}
+                             OR EXISTS (SELECT 1 FROM c2b_status_queries q
+                                        WHERE q.inbox_id = c.id AND q.answered_at IS NULL
+                                          AND NOT EXISTS (SELECT 1 FROM c2b_payments p
+                                                          WHERE p.trans_id = q.trans_id))))
+             ORDER BY c.id LIMIT $2)"
+    );
+    let deleted = sqlx::query(&query).bind(before).bind(batch).execute(pool).await?;
     Ok(deleted.rows_affected())
 }
 

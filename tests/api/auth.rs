@@ -115,6 +115,7 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
         ("/v1/reversals/{id}/resolve", "post"),
         ("/v1/late-successes", "get"),
         ("/v1/late-successes/{id}/settle", "post"),
+        ("/v1/callbacks/{id}/review", "post"),
         ("/v1/reversals", "post"),
         ("/v1/reversals/{id}", "get"),
         ("/v1/loans", "post"),

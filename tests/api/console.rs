@@ -861,3 +861,70 @@ async fn ten_wrong_passwords_lock_a_name_out_for_a_quarter_of_an_hour() {
         1
     );
 }
+
+#[tokio::test]
+async fn operators_review_a_listed_callback_from_the_review_queue() {
+    let app = spawn_app().await;
+    app.console_user("otto", Role::Operator).await;
+    app.console_user("vera", Role::Viewer).await;
+    // A callback to a token no intent has: stored, found to name no
+    // intent, and listed.
+    let stk = r#"{"Body":{"stkCallback":{"MerchantRequestID":"1","CheckoutRequestID":"ws_CO_9","ResultCode":0,"ResultDesc":"ok"}}}"#;
+    let answer = app
+        .http
+        .post(app.url("/callbacks/mpesa/stk/0123456789abcdef0123456789abcdef"))
+        .header("Content-Type", "application/json")
+        .body(stk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    app.run_jobs().await;
+    let id: i64 = sqlx::query_scalar("SELECT id FROM callback_inbox WHERE outcome = 'unknown_token'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let otto = app.console_as("otto").await;
+    let review = otto.page("/console/review").await;
+    assert!(review.contains(&format!("callback-{id}")), "{review}");
+    let path = format!("/console/callbacks/{id}/review");
+    let vera = app.console_as("vera").await;
+    assert_eq!(
+        vera.post(&path, &[("evidence", "not mine")]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        otto.post(&path, &[("evidence", " ")]).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let reviewed = otto
+        .post(&path, &[("evidence", "a probe from outside; no intent of ours")])
+        .await;
+    assert_eq!(reviewed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        otto.post(&path, &[("evidence", "twice")]).await.status(),
+        StatusCode::CONFLICT
+    );
+    let review = otto.page("/console/review").await;
+    assert!(!review.contains(&format!("callback-{id}")), "{review}");
+    let (by, note): (String, String) =
+        sqlx::query_as("SELECT reviewed_by, review_note FROM callback_inbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (by.as_str(), note.as_str()),
+        ("otto", "a probe from outside; no intent of ours")
+    );
+    let audited = audit_outcomes(&app, "review_callback").await;
+    assert!(audited.contains(&("otto".to_owned(), "ok".to_owned())), "{audited:?}");
+    assert!(
+        audited.contains(&("otto".to_owned(), "refused".to_owned())),
+        "{audited:?}"
+    );
+    assert!(
+        audited.contains(&("vera".to_owned(), "forbidden".to_owned())),
+        "{audited:?}"
+    );
+}

@@ -532,36 +532,41 @@ async fn crediting_past_the_threshold_pays_out_once() {
 }
 
 #[tokio::test]
-async fn an_auto_payout_above_what_its_provider_carries_pays_the_most_it_carries() {
+async fn an_auto_payout_above_what_its_provider_carries_is_paid_in_parts_it_carries() {
     let app = spawn_app().await;
-    // Airtel carries at most 150,000 KES a payout.
-    let profile = json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
-                          "payout_msisdn": "0733345678", "payout_provider": "airtel" });
-    app.put_party(&app.admin_key, "wanjiru", &profile).await;
-    let settings = app
-        .http
-        .put(app.url("/v1/parties/wanjiru/payout-settings"))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "auto_payout": true, "threshold": "100", "currency": "KES" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(settings.status(), StatusCode::OK);
-    app.fund(&app.admin_key, "wanjiru", "200000", "KES").await;
-    app.work("default").await;
-    let payouts: Vec<(Decimal, String)> =
-        sqlx::query_as("SELECT amount, provider FROM intents WHERE party_id = 'wanjiru' AND kind = 'payout'")
-            .fetch_all(&app.db.pool)
+    // Airtel carries at most 150,000 KES a payout and charges no tariff;
+    // M-Pesa 250,000, where its tariff bands end too.
+    for (party, msisdn, provider, credit, expected) in [
+        ("wanjiru", "0733345678", "airtel", "200000", ["150000", "45093"]),
+        ("otieno", "0712345678", "mpesa", "300000", ["250000", "42448"]),
+    ] {
+        let profile = json!({ "role": "creator", "kyc_tier": 2, "country": "KE",
+                              "payout_msisdn": msisdn, "payout_provider": provider });
+        app.put_party(&app.admin_key, party, &profile).await;
+        let settings = app
+            .http
+            .put(app.url(&format!("/v1/parties/{party}/payout-settings")))
+            .bearer_auth(&app.admin_key)
+            .json(&json!({ "auto_payout": true, "threshold": "100", "currency": "KES" }))
+            .send()
             .await
             .unwrap();
-    assert_eq!(payouts, vec![(d("150000.00"), "airtel".to_owned())]);
-    // The payout and its fees are held; the rest stays for the next one.
-    let fees = tuma::policy::Policy::from_config(&app.config)
-        .unwrap()
-        .fees()
-        .on_top(d("150000"), tuma::domain::Currency::KES, "airtel")
+        assert_eq!(settings.status(), StatusCode::OK);
+        app.fund(&app.admin_key, party, credit, "KES").await;
+        app.work("default").await;
+        let payouts: Vec<(Decimal, String)> = sqlx::query_as(
+            "SELECT amount, provider FROM intents WHERE party_id = $1 AND kind = 'payout' ORDER BY created_at, id",
+        )
+        .bind(party)
+        .fetch_all(&app.db.pool)
+        .await
         .unwrap();
-    assert_eq!(app.available("wanjiru", "KES").await, d("200000") - fees.sent);
+        let expected: Vec<(Decimal, String)> = expected.iter().map(|a| (d(a), provider.to_owned())).collect();
+        // The first carries the provider's most, with its fees on top; the
+        // rest follows at once, its fees taken from it.
+        assert_eq!(payouts, expected, "{party}");
+        assert_eq!(app.available(party, "KES").await, d("0"), "{party}");
+    }
     app.assert_ledger_balanced().await;
 }
 

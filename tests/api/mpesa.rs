@@ -687,6 +687,39 @@ async fn a_success_for_another_amount_is_not_applied_and_goes_on_the_report() {
     app.assert_ledger_balanced().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_nobody_knows_about_a_completed_prompt_goes_on_the_report() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+    until_state(&app, "collection", &id, "completed").await;
+    let checkout = provider_ref(&app, &id).await;
+    let token: String = sqlx::query_scalar("SELECT callback_token FROM intents WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let stk = json!({ "Body": { "stkCallback": {
+        "MerchantRequestID": "1", "CheckoutRequestID": checkout, "ResultCode": 9321, "ResultDesc": "reversed?",
+    }}});
+    let answer = app
+        .http
+        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
+        .json(&stk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "completed");
+    let report = app.reconciliation_report().await;
+    let lines: Vec<&str> = report
+        .unmatched_callbacks
+        .iter()
+        .map(|line| line.outcome.as_str())
+        .collect();
+    assert_eq!(lines, ["contradicts_final"]);
+}
+
 #[tokio::test]
 async fn an_early_callback_whose_request_never_comes_waits_ten_minutes_on_the_clock_that_stamped_it() {
     let app = spawn_mpesa_app(SimConfig::default()).await;

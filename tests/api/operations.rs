@@ -697,3 +697,115 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     assert_eq!(state_of(&app, &lost).await, "failed");
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c2b_confirmation_refused_at_the_door_stays_on_the_report_until_a_person_reviews_it() {
+    let app = crate::common::app::spawn_mpesa_app_with(SimConfig::default(), |mpesa| {
+        mpesa.callback_allowlist = vec!["196.201.214.200".into()];
+    })
+    .await;
+    // Daraja does not send a confirmation twice: refused (here, from an
+    // address the allow-list does not name), the payment has no other way
+    // into the books.
+    let notice = json!({
+        "TransactionType": "Pay Bill", "TransID": "TKX9000077", "TransTime": "20261205101500",
+        "TransAmount": "1000.00", "BusinessShortCode": "174379", "BillRefNumber": "LOAN-1",
+        "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
+        "MSISDN": "2547 ***** 678", "FirstName": "John", "MiddleName": "", "LastName": "",
+    });
+    let answer = app.post_c2b_confirmation(notice.to_string().into_bytes()).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let report = app.reconciliation_report().await;
+    assert!(!report.ok);
+    let listed: Vec<(i64, &str, &str)> = report
+        .unmatched_callbacks
+        .iter()
+        .map(|line| (line.inbox_id, line.kind.as_str(), line.outcome.as_str()))
+        .collect();
+    let [(inbox_id, "c2b-confirmation", "refused_source")] = listed[..] else {
+        panic!("{listed:?}");
+    };
+
+    let review = |key: &str, id: String, evidence: &str| {
+        let request = app
+            .http
+            .post(app.url(&format!("/v1/callbacks/{id}/review")))
+            .bearer_auth(key)
+            .json(&json!({ "evidence": evidence }));
+        async move { request.send().await.unwrap() }
+    };
+    // Retention keeps it, however old, while nobody has reviewed it.
+    let later = chrono::Utc::now() + chrono::Duration::days(365);
+    tuma::store::reports::purge_inbox(&app.db.pool, later, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.count(&format!("SELECT count(*) FROM callback_inbox WHERE id = {inbox_id}"))
+            .await,
+        1
+    );
+    let evidence = "credited by hand against LOAN-1, Daraja statement line TKX9000077";
+    assert_eq!(
+        review(&app.key, inbox_id.to_string(), evidence).await.status(),
+        StatusCode::FORBIDDEN,
+        "admins only"
+    );
+    assert_eq!(
+        review(&app.admin_key, inbox_id.to_string(), "  ").await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        review(&app.admin_key, "999999".into(), evidence).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let reviewed = review(&app.admin_key, inbox_id.to_string(), evidence).await;
+    assert_eq!(reviewed.status(), StatusCode::OK);
+    let reviewed: Value = reviewed.json().await.unwrap();
+    assert_eq!(reviewed["reviewed_by"], "shop-admin");
+    assert_eq!(reviewed["evidence"], evidence);
+    assert_eq!(reviewed["outcome"], "refused_source");
+    let again = review(&app.admin_key, inbox_id.to_string(), evidence).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let problem: Value = again.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("shop-admin"), "{problem}");
+    assert!(app.reconciliation_report().await.unmatched_callbacks.is_empty());
+    tuma::store::reports::purge_inbox(&app.db.pool, later, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.count(&format!("SELECT count(*) FROM callback_inbox WHERE id = {inbox_id}"))
+            .await,
+        0,
+        "reviewed, it goes with the rest"
+    );
+
+    // One not processed yet has nothing to review either.
+    let waiting: i64 = sqlx::query_scalar(
+        "INSERT INTO callback_inbox (provider, kind, token, body) VALUES ('mpesa', 'stk', 'ab', '{}') RETURNING id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        review(&app.admin_key, waiting.to_string(), evidence).await.status(),
+        StatusCode::CONFLICT
+    );
+    // A callback the report does not list (a validation refused at the
+    // door: Daraja then applies the registered default, and a payment it
+    // lets through is confirmed) has nothing to review.
+    let validation: i64 = {
+        let mpesa = app.config.mpesa.clone().unwrap();
+        let url =
+            tuma::providers::mpesa::callback_url(&mpesa, "c2b-validation", &tuma::providers::mpesa::c2b_token(&mpesa));
+        let response = app.http.post(url).json(&notice).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        sqlx::query_scalar("SELECT max(id) FROM callback_inbox")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        review(&app.admin_key, validation.to_string(), evidence).await.status(),
+        StatusCode::CONFLICT
+    );
+}

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    amount_contradiction, awaits_its_request, begin_one, finish, finish_row, finish_with, CallbackGroups, CallbackJobs,
-    CallbackProcessing, Ready,
+    amount_contradiction, awaits_its_request, begin_one, finish, finish_row, finish_with, unreadable_outcome,
+    CallbackGroups, CallbackJobs, CallbackProcessing, Ready,
 };
 use crate::providers::Outcome;
 use crate::runner::{JobArgs, JobContext, JobError, NewJob, Worker};
@@ -483,14 +483,18 @@ impl CallbackProcessing for Callbacks {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
             Outcome::Pending | Outcome::Unknown { .. } => {
+                let outcome = match report.outcome {
+                    Outcome::Unknown { .. } => unreadable_outcome(&self.engine, &intent),
+                    _ => "ignored",
+                };
                 return finish_with(
                     ctx,
                     tx,
                     &row,
                     Some(intent.id),
                     Some(&report.dedupe_key),
-                    "ignored",
-                    Some(&format!("{:?}", report.outcome)),
+                    outcome,
+                    Some(&format!("{:?} in state {}", report.outcome, intent.state)),
                 )
                 .await;
             }
