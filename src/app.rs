@@ -98,7 +98,9 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         &crate::store::grouped::Grouped::new(pool.clone()),
         &mut registry,
     );
-    registry.register(crate::notify::WebhookWorker::new());
+    registry.register(crate::notify::WebhookWorker::new(
+        config.webhooks.allow_private_addresses,
+    ));
     // Each kind of callback has a job over the callbacks stored together,
     // and a job for one callback (what a group leaves for later).
     let (alone, groups) =

@@ -39,6 +39,7 @@ pub struct Config {
     pub cron: crate::jobs::CronConfig,
     pub reconciliation: crate::reconcile::ReconciliationConfig,
     pub reports: crate::reports::ReportsConfig,
+    pub webhooks: WebhooksConfig,
     /// Daraja credentials and URLs; absent means M-Pesa intents wait.
     #[serde(default)]
     pub mpesa: Option<crate::providers::mpesa::MpesaConfig>,
@@ -54,6 +55,15 @@ pub struct Config {
     /// Tigo Pesa Tanzania; absent means its intents wait.
     #[serde(default)]
     pub tigo_tz: Option<crate::providers::tigo_tz::TigoConfig>,
+}
+
+/// `[webhooks]`: where deliveries may go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Deliver to loopback and private addresses too (see
+    /// `notify::address`); off, they are refused.
+    pub allow_private_addresses: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -60,6 +60,14 @@ pub async fn create_endpoint(
     if !url_ok {
         return Err(ApiError::invalid("url", "invalid_url", "an absolute http or https URL"));
     }
+    if !state.config.webhooks.allow_private_addresses {
+        let refused = url::Url::parse(&request.url)
+            .ok()
+            .and_then(|url| crate::notify::address::refused_host(&url));
+        if let Some(why) = refused {
+            return Err(ApiError::invalid("url", "address_not_public", why));
+        }
+    }
     let secret = match request.secret {
         Some(secret) if secret.chars().count() < MIN_SECRET_CHARS => {
             return Err(ApiError::invalid(

@@ -76,6 +76,9 @@ pub enum ConsoleError {
     /// payout, ...).
     #[error("{0}")]
     Refused(String),
+    /// Too many sign-ins being checked at once: try again shortly.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -110,6 +113,7 @@ impl IntoResponse for ConsoleError {
             ConsoleError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             ConsoleError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Check the form"),
             ConsoleError::Refused(_) => (StatusCode::CONFLICT, "Refused"),
+            ConsoleError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
             ConsoleError::Internal(error) => {
                 // Logged once, here; the page says nothing about internals.
                 tracing::error!(error = format!("{error:#}"), "console request failed");

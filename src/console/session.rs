@@ -118,6 +118,27 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
     Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
 
+/// Password checks (Argon2) running at once on this node.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// How long a sign-in waits for a password check before it is told to try
+/// again.
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `password` matches `hash`. Argon2 takes tens of milliseconds of
+/// CPU and about 19 MiB: it runs off the async workers, and only a few at
+/// once, so that a flood of sign-ins (any name will do) cannot take the
+/// node's memory and cores from the payments it serves. One that waits
+/// too long for its turn is told to try again.
+async fn check_password(password: String, hash: String) -> Result<bool, ConsoleError> {
+    let Ok(Ok(_permit)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, PASSWORD_CHECKS.acquire()).await else {
+        return Err(ConsoleError::Busy("Too many sign-ins at once: try again in a moment."));
+    };
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(|e| ConsoleError::Internal(e.into()))
+}
+
 fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
@@ -400,12 +421,7 @@ async fn identify(state: &AppState, form: &Form) -> Result<Option<Identity>, Con
         .as_ref()
         .map_or(decoy_hash(), |u| u.password_hash.as_str())
         .to_owned();
-    let password = password.clone();
-    // Argon2 takes tens of milliseconds of CPU: keep it off the async
-    // workers.
-    let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|e| ConsoleError::Internal(e.into()))?;
+    let verified = check_password(password.clone(), hash).await?;
     Ok(match user {
         Some(user) if verified && user.disabled_at.is_none() => Some(Identity {
             user_id: Some(user.id),
@@ -552,6 +568,16 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn password_checks_beyond_the_few_at_once_are_told_to_come_back() {
+        let held = PASSWORD_CHECKS.acquire_many(2).await.unwrap();
+        let busy = check_password("guess".into(), decoy_hash().to_owned()).await;
+        assert!(matches!(busy, Err(ConsoleError::Busy(_))), "{busy:?}");
+        drop(held);
+        let checked = check_password("guess".into(), decoy_hash().to_owned()).await;
+        assert!(matches!(checked, Ok(false)), "{checked:?}");
+    }
 
     #[test]
     fn each_role_may_do_only_its_own_duty() {

@@ -68,14 +68,22 @@ pub struct LoansConfig {
 }
 
 /// The loan number in an account reference such as `LOAN-1001`, read the
-/// way people type it: any case, spaces anywhere, `-`, `_` or nothing
-/// between the word and the number.
+/// way people type it: any case, spaces in and around the word, `-`, `_`,
+/// `#` or nothing between the word and the number. The number itself is
+/// one run of digits: `LOAN-1001 2` is not loan 10012 (nor 1001), since a
+/// payment credited to the wrong loan is worse than one held in suspense
+/// for a person.
 pub fn parse_reference(text: &str) -> Option<i64> {
-    let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let upper = squeezed.to_ascii_uppercase();
-    let rest = upper.strip_prefix("LOAN")?;
-    let digits = rest.strip_prefix(['-', '_', '#']).unwrap_or(rest);
-    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let text = text.trim();
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let (word, digits) = text.split_at(start);
+    let word: String = word.chars().filter(|c| !c.is_whitespace()).collect();
+    let word = word.to_ascii_uppercase();
+    let rest = word.strip_prefix("LOAN")?;
+    if !(rest.is_empty() || ["-", "_", "#"].contains(&rest)) {
+        return None;
+    }
+    if digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
@@ -101,7 +109,8 @@ mod tests {
             " Loan 1001 ",
             "LOAN1001",
             "loan_1001",
-            "L O A N - 1 0 0 1",
+            "L O A N - 1001",
+            "loan #1001",
         ] {
             assert_eq!(parse_reference(typed), Some(1001), "{typed:?}");
         }
@@ -113,6 +122,13 @@ mod tests {
             "1001",
             "LOAN--1001",
             "LOAN-1234567890123456",
+            // Digits apart are not one number: which loan was meant is a
+            // person's call.
+            "LOAN-1001 2",
+            "loan 1001 500",
+            "LOAN-1 0 0 1",
+            "LOAN-1001.",
+            "LOAN -+1001",
         ] {
             assert_eq!(parse_reference(typed), None, "{typed:?}");
         }

@@ -10,6 +10,9 @@
 //! it received, compares in constant time, and rejects timestamps more than
 //! a few minutes old (replays). [`sign`] is the reference implementation.
 
+pub mod address;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -99,22 +102,25 @@ struct DeliveryData {
 
 pub struct WebhookWorker {
     http: reqwest::Client,
+    allow_private: bool,
 }
 
 impl WebhookWorker {
-    pub fn new() -> WebhookWorker {
-        let http = reqwest::Client::builder()
+    /// `allow_private`: `webhooks.allow_private_addresses` (see [`address`]).
+    pub fn new(allow_private: bool) -> WebhookWorker {
+        let builder = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .user_agent(concat!("tuma-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
-        WebhookWorker { http }
-    }
-}
-
-impl Default for WebhookWorker {
-    fn default() -> Self {
-        WebhookWorker::new()
+            // A redirect could send the signed body (or, as a GET, the
+            // request) anywhere: a 3xx is a failed attempt like any other.
+            .redirect(reqwest::redirect::Policy::none());
+        let builder = if allow_private {
+            builder
+        } else {
+            builder.dns_resolver(Arc::new(address::PublicOnly))
+        };
+        let http = builder.build().expect("the HTTP client builds");
+        WebhookWorker { http, allow_private }
     }
 }
 
@@ -128,6 +134,15 @@ impl Worker for WebhookWorker {
         };
         if endpoint.disabled_at.is_some() {
             return Ok(());
+        }
+        if !self.allow_private {
+            // Registered before the rule, or under another setting.
+            let refused = url::Url::parse(&endpoint.url)
+                .map_err(JobError::fatal)
+                .map(|url| address::refused_host(&url))?;
+            if let Some(why) = refused {
+                return Err(JobError::fatal(format!("endpoint refused: {why}")));
+            }
         }
         let Some(intent_id) = webhooks::event_intent(pool, args.event_id).await? else {
             return Err(JobError::fatal("event no longer exists"));
@@ -176,14 +191,15 @@ impl Worker for WebhookWorker {
             .send()
             .await;
         let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-        let (status_code, error) = match &sent {
+        let (status_code, error) = match sent {
             Ok(response) if response.status().is_success() => (Some(response.status().as_u16() as i16), None),
             Ok(response) => (
                 Some(response.status().as_u16() as i16),
                 Some(format!("receiver answered {}", response.status())),
             ),
-            // reqwest errors name the URL, which is the operator's own config.
-            Err(error) => (None, Some(error.to_string().chars().take(MAX_ERROR_CHARS).collect())),
+            // Without the URL: the client chose it, and a token in its query
+            // would otherwise be logged and shown in the console.
+            Err(error) => (None, Some(error_text(error))),
         };
         webhooks::record_delivery(
             pool,
@@ -205,4 +221,18 @@ impl Worker for WebhookWorker {
             }
         }
     }
+}
+
+/// A delivery error as it is logged and recorded: without the URL, and with
+/// its causes (a resolver's refusal says why).
+fn error_text(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text.chars().take(MAX_ERROR_CHARS).collect()
 }

@@ -304,7 +304,8 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
     match answer {
         Ok(reply) => settle(&ctx, name, direction, reply).await,
         Err(CallError::Rejected { code, message }) => {
-            tracing::warn!(%intent_id, provider = name, code, message, "the provider refused the request");
+            // The code only: the provider's message may quote the payee.
+            tracing::warn!(%intent_id, provider = name, code, "the provider refused the request");
             let reply = Reply {
                 outcome: Outcome::Failed { code, reason: message },
                 receipt: None,

@@ -36,6 +36,19 @@ pub enum Outcome {
     Unknown { code: String, detail: String },
 }
 
+impl Outcome {
+    /// The outcome and the provider's code, without its free text (which
+    /// may quote a phone number or a name): what a log line may carry.
+    pub fn label(&self) -> String {
+        match self {
+            Outcome::Succeeded => "succeeded".to_owned(),
+            Outcome::Failed { code, .. } => format!("failed {code}"),
+            Outcome::Pending => "pending".to_owned(),
+            Outcome::Unknown { code, .. } => format!("unknown {code}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

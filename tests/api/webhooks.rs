@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::common::app::{payout_body, spawn_app, spawn_app_holding_payouts};
+use crate::common::app::{payout_body, spawn_app, spawn_app_holding_payouts, spawn_app_with};
 
 #[derive(Default)]
 struct Received {
@@ -177,4 +177,92 @@ async fn endpoint_registration_refuses_bad_urls_and_weak_secrets() {
         assert_eq!(problem["errors"][0]["field"], field);
     }
     assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 0);
+}
+
+#[tokio::test]
+async fn endpoints_reaching_into_the_network_are_refused_and_redirects_are_not_followed() {
+    // As deployed: no private addresses.
+    let app = spawn_app_with("[webhooks]\nallow_private_addresses = false").await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://localhost:8080/hook",
+        "http://10.0.0.7/hook",
+    ] {
+        let response = app
+            .http
+            .post(app.url("/v1/webhook-endpoints"))
+            .bearer_auth(&app.key)
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["code"], "address_not_public", "{url}");
+    }
+    // One registered before the rule (or under another setting) is not
+    // delivered to either.
+    let (url, received) = receiver(vec![]).await;
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, owner, url, secret) VALUES ($1, 'shop', $2, 'whsec_0123456789abcdef')",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(&url)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    app.create("/v1/payouts", &app.key, "k1", &payout_body("1500", "0712345678"))
+        .await;
+    app.work("webhooks").await;
+    assert!(received.lock().unwrap().deliveries.is_empty());
+    let errors: Vec<String> = sqlx::query_scalar(
+        "SELECT e->>'error' FROM tuma_jobs, jsonb_array_elements(errors) e WHERE kind = 'webhook.deliver'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        !errors.is_empty() && errors.iter().all(|e| e.contains("127.0.0.1 is not a public address")),
+        "{errors:?}"
+    );
+
+    // Where private receivers are allowed, a redirect is still an answer,
+    // not a way elsewhere.
+    let app = spawn_app().await;
+    let (elsewhere, diverted) = receiver(vec![]).await;
+    let redirecting = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let to = elsewhere.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, to)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook?token=s3cr3t", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
+    let endpoint = app
+        .http
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&app.key)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), StatusCode::CREATED);
+    app.create("/v1/payouts", &app.key, "k2", &payout_body("1500", "0712345678"))
+        .await;
+    app.work("webhooks").await;
+    assert!(
+        diverted.lock().unwrap().deliveries.is_empty(),
+        "the redirect was followed"
+    );
+    let recorded: Vec<(Option<i16>, Option<String>)> =
+        sqlx::query_as("SELECT status_code, error FROM webhook_deliveries")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(!recorded.is_empty());
+    assert!(recorded.iter().all(|(status, _)| *status == Some(307)), "{recorded:?}");
 }

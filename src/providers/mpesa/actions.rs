@@ -160,14 +160,14 @@ pub async fn submit(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     record_answer(&ctx, &circuits, "mpesa", trouble(&answer)).await?;
     match answer {
         Ok(_) | Err(MpesaError::Duplicate) => Ok(()),
-        Err(MpesaError::Rejected { code, message }) => {
+        Err(MpesaError::Rejected { code, .. }) => {
             if !refusal_is_final(&ctx, "mpesa").await? {
                 // A refused re-send says nothing of the B2C before it.
-                tracing::warn!(intent_id = %intent.id, code, message,
+                tracing::warn!(intent_id = %intent.id, code,
                     "M-Pesa refused a re-sent payout, but an earlier one may have reached it; the status polls decide");
                 return Ok(());
             }
-            tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the payout request");
+            tracing::warn!(intent_id = %intent.id, code, "M-Pesa refused the payout request");
             apply(&ctx, "provider_failed", Cause::Api, None).await
         }
         Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
@@ -259,8 +259,8 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
     match answer {
         Ok(checkout_id) => apply_once_sent(&ctx, "prompted", Some(&checkout_id)).await,
-        Err(MpesaError::Rejected { code, message }) => {
-            tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the prompt");
+        Err(MpesaError::Rejected { code, .. }) => {
+            tracing::warn!(intent_id = %intent.id, code, "M-Pesa refused the prompt");
             apply(&ctx, "prompt_failed", Cause::Api, None).await
         }
         Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),
@@ -362,8 +362,8 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
     record_answer(&ctx, &circuits, "mpesa", busy(&answer)).await?;
     match answer {
         Ok(originator) => apply_once_sent(&ctx, "requested", Some(&originator)).await,
-        Err(MpesaError::Rejected { code, message }) => {
-            tracing::warn!(intent_id = %intent.id, code, message, "M-Pesa refused the reversal request");
+        Err(MpesaError::Rejected { code, .. }) => {
+            tracing::warn!(intent_id = %intent.id, code, "M-Pesa refused the reversal request");
             apply(&ctx, "request_refused", Cause::Api, None).await
         }
         Err(error @ MpesaError::Busy(_)) => Err(JobError::retryable(error)),

@@ -164,7 +164,7 @@ impl Adapter for TigoClient {
                 request_id = %request.request_id,
                 msisdn = %masked(&request.msisdn),
                 direction = ?request.direction,
-                answer = ?reply.as_ref().map(|r| &r.outcome),
+                answer = ?reply.as_ref().map(|r| r.outcome.label()),
                 "Tigo request sent"
             );
             reply

@@ -350,7 +350,7 @@ impl VodacomClient {
             request_id = %request.request_id,
             msisdn = %masked(&request.msisdn),
             operation,
-            result = ?result.as_ref().map(|reply| &reply.outcome),
+            result = ?result.as_ref().map(|reply| reply.outcome.label()),
             "Vodacom payment answered"
         );
         result
