@@ -125,15 +125,22 @@ static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_n
 /// again.
 const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whether `password` matches `hash`. Argon2 takes tens of milliseconds of
-/// CPU and about 19 MiB: it runs off the async workers, and only a few at
-/// once, so that a flood of sign-ins (any name will do) cannot take the
-/// node's memory and cores from the payments it serves. One that waits
-/// too long for its turn is told to try again.
+/// A turn to check a password. Argon2 takes tens of milliseconds of CPU and
+/// about 19 MiB, so only a few run at once: a flood of sign-ins (any name
+/// will do) cannot take the node's memory and cores from the payments it
+/// serves. A sign-in that waits too long for its turn is told to try again.
+/// The turn is held from the name's throttle check to the refusal's record,
+/// so that guesses arriving together cannot all pass the check first.
+async fn password_turn() -> Result<tokio::sync::SemaphorePermit<'static>, ConsoleError> {
+    match tokio::time::timeout(PASSWORD_CHECK_WAIT, PASSWORD_CHECKS.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ConsoleError::Busy("Too many sign-ins at once: try again in a moment.")),
+    }
+}
+
+/// Whether `password` matches `hash`, off the async workers; the caller
+/// holds a [`password_turn`].
 async fn check_password(password: String, hash: String) -> Result<bool, ConsoleError> {
-    let Ok(Ok(_permit)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, PASSWORD_CHECKS.acquire()).await else {
-        return Err(ConsoleError::Busy("Too many sign-ins at once: try again in a moment."));
-    };
     tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .map_err(|e| ConsoleError::Internal(e.into()))
@@ -491,6 +498,10 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     } else {
         "(none)"
     });
+    let _turn = match form.get("api_key") {
+        Some(_) => None,
+        None => Some(password_turn().await?),
+    };
     if let Some(username) = form.get("username") {
         let failures = store::recent_refusals(&state.pool, username, SIGN_IN_WINDOW_S, now).await?;
         if failures >= SIGN_IN_FAILURES_ALLOWED {
@@ -572,9 +583,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn password_checks_beyond_the_few_at_once_are_told_to_come_back() {
         let held = PASSWORD_CHECKS.acquire_many(2).await.unwrap();
-        let busy = check_password("guess".into(), decoy_hash().to_owned()).await;
+        let busy = password_turn().await;
         assert!(matches!(busy, Err(ConsoleError::Busy(_))), "{busy:?}");
         drop(held);
+        let _turn = password_turn().await.unwrap();
         let checked = check_password("guess".into(), decoy_hash().to_owned()).await;
         assert!(matches!(checked, Ok(false)), "{checked:?}");
     }

@@ -326,6 +326,17 @@ impl TestApp {
 
     /// The reconciliation report as of the test clock's now (dated today),
     /// as the nightly job and `tuma reconcile` build it.
+    /// The outcomes of the callbacks today's reconciliation report lists for
+    /// a person, in inbox order.
+    pub async fn listed_callbacks(&self) -> Vec<String> {
+        self.reconciliation_report()
+            .await
+            .unmatched_callbacks
+            .into_iter()
+            .map(|line| line.outcome)
+            .collect()
+    }
+
     pub async fn reconciliation_report(&self) -> tuma::reconcile::Report {
         tuma::reconcile::build(
             &self.db.pool,
