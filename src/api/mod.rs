@@ -22,7 +22,7 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -92,7 +92,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/collections/{id}", get(intents::get_collection))
         .route("/v1/collections/{id}/cancel", post(intents::cancel_collection))
-        .route("/v1/webhook-endpoints", post(webhooks::create_endpoint))
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route("/v1/webhook-endpoints/{id}", delete(webhooks::disable_endpoint))
         .route("/v1/parties/{id}", put(money::put_party).get(money::get_party))
         .route("/v1/parties/{id}/payout-settings", put(money::put_payout_settings))
         .route("/v1/parties/{id}/balances", get(money::party_balances))

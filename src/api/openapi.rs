@@ -13,7 +13,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
     paths(
         intents::create_payout, intents::list_payouts, intents::get_payout, intents::cancel_payout,
         intents::create_collection, intents::list_collections, intents::get_collection, intents::cancel_collection,
-        webhooks::create_endpoint,
+        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::disable_endpoint,
         money::put_party, money::put_payout_settings, money::get_party, money::party_balances,
         money::campaign_balances, money::credit_party, money::account_entries, money::create_quote, money::get_quote,
         approvals::list_approvals, approvals::approve, approvals::reject, approvals::create_batch,
@@ -28,6 +28,7 @@ use super::{approvals, intents, loans, money, operations, problem, reversals, va
         validate::CreatePayout, validate::CreateCollection, validate::PhoneInput,
         views::IntentView, views::IntentDetail, views::IntentPage, views::EventView, views::PhoneView,
         problem::Problem, problem::FieldError, webhooks::CreateEndpoint, webhooks::EndpointView,
+        webhooks::EndpointSummary, webhooks::EndpointList,
         views::FlagView, views::ApprovalView, crate::policy::fees::Breakdown,
         money::PutParty, money::PutPayoutSettings, money::PartyView, money::Balances, money::CreateCredit,
         money::CreditView, money::EntryPage, money::CreateQuote, money::QuoteView,

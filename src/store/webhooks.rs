@@ -34,6 +34,45 @@ pub async fn get_endpoint(pool: &PgPool, id: Uuid) -> Result<Option<EndpointRow>
         .await
 }
 
+/// `owner`'s endpoints, live ones first, newest first within each.
+pub async fn list_endpoints(pool: &PgPool, owner: &str) -> Result<Vec<EndpointRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, owner, url, secret, created_at, disabled_at FROM webhook_endpoints
+         WHERE owner = $1 ORDER BY disabled_at IS NOT NULL, id DESC",
+    )
+    .bind(owner)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many endpoints `owner` has that are not disabled.
+pub async fn live_endpoints(pool: &PgPool, owner: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE owner = $1 AND disabled_at IS NULL")
+        .bind(owner)
+        .fetch_one(pool)
+        .await
+}
+
+/// Disables `owner`'s endpoint `id` (once: a second call keeps the first
+/// time); `None` when `owner` has no such endpoint.
+pub async fn disable_endpoint(
+    pool: &PgPool,
+    owner: &str,
+    id: Uuid,
+    now: Option<DateTime<Utc>>,
+) -> Result<Option<EndpointRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, $3, now())
+         WHERE id = $1 AND owner = $2
+         RETURNING id, owner, url, secret, created_at, disabled_at",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The intent an event belongs to.
 pub async fn event_intent(pool: &PgPool, event_id: i64) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT intent_id FROM intent_events WHERE id = $1")

@@ -91,6 +91,8 @@ async fn the_openapi_document_covers_every_route_and_unknown_routes_are_problems
         ("/v1/collections/{id}", "get"),
         ("/v1/collections/{id}/cancel", "post"),
         ("/v1/webhook-endpoints", "post"),
+        ("/v1/webhook-endpoints", "get"),
+        ("/v1/webhook-endpoints/{id}", "delete"),
         ("/v1/parties/{id}", "put"),
         ("/v1/parties/{id}", "get"),
         ("/v1/parties/{id}/payout-settings", "put"),

@@ -266,3 +266,90 @@ async fn endpoints_reaching_into_the_network_are_refused_and_redirects_are_not_f
     assert!(!recorded.is_empty());
     assert!(recorded.iter().all(|(status, _)| *status == Some(307)), "{recorded:?}");
 }
+
+#[tokio::test]
+async fn owners_list_and_disable_their_endpoints_and_have_only_so_many() {
+    let app = spawn_app().await;
+    let register = |key: &str, url: String| {
+        let request = app
+            .http
+            .post(app.url("/v1/webhook-endpoints"))
+            .bearer_auth(key)
+            .json(&json!({ "url": url }));
+        async move { request.send().await.unwrap() }
+    };
+    let (kept_url, kept) = receiver(vec![]).await;
+    let (dropped_url, dropped) = receiver(vec![]).await;
+    let kept_id = register(&app.key, kept_url.clone())
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
+    let dropped_id = register(&app.key, dropped_url).await.json::<Value>().await.unwrap()["id"].clone();
+    let list = |key: &str| {
+        let request = app.http.get(app.url("/v1/webhook-endpoints")).bearer_auth(key);
+        async move { request.send().await.unwrap() }
+    };
+    let listed: Value = list(&app.key).await.json().await.unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("secret").is_none()),
+        "{listed}"
+    );
+    let other: Value = list(&app.other_key).await.json().await.unwrap();
+    assert_eq!(
+        other["data"].as_array().unwrap().len(),
+        0,
+        "another owner's are not listed"
+    );
+
+    let disable = |key: &str, id: &Value| {
+        let request = app
+            .http
+            .delete(app.url(&format!("/v1/webhook-endpoints/{}", id.as_str().unwrap())))
+            .bearer_auth(key);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(
+        disable(&app.other_key, &dropped_id).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        disable(&app.read_key, &dropped_id).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let disabled = disable(&app.key, &dropped_id).await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let disabled: Value = disabled.json().await.unwrap();
+    assert!(disabled["disabled_at"].is_string(), "{disabled}");
+    let again: Value = disable(&app.key, &dropped_id).await.json().await.unwrap();
+    assert_eq!(
+        again["disabled_at"], disabled["disabled_at"],
+        "disabling twice keeps the first time"
+    );
+    let listed: Value = list(&app.key).await.json().await.unwrap();
+    assert_eq!(listed["data"][0]["id"], kept_id, "live ones first");
+    assert!(listed["data"][0]["disabled_at"].is_null());
+
+    // The next state change goes to the live endpoint only.
+    app.create("/v1/payouts", &app.key, "k1", &payout_body("1500", "0712345678"))
+        .await;
+    app.work("webhooks").await;
+    assert!(!kept.lock().unwrap().deliveries.is_empty());
+    assert!(dropped.lock().unwrap().deliveries.is_empty());
+
+    // Ten live endpoints at the most; a disabled one does not count.
+    for i in 0..9 {
+        let response = register(&app.key, format!("{kept_url}?n={i}")).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "endpoint {i}");
+    }
+    let refused = register(&app.key, format!("{kept_url}?n=10")).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["code"], "too_many_endpoints");
+}
