@@ -185,6 +185,12 @@ impl Loans {
         &self.engine
     }
 
+    /// Whether `provider` carries whole units only (every mobile money
+    /// provider Tuma speaks to does).
+    pub(super) fn whole_units(&self, provider: &str) -> bool {
+        self.config.providers.get(provider).is_none_or(|p| p.whole_units)
+    }
+
     fn now(&self) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
         let clock = self.engine.jobs().clock();
         (clock.local_now(), clock.sql_now())

@@ -118,6 +118,15 @@ async fn remind(loans: &Loans, ctx: &JobContext, loan_id: Uuid, seq: i32) -> Res
     if unpaid <= rust_decimal::Decimal::ZERO {
         return Ok(false);
     }
+    // A repayment from the borrower's balance may have left cents unpaid;
+    // a provider that carries whole units is asked for the next whole
+    // amount (what it takes beyond the installment is an excess, handled as
+    // any other), or its prompt could never be sent.
+    let unpaid = if loans.whole_units(&intent.provider) {
+        unpaid.ceil()
+    } else {
+        unpaid
+    };
     let currency = crate::domain::Currency::from_stored(&loan.currency);
     let collection = NewIntent {
         kind: "collection".into(),

@@ -958,6 +958,42 @@ async fn a_validated_payment_never_confirmed_nor_answered_is_asked_five_times_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_for_an_installment_left_with_cents_asks_for_whole_shillings() {
+    let app = setup().await;
+    // Prompts to …005 wait for the test to answer them.
+    let (id, _) = active_loan(
+        &app,
+        "0712345005",
+        json!({ "installment_amount": "2500", "interval_days": 7 }),
+    )
+    .await;
+    // A repayment from a balance with cents in it paid part of the first
+    // installment.
+    sqlx::query("UPDATE loan_installments SET paid = 0.50 WHERE loan_id = $1::uuid AND seq = 1")
+        .bind(&id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.advance(Duration::from_secs(7 * 86400));
+    sweep(&app).await;
+    app.run_jobs().await;
+    let reminder = loan(&app, &id).await["installments"][0]["reminder_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let collection: Value = app
+        .get(&format!("/v1/collections/{reminder}"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    // 2,499.50 is unpaid; M-Pesa carries whole shillings, so the prompt
+    // asks for 2,500 and it is sent.
+    assert_eq!(collection["amount"], "2500.00", "{collection}");
+    assert_eq!(collection["state"], "processing", "{collection}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_reminder_is_reversed_only_once_its_repayment_is_applied() {
     let app = setup().await;
     // Prompts to …005 wait for the test to answer them.
