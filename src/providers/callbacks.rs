@@ -729,7 +729,13 @@ pub(crate) fn amount_contradiction(
         format!(
             "reported {} {} for {} {}",
             amount.map_or_else(|| "?".to_owned(), |a| a.normalize().to_string()),
-            currency.unwrap_or(&intent.currency).chars().take(8).collect::<String>(),
+            // The provider's text, kept to what a currency code can be.
+            currency
+                .unwrap_or(&intent.currency)
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(8)
+                .collect::<String>(),
             intent.amount.normalize(),
             intent.currency
         )

@@ -220,9 +220,9 @@ pub async fn finish(
     )
     .bind(id)
     .bind(intent_id)
-    .bind(dedupe_key)
+    .bind(dedupe_key.map(|k| super::storable(k).into_owned()))
     .bind(outcome)
-    .bind(detail)
+    .bind(detail.map(|d| super::storable(d).into_owned()))
     .execute(conn)
     .await?;
     Ok(())
@@ -241,9 +241,15 @@ pub struct Finished<'a> {
 pub async fn finish_many(conn: &mut PgConnection, rows: &[Finished<'_>]) -> Result<(), sqlx::Error> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let intents: Vec<Option<Uuid>> = rows.iter().map(|r| r.intent_id).collect();
-    let keys: Vec<Option<&str>> = rows.iter().map(|r| r.dedupe_key).collect();
+    let keys: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| r.dedupe_key.map(|k| super::storable(k).into_owned()))
+        .collect();
     let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
-    let details: Vec<Option<&str>> = rows.iter().map(|r| r.detail).collect();
+    let details: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| r.detail.map(|d| super::storable(d).into_owned()))
+        .collect();
     sqlx::query(
         "UPDATE callback_inbox c
          SET intent_id = f.intent_id, dedupe_key = f.dedupe_key, outcome = f.outcome, detail = f.detail,

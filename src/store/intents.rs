@@ -141,10 +141,10 @@ fn bind_event<'q, O>(
         .bind(event.from_state)
         .bind(event.to_state)
         .bind(event.outcome)
-        .bind(event.reason)
+        .bind(event.reason.map(|r| super::storable(r).into_owned()))
         .bind(event.cause)
         .bind(event.actor)
-        .bind(event.provider_ref)
+        .bind(event.provider_ref.map(|r| super::storable(r).into_owned()))
         .bind(event.payload_digest)
         .bind(now)
         .bind(deliver_to)
@@ -515,10 +515,20 @@ pub async fn move_and_record_many(
         .bind(moves.iter().map(|m| m.version).collect::<Vec<i32>>())
         .bind(moves.iter().map(|m| m.is_final).collect::<Vec<bool>>())
         .bind(events.iter().map(|e| e.event).collect::<Vec<&str>>())
-        .bind(events.iter().map(|e| e.reason).collect::<Vec<Option<&str>>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.reason.map(|r| super::storable(r).into_owned()))
+                .collect::<Vec<Option<String>>>(),
+        )
         .bind(events.iter().map(|e| e.cause).collect::<Vec<&str>>())
         .bind(events.iter().map(|e| e.actor).collect::<Vec<&str>>())
-        .bind(events.iter().map(|e| e.provider_ref).collect::<Vec<Option<&str>>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.provider_ref.map(|r| super::storable(r).into_owned()))
+                .collect::<Vec<Option<String>>>(),
+        )
         .bind(events.iter().map(|e| e.payload_digest).collect::<Vec<Option<&str>>>())
         .bind(moves.iter().map(|m| m.deliver_to).collect::<Vec<&str>>())
         .bind(moves.iter().map(|m| m.receipt).collect::<Vec<Option<&str>>>())

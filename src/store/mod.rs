@@ -88,6 +88,16 @@ pub async fn wal_written(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
         .await
 }
 
+/// `text` as a PostgreSQL text column can hold it: a NUL, which it refuses
+/// (and which a provider's free text could carry), becomes U+FFFD.
+pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// How long a pooled connection may sit idle before it is pinged on the way
 /// out of the pool.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);

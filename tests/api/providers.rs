@@ -439,7 +439,8 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
             .await
             .unwrap();
     assert_eq!(state, "processing");
-    for (amount, currency) in [("1", "UGX"), ("5000", "EUR")] {
+    // The last names a currency no database text column can hold.
+    for (amount, currency) in [("1", "UGX"), ("5000", "EUR"), ("5000", "E\u{0}R")] {
         let body = json!({ "referenceId": reference, "externalId": reference, "amount": amount,
                            "currency": currency, "status": "SUCCESSFUL", "financialTransactionId": "9911" });
         let answer = app
@@ -455,9 +456,12 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
     assert_eq!(
         app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'amount_mismatch'")
             .await,
-        2
+        3
     );
-    assert_eq!(app.listed_callbacks().await, ["amount_mismatch", "amount_mismatch"]);
+    assert_eq!(
+        app.listed_callbacks().await,
+        ["amount_mismatch", "amount_mismatch", "amount_mismatch"]
+    );
     // The status poll asks MTN itself, and its answer settles the payout.
     app.advance(Duration::from_secs(30));
     eventually(Duration::from_secs(20), "the poll to complete the payout", || async {
@@ -470,4 +474,65 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
     })
     .await;
     app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_whose_text_the_database_cannot_hold_still_ends_its_intent() {
+    let options = SimOptions {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimOptions::default()
+    };
+    let app = spawn_provider_app("tigo_tz", options).await;
+    let created = app
+        .create(
+            "/v1/collections",
+            &app.key,
+            "c-1",
+            &json!({ "amount": "5000", "currency": "TZS", "payer": { "msisdn": "0652345001" },
+                     "party_id": "creator-42", "reference": "bundle-30d" }),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id: uuid::Uuid = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.run_jobs().await;
+    let reference: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    // Tigo's description is free text, and may carry a NUL, which no
+    // PostgreSQL text column holds.
+    let token = tuma::providers::tigo_tz::callback_token(app.config.tigo_tz.as_ref().unwrap());
+    let body = json!({ "Status": false, "Description": "Insufficient\u{0}balance", "ReferenceID": reference });
+    let answer = app
+        .http
+        .post(app.url(&format!("/callbacks/tigo_tz/payment/{token}")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    eventually(Duration::from_secs(10), "the collection to fail", || async {
+        app.run_jobs().await;
+        app.count(&format!(
+            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'failed'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM intent_events WHERE intent_id = $1 AND event = 'provider_failed'")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(reason.contains("Insufficient\u{FFFD}balance"), "{reason}");
 }
