@@ -130,14 +130,18 @@ pub async fn resolve(
     Ok(())
 }
 
+/// Why a person's record with evidence (settling a late success, reviewing
+/// a listed callback) was not kept.
 #[derive(Debug, thiserror::Error)]
-pub enum SettleError {
+pub enum RecordError {
     #[error("evidence: 1 to 500 characters")]
     Invalid,
-    #[error("no late success for that intent")]
+    #[error("no such record")]
     NotFound,
+    /// Recorded already, or nothing to record (a callback the report does
+    /// not list): what the person is told.
     #[error("{0}")]
-    Settled(String),
+    Refused(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -152,14 +156,14 @@ pub async fn settle_late_success(
     actor: &str,
     evidence: &str,
     now: Option<DateTime<Utc>>,
-) -> Result<LateSuccess, SettleError> {
-    let evidence = evidence_of(evidence).ok_or(SettleError::Invalid)?;
+) -> Result<LateSuccess, RecordError> {
+    let evidence = evidence_of(evidence).ok_or(RecordError::Invalid)?;
     let mut tx = pool.begin().await?;
     let mut late = late_successes::get_for_update(&mut tx, owner, id)
         .await?
-        .ok_or(SettleError::NotFound)?;
+        .ok_or(RecordError::NotFound)?;
     if let (Some(at), Some(by)) = (late.settled_at, &late.settled_by) {
-        return Err(SettleError::Settled(format!("settled already, by {by} at {at}")));
+        return Err(RecordError::Refused(format!("settled already, by {by} at {at}")));
     }
     late.settled_at = Some(late_successes::settle(&mut tx, id, actor, evidence, now).await?);
     tx.commit().await?;
@@ -167,22 +171,6 @@ pub async fn settle_late_success(
     late.settled_by = Some(actor.to_owned());
     late.evidence = Some(evidence.to_owned());
     Ok(late)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    #[error("evidence: 1 to 500 characters")]
-    Invalid,
-    #[error("no callback with that id")]
-    NotFound,
-    /// Not one the report lists (applied, a duplicate, ...): nothing to
-    /// review.
-    #[error("{0}")]
-    NotListed(String),
-    #[error("{0}")]
-    Reviewed(String),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
 }
 
 /// Records that `actor` reviewed callback `id`, one the reconciliation
@@ -194,19 +182,19 @@ pub async fn review_callback(
     actor: &str,
     evidence: &str,
     now: Option<DateTime<Utc>>,
-) -> Result<crate::store::reports::CallbackReview, ReviewError> {
+) -> Result<crate::store::reports::CallbackReview, RecordError> {
     use crate::store::reports;
-    let evidence = evidence_of(evidence).ok_or(ReviewError::Invalid)?;
+    let evidence = evidence_of(evidence).ok_or(RecordError::Invalid)?;
     let mut tx = pool.begin().await?;
     let max_asks = crate::providers::mpesa::c2b::MAX_ASKS;
     let mut callback = reports::callback_for_review(&mut tx, id, max_asks)
         .await?
-        .ok_or(ReviewError::NotFound)?;
+        .ok_or(RecordError::NotFound)?;
     if let (Some(at), Some(by)) = (callback.reviewed_at, &callback.reviewed_by) {
-        return Err(ReviewError::Reviewed(format!("reviewed already, by {by} at {at}")));
+        return Err(RecordError::Refused(format!("reviewed already, by {by} at {at}")));
     }
     if !callback.listed {
-        return Err(ReviewError::NotListed(format!(
+        return Err(RecordError::Refused(format!(
             "callback {id} ({}) is not one the reconciliation report lists",
             callback.outcome.as_deref().unwrap_or("not processed yet")
         )));

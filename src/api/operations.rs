@@ -436,15 +436,20 @@ pub async fn settle_late_success(
         now,
     )
     .await
-    .map_err(|error| match error {
-        crate::resolve::SettleError::Invalid => {
-            ApiError::invalid("evidence", "invalid_evidence", "1 to 500 characters")
-        }
-        crate::resolve::SettleError::NotFound => not_found(),
-        crate::resolve::SettleError::Settled(message) => ApiError::InvalidState(message),
-        crate::resolve::SettleError::Database(e) => e.into(),
-    })?;
+    .map_err(|error| record_error(error, not_found))?;
     Ok(Json(LateSuccessView::from(late)))
+}
+
+/// A record with evidence that was not kept, as the API answers it: 422 for
+/// the evidence, `not_found`, or 409 with why.
+fn record_error(error: crate::resolve::RecordError, not_found: impl FnOnce() -> ApiError) -> ApiError {
+    use crate::resolve::RecordError;
+    match error {
+        RecordError::Invalid => ApiError::invalid("evidence", "invalid_evidence", "1 to 500 characters"),
+        RecordError::NotFound => not_found(),
+        RecordError::Refused(message) => ApiError::InvalidState(message),
+        RecordError::Database(e) => e.into(),
+    }
 }
 
 /// A callback the reconciliation report listed, and its review.
@@ -511,18 +516,10 @@ pub async fn review_callback(
     // An unparsable id names no callback: a 404 once the fields are good.
     let inbox_id = id.parse::<i64>().unwrap_or(0);
     let now = state.engine.jobs().clock().sql_now();
+    let not_found = || ApiError::NotFound(format!("no callback {id}"));
     let reviewed = crate::resolve::review_callback(&state.pool, inbox_id, &caller.name, &request.evidence, now)
         .await
-        .map_err(|error| match error {
-            crate::resolve::ReviewError::Invalid => {
-                ApiError::invalid("evidence", "invalid_evidence", "1 to 500 characters")
-            }
-            crate::resolve::ReviewError::NotFound => ApiError::NotFound(format!("no callback {id}")),
-            crate::resolve::ReviewError::NotListed(message) | crate::resolve::ReviewError::Reviewed(message) => {
-                ApiError::InvalidState(message)
-            }
-            crate::resolve::ReviewError::Database(e) => e.into(),
-        })?;
+        .map_err(|error| record_error(error, not_found))?;
     Ok(Json(CallbackReviewView::from(reviewed)))
 }
 

@@ -18,7 +18,7 @@ use super::session::{audit, Chrome, Permission, Posted, Session};
 use super::{render, ConsoleError, PAGE_ROWS};
 use crate::api::AppState;
 use crate::domain::mask_numbers_in;
-use crate::resolve::{Resolution, ResolveError, ReviewError, SettleError};
+use crate::resolve::{RecordError, Resolution, ResolveError};
 use crate::store::console as store;
 
 /// Provider answers shown per intent: the last few tell the story.
@@ -235,36 +235,20 @@ pub async fn settle_late_success(
     let intent_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let evidence = posted.form.get("evidence").unwrap_or_default();
     let now = state.engine.jobs().clock().sql_now();
-    match crate::resolve::settle_late_success(&state.pool, None, intent_id, &posted.session.actor, evidence, now).await
-    {
-        Ok(settled) => {
-            audit(
-                &state,
-                &posted.session,
-                "settle_late_success",
-                Some(&id),
-                "ok",
-                settled.evidence.as_deref(),
-            )
-            .await?;
-            Ok(Redirect::to(&back(&posted, "/console/review#late")).into_response())
-        }
-        Err(SettleError::Invalid) => Err(ConsoleError::Invalid("evidence: 1 to 500 characters".into())),
-        Err(SettleError::NotFound) => Err(not_found()),
-        Err(SettleError::Settled(message)) => {
-            audit(
-                &state,
-                &posted.session,
-                "settle_late_success",
-                Some(&id),
-                "refused",
-                Some(&message),
-            )
-            .await?;
-            Err(ConsoleError::Refused(message))
-        }
-        Err(SettleError::Database(e)) => Err(e.into()),
-    }
+    let settled =
+        crate::resolve::settle_late_success(&state.pool, None, intent_id, &posted.session.actor, evidence, now)
+            .await
+            .map(|settled| settled.evidence);
+    recorded(
+        &state,
+        &posted,
+        "settle_late_success",
+        &id,
+        settled,
+        "/console/review#late",
+        not_found,
+    )
+    .await
 }
 
 /// `POST /console/callbacks/{id}/review`: `evidence` of what was found and
@@ -282,33 +266,43 @@ pub async fn review_callback(
     let inbox_id = id.parse::<i64>().map_err(|_| not_found())?;
     let evidence = posted.form.get("evidence").unwrap_or_default();
     let now = state.engine.jobs().clock().sql_now();
-    match crate::resolve::review_callback(&state.pool, inbox_id, &posted.session.actor, evidence, now).await {
-        Ok(reviewed) => {
-            audit(
-                &state,
-                &posted.session,
-                "review_callback",
-                Some(&id),
-                "ok",
-                reviewed.review_note.as_deref(),
-            )
-            .await?;
-            Ok(Redirect::to(&back(&posted, "/console/review#callbacks")).into_response())
+    let reviewed = crate::resolve::review_callback(&state.pool, inbox_id, &posted.session.actor, evidence, now)
+        .await
+        .map(|reviewed| reviewed.review_note);
+    recorded(
+        &state,
+        &posted,
+        "review_callback",
+        &id,
+        reviewed,
+        "/console/review#callbacks",
+        not_found,
+    )
+    .await
+}
+
+/// Answers a record with evidence (`action` on `id`): audited with the
+/// evidence kept and back to `back_to`, or refused (audited, with why).
+async fn recorded(
+    state: &AppState,
+    posted: &Posted,
+    action: &str,
+    id: &str,
+    result: Result<Option<String>, RecordError>,
+    back_to: &str,
+    not_found: impl FnOnce() -> ConsoleError,
+) -> Result<Response, ConsoleError> {
+    match result {
+        Ok(evidence) => {
+            audit(state, &posted.session, action, Some(id), "ok", evidence.as_deref()).await?;
+            Ok(Redirect::to(&back(posted, back_to)).into_response())
         }
-        Err(ReviewError::Invalid) => Err(ConsoleError::Invalid("evidence: 1 to 500 characters".into())),
-        Err(ReviewError::NotFound) => Err(not_found()),
-        Err(ReviewError::NotListed(message) | ReviewError::Reviewed(message)) => {
-            audit(
-                &state,
-                &posted.session,
-                "review_callback",
-                Some(&id),
-                "refused",
-                Some(&message),
-            )
-            .await?;
+        Err(RecordError::Invalid) => Err(ConsoleError::Invalid("evidence: 1 to 500 characters".into())),
+        Err(RecordError::NotFound) => Err(not_found()),
+        Err(RecordError::Refused(message)) => {
+            audit(state, &posted.session, action, Some(id), "refused", Some(&message)).await?;
             Err(ConsoleError::Refused(message))
         }
-        Err(ReviewError::Database(e)) => Err(e.into()),
+        Err(RecordError::Database(e)) => Err(e.into()),
     }
 }

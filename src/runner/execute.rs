@@ -313,13 +313,10 @@ const MAX_ERROR_CHARS: usize = 2000;
 /// An error's text as a job's history can keep it. Errors quote what
 /// providers and databases said, and PostgreSQL refuses a NUL character in
 /// `jsonb` (`\u0000`): one such text would fail every write of the batch
-/// it came in. NULs become U+FFFD and a long text is cut.
+/// it came in. NULs become U+FFFD (`store::storable`, as for every text
+/// written) and a long text is cut.
 pub(crate) fn storable_error(error: &str) -> String {
-    let mut text: String = error
-        .chars()
-        .take(MAX_ERROR_CHARS)
-        .map(|c| if c == '\0' { char::REPLACEMENT_CHARACTER } else { c })
-        .collect();
+    let mut text: String = crate::store::storable(error).chars().take(MAX_ERROR_CHARS).collect();
     if error.chars().nth(MAX_ERROR_CHARS).is_some() {
         text.push('…');
     }

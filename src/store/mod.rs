@@ -88,7 +88,7 @@ pub async fn wal_written(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
         .await
 }
 
-/// `text` as a PostgreSQL text column can hold it: a NUL, which it refuses
+/// `text` as a PostgreSQL text or `jsonb` value can hold it: a NUL, which it refuses
 /// (and which a provider's free text could carry), becomes U+FFFD.
 pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {

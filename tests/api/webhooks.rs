@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::common::app::{payout_body, spawn_app, spawn_app_holding_payouts, spawn_app_with};
+use crate::common::app::{payout_body, spawn_app, spawn_app_holding_payouts, spawn_app_with, TestApp};
 
 #[derive(Default)]
 struct Received {
@@ -45,6 +45,17 @@ async fn receiver(answers: Vec<StatusCode>) -> (String, Arc<Mutex<Received>>) {
     (url, received)
 }
 
+/// Registers an endpoint with `body` under `key`.
+async fn register(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The README's verification recipe, written as a receiver would.
 fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut timestamp = None;
@@ -72,14 +83,7 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 async fn state_changes_are_delivered_signed_and_retried_after_a_receiver_error() {
     let app = spawn_app_holding_payouts().await;
     let (url, received) = receiver(vec![StatusCode::INTERNAL_SERVER_ERROR]).await;
-    let endpoint = app
-        .http
-        .post(app.url("/v1/webhook-endpoints"))
-        .bearer_auth(&app.key)
-        .json(&json!({ "url": url }))
-        .send()
-        .await
-        .unwrap();
+    let endpoint = register(&app, &app.key, &json!({ "url": url })).await;
     assert_eq!(endpoint.status(), StatusCode::CREATED);
     let endpoint: Value = endpoint.json().await.unwrap();
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
@@ -164,14 +168,7 @@ async fn endpoint_registration_refuses_bad_urls_and_weak_secrets() {
         (json!({ "url": "not a url" }), "url"),
         (json!({ "url": "https://example.org/x", "secret": "short" }), "secret"),
     ] {
-        let response = app
-            .http
-            .post(app.url("/v1/webhook-endpoints"))
-            .bearer_auth(&app.key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = register(&app, &app.key, &body).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["errors"][0]["field"], field);
@@ -190,14 +187,7 @@ async fn endpoints_reaching_into_the_network_are_refused_and_redirects_are_not_f
         "http://localhost:8080/hook",
         "http://10.0.0.7/hook",
     ] {
-        let response = app
-            .http
-            .post(app.url("/v1/webhook-endpoints"))
-            .bearer_auth(&app.key)
-            .json(&json!({ "url": url }))
-            .send()
-            .await
-            .unwrap();
+        let response = register(&app, &app.key, &json!({ "url": url })).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["errors"][0]["code"], "address_not_public", "{url}");
@@ -242,14 +232,7 @@ async fn endpoints_reaching_into_the_network_are_refused_and_redirects_are_not_f
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook?token=s3cr3t", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
-    let endpoint = app
-        .http
-        .post(app.url("/v1/webhook-endpoints"))
-        .bearer_auth(&app.key)
-        .json(&json!({ "url": url }))
-        .send()
-        .await
-        .unwrap();
+    let endpoint = register(&app, &app.key, &json!({ "url": url })).await;
     assert_eq!(endpoint.status(), StatusCode::CREATED);
     app.create("/v1/payouts", &app.key, "k2", &payout_body("1500", "0712345678"))
         .await;
@@ -270,23 +253,20 @@ async fn endpoints_reaching_into_the_network_are_refused_and_redirects_are_not_f
 #[tokio::test]
 async fn owners_list_and_disable_their_endpoints_and_have_only_so_many() {
     let app = spawn_app().await;
-    let register = |key: &str, url: String| {
-        let request = app
-            .http
-            .post(app.url("/v1/webhook-endpoints"))
-            .bearer_auth(key)
-            .json(&json!({ "url": url }));
-        async move { request.send().await.unwrap() }
-    };
     let (kept_url, kept) = receiver(vec![]).await;
     let (dropped_url, dropped) = receiver(vec![]).await;
-    let kept_id = register(&app.key, kept_url.clone())
+    let kept_id = register(&app, &app.key, &json!({ "url": kept_url }))
         .await
         .json::<Value>()
         .await
         .unwrap()["id"]
         .clone();
-    let dropped_id = register(&app.key, dropped_url).await.json::<Value>().await.unwrap()["id"].clone();
+    let dropped_id = register(&app, &app.key, &json!({ "url": dropped_url }))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
     let list = |key: &str| {
         let request = app.http.get(app.url("/v1/webhook-endpoints")).bearer_auth(key);
         async move { request.send().await.unwrap() }
@@ -345,10 +325,10 @@ async fn owners_list_and_disable_their_endpoints_and_have_only_so_many() {
 
     // Ten live endpoints at the most; a disabled one does not count.
     for i in 0..9 {
-        let response = register(&app.key, format!("{kept_url}?n={i}")).await;
+        let response = register(&app, &app.key, &json!({ "url": format!("{kept_url}?n={i}") })).await;
         assert_eq!(response.status(), StatusCode::CREATED, "endpoint {i}");
     }
-    let refused = register(&app.key, format!("{kept_url}?n=10")).await;
+    let refused = register(&app, &app.key, &json!({ "url": format!("{kept_url}?n=10") })).await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["errors"][0]["code"], "too_many_endpoints");
