@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::providers::adapter::Adapter;
 use crate::runner::{JobClient, Registry, Runner};
+use crate::store::Foreground;
 use crate::workflow::engine::Engine;
 use crate::workflow::workers::{built_in_actions, ProviderClients};
 use crate::workflow::{KnownNames, Workflows};
@@ -38,7 +39,21 @@ pub fn load_workflows(config: &Config, known: &KnownNames) -> anyhow::Result<Wor
     })
 }
 
+/// What a node's main pool waits for ([`crate::store::foreground`]), as
+/// `api.creates_first_ms` sets it: made before the pool, given to
+/// [`crate::store::open_with`] and [`assemble_with`].
+pub fn foreground(config: &Config) -> Foreground {
+    Foreground::new(std::time::Duration::from_millis(config.api.creates_first_ms))
+}
+
+/// [`assemble_with`] for a pool whose connections never wait for creates.
 pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<App> {
+    assemble_with(config, pool, Foreground::off(), clock)
+}
+
+/// The engine, its runner and the API's state on `pool`; payout create
+/// groups count as in flight on `foreground` while they are admitted.
+pub fn assemble_with(config: Config, pool: PgPool, foreground: Foreground, clock: Clock) -> anyhow::Result<App> {
     let mpesa = match &config.mpesa {
         Some(mpesa) => Some(Arc::new(
             crate::providers::mpesa::MpesaClient::new(mpesa.clone())
@@ -143,6 +158,7 @@ pub fn assemble(config: Config, pool: PgPool, clock: Clock) -> anyhow::Result<Ap
         config.api.idempotency_ttl_s as i64,
         config.api.group_creates,
         config.api.group_lanes,
+        foreground,
     );
     let callbacks = crate::api::CallbackInbox::new(pool.clone(), engine.jobs().clone());
     let state = AppState {

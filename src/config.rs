@@ -79,6 +79,10 @@ pub struct ApiConfig {
     pub group_creates: usize,
     /// Groups of payout creates admitted at the same time.
     pub group_lanes: usize,
+    /// Longest a transaction of this node's other work waits, before it
+    /// starts, for the payout create groups in flight (see
+    /// `store::foreground`); 0: nothing waits.
+    pub creates_first_ms: u64,
     /// Longest an API key is remembered between requests (revocations are
     /// heard at once; see `api::key_cache`); 0 reads the key every time.
     pub key_cache_s: u64,
@@ -153,6 +157,8 @@ pub struct ConfigError(String);
 
 /// Most connections one node may ask for; Postgres' default is 100 in all.
 const MAX_DATABASE_CONNECTIONS: u32 = 500;
+/// Past a second, the runner would stall behind a steady stream of creates.
+const MAX_CREATES_FIRST_MS: u64 = 1000;
 
 impl Config {
     /// Loads the layered configuration: built-in defaults, then `file`, then
@@ -228,6 +234,11 @@ impl Config {
         }
         if self.api.group_lanes == 0 {
             return Err(ConfigError("api.group_lanes must be at least 1".into()));
+        }
+        if self.api.creates_first_ms > MAX_CREATES_FIRST_MS {
+            return Err(ConfigError(format!(
+                "api.creates_first_ms must be at most {MAX_CREATES_FIRST_MS} (0 turns the wait off)"
+            )));
         }
         if self.api.default_page_size > self.api.max_page_size {
             return Err(ConfigError(
@@ -404,5 +415,8 @@ mod tests {
         let error = with("[api]\ngroup_lanes = 0").unwrap_err().to_string();
         assert!(error.contains("api.group_lanes"), "{error}");
         assert_eq!(with("[api]\ngroup_lanes = 3").unwrap().api.group_lanes, 3);
+        let error = with("[api]\ncreates_first_ms = 1001").unwrap_err().to_string();
+        assert!(error.contains("api.creates_first_ms"), "{error}");
+        assert_eq!(with("[api]\ncreates_first_ms = 0").unwrap().api.creates_first_ms, 0);
     }
 }

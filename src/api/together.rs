@@ -27,6 +27,7 @@ use super::views::IntentView;
 use crate::policy::{Policy, Together};
 use crate::runner::Batcher;
 use crate::store::idempotency::{self, Claim};
+use crate::store::Foreground;
 use crate::workflow::engine::{Engine, NewIntent};
 
 /// One payout create, validated, with its `Idempotency-Key`.
@@ -67,14 +68,17 @@ impl PayoutCreates {
         idempotency_ttl_s: i64,
         group: usize,
         lanes: usize,
+        foreground: Foreground,
     ) -> PayoutCreates {
         if group <= 1 {
             return PayoutCreates { batcher: None };
         }
         let batcher = Batcher::new("payout_creates", group, lanes.max(1), move |creates: Vec<Create>| {
             let (pool, engine, policy) = (pool.clone(), engine.clone(), policy.clone());
+            let entered = foreground.enter();
             async move {
                 let count = creates.len();
+                let _entered = entered;
                 match admit(&pool, &engine, &policy, idempotency_ttl_s, creates).await {
                     Ok(answers) => answers,
                     Err(error) => {

@@ -61,7 +61,8 @@ impl Scratch {
                 burst: None,
             },
         );
-        let pool = crate::store::open(&config.database).await?;
+        let foreground = crate::app::foreground(&config);
+        let pool = crate::store::open_with(&config.database, &foreground).await?;
 
         let sim = SimHandle::spawn(SimConfig {
             float_kes: u64::MAX / 4,
@@ -79,7 +80,7 @@ impl Scratch {
         mpesa.callback_base_url = base.clone();
         mpesa.float_check = false;
 
-        let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
+        let app = crate::app::assemble_with(config.clone(), pool.clone(), foreground, Clock::Database)?;
         if !run_jobs {
             let jobs = app.runner.client();
             for queue in config.runner.queues.keys() {

@@ -9,8 +9,9 @@ use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen;
-    let pool = crate::store::open(&config.database).await?;
-    let app = crate::app::assemble(config, pool.clone(), Clock::Database)?;
+    let foreground = crate::app::foreground(&config);
+    let pool = crate::store::open_with(&config.database, &foreground).await?;
+    let app = crate::app::assemble_with(config, pool.clone(), foreground, Clock::Database)?;
     let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
 
     let shutdown = CancellationToken::new();

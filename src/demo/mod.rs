@@ -138,7 +138,8 @@ async fn run_on(
 ) -> anyhow::Result<Report> {
     config.database.url = database.url.clone();
     config.database.create_if_missing = true;
-    let pool = crate::store::open(&config.database).await?;
+    let foreground = crate::app::foreground(&config);
+    let pool = crate::store::open_with(&config.database, &foreground).await?;
 
     let sim = SimHandle::spawn(SimConfig {
         float_kes: OPENING_FLOAT_KES,
@@ -176,7 +177,7 @@ async fn run_on(
         sims.push(other);
     }
 
-    let app = crate::app::assemble(config.clone(), pool.clone(), Clock::Database)?;
+    let app = crate::app::assemble_with(config.clone(), pool.clone(), foreground, Clock::Database)?;
     let jobs = app.engine.jobs().clone();
     let runner = app.runner.start().await.map_err(|e| anyhow::anyhow!(e))?;
     let service = crate::api::router(app.state).into_make_service_with_connect_info::<std::net::SocketAddr>();

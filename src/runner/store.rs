@@ -355,20 +355,30 @@ pub async fn complete_held(
 ) -> Result<Vec<(i64, i32)>, sqlx::Error> {
     let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
     let seqs: Vec<i32> = leases.iter().map(|l| l.seq).collect();
-    sqlx::query_as(
-        "UPDATE tuma_jobs j
-         SET state = 'completed', finished_at = coalesce($4, now()), locked_by = NULL, locked_until = NULL
-         FROM unnest($1::bigint[], $2::int[]) AS l(id, seq)
-         WHERE j.id = l.id AND j.lease_seq = l.seq AND j.state = 'running' AND j.locked_by = $3
-         RETURNING j.id, j.lease_seq",
-    )
-    .bind(ids)
-    .bind(seqs)
-    .bind(node)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await
+    sqlx::query_as(COMPLETE_HELD)
+        .bind(ids)
+        .bind(seqs)
+        .bind(node)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await
 }
+
+/// The statement of [`complete_held`] (public for the tests of its plan).
+///
+/// It runs in workers' transactions, on plans the connection keeps. The
+/// rows are found by primary key (`j.id = ANY($1)`); the state test is
+/// written so that it does not match the partial indexes of running jobs
+/// (`IS TRUE`), which a generic plan made while the table was small
+/// preferred: read whole on every call, one of them held an entry for
+/// every job that ever ran until the next VACUUM.
+#[doc(hidden)]
+pub const COMPLETE_HELD: &str = "UPDATE tuma_jobs j
+     SET state = 'completed', finished_at = coalesce($4, now()), locked_by = NULL, locked_until = NULL
+     FROM unnest($1::bigint[], $2::int[]) AS l(id, seq)
+     WHERE j.id = ANY($1) AND j.id = l.id AND j.lease_seq = l.seq
+       AND (j.state = 'running') IS TRUE AND j.locked_by = $3
+     RETURNING j.id, j.lease_seq";
 
 /// One job's end other than plain completion, for [`finish_many`].
 #[derive(Debug, Clone)]

@@ -78,11 +78,23 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntentRow>,
 
 /// The intents `ids` (those that exist), in no particular order.
 pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<IntentRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM intents WHERE id = ANY($1)"))
-        .bind(ids)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(&GET_MANY).bind(ids).fetch_all(pool).await
 }
+
+/// The statement of [`get_many`] (public for the tests of its plan).
+///
+/// Each intent is looked up on its own (`LIMIT 1` keeps the lateral
+/// subquery from being merged into a join), so the primary key is the way
+/// whatever the table's statistics: `id = ANY($1)` on a generic plan made
+/// while the table was small scanned it whole on every call until the
+/// next ANALYZE.
+#[doc(hidden)]
+pub static GET_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT i.* FROM unnest($1::uuid[]) AS wanted(id)
+         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM intents WHERE id = wanted.id LIMIT 1) AS i"
+    )
+});
 
 /// An intent as its owner may see it; `None` for another owner's intent, so
 /// that ids cannot be probed across owners.
@@ -389,6 +401,31 @@ pub struct Entering<'a> {
     pub notify: bool,
 }
 
+/// The statement of [`move_and_record`] (public for the tests of its plan).
+#[doc(hidden)]
+pub fn move_and_record_sql() -> String {
+    format!(
+        "WITH moved AS (
+             UPDATE intents
+             SET state = $4, state_version = state_version + 1, updated_at = coalesce($11, now()),
+                 final_at = CASE WHEN $14 THEN coalesce($11, now()) ELSE NULL END
+             WHERE id = $1 AND state = $3 AND state_version = $13
+             RETURNING state_version
+         ), inserted AS ({}), withdrawn AS (
+             DELETE FROM tuma_jobs j
+             USING unnest($15::text[]) AS w(unique_key)
+             CROSS JOIN LATERAL (SELECT ctid AS at, state FROM tuma_jobs
+                                 WHERE unique_key = w.unique_key AND state IN ('available', 'running')
+                                 LIMIT 1) AS timer
+             WHERE j.ctid = timer.at AND timer.state = 'available' AND EXISTS (SELECT 1 FROM moved)
+         ), {}
+         SELECT moved.state_version, inserted.id, {ENDPOINTS}, (SELECT count(*) FROM jobs_notified)
+         FROM moved, inserted",
+        event_insert("moved"),
+        jobs_cte(16, "$11", "EXISTS (SELECT 1 FROM moved)")
+    )
+}
+
 /// Moves the event's intent from its `from_state` at `version` to its
 /// `to_state` (`is_final` says whether that ends it), records the event,
 /// withdraws the timers and enqueues the jobs of `entering`, all in the
@@ -404,22 +441,7 @@ pub async fn move_and_record(
     now: Option<DateTime<Utc>>,
     entering: &Entering<'_>,
 ) -> Result<Option<(i32, i64, Vec<Uuid>)>, sqlx::Error> {
-    let sql = format!(
-        "WITH moved AS (
-             UPDATE intents
-             SET state = $4, state_version = state_version + 1, updated_at = coalesce($11, now()),
-                 final_at = CASE WHEN $14 THEN coalesce($11, now()) ELSE NULL END
-             WHERE id = $1 AND state = $3 AND state_version = $13
-             RETURNING state_version
-         ), inserted AS ({}), withdrawn AS (
-             DELETE FROM tuma_jobs
-             WHERE unique_key = ANY($15) AND state = 'available' AND EXISTS (SELECT 1 FROM moved)
-         ), {}
-         SELECT moved.state_version, inserted.id, {ENDPOINTS}, (SELECT count(*) FROM jobs_notified)
-         FROM moved, inserted",
-        event_insert("moved"),
-        jobs_cte(16, "$11", "EXISTS (SELECT 1 FROM moved)")
-    );
+    let sql = move_and_record_sql();
     let query = bind_event(sqlx::query_as(&sql), event, deliver_to, now)
         .bind(version)
         .bind(is_final)
@@ -446,25 +468,12 @@ pub struct Move<'a> {
     pub receipt: Option<&'a str>,
 }
 
-/// [`move_and_record`] for many intents with one statement, each by its own
-/// compare-and-set: `jobs` are all the new states' jobs, each naming its
-/// intent in its arguments (`intent_id`), and only those of intents that
-/// moved are enqueued; only their timers are withdrawn. Returns, per move
-/// in order, what [`move_and_record`] returns (`None`: someone else moved
-/// that intent first, and nothing of it was written).
-pub async fn move_and_record_many(
-    conn: &mut PgConnection,
-    moves: &[Move<'_>],
-    now: Option<DateTime<Utc>>,
-    jobs: &[NewJob],
-    notify: bool,
-) -> Result<Vec<Option<(i32, i64, Vec<Uuid>)>>, sqlx::Error> {
-    // The UPDATE moves each intent once, but its event would be written
-    // once per row naming it: callers move each intent at most once per call.
-    let ids: std::collections::HashSet<Uuid> = moves.iter().map(|m| m.event.intent_id).collect();
-    assert_eq!(ids.len(), moves.len(), "an intent moved twice in one call");
-    // `(SELECT $2)`: one generic plan for every batch, as in [`insert_intents`].
-    let sql = format!(
+/// The statement of [`move_and_record_many`] (public for the tests of its
+/// plan). `(SELECT $2)`: one generic plan for every batch, as in
+/// [`insert_intents`].
+#[doc(hidden)]
+pub fn move_and_record_many_sql() -> String {
+    format!(
         "WITH wanted AS (
              SELECT * FROM unnest((SELECT $2::uuid[]), $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[],
                                   $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
@@ -478,7 +487,10 @@ pub async fn move_and_record_many(
                  final_at = CASE WHEN m.is_final THEN coalesce($1, now()) ELSE NULL END,
                  receipt = coalesce(i.receipt, m.receipt)
              FROM wanted m
-             WHERE i.id = m.id AND i.state = m.from_state AND i.state_version = m.version
+             CROSS JOIN LATERAL (SELECT ctid AS at FROM intents
+                                 WHERE id = m.id AND state = m.from_state AND state_version = m.version
+                                 LIMIT 1) AS found
+             WHERE i.ctid = found.at
              RETURNING i.id, i.state_version
          ), inserted AS (
              INSERT INTO intent_events (intent_id, event, from_state, to_state, outcome, reason, cause, actor,
@@ -491,8 +503,10 @@ pub async fn move_and_record_many(
          ), withdrawn AS (
              DELETE FROM tuma_jobs j
              USING unnest($15::text[], $16::uuid[]) AS w(unique_key, intent_id)
-             WHERE j.unique_key = w.unique_key AND j.state = 'available'
-               AND w.intent_id IN (SELECT id FROM moved)
+             CROSS JOIN LATERAL (SELECT ctid AS at, state FROM tuma_jobs
+                                 WHERE unique_key = w.unique_key AND state IN ('available', 'running')
+                                 LIMIT 1) AS timer
+             WHERE j.ctid = timer.at AND timer.state = 'available' AND w.intent_id IN (SELECT id FROM moved)
          ), {}
          SELECT m.n, moved.state_version, inserted.id,
                 ARRAY(SELECT e.id FROM webhook_endpoints e
@@ -501,7 +515,42 @@ pub async fn move_and_record_many(
          FROM wanted m JOIN moved ON moved.id = m.id JOIN inserted ON inserted.intent_id = m.id
          ORDER BY m.n",
         jobs_cte(17, "$1", "(input.args->>'intent_id')::uuid IN (SELECT id FROM moved)")
-    );
+    )
+}
+
+/// [`move_and_record`] for many intents with one statement, each by its own
+/// compare-and-set: `jobs` are all the new states' jobs, each naming its
+/// intent in its arguments (`intent_id`), and only those of intents that
+/// moved are enqueued; only their timers are withdrawn. Returns, per move
+/// in order, what [`move_and_record`] returns (`None`: someone else moved
+/// that intent first, and nothing of it was written).
+///
+/// Every intent must be locked by this transaction (or created by it): the
+/// compare-and-set is a lateral lookup of the primary key (which `LIMIT 1`
+/// keeps from being merged into a join) for the row in the state and
+/// version expected, and the update then finds the row by the address
+/// (`ctid`) the lookup gave. As a join on `id`, the plan followed the
+/// statistics, and a generic plan made while the table was small scanned
+/// `intents` whole on every batch, until the next ANALYZE. A concurrent
+/// update would change the address, turning a move that should succeed
+/// into a `None` (its caller retries it, needlessly; nothing is written
+/// over the other update). The timers left are withdrawn the same way,
+/// by key and then address: a plan made while the jobs table was small
+/// read the whole index of waiting jobs instead. (The key's lookup names
+/// the states of the index of live keys, so that it is the index taken;
+/// `LIMIT` keeps the test for a waiting job outside it.)
+pub async fn move_and_record_many(
+    conn: &mut PgConnection,
+    moves: &[Move<'_>],
+    now: Option<DateTime<Utc>>,
+    jobs: &[NewJob],
+    notify: bool,
+) -> Result<Vec<Option<(i32, i64, Vec<Uuid>)>>, sqlx::Error> {
+    // The UPDATE moves each intent once, but its event would be written
+    // once per row naming it: callers move each intent at most once per call.
+    let ids: std::collections::HashSet<Uuid> = moves.iter().map(|m| m.event.intent_id).collect();
+    assert_eq!(ids.len(), moves.len(), "an intent moved twice in one call");
+    let sql = move_and_record_many_sql();
     let events: Vec<&NewEvent<'_>> = moves.iter().map(|m| &m.event).collect();
     let withdraw: Vec<(&str, Uuid)> = moves
         .iter()
@@ -616,20 +665,54 @@ pub async fn lock_for_callbacks(
 ) -> Result<Vec<IntentRow>, sqlx::Error> {
     let providers: Vec<&str> = requests.iter().map(|(p, _)| *p).collect();
     let refs: Vec<&str> = requests.iter().map(|(_, r)| *r).collect();
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM intents
-         WHERE id IN (SELECT id FROM intents WHERE callback_token = ANY($1)
-                      UNION
-                      SELECT i.id FROM intents i JOIN unnest($2::text[], $3::text[]) AS r(provider, provider_ref)
-                        ON i.provider = r.provider AND i.provider_ref = r.provider_ref)
-         ORDER BY id FOR UPDATE"
-    ))
-    .bind(tokens)
-    .bind(providers)
-    .bind(refs)
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(&LOCK_FOR_CALLBACKS)
+        .bind(tokens)
+        .bind(providers)
+        .bind(refs)
+        .fetch_all(conn)
+        .await
 }
+
+/// Locks the intents `ids` (those that exist) in id order, one by one by
+/// primary key (a lateral lookup ending in `LIMIT 1`, whatever the table's
+/// statistics), for [`move_and_record_many`], which needs its intents
+/// locked.
+pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query(LOCK_MANY).bind(ids).execute(conn).await?;
+    Ok(())
+}
+
+/// The statement of [`lock_many`] (public for the tests of its plan).
+#[doc(hidden)]
+pub const LOCK_MANY: &str =
+    "SELECT i.id FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS wanted(id) ORDER BY id) AS w
+     CROSS JOIN LATERAL (SELECT id FROM intents WHERE id = w.id LIMIT 1 FOR UPDATE) AS i";
+
+/// The statement of [`lock_for_callbacks`] (public for the tests of its
+/// plan).
+///
+/// Every lookup is lateral and ends in `LIMIT 1` (a token names one intent,
+/// a provider's request id one request), so each goes by its index
+/// whatever the statistics said when the plan was made: as joins, a
+/// generic plan made while the table was small scanned `intents` whole on
+/// every batch. The ids are sorted before the rows are locked, one by one
+/// in that order.
+#[doc(hidden)]
+pub static LOCK_FOR_CALLBACKS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT i.* FROM (
+             SELECT t.id FROM unnest($1::text[]) AS k(token)
+             CROSS JOIN LATERAL (SELECT id FROM intents WHERE callback_token = k.token LIMIT 1) AS t
+             UNION
+             SELECT r.id FROM unnest($2::text[], $3::text[]) AS p(provider, provider_ref)
+             CROSS JOIN LATERAL (SELECT id FROM intents
+                                 WHERE provider = p.provider AND provider_ref = p.provider_ref LIMIT 1) AS r
+             ORDER BY 1
+         ) AS found
+         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM intents WHERE id = found.id LIMIT 1 FOR UPDATE) AS i
+         ORDER BY i.id"
+    )
+});
 
 /// The intent whose request toward `provider` has id `provider_ref`, locked
 /// like [`by_callback_token`]: how callbacks sent to an app-wide URL (set

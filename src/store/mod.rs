@@ -5,6 +5,7 @@
 pub mod c2b;
 pub mod console;
 pub mod floats;
+pub mod foreground;
 pub mod grouped;
 pub mod idempotency;
 pub mod inbox;
@@ -26,6 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
+pub use foreground::Foreground;
 
 /// The schema, embedded at compile time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -105,6 +107,13 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Connects a pool to the configured database, creating the database first
 /// when `create_if_missing` is set and it does not exist.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    connect_with(config, &Foreground::off()).await
+}
+
+/// [`connect`], for a node that admits payout creates in groups: a
+/// connection leaving the pool waits while `foreground` has groups in
+/// flight (see [`foreground`]).
+pub async fn connect_with(config: &DatabaseConfig, foreground: &Foreground) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(&config.url).map_err(|e| DbError::BadUrl(e.to_string()))?;
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     if config.create_if_missing {
@@ -120,7 +129,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     } else {
         options
     };
-    pool_options(config.max_connections, timeout)
+    pool_options(config.max_connections, timeout, foreground.clone())
         .connect_with(options)
         .await
         .map_err(|cause| DbError::Unreachable {
@@ -138,10 +147,10 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
 /// own are planned a few times and then reused.
 pub fn lane_pool(pool: &PgPool, lanes: usize) -> PgPool {
     let timeout = pool.options().get_acquire_timeout();
-    pool_options(lanes.max(1) as u32, timeout).connect_lazy_with((*pool.connect_options()).clone())
+    pool_options(lanes.max(1) as u32, timeout, Foreground::off()).connect_lazy_with((*pool.connect_options()).clone())
 }
 
-fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+fn pool_options(max_connections: u32, acquire_timeout: Duration, foreground: Foreground) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
@@ -151,8 +160,10 @@ fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOption
         // died meanwhile fails its statement, and the caller's retry or the
         // job's next attempt takes a fresh one.)
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
+            let foreground = foreground.clone();
             Box::pin(async move {
+                foreground.wait().await;
                 if meta.idle_for >= PING_IF_IDLE_FOR {
                     conn.ping().await?;
                 }
@@ -224,7 +235,12 @@ pub async fn drop_database(options: &PgConnectOptions, name: &str) -> Result<(),
 /// Connects to the configured database and brings its schema up to date:
 /// what every command that touches the database does first.
 pub async fn open(config: &DatabaseConfig) -> Result<PgPool, DbError> {
-    let pool = connect(config).await?;
+    open_with(config, &Foreground::off()).await
+}
+
+/// [`open`] with [`connect_with`]: for the commands that run an engine.
+pub async fn open_with(config: &DatabaseConfig, foreground: &Foreground) -> Result<PgPool, DbError> {
+    let pool = connect_with(config, foreground).await?;
     migrate(&pool).await?;
     Ok(pool)
 }

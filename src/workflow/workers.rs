@@ -264,6 +264,10 @@ async fn release_together(
     // Intents in id order, as every batch takes them.
     let mut releasing: Vec<usize> = (0..items.len()).filter(|&i| answers[i].is_none()).collect();
     releasing.sort_by_key(|&i| items[i].intent.id);
+    // Locked before anything of them is written: the moves below find
+    // their rows by address ([`intents::move_and_record_many`]).
+    let ids: Vec<uuid::Uuid> = releasing.iter().map(|&i| items[i].intent.id).collect();
+    intents::lock_many(&mut tx, &ids).await?;
     let jobs: Vec<&JobContext> = releasing.iter().map(|&i| &items[i].job).collect();
     let held = JobContext::complete_all_in(&mut tx, &jobs).await?;
     let mut moving = Vec::with_capacity(releasing.len());

@@ -60,3 +60,72 @@ async fn a_transfer_finds_its_accounts_and_checks_its_keys_by_index_on_a_plan_ma
         "{plan}"
     );
 }
+
+/// How many parameters `sql` takes (its highest `$N`).
+fn parameters(sql: &str) -> usize {
+    let mut most = 0;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        most = most.max(digits.parse().unwrap_or(0));
+    }
+    most
+}
+
+#[tokio::test]
+async fn intents_read_locked_and_moved_in_batches_are_found_by_key_on_a_plan_made_on_an_empty_table() {
+    let app = spawn_app().await;
+    let moves = tuma::store::intents::move_and_record_many_sql();
+    for (name, sql, index) in [
+        ("reads", tuma::store::intents::GET_MANY.as_str(), "intents_pkey"),
+        ("locks", tuma::store::intents::LOCK_MANY, "intents_pkey"),
+        (
+            "callback locks",
+            tuma::store::intents::LOCK_FOR_CALLBACKS.as_str(),
+            "intents_pkey",
+        ),
+        ("moves", moves.as_str(), "intents_pkey"),
+    ] {
+        let plan = generic_plan(&app, sql, parameters(sql)).await;
+        assert!(!plan.contains("Seq Scan on intents"), "{name}: {plan}");
+        assert!(plan.contains(&format!("using {index} on intents")), "{name}: {plan}");
+    }
+    let callbacks = generic_plan(
+        &app,
+        &tuma::store::intents::LOCK_FOR_CALLBACKS,
+        parameters(&tuma::store::intents::LOCK_FOR_CALLBACKS),
+    )
+    .await;
+    assert!(
+        callbacks.contains("using intents_callback_token_idx on intents"),
+        "{callbacks}"
+    );
+    assert!(
+        callbacks.contains("using intents_provider_ref_idx on intents"),
+        "{callbacks}"
+    );
+    // The moves update each row by the address the key's lookup found, and
+    // withdraw the timers left by key, not by reading every waiting job.
+    let moves = generic_plan(&app, &moves, parameters(&moves)).await;
+    assert!(moves.contains("Tid Scan on intents i"), "{moves}");
+    let single = tuma::store::intents::move_and_record_sql();
+    let single = generic_plan(&app, &single, parameters(&single)).await;
+    for plan in [&moves, &single] {
+        assert!(plan.contains("using tuma_jobs_unique_live_idx on tuma_jobs"), "{plan}");
+        assert!(plan.contains("Tid Scan on tuma_jobs j"), "{plan}");
+        assert!(!plan.contains("tuma_jobs_claim_idx"), "{plan}");
+        assert!(!plan.contains("Seq Scan on tuma_jobs"), "{plan}");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_completes_its_jobs_by_primary_key_on_a_plan_made_on_an_empty_table() {
+    let app = spawn_app().await;
+    let sql = tuma::runner::store::COMPLETE_HELD;
+    let plan = generic_plan(&app, sql, parameters(sql)).await;
+    assert!(!plan.contains("Seq Scan on tuma_jobs"), "{plan}");
+    assert!(!plan.contains("tuma_jobs_lease_idx"), "{plan}");
+    assert!(!plan.contains("tuma_jobs_owner_idx"), "{plan}");
+    assert!(plan.contains("on tuma_jobs_pkey"), "{plan}");
+}
