@@ -309,6 +309,8 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
             let reply = Reply {
                 outcome: Outcome::Failed { code, reason: message },
                 receipt: None,
+                amount: None,
+                currency: None,
             };
             settle(&ctx, name, direction, reply).await
         }
@@ -352,6 +354,8 @@ async fn settle(ctx: &ActionContext, name: &'static str, direction: Direction, r
                     detail: format!("a re-send's answer, not the request's: {reason}"),
                 },
                 receipt: None,
+                amount: None,
+                currency: None,
             }
         }
         outcome => {
@@ -389,6 +393,30 @@ pub async fn query_status(ctx: ActionContext, provider: Provider) -> Result<(), 
             ctx.intent.currency.clone(),
         )
         .await;
+    // A success naming another amount or currency than the intent's is not
+    // applied: the status polls go on, and when they run out the intent is
+    // unresolved for a person, its calls noted with the code.
+    let answer = answer.map(|reply| match &reply.outcome {
+        Outcome::Succeeded => {
+            match super::callbacks::amount_contradiction(reply.amount, reply.currency.as_deref(), &ctx.intent) {
+                Some(detail) => {
+                    metrics::counter!("tuma_provider_amount_mismatches_total", "provider" => name, "source" => "poll")
+                        .increment(1);
+                    tracing::warn!(intent_id = %ctx.intent.id, provider = name, %detail,
+                        "the provider's status answer names another amount; not applied");
+                    Reply::new(
+                        Outcome::Unknown {
+                            code: "amount_mismatch".into(),
+                            detail,
+                        },
+                        None,
+                    )
+                }
+                None => reply,
+            }
+        }
+        _ => reply,
+    });
     note_call(&ctx, name, "status", &request_id, &answer, started.elapsed()).await;
     record(&ctx, &provider, answer.as_ref().err()).await?;
     match answer {
@@ -410,7 +438,7 @@ mod tests {
     use super::*;
 
     fn reply(outcome: Outcome) -> Reply {
-        Reply { outcome, receipt: None }
+        Reply::new(outcome, None)
     }
 
     #[test]

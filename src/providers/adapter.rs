@@ -71,14 +71,25 @@ pub struct Reply {
     pub outcome: Outcome,
     /// The provider's transaction id (receipt), once the money moved.
     pub receipt: Option<String>,
+    /// The amount the answer says moved, when it says (MTN's status).
+    pub amount: Option<Decimal>,
+    /// The currency it names, when it names one (MTN's status).
+    pub currency: Option<String>,
 }
 
 impl Reply {
-    pub fn pending() -> Reply {
+    /// An answer that names no amount.
+    pub fn new(outcome: Outcome, receipt: Option<String>) -> Reply {
         Reply {
-            outcome: Outcome::Pending,
-            receipt: None,
+            outcome,
+            receipt,
+            amount: None,
+            currency: None,
         }
+    }
+
+    pub fn pending() -> Reply {
+        Reply::new(Outcome::Pending, None)
     }
 }
 

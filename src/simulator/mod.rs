@@ -150,6 +150,13 @@ pub trait SimulatedProvider: Send + Sync + 'static {
     fn timeouts_after_money(&self) -> u64;
     /// Invalidates every access token or session, as their expiry would.
     fn expire_tokens(&self);
+    /// From now on reports `amount` (whole units) for request `request_id`,
+    /// whatever moved, in its status answers and callbacks, as a provider
+    /// with a bug would; false where this simulator cannot (only MTN's
+    /// status answers carry an amount Tuma reads).
+    fn misreport_amount(&self, _request_id: &str, _amount: u64) -> bool {
+        false
+    }
     /// Points Tuma's configuration for this provider at the simulator (base
     /// URL and the simulator's credentials and keys), and the simulator's
     /// portal-configured callback URL (where the provider has one) at

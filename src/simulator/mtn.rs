@@ -175,6 +175,8 @@ struct Transaction {
     financial_transaction_id: Option<String>,
     callback_url: Option<String>,
     created_at: Instant,
+    /// Reported instead of `amount` (see `misreport_amount`).
+    reported_amount: Option<u64>,
 }
 
 struct SimState {
@@ -393,7 +395,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The status body, which is also the callback body.
 fn status_body(txn: &Transaction) -> Value {
     let mut body = json!({
-        "amount": txn.amount.to_string(),
+        "amount": txn.reported_amount.unwrap_or(txn.amount).to_string(),
         "currency": txn.currency,
         "externalId": txn.external_id,
         txn.product.party_field(): { "partyIdType": txn.party_type, "partyId": txn.party_id },
@@ -653,6 +655,7 @@ fn read_request(
         financial_transaction_id: None,
         callback_url,
         created_at: Instant::now(),
+        reported_amount: None,
     })
 }
 
@@ -822,6 +825,18 @@ impl SimulatedProvider for MtnSim {
         self.lock().tokens.clear();
     }
 
+    fn misreport_amount(&self, request_id: &str, amount: u64) -> bool {
+        let mut state = self.lock();
+        let mut found = false;
+        for ((_, reference), txn) in state.transactions.iter_mut() {
+            if reference == request_id {
+                txn.reported_amount = Some(amount);
+                found = true;
+            }
+        }
+        found
+    }
+
     /// Points `[mtn]` at this simulator with the built-in API user and keys,
     /// and makes the engine's host the user's `providerCallbackHost`.
     fn configure(&self, config: &mut crate::config::Config, callback_base_url: &str) {
@@ -876,6 +891,7 @@ mod tests {
             financial_transaction_id: None,
             callback_url: None,
             created_at: Instant::now(),
+            reported_amount: None,
         }
     }
 

@@ -477,6 +477,60 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_answer_naming_another_amount_never_completes_the_payout() {
+    let options = SimOptions {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimOptions::default()
+    };
+    let app = spawn_provider_app("mtn", options).await;
+    let id = create_payout(&app, "0772345678").await;
+    app.run_jobs().await;
+    let reference: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let sim = app.provider_sim.as_ref().expect("a simulator");
+    assert!(sim.misreport_amount(&reference, 1), "the simulator knows the request");
+    // Every poll hears "SUCCESSFUL" for 1 UGX on a 5,000 UGX payout: none
+    // completes it, each is noted with the code, and when the polls run out
+    // the payout is unresolved, for a person.
+    for poll in 1..=10 {
+        app.advance(Duration::from_secs(30));
+        eventually(Duration::from_secs(20), "the status poll", || async {
+            app.run_jobs().await;
+            app.count(&format!(
+                "SELECT count(*) FROM provider_calls WHERE intent_id = '{id}' AND call = 'status' \
+                 AND outcome = 'unknown' AND code = 'amount_mismatch'"
+            ))
+            .await
+                == poll
+        })
+        .await;
+        let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_ne!(state, "completed", "poll {poll} applied a success for another amount");
+    }
+    eventually(Duration::from_secs(20), "the payout to be unresolved", || async {
+        app.advance(Duration::from_secs(30));
+        app.run_jobs().await;
+        app.count(&format!(
+            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'unresolved'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_whose_text_the_database_cannot_hold_still_ends_its_intent() {
     let options = SimOptions {
         chaos: Chaos {

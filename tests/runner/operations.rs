@@ -182,3 +182,37 @@ async fn the_runner_reports_its_work_as_prometheus_metrics() {
         );
     }
 }
+
+/// Payout creates first: a transaction of the node's main pool does not
+/// start while a create group is in flight (up to the longest wait, here
+/// far longer than the test), and starts as soon as the group ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_pool_waits_while_a_create_group_is_in_flight() {
+    let db = TestDb::new().await;
+    let mut config = crate::common::config_with("").database;
+    config.url = db.url();
+    config.create_if_missing = false;
+    let foreground = tuma::store::Foreground::new(Duration::from_secs(60));
+    let pool = tuma::store::connect_with(&config, &foreground).await.unwrap();
+    // Nothing in flight: no wait.
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(one, 1);
+
+    let group = foreground.enter();
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i32>("SELECT 2").fetch_one(&pool).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a statement ran while a create group was in flight"
+    );
+    drop(group);
+    let two = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the statement runs once the group ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(two, 2);
+}

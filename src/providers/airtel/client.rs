@@ -411,6 +411,8 @@ impl AirtelClient {
                     detail: "a duplicate answer to an enquiry".into(),
                 },
                 receipt: None,
+                amount: None,
+                currency: None,
             }),
             other => other,
         }
@@ -429,6 +431,8 @@ fn prompted(reply: Reply) -> Reply {
             Reply {
                 outcome: crate::providers::Outcome::Pending,
                 receipt: None,
+                amount: None,
+                currency: None,
             }
         }
         _ => reply,
@@ -527,6 +531,8 @@ mod tests {
         let paid = prompted(Reply {
             outcome: Outcome::Succeeded,
             receipt: Some("MP1".into()),
+            amount: None,
+            currency: None,
         });
         assert!(matches!(paid.outcome, Outcome::Pending) && paid.receipt.is_none());
         let refused = prompted(Reply {
@@ -535,6 +541,8 @@ mod tests {
                 reason: "refused".into(),
             },
             receipt: None,
+            amount: None,
+            currency: None,
         });
         assert!(matches!(refused.outcome, Outcome::Failed { .. }), "a refusal stands");
     }

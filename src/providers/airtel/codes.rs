@@ -225,7 +225,7 @@ pub fn reading(envelope: &Envelope, call: Call) -> Result<Reply, CallError> {
         Outcome::Succeeded => receipt,
         Outcome::Failed { .. } | Outcome::Pending | Outcome::Unknown { .. } => None,
     };
-    Ok(Reply { outcome, receipt })
+    Ok(Reply::new(outcome, receipt))
 }
 
 #[cfg(test)]

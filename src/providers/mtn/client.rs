@@ -394,7 +394,13 @@ impl MtnClient {
                     crate::providers::Outcome::Succeeded => status.financial_transaction_id.map(|id| id.0),
                     _ => None,
                 };
-                Ok(Reply { outcome, receipt })
+                // What MTN says moved, checked against the intent before a
+                // success is applied (`actions::query_status`).
+                Ok(Reply {
+                    amount: status.amount.and_then(|a| a.0.trim().parse().ok()),
+                    currency: status.currency,
+                    ..Reply::new(outcome, receipt)
+                })
             }
             404 => Ok(Reply::pending()),
             status => Err(codes::query_refusal(status, answer.error().code.as_deref())),

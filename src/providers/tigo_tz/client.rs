@@ -266,6 +266,8 @@ impl TigoClient {
                     Outcome::Pending
                 },
                 receipt,
+                amount: None,
+                currency: None,
             },
             (Sync::Refused(error), _) => return Err(error),
             (Sync::Accepted, false) | (Sync::NotUnderstood, _) => unknown_reply(&code, &parsed.description.0),
@@ -316,7 +318,7 @@ impl TigoClient {
             Outcome::Succeeded => parsed.mfs_transaction_id.non_empty(),
             Outcome::Failed { .. } | Outcome::Pending | Outcome::Unknown { .. } => None,
         };
-        Ok(Reply { outcome, receipt })
+        Ok(Reply::new(outcome, receipt))
     }
 }
 
@@ -383,6 +385,8 @@ fn unknown_reply(code: &str, description: &str) -> Reply {
             detail: description.chars().take(200).collect(),
         },
         receipt: None,
+        amount: None,
+        currency: None,
     }
 }
 

@@ -382,7 +382,7 @@ impl VodacomClient {
                 let answer: QueryResponse = serde_json::from_str(&answered.body).unwrap_or_default();
                 let outcome = codes::transaction_status(&answer.transaction_status);
                 let receipt = (outcome == Outcome::Succeeded).then(|| answer.receipt()).flatten();
-                Ok(Reply { outcome, receipt })
+                Ok(Reply::new(outcome, receipt))
             }
             Verdict::Error(CallError::Rejected { code, .. }) if NOT_FOUND_CODES.contains(&code.as_str()) => {
                 Ok(Reply::pending())
@@ -395,8 +395,10 @@ impl VodacomClient {
                     detail: format!("the status query failed: {reason}"),
                 },
                 receipt: None,
+                amount: None,
+                currency: None,
             }),
-            Verdict::Outcome(outcome) => Ok(Reply { outcome, receipt: None }),
+            Verdict::Outcome(outcome) => Ok(Reply::new(outcome, None)),
             Verdict::Error(error) => Err(query_error(error)),
             Verdict::SessionRefused => Err(CallError::Config("session refused".into())),
         }
@@ -416,9 +418,11 @@ fn payment_reply(answered: Answered) -> Result<Reply, CallError> {
             Ok(Reply {
                 outcome: Outcome::Succeeded,
                 receipt,
+                amount: None,
+                currency: None,
             })
         }
-        Verdict::Outcome(outcome) => Ok(Reply { outcome, receipt: None }),
+        Verdict::Outcome(outcome) => Ok(Reply::new(outcome, None)),
         Verdict::Error(error) => Err(error),
         // `call` already replaced the session once.
         Verdict::SessionRefused => Err(CallError::Config("session refused".into())),
