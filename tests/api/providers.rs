@@ -351,6 +351,19 @@ async fn a_collection_cancelled_before_its_prompt_never_reaches_the_provider() {
 }
 
 /// Creates a 5,000 UGX payout to `number`; its id.
+/// An app whose `provider` simulator loses every callback: only the status
+/// polls tell what became of a request.
+async fn losing_every_callback(provider: &str) -> TestApp {
+    let options = SimOptions {
+        chaos: Chaos {
+            callback_loss_permille: 1000,
+            ..Chaos::default()
+        },
+        ..SimOptions::default()
+    };
+    spawn_provider_app(provider, options).await
+}
+
 async fn create_payout(app: &TestApp, number: &str) -> uuid::Uuid {
     let created = app
         .create("/v1/payouts", &app.key, "p-1", &payout(number, "UGX", "5000"))
@@ -422,14 +435,7 @@ async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll() {
-    let options = SimOptions {
-        chaos: Chaos {
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
-        ..SimOptions::default()
-    };
-    let app = spawn_provider_app("mtn", options).await;
+    let app = losing_every_callback("mtn").await;
     let id = create_payout(&app, "0772345678").await;
     app.run_jobs().await;
     let (state, reference, token): (String, String, String) =
@@ -478,14 +484,7 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_answer_naming_another_amount_never_completes_the_payout() {
-    let options = SimOptions {
-        chaos: Chaos {
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
-        ..SimOptions::default()
-    };
-    let app = spawn_provider_app("mtn", options).await;
+    let app = losing_every_callback("mtn").await;
     let id = create_payout(&app, "0772345678").await;
     app.run_jobs().await;
     let reference: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1")
@@ -532,14 +531,7 @@ async fn a_status_answer_naming_another_amount_never_completes_the_payout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_whose_text_the_database_cannot_hold_still_ends_its_intent() {
-    let options = SimOptions {
-        chaos: Chaos {
-            callback_loss_permille: 1000,
-            ..Chaos::default()
-        },
-        ..SimOptions::default()
-    };
-    let app = spawn_provider_app("tigo_tz", options).await;
+    let app = losing_every_callback("tigo_tz").await;
     let created = app
         .create(
             "/v1/collections",
