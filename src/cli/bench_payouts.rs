@@ -306,6 +306,27 @@ pub async fn bench_api(
         percentile_ms(&mut latencies, 100.0)
     );
     println!("{}", spent.lines(count, "create"));
+    if run_jobs {
+        // Whether the runner kept up: every payout of the run (warm-up
+        // included) to completed, and how long that took each.
+        let total = warm_count + count;
+        let last_sent = Instant::now();
+        let deadline = last_sent + Duration::from_secs(60);
+        let (completed, p50, p99) = loop {
+            let stats = crate::store::reports::completion_stats(&scratch.pool, "payout").await?;
+            if stats.0 as usize >= total || Instant::now() > deadline {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "completed: {completed} of {total} payouts, the last {:.1} s after the last create; \
+             time to completed p50 {:.1} ms p99 {:.1} ms",
+            last_sent.elapsed().as_secs_f64(),
+            p50.unwrap_or_default() * 1000.0,
+            p99.unwrap_or_default() * 1000.0
+        );
+    }
     scratch.finish().await
 }
 
