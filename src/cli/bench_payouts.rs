@@ -198,14 +198,8 @@ pub async fn bench_payouts(config: Config, count: usize, clients: usize) -> anyh
         percentile_ms(&mut created, 50.0),
         percentile_ms(&mut created, 99.0)
     );
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (completed, p50, p99) = loop {
-        let stats = crate::store::reports::completion_stats(&pool, "payout").await?;
-        if stats.0 as usize >= count || Instant::now() > deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (completed, p50, p99) =
+        wait_for_completed(&pool, count, Duration::from_secs(600), Duration::from_millis(100)).await?;
     let total = started.elapsed();
     let spent = cost.spent(&pool).await;
     anyhow::ensure!(
@@ -311,14 +305,8 @@ pub async fn bench_api(
         // included) to completed, and how long that took each.
         let total = warm_count + count;
         let last_sent = Instant::now();
-        let deadline = last_sent + Duration::from_secs(60);
-        let (completed, p50, p99) = loop {
-            let stats = crate::store::reports::completion_stats(&scratch.pool, "payout").await?;
-            if stats.0 as usize >= total || Instant::now() > deadline {
-                break stats;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (completed, p50, p99) =
+            wait_for_completed(&scratch.pool, total, Duration::from_secs(60), Duration::from_millis(50)).await?;
         println!(
             "completed: {completed} of {total} payouts, the last {:.1} s after the last create; \
              time to completed p50 {:.1} ms p99 {:.1} ms",
@@ -328,6 +316,25 @@ pub async fn bench_api(
         );
     }
     scratch.finish().await
+}
+
+/// Waits, looking every `every`, until `count` payouts are completed or
+/// `limit` has passed; returns how many are, and their time to completed
+/// at p50 and p99 in seconds.
+async fn wait_for_completed(
+    pool: &sqlx::PgPool,
+    count: usize,
+    limit: Duration,
+    every: Duration,
+) -> anyhow::Result<(i64, Option<f64>, Option<f64>)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let stats = crate::store::reports::completion_stats(pool, "payout").await?;
+        if stats.0 as usize >= count || Instant::now() > deadline {
+            return Ok(stats);
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Seconds of uncounted load at the benchmark's rate before it measures.

@@ -306,12 +306,7 @@ pub async fn send(ctx: ActionContext, provider: Provider) -> Result<(), JobError
         Err(CallError::Rejected { code, message }) => {
             // The code only: the provider's message may quote the payee.
             tracing::warn!(%intent_id, provider = name, code, "the provider refused the request");
-            let reply = Reply {
-                outcome: Outcome::Failed { code, reason: message },
-                receipt: None,
-                amount: None,
-                currency: None,
-            };
+            let reply = Reply::new(Outcome::Failed { code, reason: message }, None);
             settle(&ctx, name, direction, reply).await
         }
         // Accepted earlier under this id: the status polls say how it ended.
@@ -348,15 +343,13 @@ async fn settle(ctx: &ActionContext, name: &'static str, direction: Direction, r
             tracing::warn!(%intent_id, provider = name, code,
                 "a re-send failed, but an earlier send may have reached the provider; \
                  it is not the intent's outcome, the status polls decide");
-            Reply {
-                outcome: Outcome::Unknown {
+            Reply::new(
+                Outcome::Unknown {
                     code,
                     detail: format!("a re-send's answer, not the request's: {reason}"),
                 },
-                receipt: None,
-                amount: None,
-                currency: None,
-            }
+                None,
+            )
         }
         outcome => {
             if let Outcome::Unknown { code, .. } = &outcome {

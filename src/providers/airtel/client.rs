@@ -405,15 +405,13 @@ impl AirtelClient {
             .await
         {
             // A query has no duplicate; an answer that says so is not understood.
-            Err(CallError::Duplicate) => Ok(Reply {
-                outcome: crate::providers::Outcome::Unknown {
+            Err(CallError::Duplicate) => Ok(Reply::new(
+                crate::providers::Outcome::Unknown {
                     code: "duplicate".into(),
                     detail: "a duplicate answer to an enquiry".into(),
                 },
-                receipt: None,
-                amount: None,
-                currency: None,
-            }),
+                None,
+            )),
             other => other,
         }
     }
@@ -428,12 +426,7 @@ fn prompted(reply: Reply) -> Reply {
     match reply.outcome {
         crate::providers::Outcome::Succeeded => {
             tracing::warn!("Airtel answered a USSD push with a success code; waiting for the payer's answer");
-            Reply {
-                outcome: crate::providers::Outcome::Pending,
-                receipt: None,
-                amount: None,
-                currency: None,
-            }
+            Reply::new(crate::providers::Outcome::Pending, None)
         }
         _ => reply,
     }
@@ -528,22 +521,15 @@ mod tests {
     #[test]
     fn a_push_answered_with_a_success_code_still_waits_for_the_payer() {
         use crate::providers::Outcome;
-        let paid = prompted(Reply {
-            outcome: Outcome::Succeeded,
-            receipt: Some("MP1".into()),
-            amount: None,
-            currency: None,
-        });
+        let paid = prompted(Reply::new(Outcome::Succeeded, Some("MP1".into())));
         assert!(matches!(paid.outcome, Outcome::Pending) && paid.receipt.is_none());
-        let refused = prompted(Reply {
-            outcome: Outcome::Failed {
+        let refused = prompted(Reply::new(
+            Outcome::Failed {
                 code: "DP00800001007".into(),
                 reason: "refused".into(),
             },
-            receipt: None,
-            amount: None,
-            currency: None,
-        });
+            None,
+        ));
         assert!(matches!(refused.outcome, Outcome::Failed { .. }), "a refusal stands");
     }
 

@@ -259,16 +259,14 @@ impl TigoClient {
         let code = parsed.response_code.0;
         let receipt = parsed.mfs_transaction_id.non_empty();
         Ok(match (codes::sync(&code), parsed.status.0) {
-            (Sync::Accepted, true) => Reply {
-                outcome: if receipt.is_some() {
+            (Sync::Accepted, true) => Reply::new(
+                if receipt.is_some() {
                     Outcome::Succeeded
                 } else {
                     Outcome::Pending
                 },
                 receipt,
-                amount: None,
-                currency: None,
-            },
+            ),
             (Sync::Refused(error), _) => return Err(error),
             (Sync::Accepted, false) | (Sync::NotUnderstood, _) => unknown_reply(&code, &parsed.description.0),
         })
@@ -379,15 +377,13 @@ fn token_refusal(status: StatusCode, text: &str) -> CallError {
 }
 
 fn unknown_reply(code: &str, description: &str) -> Reply {
-    Reply {
-        outcome: Outcome::Unknown {
+    Reply::new(
+        Outcome::Unknown {
             code: code.to_owned(),
             detail: description.chars().take(200).collect(),
         },
-        receipt: None,
-        amount: None,
-        currency: None,
-    }
+        None,
+    )
 }
 
 /// reqwest errors print the URL; the message is all an operator needs.

@@ -389,15 +389,13 @@ impl VodacomClient {
             }
             // A failure code answers the query, not the transaction: it says
             // nothing about the money.
-            Verdict::Outcome(Outcome::Failed { code, reason }) => Ok(Reply {
-                outcome: Outcome::Unknown {
+            Verdict::Outcome(Outcome::Failed { code, reason }) => Ok(Reply::new(
+                Outcome::Unknown {
                     code,
                     detail: format!("the status query failed: {reason}"),
                 },
-                receipt: None,
-                amount: None,
-                currency: None,
-            }),
+                None,
+            )),
             Verdict::Outcome(outcome) => Ok(Reply::new(outcome, None)),
             Verdict::Error(error) => Err(query_error(error)),
             Verdict::SessionRefused => Err(CallError::Config("session refused".into())),
@@ -415,12 +413,7 @@ fn payment_reply(answered: Answered) -> Result<Reply, CallError> {
         Verdict::Outcome(Outcome::Succeeded) => {
             let answer: PaymentResponse = serde_json::from_str(&answered.body).unwrap_or_default();
             let receipt = Some(answer.transaction_id.trim().to_owned()).filter(|id| !id.is_empty());
-            Ok(Reply {
-                outcome: Outcome::Succeeded,
-                receipt,
-                amount: None,
-                currency: None,
-            })
+            Ok(Reply::new(Outcome::Succeeded, receipt))
         }
         Verdict::Outcome(outcome) => Ok(Reply::new(outcome, None)),
         Verdict::Error(error) => Err(error),
