@@ -1370,7 +1370,7 @@ async fn a_collected_payment_can_be_reversed_once_and_its_result_is_read() {
     assert_eq!(
         outcomes
             .iter()
-            .filter(|o| matches!(o, Outcome::Failed { code, .. } if code == "R000001"))
+            .filter(|o| matches!(o, Outcome::Unknown { code, .. } if code == codes::ALREADY_REVERSED))
             .count(),
         1,
         "{outcomes:?}"

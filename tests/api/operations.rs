@@ -397,10 +397,9 @@ async fn every_configured_cron_entry_fires_once_per_tick_across_two_nodes() {
     assert_eq!(month, "2026-11");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_poll() {
-    let app = spawn_mpesa_app(SimConfig::default()).await;
-    let sim = app.sim.clone().unwrap();
+/// A donation of 800 KES from donor-3, collected by STK push; its M-Pesa
+/// receipt.
+async fn collected_donation(app: &TestApp) -> String {
     let created = app
         .create(
             "/v1/collections",
@@ -426,16 +425,15 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
     })
     .await;
     assert_eq!(app.available("donor-3", "KES").await, d("800"));
-    let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+    sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
         .bind(&id)
         .fetch_one(&app.db.pool)
         .await
-        .unwrap();
+        .unwrap()
+}
 
-    sim.set_chaos(Chaos {
-        callback_loss_permille: 1000,
-        ..Chaos::default()
-    });
+/// An admin's reversal of `receipt`; its id.
+async fn reverse(app: &TestApp, receipt: &str) -> String {
     let reversal = app
         .create(
             "/v1/reversals",
@@ -445,20 +443,34 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
         )
         .await;
     assert_eq!(reversal.status(), StatusCode::CREATED);
-    let reversal_id = reversal.json::<Value>().await.unwrap()["id"]
+    reversal.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// `GET /v1/reversals/{id}`.
+async fn reversal(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/reversals/{id}"), &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_poll() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let receipt = collected_donation(&app).await;
+
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let reversal_id = reverse(&app, &receipt).await;
     app.run_jobs().await;
-    let fetch = || async {
-        let body: Value = app
-            .get(&format!("/v1/reversals/{reversal_id}"), &app.admin_key)
-            .await
-            .json()
-            .await
-            .unwrap();
-        body
-    };
+    let fetch = || reversal(&app, &reversal_id);
     assert_eq!(fetch().await["state"], "processing");
     assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "held");
     sim.set_chaos(Chaos::default());
@@ -477,6 +489,87 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
     assert!(events.contains(&"provider_succeeded:poll".to_owned()), "{events:?}");
     assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
     assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_of_a_payment_already_reversed_another_way_waits_for_a_person_with_its_hold_kept() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let receipt = collected_donation(&app).await;
+    // Someone reverses the payment at M-Pesa directly (the organisation
+    // portal): the money goes back, and Tuma hears nothing of it.
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let portal = tuma::providers::mpesa::MpesaClient::new(app.config.mpesa.clone().unwrap()).unwrap();
+    portal
+        .reversal(
+            &receipt,
+            800,
+            "174379",
+            "portal",
+            "http://127.0.0.1:9/none",
+            "http://127.0.0.1:9/none",
+        )
+        .await
+        .unwrap();
+    sim.set_chaos(Chaos::default());
+    assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
+
+    // Tuma's own reversal is refused as already reversed (`R000001`).
+    let id = reverse(&app, &receipt).await;
+    eventually(Duration::from_secs(10), "M-Pesa's answer to the reversal", || async {
+        app.run_jobs().await;
+        reversal(&app, &id).await["state"] != "processing"
+    })
+    .await;
+    let body = reversal(&app, &id).await;
+    assert_eq!(body["state"], "unresolved", "{body}");
+    let events = body["events"].as_array().unwrap();
+    let said = events
+        .iter()
+        .find(|e| e["event"] == "already_reversed")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(said["outcome"], "applied");
+    assert_eq!(said["cause"], "callback");
+    assert!(said["reason"].as_str().unwrap().starts_with("R000001"), "{said}");
+    // The money is gone from the donor's balance until a person says where
+    // it went; the polls stop asking.
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "still held");
+    app.advance(Duration::from_secs(30 * 11));
+    app.run_jobs().await;
+    assert_eq!(reversal(&app, &id).await["state"], "unresolved");
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
+    assert_eq!(
+        sim.payments().iter().filter(|p| p.kind == "reversal").count(),
+        1,
+        "no second reversal"
+    );
+    // A second reversal of the receipt waits for this one's resolution.
+    let again = app
+        .create(
+            "/v1/reversals",
+            &app.admin_key,
+            "rev-2",
+            &json!({ "receipt": receipt, "reason": "charged twice" }),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    app.assert_ledger_balanced().await;
+
+    let resolved = app
+        .http
+        .post(app.url(&format!("/v1/reversals/{id}/resolve")))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "outcome": "succeeded", "evidence": "portal reversal on the org statement" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resolved.status(), StatusCode::OK);
+    assert_eq!(reversal(&app, &id).await["state"], "completed");
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
     app.assert_ledger_balanced().await;
 }
 

@@ -482,6 +482,11 @@ impl CallbackProcessing for Callbacks {
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",
             Outcome::Failed { .. } => "provider_failed",
+            // The payment went back some other way: the reversal waits for
+            // a person, its hold kept (`codes::ALREADY_REVERSED`).
+            Outcome::Unknown { code, .. } if code == codes::ALREADY_REVERSED && row.kind == "reversal-result" => {
+                "already_reversed"
+            }
             Outcome::Pending | Outcome::Unknown { .. } => {
                 let outcome = match report.outcome {
                     Outcome::Unknown { .. } => unreadable_outcome(&self.engine, &intent),
@@ -515,6 +520,14 @@ impl CallbackProcessing for Callbacks {
         );
         applied_event.provider_ref = report.receipt.as_deref();
         applied_event.payload_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&row.body)));
+        let said = match &report.outcome {
+            Outcome::Failed { code, reason } => Some(format!("{code}: {reason}")),
+            Outcome::Unknown { code, detail } => Some(format!("{code}: {detail}")),
+            _ => None,
+        };
+        if event == "already_reversed" {
+            applied_event.note = said.as_deref();
+        }
         let applied = self
             .engine
             .apply_to(&mut tx, intent, &applied_event)
@@ -527,10 +540,10 @@ impl CallbackProcessing for Callbacks {
                 return Err(JobError::retryable("the intent changed while the callback was applied"))
             }
         };
-        let detail = match (&report.outcome, &applied) {
-            (Outcome::Failed { code, reason }, _) => Some(format!("{code}: {reason}")),
-            (_, Applied::Rejected { reason, .. }) => Some(reason.clone()),
-            _ => None,
+        let detail = match (said, &applied) {
+            (Some(said), _) => Some(said),
+            (None, Applied::Rejected { reason, .. }) => Some(reason.clone()),
+            (None, _) => None,
         };
         finish_with(
             ctx,

@@ -85,11 +85,23 @@ pub fn b2c(code: &str, description: &str) -> Outcome {
     }
 }
 
+/// Daraja's answer to a reversal of a payment that was already reversed.
+/// Tuma sends one reversal a receipt and never re-sends one (see
+/// `actions::reverse`), so this reversal was made some other way (the
+/// organisation portal, Safaricom's customer care): the money has gone
+/// back, but not by this request, and for an amount Tuma did not choose.
+/// Neither "failed" (the hold would be released as if the money were still
+/// here) nor "completed" is known to be true: a person decides.
+pub const ALREADY_REVERSED: &str = "R000001";
+
 /// A reversal result (result callback `ResultCode`).
 pub fn reversal(code: &str, description: &str) -> Outcome {
     match code.trim() {
         "0" => Outcome::Succeeded,
-        "R000001" => failed("R000001", "the transaction was already reversed"),
+        ALREADY_REVERSED => Outcome::Unknown {
+            code: ALREADY_REVERSED.to_owned(),
+            detail: "the payment was already reversed, not by this request".to_owned(),
+        },
         "R000002" => failed("R000002", "the original transaction is invalid"),
         "1" => failed("1", "insufficient balance to reverse"),
         "11" => failed("11", "account in an invalid state"),
@@ -131,7 +143,11 @@ mod tests {
             "a duplicate refusal must not fail a payout the original may have paid"
         );
         assert_eq!(transaction_status("Pending Authorized"), Outcome::Pending);
-        assert!(matches!(reversal("R000001", ""), Outcome::Failed { .. }));
+        assert!(
+            matches!(reversal("R000001", ""), Outcome::Unknown { .. }),
+            "a payment reversed some other way is for a person, not a failure"
+        );
+        assert!(matches!(reversal("R000002", ""), Outcome::Failed { .. }));
         assert!(matches!(transaction_status("Declined"), Outcome::Failed { .. }));
     }
 }
