@@ -151,8 +151,18 @@ pub fn lane_pool(pool: &PgPool, lanes: usize) -> PgPool {
 }
 
 fn pool_options(max_connections: u32, acquire_timeout: Duration, foreground: Foreground) -> PgPoolOptions {
+    let opened = foreground.clone();
     PgPoolOptions::new()
         .max_connections(max_connections)
+        // A connection opened for an acquire (none was idle) is handed out
+        // without `before_acquire`: it waits for the create groups here.
+        .after_connect(move |_conn, _meta| {
+            let foreground = opened.clone();
+            Box::pin(async move {
+                foreground.wait().await;
+                Ok(())
+            })
+        })
         .acquire_timeout(acquire_timeout)
         // sqlx pings every connection it hands out: a round trip before each
         // transaction. A connection back from use within the last moment is

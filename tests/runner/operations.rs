@@ -185,7 +185,8 @@ async fn the_runner_reports_its_work_as_prometheus_metrics() {
 
 /// Payout creates first: a transaction of the node's main pool does not
 /// start while a create group is in flight (up to the longest wait, here
-/// far longer than the test), and starts as soon as the group ends.
+/// far longer than the test), whether it takes an idle connection or one
+/// opened for it, and starts as soon as the group ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_main_pool_waits_while_a_create_group_is_in_flight() {
     let db = TestDb::new().await;
@@ -197,22 +198,39 @@ async fn the_main_pool_waits_while_a_create_group_is_in_flight() {
     // Nothing in flight: no wait.
     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
     assert_eq!(one, 1);
+    // A connection goes back to the pool a moment after its statement.
+    let back_in_the_pool = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.num_idle() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the connection never came back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    back_in_the_pool().await;
 
-    let group = foreground.enter();
-    let waiting = tokio::spawn({
+    let waits_for_the_group = |sql: &'static str, n: i32| {
         let pool = pool.clone();
-        async move { sqlx::query_scalar::<_, i32>("SELECT 2").fetch_one(&pool).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
-        "a statement ran while a create group was in flight"
-    );
-    drop(group);
-    let two = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the statement runs once the group ends")
-        .unwrap()
-        .unwrap();
-    assert_eq!(two, 2);
+        let foreground = foreground.clone();
+        async move {
+            let group = foreground.enter();
+            let waiting = tokio::spawn(async move { sqlx::query_scalar::<_, i32>(sql).fetch_one(&pool).await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!waiting.is_finished(), "{sql} ran while a create group was in flight");
+            drop(group);
+            let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("the statement runs once the group ends")
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, n);
+        }
+    };
+    // The idle connection.
+    waits_for_the_group("SELECT 2", 2).await;
+    // With the only idle connection held, one opened for the statement.
+    back_in_the_pool().await;
+    let held = pool.acquire().await.unwrap();
+    assert_eq!((pool.size(), pool.num_idle()), (1, 0));
+    waits_for_the_group("SELECT 3", 3).await;
+    drop(held);
 }
