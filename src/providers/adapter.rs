@@ -184,6 +184,23 @@ pub struct CallbackReport {
     pub currency: Option<String>,
 }
 
+impl CallbackReport {
+    /// The report with every id as the database can hold and compare it: a
+    /// NUL, which PostgreSQL's text refuses, becomes U+FFFD (as when the
+    /// inbox stored the dedupe key), so that such an id is applied once
+    /// instead of failing its job until it dies.
+    pub fn storable(self) -> CallbackReport {
+        let clean = crate::store::storable_owned;
+        CallbackReport {
+            request_id: self.request_id.map(clean),
+            receipt: self.receipt.map(clean),
+            dedupe_key: clean(self.dedupe_key),
+            currency: self.currency.map(clean),
+            ..self
+        }
+    }
+}
+
 /// A provider's adapter: its client, wire types and code mapping behind
 /// the calls the workflow actions make.
 pub trait Adapter: Send + Sync + 'static {

@@ -439,7 +439,10 @@ impl CallbackProcessing for ProviderCallbacks {
             let Some(adapter) = self.adapters.get(&row.provider) else {
                 continue;
             };
-            let Ok(report) = adapter.parse_callback(&row.kind, &row.body) else {
+            let Ok(report) = adapter
+                .parse_callback(&row.kind, &row.body)
+                .map(CallbackReport::storable)
+            else {
                 continue;
             };
             if !matches!(report.outcome, Outcome::Succeeded | Outcome::Failed { .. }) {
@@ -526,7 +529,10 @@ impl CallbackProcessing for ProviderCallbacks {
                 row.provider
             )));
         };
-        let report = match adapter.parse_callback(&row.kind, &row.body) {
+        let report = match adapter
+            .parse_callback(&row.kind, &row.body)
+            .map(CallbackReport::storable)
+        {
             Ok(report) => report,
             Err(error) => {
                 return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error)).await;

@@ -580,7 +580,12 @@ pub async fn move_and_record_many(
         )
         .bind(events.iter().map(|e| e.payload_digest).collect::<Vec<Option<&str>>>())
         .bind(moves.iter().map(|m| m.deliver_to).collect::<Vec<&str>>())
-        .bind(moves.iter().map(|m| m.receipt).collect::<Vec<Option<&str>>>())
+        .bind(
+            moves
+                .iter()
+                .map(|m| m.receipt.map(|r| super::storable(r).into_owned()))
+                .collect::<Vec<Option<String>>>(),
+        )
         .bind(withdraw.iter().map(|w| w.0).collect::<Vec<&str>>())
         .bind(withdraw.iter().map(|w| w.1).collect::<Vec<Uuid>>());
     let rows: Vec<(i64, i32, i64, Vec<Uuid>, i64)> = bind_jobs(query, jobs, notify).fetch_all(conn).await?;
@@ -738,7 +743,7 @@ pub async fn assign_provider_ref(conn: &mut PgConnection, id: Uuid, provider_ref
         "UPDATE intents SET provider_ref = coalesce(provider_ref, $2) WHERE id = $1 RETURNING provider_ref",
     )
     .bind(id)
-    .bind(provider_ref)
+    .bind(super::storable(provider_ref))
     .fetch_one(conn)
     .await
 }
@@ -750,7 +755,7 @@ pub async fn assign_provider_refs(
     wanted: &[(Uuid, String)],
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
-    let refs: Vec<&str> = wanted.iter().map(|(_, r)| r.as_str()).collect();
+    let refs: Vec<String> = wanted.iter().map(|(_, r)| super::storable(r).into_owned()).collect();
     sqlx::query_as(
         "UPDATE intents i SET provider_ref = coalesce(i.provider_ref, w.provider_ref)
          FROM (SELECT DISTINCT ON (id) id, provider_ref
@@ -824,7 +829,7 @@ pub async fn unstart_request(conn: &mut PgConnection, id: Uuid) -> Result<(), sq
 pub async fn set_receipt(conn: &mut PgConnection, id: Uuid, receipt: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE intents SET receipt = coalesce(receipt, $2) WHERE id = $1")
         .bind(id)
-        .bind(receipt)
+        .bind(super::storable(receipt))
         .execute(conn)
         .await?;
     Ok(())
@@ -836,7 +841,7 @@ pub async fn set_receipts(conn: &mut PgConnection, receipts: &[(Uuid, &str)]) ->
         return Ok(());
     }
     let ids: Vec<Uuid> = receipts.iter().map(|(id, _)| *id).collect();
-    let values: Vec<&str> = receipts.iter().map(|(_, r)| *r).collect();
+    let values: Vec<String> = receipts.iter().map(|(_, r)| super::storable(r).into_owned()).collect();
     sqlx::query(
         "UPDATE intents i SET receipt = coalesce(i.receipt, r.receipt)
          FROM unnest($1::uuid[], $2::text[]) AS r(id, receipt)

@@ -100,6 +100,15 @@ pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// [`storable`] for a string that is given away.
+pub(crate) fn storable_owned(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
 /// How long a pooled connection may sit idle before it is pinged on the way
 /// out of the pool.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);

@@ -44,9 +44,12 @@ pub async fn record_many(pool: &PgPool, notes: &[super::grouped::CallNote]) -> R
     let runs: Vec<i32> = notes.iter().map(|n| n.run).collect();
     let providers: Vec<&str> = notes.iter().map(|n| n.provider).collect();
     let calls: Vec<&str> = notes.iter().map(|n| n.call).collect();
-    let request_ids: Vec<Option<&str>> = notes.iter().map(|n| n.request_id.as_deref()).collect();
+    // Ids and codes are the provider's words: one with a NUL would fail
+    // the whole batch.
+    let storable = |text: &Option<String>| text.as_deref().map(|t| super::storable(t).into_owned());
+    let request_ids: Vec<Option<String>> = notes.iter().map(|n| storable(&n.request_id)).collect();
     let outcomes: Vec<&str> = notes.iter().map(|n| n.outcome).collect();
-    let codes: Vec<Option<&str>> = notes.iter().map(|n| n.code.as_deref()).collect();
+    let codes: Vec<Option<String>> = notes.iter().map(|n| storable(&n.code)).collect();
     let latencies: Vec<i32> = notes
         .iter()
         .map(|n| i32::try_from(n.latency.as_millis()).unwrap_or(i32::MAX))

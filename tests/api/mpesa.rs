@@ -687,6 +687,36 @@ async fn a_success_for_another_amount_is_not_applied_and_goes_on_the_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_carrying_a_nul_character_is_applied_once_not_retried_to_death() {
+    let app = spawn_mpesa_app(losing_every_callback()).await;
+    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+    app.run_jobs().await;
+    let checkout = provider_ref(&app, &id).await;
+    let token = callback_token(&app, &id).await;
+    // PostgreSQL's text refuses a NUL; a provider's id may still hold one.
+    for _ in 0..2 {
+        assert_eq!(
+            paid_stk_callback(&app, &token, &checkout, 300, "QKL1\u{0}NUL0").await,
+            StatusCode::OK
+        );
+    }
+    let done = until_state(&app, "collection", &id, "completed").await;
+    assert_eq!(done["receipt"], "QKL1\u{FFFD}NUL0", "{done}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'duplicate'")
+            .await,
+        1,
+        "the second delivery is the first one's duplicate"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE state IN ('available', 'running', 'dead')")
+            .await,
+        0
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_nobody_knows_about_a_completed_prompt_goes_on_the_report() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;

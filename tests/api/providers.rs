@@ -483,6 +483,65 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_id_carrying_a_nul_character_is_applied_once_not_retried_to_death() {
+    let app = losing_every_callback("mtn").await;
+    let id = create_payout(&app, "0772345678").await;
+    app.run_jobs().await;
+    let (reference, token): (String, String) =
+        sqlx::query_as("SELECT provider_ref, callback_token FROM intents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    // PostgreSQL's text refuses a NUL; a provider's id may still hold one.
+    let body = json!({ "referenceId": reference, "externalId": reference, "amount": "5000",
+                       "currency": "UGX", "status": "SUCCESSFUL", "financialTransactionId": "99\u{0}11" });
+    for _ in 0..2 {
+        let answer = app
+            .http
+            .post(app.url(&format!("/callbacks/mtn/transfer/{token}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the callback to complete the payout",
+        || async {
+            app.run_jobs().await;
+            app.count(&format!(
+                "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'completed'"
+            ))
+            .await
+                == 1
+        },
+    )
+    .await;
+    let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(receipt, "99\u{FFFD}11");
+    assert_eq!(
+        app.count("SELECT count(*) FROM callback_inbox WHERE outcome = 'duplicate'")
+            .await,
+        1,
+        "the second delivery is the first one's duplicate"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM tuma_jobs WHERE state IN ('available', 'running', 'dead') AND kind LIKE 'callback%'"
+        )
+        .await,
+        0
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_answer_naming_another_amount_never_completes_the_payout() {
     let app = losing_every_callback("mtn").await;
     let id = create_payout(&app, "0772345678").await;

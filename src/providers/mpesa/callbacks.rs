@@ -82,6 +82,26 @@ fn decimal(value: &serde_json::Value) -> Option<rust_decimal::Decimal> {
 
 /// Parses a callback body of `kind`.
 pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
+    read(kind, body).map(Report::storable)
+}
+
+impl Report {
+    /// The report with every id as the database can hold and compare it: a
+    /// NUL, which PostgreSQL's text refuses, becomes U+FFFD (as when the
+    /// inbox stored the dedupe key), so that such an id is applied once
+    /// instead of failing its job until it dies.
+    fn storable(self) -> Report {
+        let clean = crate::store::storable_owned;
+        Report {
+            provider_ref: self.provider_ref.map(clean),
+            receipt: self.receipt.map(clean),
+            dedupe_key: clean(self.dedupe_key),
+            ..self
+        }
+    }
+}
+
+fn read(kind: &str, body: &[u8]) -> Result<Report, String> {
     match kind {
         "stk" => {
             let envelope: StkCallbackEnvelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
