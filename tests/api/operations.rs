@@ -492,31 +492,29 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reversal_of_a_payment_already_reversed_another_way_waits_for_a_person_with_its_hold_kept() {
-    let app = spawn_mpesa_app(SimConfig::default()).await;
-    let sim = app.sim.clone().unwrap();
-    let receipt = collected_donation(&app).await;
-    // Someone reverses the payment at M-Pesa directly (the organisation
-    // portal): the money goes back, and Tuma hears nothing of it.
+/// Someone reverses `receipt` at M-Pesa directly (the organisation
+/// portal): the money goes back, and Tuma hears nothing of it.
+async fn reversed_at_the_portal(app: &TestApp, sim: &SimHandle, receipt: &str) {
     sim.set_chaos(Chaos {
         callback_loss_permille: 1000,
         ..Chaos::default()
     });
     let portal = tuma::providers::mpesa::MpesaClient::new(app.config.mpesa.clone().unwrap()).unwrap();
+    let nowhere = "http://127.0.0.1:9/none";
     portal
-        .reversal(
-            &receipt,
-            800,
-            "174379",
-            "portal",
-            "http://127.0.0.1:9/none",
-            "http://127.0.0.1:9/none",
-        )
+        .reversal(receipt, 800, "174379", "portal", nowhere, nowhere)
         .await
         .unwrap();
     sim.set_chaos(Chaos::default());
     assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_of_a_payment_already_reversed_another_way_waits_for_a_person_with_its_hold_kept() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let receipt = collected_donation(&app).await;
+    reversed_at_the_portal(&app, &sim, &receipt).await;
 
     // Tuma's own reversal is refused as already reversed (`R000001`).
     let id = reverse(&app, &receipt).await;
@@ -570,6 +568,41 @@ async fn a_reversal_of_a_payment_already_reversed_another_way_waits_for_a_person
     assert_eq!(resolved.status(), StatusCode::OK);
     assert_eq!(reversal(&app, &id).await["state"], "completed");
     assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_the_status_query_calls_declined_waits_for_a_person_with_its_hold_kept() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let receipt = collected_donation(&app).await;
+    reversed_at_the_portal(&app, &sim, &receipt).await;
+    // Tuma's reversal is refused as already reversed, and that answer is
+    // lost: the status query learns only that it was declined.
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let id = reverse(&app, &receipt).await;
+    app.run_jobs().await;
+    assert_eq!(reversal(&app, &id).await["state"], "processing");
+    sim.set_chaos(Chaos::default());
+    app.advance(Duration::from_secs(30));
+    eventually(Duration::from_secs(10), "the status query's answer", || async {
+        app.run_jobs().await;
+        reversal(&app, &id).await["state"] != "processing"
+    })
+    .await;
+    let body = reversal(&app, &id).await;
+    assert_eq!(body["state"], "unresolved", "{body}");
+    let events: Vec<String> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["event"].as_str().unwrap(), e["cause"].as_str().unwrap()))
+        .collect();
+    assert!(events.contains(&"status_declined:poll".to_owned()), "{events:?}");
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "still held");
     app.assert_ledger_balanced().await;
 }
 

@@ -80,6 +80,15 @@ fn decimal(value: &serde_json::Value) -> Option<rust_decimal::Decimal> {
     }
 }
 
+/// Whether `report` is a status query's "declined" for reversal `intent`.
+/// Daraja's status answer names no reason, and a reversal refused as
+/// already reversed (`codes::ALREADY_REVERSED`: the money went back some
+/// other way) is declined too, so it is left to a person, never taken
+/// for a reversal that moved nothing.
+fn declined_reversal_by_query(report: &Report, intent: &IntentRow) -> bool {
+    report.from_query && intent.kind == "reversal" && matches!(report.outcome, Outcome::Failed { .. })
+}
+
 /// Parses a callback body of `kind`.
 pub fn parse(kind: &str, body: &[u8]) -> Result<Report, String> {
     read(kind, body).map(Report::storable)
@@ -373,6 +382,9 @@ impl CallbackProcessing for Callbacks {
             if report.outcome == Outcome::Succeeded && amount_contradiction(report.amount, None, &intent).is_some() {
                 continue;
             }
+            if declined_reversal_by_query(&report, &intent) {
+                continue;
+            }
             ready.push(Ready {
                 item,
                 row,
@@ -501,6 +513,9 @@ impl CallbackProcessing for Callbacks {
         }
         let event = match &report.outcome {
             Outcome::Succeeded => "provider_succeeded",
+            // Declined, the status query says, but not why: a reversal
+            // declined as already reversed moved the money all the same.
+            Outcome::Failed { .. } if declined_reversal_by_query(&report, &intent) => "status_declined",
             Outcome::Failed { .. } => "provider_failed",
             // The payment went back some other way: the reversal waits for
             // a person, its hold kept (`codes::ALREADY_REVERSED`).
@@ -547,6 +562,12 @@ impl CallbackProcessing for Callbacks {
         };
         if event == "already_reversed" {
             applied_event.note = said.as_deref();
+        }
+        if event == "status_declined" {
+            applied_event.note = Some(
+                "M-Pesa's status query says the reversal was declined, not why; one declined as already \
+                 reversed (R000001) moved the money another way: a person confirms",
+            );
         }
         let applied = self
             .engine
