@@ -480,16 +480,21 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
         fetch().await["state"] == "completed"
     })
     .await;
-    let events: Vec<String> = fetch().await["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| format!("{}:{}", e["event"].as_str().unwrap(), e["cause"].as_str().unwrap()))
-        .collect();
+    let events = event_causes(&fetch().await);
     assert!(events.contains(&"provider_succeeded:poll".to_owned()), "{events:?}");
     assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
     assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
     app.assert_ledger_balanced().await;
+}
+
+/// An intent's history as `event:cause`, in order.
+fn event_causes(intent: &Value) -> Vec<String> {
+    intent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["event"].as_str().unwrap(), e["cause"].as_str().unwrap()))
+        .collect()
 }
 
 /// Someone reverses `receipt` at M-Pesa directly (the organisation
@@ -595,12 +600,7 @@ async fn a_reversal_the_status_query_calls_declined_waits_for_a_person_with_its_
     .await;
     let body = reversal(&app, &id).await;
     assert_eq!(body["state"], "unresolved", "{body}");
-    let events: Vec<String> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| format!("{}:{}", e["event"].as_str().unwrap(), e["cause"].as_str().unwrap()))
-        .collect();
+    let events = event_causes(&body);
     assert!(events.contains(&"status_declined:poll".to_owned()), "{events:?}");
     assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "still held");
     app.assert_ledger_balanced().await;

@@ -376,6 +376,31 @@ async fn create_payout(app: &TestApp, number: &str) -> uuid::Uuid {
         .unwrap()
 }
 
+/// MTN's transfer callback `body`, delivered to the intent of `token`.
+async fn mtn_transfer_callback(app: &TestApp, token: &str, body: &Value) {
+    let answer = app
+        .http
+        .post(app.url(&format!("/callbacks/mtn/transfer/{token}")))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+}
+
+/// Runs jobs until payout `id` is completed.
+async fn until_completed(app: &TestApp, id: uuid::Uuid, what: &str) {
+    eventually(Duration::from_secs(20), what, || async {
+        app.run_jobs().await;
+        app.count(&format!(
+            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'completed'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
     let app = spawn_provider_app("airtel", SimOptions::default()).await;
@@ -449,14 +474,7 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
     for (amount, currency) in [("1", "UGX"), ("5000", "EUR"), ("5000", "E\u{0}R")] {
         let body = json!({ "referenceId": reference, "externalId": reference, "amount": amount,
                            "currency": currency, "status": "SUCCESSFUL", "financialTransactionId": "9911" });
-        let answer = app
-            .http
-            .post(app.url(&format!("/callbacks/mtn/transfer/{token}")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(answer.status().is_success(), "{}", answer.status());
+        mtn_transfer_callback(&app, &token, &body).await;
         app.run_jobs().await;
     }
     assert_eq!(
@@ -470,15 +488,7 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
     );
     // The status poll asks MTN itself, and its answer settles the payout.
     app.advance(Duration::from_secs(30));
-    eventually(Duration::from_secs(20), "the poll to complete the payout", || async {
-        app.run_jobs().await;
-        app.count(&format!(
-            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'completed'"
-        ))
-        .await
-            == 1
-    })
-    .await;
+    until_completed(&app, id, "the poll to complete the payout").await;
     app.assert_ledger_balanced().await;
 }
 
@@ -497,28 +507,9 @@ async fn a_transaction_id_carrying_a_nul_character_is_applied_once_not_retried_t
     let body = json!({ "referenceId": reference, "externalId": reference, "amount": "5000",
                        "currency": "UGX", "status": "SUCCESSFUL", "financialTransactionId": "99\u{0}11" });
     for _ in 0..2 {
-        let answer = app
-            .http
-            .post(app.url(&format!("/callbacks/mtn/transfer/{token}")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(answer.status().is_success(), "{}", answer.status());
+        mtn_transfer_callback(&app, &token, &body).await;
     }
-    eventually(
-        Duration::from_secs(20),
-        "the callback to complete the payout",
-        || async {
-            app.run_jobs().await;
-            app.count(&format!(
-                "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'completed'"
-            ))
-            .await
-                == 1
-        },
-    )
-    .await;
+    until_completed(&app, id, "the callback to complete the payout").await;
     let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1")
         .bind(id)
         .fetch_one(&app.db.pool)
