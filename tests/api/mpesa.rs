@@ -1261,6 +1261,55 @@ async fn callbacks_from_outside_the_allow_list_are_stored_and_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c2b_notice_with_a_nul_is_refused_at_validation_and_listed_at_confirmation() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let mpesa = app.config.mpesa.clone().unwrap();
+    let token = tuma::providers::mpesa::c2b_token(&mpesa);
+    let notice = json!({
+        "TransactionType": "Pay Bill", "TransID": "QK1\u{0}NUL", "TransTime": "20261205120000",
+        "TransAmount": "500.00", "BusinessShortCode": "174379", "BillRefNumber": "INV-7",
+        "MSISDN": "2547 ***** 678", "FirstName": "A",
+    });
+    let answer = app
+        .http
+        .post(app.url(&format!("/callbacks/mpesa/c2b-confirmation/{token}")))
+        .json(&notice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    eventually(Duration::from_secs(10), "the confirmation processed", || async {
+        app.run_jobs().await;
+        app.count("SELECT count(*) FROM callback_inbox WHERE kind = 'c2b-confirmation' AND outcome IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    assert_eq!(app.listed_callbacks().await, ["malformed"]);
+    assert_eq!(app.count("SELECT count(*) FROM c2b_payments").await, 0);
+    // Asked first, Tuma refuses it: no money moves for it.
+    let mut asked = notice.clone();
+    asked["BillRefNumber"] = json!("INV\u{0}7");
+    let answer = app
+        .http
+        .post(app.url(&format!("/callbacks/mpesa/c2b-validation/{token}")))
+        .json(&asked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let said: Value = answer.json().await.unwrap();
+    assert_eq!(said["ResultCode"], "C2B00016", "{said}");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM tuma_jobs WHERE kind LIKE 'callback.mpesa%' AND state IN ('available', 'running', 'dead')"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c2b_payments_are_validated_by_rules_and_recorded_once_per_receipt() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let sim = app.sim.clone().unwrap();

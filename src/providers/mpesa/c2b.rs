@@ -13,6 +13,7 @@ use super::MpesaConfig;
 pub const INVALID_ACCOUNT: &str = "C2B00012";
 pub const INVALID_AMOUNT: &str = "C2B00013";
 pub const INVALID_SHORTCODE: &str = "C2B00015";
+pub const OTHER_ERROR: &str = "C2B00016";
 
 /// Whether to accept a payment Daraja asks about: `Err((code, reason))`
 /// refuses it. Loans and campaigns add their own rules for references.
@@ -30,6 +31,11 @@ pub fn validate(config: &MpesaConfig, notice: &C2bNotice) -> Result<(), (&'stati
     }
     if notice.bill_ref_number.trim().is_empty() {
         return Err((INVALID_ACCOUNT, "Invalid Account Number"));
+    }
+    if notice.nul_field().is_some() {
+        // Its confirmation could not be recorded as sent (a person would
+        // have to): no money moves for it instead.
+        return Err((OTHER_ERROR, "Other Error"));
     }
     Ok(())
 }

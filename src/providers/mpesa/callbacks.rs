@@ -616,6 +616,11 @@ impl Callbacks {
                 return finish_with(ctx, tx, &row, None, None, "malformed", Some(&error.to_string())).await;
             }
         };
+        if let Some(field) = notice.nul_field() {
+            // Listed on the report for a person, who has the statement.
+            let detail = format!("a NUL character in {field}");
+            return finish_with(ctx, tx, &row, None, None, "malformed", Some(&detail)).await;
+        }
         self.record_payment(ctx, tx, row, notice).await
     }
 

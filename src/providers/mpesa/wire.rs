@@ -331,6 +331,32 @@ pub struct C2bNotice {
     pub last_name: String,
 }
 
+impl C2bNotice {
+    /// The first field (its wire name) holding a NUL character, which
+    /// PostgreSQL's text refuses: such a notice cannot be recorded as sent,
+    /// and an id cleaned of it would no longer be Daraja's.
+    pub fn nul_field(&self) -> Option<&'static str> {
+        [
+            ("TransactionType", &self.transaction_type),
+            ("TransID", &self.trans_id),
+            ("TransTime", &self.trans_time),
+            ("TransAmount", &self.trans_amount),
+            ("BusinessShortCode", &self.business_short_code),
+            ("BillRefNumber", &self.bill_ref_number),
+            ("InvoiceNumber", &self.invoice_number),
+            ("OrgAccountBalance", &self.org_account_balance),
+            ("ThirdPartyTransID", &self.third_party_trans_id),
+            ("MSISDN", &self.msisdn),
+            ("FirstName", &self.first_name),
+            ("MiddleName", &self.middle_name),
+            ("LastName", &self.last_name),
+        ]
+        .into_iter()
+        .find(|(_, value)| value.contains('\0'))
+        .map(|(name, _)| name)
+    }
+}
+
 /// One account of an `AccountBalance` result parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountBalance {
