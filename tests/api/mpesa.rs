@@ -636,6 +636,17 @@ async fn a_callback_that_beats_its_requests_answer_is_matched_later() {
     app.assert_ledger_balanced().await;
 }
 
+/// Posts `body` to Tuma's Daraja callback URL of `kind` and `token`, as
+/// Daraja would.
+async fn daraja_callback(app: &TestApp, kind: &str, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/callbacks/mpesa/{kind}/{token}")))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Posts Daraja's STK callback for a paid prompt (`checkout`, `amount`
 /// KES, `receipt`) to the intent whose callback token is `token`.
 async fn paid_stk_callback(app: &TestApp, token: &str, checkout: &str, amount: u32, receipt: &str) -> StatusCode {
@@ -645,13 +656,7 @@ async fn paid_stk_callback(app: &TestApp, token: &str, checkout: &str, amount: u
             { "Name": "Amount", "Value": amount }, { "Name": "MpesaReceiptNumber", "Value": receipt },
         ]},
     }}});
-    app.http
-        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
-        .json(&stk)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    daraja_callback(app, "stk", token, &stk).await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,13 +731,7 @@ async fn a_code_nobody_knows_about_a_completed_prompt_goes_on_the_report() {
     let stk = json!({ "Body": { "stkCallback": {
         "MerchantRequestID": "1", "CheckoutRequestID": checkout, "ResultCode": 9321, "ResultDesc": "reversed?",
     }}});
-    let answer = app
-        .http
-        .post(app.url(&format!("/callbacks/mpesa/stk/{token}")))
-        .json(&stk)
-        .send()
-        .await
-        .unwrap();
+    let answer = daraja_callback(&app, "stk", &token, &stk).await;
     assert_eq!(answer.status(), StatusCode::OK);
     app.run_jobs().await;
     assert_eq!(fetch(&app, "collection", &id).await["state"], "completed");
@@ -1270,13 +1269,7 @@ async fn a_c2b_notice_with_a_nul_is_refused_at_validation_and_listed_at_confirma
         "TransAmount": "500.00", "BusinessShortCode": "174379", "BillRefNumber": "INV-7",
         "MSISDN": "2547 ***** 678", "FirstName": "A",
     });
-    let answer = app
-        .http
-        .post(app.url(&format!("/callbacks/mpesa/c2b-confirmation/{token}")))
-        .json(&notice)
-        .send()
-        .await
-        .unwrap();
+    let answer = daraja_callback(&app, "c2b-confirmation", &token, &notice).await;
     assert_eq!(answer.status(), StatusCode::OK);
     eventually(Duration::from_secs(10), "the confirmation processed", || async {
         app.run_jobs().await;
@@ -1290,13 +1283,7 @@ async fn a_c2b_notice_with_a_nul_is_refused_at_validation_and_listed_at_confirma
     // Asked first, Tuma refuses it: no money moves for it.
     let mut asked = notice.clone();
     asked["BillRefNumber"] = json!("INV\u{0}7");
-    let answer = app
-        .http
-        .post(app.url(&format!("/callbacks/mpesa/c2b-validation/{token}")))
-        .json(&asked)
-        .send()
-        .await
-        .unwrap();
+    let answer = daraja_callback(&app, "c2b-validation", &token, &asked).await;
     assert_eq!(answer.status(), StatusCode::OK);
     let said: Value = answer.json().await.unwrap();
     assert_eq!(said["ResultCode"], "C2B00016", "{said}");

@@ -432,16 +432,20 @@ async fn collected_donation(app: &TestApp) -> String {
         .unwrap()
 }
 
+/// An admin's request to reverse `receipt`, under `idempotency_key`.
+async fn request_reversal(app: &TestApp, idempotency_key: &str, receipt: &str) -> reqwest::Response {
+    app.create(
+        "/v1/reversals",
+        &app.admin_key,
+        idempotency_key,
+        &json!({ "receipt": receipt, "reason": "charged twice" }),
+    )
+    .await
+}
+
 /// An admin's reversal of `receipt`; its id.
 async fn reverse(app: &TestApp, receipt: &str) -> String {
-    let reversal = app
-        .create(
-            "/v1/reversals",
-            &app.admin_key,
-            "rev-1",
-            &json!({ "receipt": receipt, "reason": "charged twice" }),
-        )
-        .await;
+    let reversal = request_reversal(app, "rev-1", receipt).await;
     assert_eq!(reversal.status(), StatusCode::CREATED);
     reversal.json::<Value>().await.unwrap()["id"]
         .as_str()
@@ -551,14 +555,7 @@ async fn a_reversal_of_a_payment_already_reversed_another_way_waits_for_a_person
         "no second reversal"
     );
     // A second reversal of the receipt waits for this one's resolution.
-    let again = app
-        .create(
-            "/v1/reversals",
-            &app.admin_key,
-            "rev-2",
-            &json!({ "receipt": receipt, "reason": "charged twice" }),
-        )
-        .await;
+    let again = request_reversal(&app, "rev-2", &receipt).await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
     app.assert_ledger_balanced().await;
 

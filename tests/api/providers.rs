@@ -388,12 +388,14 @@ async fn mtn_transfer_callback(app: &TestApp, token: &str, body: &Value) {
     assert!(answer.status().is_success(), "{}", answer.status());
 }
 
-/// Runs jobs until payout `id` is completed.
-async fn until_completed(app: &TestApp, id: uuid::Uuid, what: &str) {
+/// Runs jobs, moving the test's clock by `step` before each round, until
+/// intent `id` is in `state`.
+async fn until_in_state(app: &TestApp, id: uuid::Uuid, state: &str, step: Duration, what: &str) {
     eventually(Duration::from_secs(20), what, || async {
+        app.advance(step);
         app.run_jobs().await;
         app.count(&format!(
-            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'completed'"
+            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = '{state}'"
         ))
         .await
             == 1
@@ -488,7 +490,7 @@ async fn a_callback_naming_another_amount_or_currency_is_left_to_the_status_poll
     );
     // The status poll asks MTN itself, and its answer settles the payout.
     app.advance(Duration::from_secs(30));
-    until_completed(&app, id, "the poll to complete the payout").await;
+    until_in_state(&app, id, "completed", Duration::ZERO, "the poll to complete the payout").await;
     app.assert_ledger_balanced().await;
 }
 
@@ -509,7 +511,14 @@ async fn a_transaction_id_carrying_a_nul_character_is_applied_once_not_retried_t
     for _ in 0..2 {
         mtn_transfer_callback(&app, &token, &body).await;
     }
-    until_completed(&app, id, "the callback to complete the payout").await;
+    until_in_state(
+        &app,
+        id,
+        "completed",
+        Duration::ZERO,
+        "the callback to complete the payout",
+    )
+    .await;
     let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1")
         .bind(id)
         .fetch_one(&app.db.pool)
@@ -566,15 +575,13 @@ async fn a_status_answer_naming_another_amount_never_completes_the_payout() {
             .unwrap();
         assert_ne!(state, "completed", "poll {poll} applied a success for another amount");
     }
-    eventually(Duration::from_secs(20), "the payout to be unresolved", || async {
-        app.advance(Duration::from_secs(30));
-        app.run_jobs().await;
-        app.count(&format!(
-            "SELECT count(*) FROM intents WHERE id = '{id}' AND state = 'unresolved'"
-        ))
-        .await
-            == 1
-    })
+    until_in_state(
+        &app,
+        id,
+        "unresolved",
+        Duration::from_secs(30),
+        "the payout to be unresolved",
+    )
     .await;
     app.assert_ledger_balanced().await;
 }
