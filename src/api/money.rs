@@ -347,7 +347,7 @@ pub async fn credit_party(
     }
     let payee = AccountKey::party(&caller.owner, id.as_str(), currency);
     let transfer = NewTransfer {
-        key: format!("credit:{}:{}:{reference}", caller.owner, id.as_str()),
+        key: ledger::joined_key(&["credit", &caller.owner, id.as_str(), reference]),
         owner: caller.owner.clone(),
         kind: "credit".into(),
         intent_id: None,

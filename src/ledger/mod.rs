@@ -41,21 +41,39 @@ pub use store::{available_of, balances_of, check_invariants, entries, find_accou
 /// The legs that undo the posted transfer `key` (each of its legs with the
 /// sign turned); `None` when no such transfer is posted.
 pub async fn undoing_legs(conn: &mut PgConnection, key: &str, memo: &str) -> Result<Option<Vec<Leg>>, LedgerError> {
-    let Some((state, legs)) = store::transfer_legs(conn, key).await? else {
-        return Ok(None);
-    };
-    if state != "posted" {
-        return Ok(None);
-    }
-    Ok(Some(
+    let legs = legs_if(conn, key, "posted").await?;
+    Ok(legs.map(|legs| {
         legs.into_iter()
             .map(|(account, amount, _)| Leg {
                 account,
                 amount: -amount,
                 memo: memo.to_owned(),
             })
-            .collect(),
-    ))
+            .collect()
+    }))
+}
+
+/// The legs of the voided transfer `key` as they were held, to be posted
+/// again by a transfer of their own (money a provider moved after its
+/// intent had given it up); `None` when no such transfer is voided.
+pub async fn voided_legs(conn: &mut PgConnection, key: &str) -> Result<Option<Vec<Leg>>, LedgerError> {
+    let legs = legs_if(conn, key, "voided").await?;
+    Ok(legs.map(|legs| {
+        legs.into_iter()
+            .map(|(account, amount, memo)| Leg { account, amount, memo })
+            .collect()
+    }))
+}
+
+/// Transfer `key`'s legs, if it exists and is in `state`.
+async fn legs_if(
+    conn: &mut PgConnection,
+    key: &str,
+    state: &str,
+) -> Result<Option<Vec<(AccountKey, Decimal, String)>>, LedgerError> {
+    Ok(store::transfer_legs(conn, key)
+        .await?
+        .and_then(|(found, legs)| (found == state).then_some(legs)))
 }
 
 /// The owner of accounts that belong to the platform, not to one tenant.
@@ -278,6 +296,28 @@ pub struct NewTransfer {
 /// The key of an intent's own transfer.
 pub fn intent_key(intent_id: Uuid) -> String {
     format!("intent:{intent_id}")
+}
+
+/// A transfer key made of `parts` joined by `:`, each part with its `%` and
+/// `:` escaped (`%25`, `%3A`), so that no two lists of parts make the same
+/// key: party `a:b` with reference `c` and party `a` with reference `b:c`
+/// are two credits, not one. A part with neither character is kept as it
+/// is, so keys whose parts hold neither read as they always did.
+pub fn joined_key(parts: &[&str]) -> String {
+    let mut key = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(':');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                ':' => key.push_str("%3A"),
+                c => key.push(c),
+            }
+        }
+    }
+    key
 }
 
 /// How a new transfer is recorded.
@@ -619,6 +659,20 @@ mod tests {
             amount: amount.parse().unwrap(),
             memo: String::new(),
         }
+    }
+
+    #[test]
+    fn joined_keys_keep_their_parts_apart() {
+        assert_eq!(
+            joined_key(&["credit", "o", "zawadi", "sale-7"]),
+            "credit:o:zawadi:sale-7"
+        );
+        let a = joined_key(&["credit", "o", "a:b", "c"]);
+        let b = joined_key(&["credit", "o", "a", "b:c"]);
+        assert_ne!(a, b);
+        assert_eq!(a, "credit:o:a%3Ab:c");
+        // An escape written by hand is not an escaped colon.
+        assert_ne!(joined_key(&["credit", "o", "a%3Ab", "c"]), a);
     }
 
     #[test]

@@ -614,6 +614,32 @@ async fn crediting_makes_the_party_and_the_same_reference_twice_is_a_no_op_and_a
 }
 
 #[tokio::test]
+async fn credits_whose_party_and_reference_split_at_a_colon_differently_are_two_credits() {
+    let app = spawn_app().await;
+    let credit = |party: &'static str, reference: &'static str| {
+        let app = &app;
+        async move {
+            post_json(
+                app,
+                &format!("/v1/parties/{party}/credits"),
+                &app.admin_key,
+                &json!({ "amount": "500", "currency": "KES", "reference": reference }),
+            )
+            .await
+        }
+    };
+    // Party ids and references may both hold a colon: "a:b" with "c" and
+    // "a" with "b:c" are different credits, not a replay of each other.
+    assert_eq!(credit("shop:7", "sale").await.status(), StatusCode::CREATED);
+    assert_eq!(credit("shop", "7:sale").await.status(), StatusCode::CREATED);
+    assert_eq!(app.available("shop:7", "KES").await, d("500"));
+    assert_eq!(app.available("shop", "KES").await, d("500"));
+    // Each is still its own replay.
+    assert_eq!(credit("shop", "7:sale").await.status(), StatusCode::OK);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
 async fn account_entries_page_newest_first_and_stay_within_their_owner() {
     let app = spawn_app().await;
     for i in 0..5 {
