@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::ledger::LedgerError;
+use crate::policy::BookError;
 use crate::store::intents;
 use crate::store::late_successes::{self, LateSuccess};
 use crate::workflow::engine::{Applied, Cause, Engine, EngineError, Event};
@@ -144,32 +146,93 @@ pub enum RecordError {
     Refused(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The ledger refused a booking for a reason no person can act on.
+    #[error(transparent)]
+    Ledger(LedgerError),
+}
+
+/// How a person settles a late success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The money came back (a reversal, the recipient returning it), or
+    /// was put right outside Tuma: the ledger is left as it is.
+    Recovered,
+    /// The money stays where the provider moved it: Tuma posts it, as
+    /// completing the intent would have ([`book_late_success`]).
+    ///
+    /// [`book_late_success`]: crate::policy::book_late_success
+    Booked,
+}
+
+impl Settlement {
+    /// `recovered` (also when nothing is said) or `booked`.
+    pub fn parse(text: Option<&str>) -> Option<Settlement> {
+        match text.map(str::trim) {
+            None | Some("" | "recovered") => Some(Settlement::Recovered),
+            Some("booked") => Some(Settlement::Booked),
+            Some(_) => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Recovered => "recovered",
+            Settlement::Booked => "booked",
+        }
+    }
 }
 
 /// Settles the late success of intent `id` (of `owner` when given) as
 /// `actor`, with `evidence` of what was done; `now` as the engine's clock
-/// gives it. The intent stays in its final state.
+/// gives it. Booked, the intent's money is posted in the same transaction
+/// (a party new to the ledger gets `default_tier`), and a balance that
+/// cannot cover it now refuses the whole settlement. The intent stays in
+/// its final state.
+#[allow(clippy::too_many_arguments)]
 pub async fn settle_late_success(
-    pool: &PgPool,
+    engine: &Engine,
+    default_tier: i16,
     owner: Option<&str>,
     id: Uuid,
     actor: &str,
     evidence: &str,
+    settlement: Settlement,
     now: Option<DateTime<Utc>>,
 ) -> Result<LateSuccess, RecordError> {
     let evidence = evidence_of(evidence).ok_or(RecordError::Invalid)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = engine.jobs().pool().begin().await?;
     let mut late = late_successes::get_for_update(&mut tx, owner, id)
         .await?
         .ok_or(RecordError::NotFound)?;
     if let (Some(at), Some(by)) = (late.settled_at, &late.settled_by) {
         return Err(RecordError::Refused(format!("settled already, by {by} at {at}")));
     }
-    late.settled_at = Some(late_successes::settle(&mut tx, id, actor, evidence, now).await?);
+    let transfer_id = match settlement {
+        Settlement::Recovered => None,
+        Settlement::Booked => {
+            let intent = intents::get(&mut tx, id).await?.ok_or(RecordError::NotFound)?;
+            match crate::policy::book_late_success(&mut tx, engine.jobs(), &intent, now, default_tier).await {
+                Ok(transfer_id) => Some(transfer_id),
+                Err(BookError::Unbookable(why)) => return Err(RecordError::Refused(why)),
+                Err(BookError::Ledger(LedgerError::InsufficientFunds(shortfall))) => {
+                    return Err(RecordError::Refused(format!(
+                        "{shortfall}: the balance cannot pay for it now; recover the money, \
+                         or credit the balance and settle again"
+                    )))
+                }
+                Err(BookError::Ledger(LedgerError::Database(e))) => return Err(e.into()),
+                Err(BookError::Ledger(other)) => return Err(RecordError::Ledger(other)),
+            }
+        }
+    };
+    let outcome = settlement.as_str();
+    late.settled_at = Some(late_successes::settle(&mut tx, id, actor, evidence, outcome, transfer_id, now).await?);
     tx.commit().await?;
-    tracing::info!(intent_id = %id, settled_by = actor, "late success settled");
+    tracing::info!(intent_id = %id, settled_by = actor, outcome, "late success settled");
     late.settled_by = Some(actor.to_owned());
     late.evidence = Some(evidence.to_owned());
+    late.outcome = Some(outcome.to_owned());
+    late.transfer_id = transfer_id;
     Ok(late)
 }
 

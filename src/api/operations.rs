@@ -341,6 +341,11 @@ pub struct LateSuccessView {
     /// The API key that settled it.
     pub settled_by: Option<String>,
     pub evidence: Option<String>,
+    /// Once settled: `recovered` (the ledger left as it was) or `booked`
+    /// (the money posted by `transfer_id`).
+    pub outcome: Option<String>,
+    /// The ledger transfer that booked it.
+    pub transfer_id: Option<Uuid>,
 }
 
 impl From<crate::store::late_successes::LateSuccess> for LateSuccessView {
@@ -359,6 +364,8 @@ impl From<crate::store::late_successes::LateSuccess> for LateSuccessView {
             settled_at: l.settled_at,
             settled_by: l.settled_by,
             evidence: l.evidence,
+            outcome: l.outcome,
+            transfer_id: l.transfer_id,
         }
     }
 }
@@ -374,9 +381,17 @@ pub struct LateSuccessList {
 #[serde(deny_unknown_fields)]
 pub struct LateSuccessSettlement {
     /// What was done and what shows it: the money recovered (a reversal's
-    /// receipt), or the books corrected (the adjustment's reference).
+    /// receipt), or why it stays where it went (the statement line).
     #[schema(example = "recovered by reversal, Daraja receipt TKL9REV001")]
     pub evidence: String,
+    /// `recovered` (the default): the money came back, or was put right
+    /// outside Tuma, and the ledger is left as it is. `booked`: the money
+    /// stays where the provider moved it, and Tuma posts it as completing
+    /// the intent would have: a payout's or reversal's released hold is
+    /// posted again (its party pays for it now; refused with 409 when the
+    /// balance cannot cover it), a collection credits its payee.
+    #[schema(example = "recovered")]
+    pub outcome: Option<String>,
 }
 
 /// Late successes (admin): `status=open` (the default) or `settled`.
@@ -404,14 +419,15 @@ pub async fn late_successes(
     }))
 }
 
-/// Settle a late success with evidence (admin): the money was recovered or
-/// the books corrected, so reconciliation stops listing it. The intent
-/// stays in its final state.
+/// Settle a late success with evidence (admin): the money was recovered,
+/// or it stays where the provider moved it and is booked, so
+/// reconciliation stops listing it. The intent stays in its final state.
 #[utoipa::path(post, path = "/v1/late-successes/{id}/settle", tag = "reports", request_body = LateSuccessSettlement,
     params(("id" = Uuid, Path, description = "The intent's id")),
     responses((status = 200, body = LateSuccessView), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, description = "No late success for that intent", body = Problem),
-        (status = 409, description = "Already settled", body = Problem), (status = 422, body = Problem)),
+        (status = 409, description = "Already settled, or it cannot be booked (a balance that cannot cover it, a loan's intent)", body = Problem),
+        (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn settle_late_success(
     State(state): State<AppState>,
@@ -426,13 +442,17 @@ pub async fn settle_late_success(
     // An unparsable id is looked for as the nil id, which names no intent:
     // a 404 once the fields are known good, as for any other id.
     let intent_id = Uuid::parse_str(&id).unwrap_or(Uuid::nil());
+    let settlement = crate::resolve::Settlement::parse(request.outcome.as_deref())
+        .ok_or_else(|| ApiError::invalid("outcome", "invalid_outcome", "recovered or booked"))?;
     let now = state.engine.jobs().clock().sql_now();
     let late = crate::resolve::settle_late_success(
-        &state.pool,
+        &state.engine,
+        state.policy.default_tier(),
         Some(&caller.owner),
         intent_id,
         &caller.name,
         &request.evidence,
+        settlement,
         now,
     )
     .await
@@ -449,6 +469,7 @@ fn record_error(error: crate::resolve::RecordError, not_found: impl FnOnce() -> 
         RecordError::NotFound => not_found(),
         RecordError::Refused(message) => ApiError::InvalidState(message),
         RecordError::Database(e) => e.into(),
+        RecordError::Ledger(e) => ApiError::Internal(e.into()),
     }
 }
 

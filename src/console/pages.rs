@@ -352,8 +352,9 @@ struct LateNote {
     reported_at: String,
     cause: String,
     provider_ref: String,
-    /// `(when, by whom, evidence)` once settled.
-    settled: Option<(String, String, String)>,
+    /// `(when, by whom, evidence, how)` once settled; how: `recovered` or
+    /// `booked`.
+    settled: Option<(String, String, String, String)>,
 }
 
 #[derive(askama::Template)]
@@ -465,6 +466,7 @@ pub async fn intent(
                     when(at),
                     l.settled_by.unwrap_or_default(),
                     l.evidence.unwrap_or_default(),
+                    l.outcome.unwrap_or_default(),
                 )
             }),
         });

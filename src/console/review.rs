@@ -234,11 +234,28 @@ pub async fn settle_late_success(
     let not_found = || ConsoleError::NotFound(format!("no late success for intent {id}"));
     let intent_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let evidence = posted.form.get("evidence").unwrap_or_default();
+    let Some(settlement) = crate::resolve::Settlement::parse(posted.form.get("outcome")) else {
+        return Err(ConsoleError::Invalid("outcome: recovered or booked".into()));
+    };
     let now = state.engine.jobs().clock().sql_now();
-    let settled =
-        crate::resolve::settle_late_success(&state.pool, None, intent_id, &posted.session.actor, evidence, now)
-            .await
-            .map(|settled| settled.evidence);
+    let settled = crate::resolve::settle_late_success(
+        &state.engine,
+        state.policy.default_tier(),
+        None,
+        intent_id,
+        &posted.session.actor,
+        evidence,
+        settlement,
+        now,
+    )
+    .await
+    .map(|settled| {
+        Some(format!(
+            "{}: {}",
+            settlement.as_str(),
+            settled.evidence.unwrap_or_default()
+        ))
+    });
     recorded(
         &state,
         &posted,
@@ -304,5 +321,6 @@ async fn recorded(
             Err(ConsoleError::Refused(message))
         }
         Err(RecordError::Database(e)) => Err(e.into()),
+        Err(RecordError::Ledger(e)) => Err(ConsoleError::Internal(e.into())),
     }
 }

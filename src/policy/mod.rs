@@ -25,7 +25,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 pub use auto_payout::after_party_credit;
-pub use settle::{credit, settle_intent, settle_payouts};
+pub use settle::{book_late_success, credit, settle_intent, settle_payouts, BookError};
 pub use together::Together;
 
 use crate::config::Config;

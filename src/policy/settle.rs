@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
 
 use super::auto_payout;
 use crate::domain::Currency;
@@ -34,26 +35,7 @@ pub async fn settle_intent(
     }
     match (intent.kind.as_str(), effect) {
         ("collection", LedgerEffect::Post) => {
-            let currency = Currency::from_stored(&intent.currency);
-            let payee = match &intent.campaign_id {
-                Some(campaign) => AccountKey::campaign(&intent.owner, campaign, currency),
-                None => AccountKey::party(&intent.owner, &intent.party_id, currency),
-            };
-            let transfer = NewTransfer {
-                key,
-                owner: intent.owner.clone(),
-                kind: "collection".into(),
-                intent_id: Some(intent.id),
-                description: format!("collection {} via {}", intent.id, intent.provider),
-                legs: vec![
-                    Leg::debit(
-                        AccountKey::float(&intent.provider, currency),
-                        intent.amount,
-                        "collected",
-                    ),
-                    Leg::credit(payee.clone(), intent.amount, "collected"),
-                ],
-            };
+            let (transfer, payee) = collection_credit(intent, key);
             if intent.parent_id.is_some() {
                 // A loan's reminder: the money is on its way to the loan (the
                 // parent's job repays from this balance); no auto-payout may
@@ -69,6 +51,100 @@ pub async fn settle_intent(
         _ => {}
     }
     Ok(())
+}
+
+/// A completed collection's transfer, under `key`: its amount from the
+/// provider float to its payee (the party's balance, or the campaign's
+/// bucket), which is returned with it.
+fn collection_credit(intent: &IntentRow, key: String) -> (NewTransfer, AccountKey) {
+    let currency = Currency::from_stored(&intent.currency);
+    let payee = match &intent.campaign_id {
+        Some(campaign) => AccountKey::campaign(&intent.owner, campaign, currency),
+        None => AccountKey::party(&intent.owner, &intent.party_id, currency),
+    };
+    let transfer = NewTransfer {
+        key,
+        owner: intent.owner.clone(),
+        kind: "collection".into(),
+        intent_id: Some(intent.id),
+        description: format!("collection {} via {}", intent.id, intent.provider),
+        legs: vec![
+            Leg::debit(
+                AccountKey::float(&intent.provider, currency),
+                intent.amount,
+                "collected",
+            ),
+            Leg::credit(payee.clone(), intent.amount, "collected"),
+        ],
+    };
+    (transfer, payee)
+}
+
+/// Why a late success could not be booked.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    /// Nothing Tuma can post by itself: what to tell the person.
+    #[error("{0}")]
+    Unbookable(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Books a late success of `intent` (a provider's success after the intent
+/// ended saying the money did not move): posts, by a transfer of its own
+/// (`late-success:{id}`), what completing it would have posted. A payout's
+/// or a reversal's hold, voided when it ended, is posted again leg for leg
+/// (amount, fees and conversion as they were held), so its party pays for
+/// it now; a collection credits its payee from the float, as completing it
+/// does. The intent stays in its final state. Refused for a loan's intents
+/// (the loan's own books would not follow) and for an intent with nothing
+/// of its own to post; an account that cannot cover its share now is a
+/// [`LedgerError::InsufficientFunds`], and the caller rolls back.
+pub async fn book_late_success(
+    conn: &mut Transaction<'_, Postgres>,
+    jobs: &JobClient,
+    intent: &IntentRow,
+    now: Option<DateTime<Utc>>,
+    default_tier: i16,
+) -> Result<Uuid, BookError> {
+    if let Some(loan) = intent.parent_id {
+        return Err(BookError::Unbookable(format!(
+            "this {} belongs to loan {loan}, whose books do not follow a posting by hand: \
+             recover the money, then settle it as recovered",
+            intent.kind
+        )));
+    }
+    let key = ledger::joined_key(&["late-success", &intent.id.to_string()]);
+    let recorded = if let Some(legs) = ledger::voided_legs(conn, &ledger::intent_key(intent.id)).await? {
+        let transfer = NewTransfer {
+            key,
+            owner: intent.owner.clone(),
+            kind: "late_success".into(),
+            intent_id: Some(intent.id),
+            description: format!(
+                "late success of {} {} via {}, booked",
+                intent.kind, intent.id, intent.provider
+            ),
+            legs,
+        };
+        ledger::record(conn, &transfer, Mode::Post, now).await?
+    } else if intent.kind == "collection" {
+        let (mut transfer, payee) = collection_credit(intent, key);
+        transfer.kind = "late_success".into();
+        transfer.description = format!(
+            "late success of collection {} via {}, booked",
+            intent.id, intent.provider
+        );
+        credit(conn, jobs, &transfer, &payee, intent.amount, now, default_tier).await?
+    } else {
+        return Err(BookError::Unbookable(format!(
+            "this {} has no released hold to post again: settle it as recovered, with what shows where the money is",
+            intent.kind
+        )));
+    };
+    Ok(match recorded {
+        Recorded::New { transfer_id } | Recorded::Already { transfer_id, .. } => transfer_id,
+    })
 }
 
 /// [`settle_intent`] for many payouts at once: their holds posted or

@@ -25,10 +25,15 @@ pub struct LateSuccess {
     pub settled_at: Option<DateTime<Utc>>,
     pub settled_by: Option<String>,
     pub evidence: Option<String>,
+    /// `recovered` or `booked`, once settled.
+    pub outcome: Option<String>,
+    /// The transfer that booked it.
+    pub transfer_id: Option<Uuid>,
 }
 
 const COLUMNS: &str = "i.id, i.kind, i.state, i.amount, i.currency, i.provider, i.reference,
-                       e.provider_ref, e.cause, l.reported_at AS at, l.settled_at, l.settled_by, l.evidence";
+                       e.provider_ref, e.cause, l.reported_at AS at, l.settled_at, l.settled_by, l.evidence,
+                       l.outcome, l.transfer_id";
 /// Each late success with its intent and the refused event.
 const FROM: &str = "FROM late_successes l
                     JOIN intents i ON i.id = l.intent_id
@@ -131,17 +136,21 @@ pub async fn get_for_update(
     .await
 }
 
-/// Marks the late success of `intent_id` settled by `by`, with `evidence`;
-/// the caller holds its lock and has checked it is open.
+/// Marks the late success of `intent_id` settled by `by`, with `evidence`,
+/// as `outcome` (`recovered`, or `booked` by `transfer_id`); the caller
+/// holds its lock and has checked it is open.
 pub async fn settle(
     conn: &mut PgConnection,
     intent_id: Uuid,
     by: &str,
     evidence: &str,
+    outcome: &str,
+    transfer_id: Option<Uuid>,
     now: Option<DateTime<Utc>>,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar(
-        "UPDATE late_successes SET settled_at = coalesce($4, now()), settled_by = $2, evidence = $3
+        "UPDATE late_successes
+         SET settled_at = coalesce($4, now()), settled_by = $2, evidence = $3, outcome = $5, transfer_id = $6
          WHERE intent_id = $1
          RETURNING settled_at",
     )
@@ -149,6 +158,8 @@ pub async fn settle(
     .bind(by)
     .bind(evidence)
     .bind(now)
+    .bind(outcome)
+    .bind(transfer_id)
     .fetch_one(conn)
     .await
 }

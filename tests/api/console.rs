@@ -718,7 +718,13 @@ async fn operators_settle_a_late_success_with_evidence_from_the_review_queue() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
     let settled = otto
-        .post(&path, &[("evidence", "recovered by reversal TKL9REV001")])
+        .post(
+            &path,
+            &[
+                ("outcome", "recovered"),
+                ("evidence", "recovered by reversal TKL9REV001"),
+            ],
+        )
         .await;
     assert_eq!(settled.status(), StatusCode::SEE_OTHER);
     assert_eq!(
@@ -729,7 +735,9 @@ async fn operators_settle_a_late_success_with_evidence_from_the_review_queue() {
     assert!(!review.contains(&format!("late-{id}")), "{review}");
     let page = otto.page(&format!("/console/intents/{id}")).await;
     assert!(
-        page.contains("Settled by otto") && page.contains("recovered by reversal TKL9REV001"),
+        page.contains("Settled by otto")
+            && page.contains("recovered (the ledger left as it was)")
+            && page.contains("recovered by reversal TKL9REV001"),
         "{page}"
     );
     assert_eq!(state_of(&app, &id).await, "failed");

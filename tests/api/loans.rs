@@ -613,6 +613,46 @@ async fn a_disbursement_the_provider_refuses_ends_the_loan_and_releases_the_lend
         posted(&app, "receivable", requested["reference"].as_str().unwrap()).await,
         Decimal::ZERO
     );
+
+    // Were M-Pesa to say later that it paid after all, the disbursement
+    // could not be booked by hand: the loan's books would not follow.
+    let payout_id = payout["id"].as_str().unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let applied = app
+        .engine
+        .apply(
+            &mut tx,
+            payout_id.parse().unwrap(),
+            &tuma::workflow::engine::Event::new(
+                tuma::workflow::engine::PROVIDER_SUCCEEDED,
+                tuma::workflow::engine::Cause::Callback,
+                "mpesa",
+            ),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(applied, tuma::workflow::engine::Applied::Rejected { .. }));
+    let settle = |outcome: &'static str| {
+        let request = app
+            .http
+            .post(app.url(&format!("/v1/late-successes/{payout_id}/settle")))
+            .bearer_auth(&app.admin_key)
+            .json(&json!({ "evidence": "statement line 9", "outcome": outcome }));
+        async move { request.send().await.unwrap() }
+    };
+    let refused = settle("booked").await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("belongs to loan {id}")),
+        "{problem}"
+    );
+    assert_eq!(app.available(LENDER, "KES").await, d("100000"));
+    assert_eq!(settle("recovered").await.status(), StatusCode::OK);
     app.assert_ledger_balanced().await;
 }
 

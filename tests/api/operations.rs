@@ -18,13 +18,18 @@ fn d(text: &str) -> Decimal {
 }
 
 async fn payout(app: &TestApp, amount: &str) -> String {
+    payout_from(app, "worker-7", amount).await
+}
+
+/// A payout of `amount` KES from `party` to an M-Pesa number.
+async fn payout_from(app: &TestApp, party: &str, amount: &str) -> String {
     let response = app
         .create(
             "/v1/payouts",
             &app.key,
             &uuid::Uuid::new_v4().to_string(),
             &json!({ "amount": amount, "currency": "KES", "recipient": { "msisdn": "0712345678" },
-                     "party_id": "worker-7", "reference": "wages" }),
+                     "party_id": party, "reference": "wages" }),
         )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -46,7 +51,11 @@ async fn state_of(app: &TestApp, id: &str) -> String {
 
 /// A payout of `amount` that completes, its callback and all.
 async fn completed_payout(app: &TestApp, amount: &str) -> String {
-    let id = payout(app, amount).await;
+    completed_payout_from(app, "worker-7", amount).await
+}
+
+async fn completed_payout_from(app: &TestApp, party: &str, amount: &str) -> String {
+    let id = payout_from(app, party, amount).await;
     eventually(Duration::from_secs(10), "the payout to complete", || async {
         app.run_jobs().await;
         state_of(app, &id).await == "completed"
@@ -58,11 +67,15 @@ async fn completed_payout(app: &TestApp, amount: &str) -> String {
 /// A payout of `amount` whose every callback and status answer Daraja
 /// loses (the chaos is left on): its polls run out and it is unresolved.
 async fn unresolved_payout(app: &TestApp, sim: &SimHandle, amount: &str) -> String {
+    unresolved_payout_from(app, sim, "worker-7", amount).await
+}
+
+async fn unresolved_payout_from(app: &TestApp, sim: &SimHandle, party: &str, amount: &str) -> String {
     sim.set_chaos(Chaos {
         callback_loss_permille: 1000,
         ..Chaos::default()
     });
-    let id = payout(app, amount).await;
+    let id = payout_from(app, party, amount).await;
     app.run_jobs().await;
     assert_eq!(state_of(app, &id).await, "processing");
     for _ in 0..11 {
@@ -818,6 +831,189 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     let done = listed("?status=settled").await;
     assert_eq!(done["data"][0]["settled_at"], settled["settled_at"], "{done}");
     assert_eq!(state_of(&app, &lost).await, "failed");
+    app.assert_ledger_balanced().await;
+}
+
+/// The provider's success for intent `id`, after the intent ended: refused,
+/// and recorded as a late success.
+async fn late_success(app: &TestApp, id: &str) {
+    use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let mut event = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
+    event.provider_ref = Some("QKL1LATE01");
+    let applied = app.engine.apply(&mut tx, id.parse().unwrap(), &event).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(applied, Applied::Rejected { .. }), "{applied:?}");
+}
+
+/// An admin's `POST /v1/late-successes/{id}/settle` with `body`.
+async fn settle_late(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/v1/late-successes/{id}/settle")))
+        .bearer_auth(&app.admin_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_can_pay_and_the_float_then_matches() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let opened = app
+        .http
+        .post(app.url("/v1/floats/mpesa/adjustments"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "amount": "10000000", "currency": "KES", "reference": "opening-balance" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    app.fund(&app.admin_key, "late-1", "3000", "KES").await;
+
+    // Daraja pays, then loses every word about it; an admin resolves the
+    // payout as failed, which gives its party the money back.
+    let lost = unresolved_payout_from(&app, &sim, "late-1", "2000").await;
+    sim.set_chaos(Chaos::default());
+    let held = d("3000") - app.available("late-1", "KES").await;
+    assert!(held >= d("2000"), "the amount and its fees: {held}");
+    let resolved = resolve(
+        &app,
+        &lost,
+        json!({ "outcome": "failed", "evidence": "no statement line yet" }),
+    )
+    .await;
+    assert_eq!(resolved.status(), StatusCode::OK);
+    assert_eq!(app.available("late-1", "KES").await, d("3000"));
+    // Then Daraja's delayed result says it was paid: the float is short of
+    // the ledger by what the payout took.
+    late_success(&app, &lost).await;
+    refresh_float(&app).await;
+    let body: Value = report(&app, "").await.json().await.unwrap();
+    assert_eq!(body["floats"][0]["matches"], false, "{body}");
+    let short = money(&body["floats"][0]["difference"]);
+    assert!(short < Decimal::ZERO, "{body}");
+
+    assert_eq!(
+        settle_late(&app, &lost, json!({ "evidence": "paid", "outcome": "kept" }))
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Meanwhile the party spent what it got back: booking would overdraw
+    // it, so nothing is written and the late success stays open.
+    let spent = completed_payout_from(&app, "late-1", "1000").await;
+    let left = app.available("late-1", "KES").await;
+    assert!(left < held, "{left} left, {held} to book");
+    let evidence = json!({ "evidence": "statement line 4411: paid", "outcome": "booked" });
+    let refused = settle_late(&app, &lost, evidence.clone()).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let problem: Value = refused.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("insufficient funds"), "{detail}");
+    assert_eq!(app.available("late-1", "KES").await, left);
+    let body: Value = report(&app, "").await.json().await.unwrap();
+    assert_eq!(body["late_successes"][0]["id"], lost.as_str(), "{body}");
+
+    // Credited, the party pays for it: the hold posted again, leg for leg,
+    // and the float agrees with the ledger.
+    app.fund(&app.admin_key, "late-1", "500", "KES").await;
+    let booked = settle_late(&app, &lost, evidence.clone()).await;
+    assert_eq!(booked.status(), StatusCode::OK);
+    let booked: Value = booked.json().await.unwrap();
+    assert_eq!(booked["outcome"], "booked", "{booked}");
+    assert!(booked["transfer_id"].is_string(), "{booked}");
+    assert_eq!(booked["state"], "failed", "the intent stays as it ended");
+    assert_eq!(app.available("late-1", "KES").await, left + d("500") - held);
+    refresh_float(&app).await;
+    let body: Value = report(&app, "").await.json().await.unwrap();
+    assert_eq!(body["floats"][0]["matches"], true, "{body}");
+    assert_eq!(money(&body["floats"][0]["difference"]), Decimal::ZERO, "{body}");
+    assert_eq!(body["late_successes"].as_array().unwrap().len(), 0, "{body}");
+    assert_eq!(settle_late(&app, &lost, evidence).await.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM ledger_transfers WHERE intent_id = '{lost}' AND kind = 'late_success' AND state = 'posted'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(state_of(&app, &spent).await, "completed");
+    let settled: Value = app
+        .get("/v1/late-successes?status=settled", &app.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settled["data"][0]["outcome"], "booked", "{settled}");
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_success_of_a_failed_collection_booked_credits_its_payee_and_recovered_leaves_the_ledger() {
+    use crate::common::app::{collection_body, spawn_app};
+    use tuma::workflow::engine::{Cause, Event};
+
+    let app = spawn_app().await;
+    let collection = |amount: &'static str| {
+        let app = &app;
+        async move {
+            let created: Value = app
+                .create(
+                    "/v1/collections",
+                    &app.key,
+                    &uuid::Uuid::new_v4().to_string(),
+                    &collection_body(amount, "0754123456"),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            let id = created["id"].as_str().unwrap().to_owned();
+            let mut tx = app.db.pool.begin().await.unwrap();
+            app.engine
+                .apply(
+                    &mut tx,
+                    id.parse().unwrap(),
+                    &Event::new("prompt_failed", Cause::Api, "vodacom_tz"),
+                )
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+            assert_eq!(state, "failed");
+            late_success(app, &id).await;
+            id
+        }
+    };
+    let booked = collection("5000").await;
+    let recovered = collection("7000").await;
+    let before = app.available("vpn-customer-7", "TZS").await;
+    let settled = settle_late(
+        &app,
+        &booked,
+        json!({ "evidence": "paid, statement line 77", "outcome": "booked" }),
+    )
+    .await;
+    assert_eq!(settled.status(), StatusCode::OK);
+    assert_eq!(app.available("vpn-customer-7", "TZS").await, before + d("5000"));
+    // Said nothing of the outcome: recovered, the ledger left as it was.
+    let settled = settle_late(
+        &app,
+        &recovered,
+        json!({ "evidence": "refunded to the payer, ticket 12" }),
+    )
+    .await;
+    assert_eq!(settled.status(), StatusCode::OK);
+    let settled: Value = settled.json().await.unwrap();
+    assert_eq!(settled["outcome"], "recovered", "{settled}");
+    assert!(settled["transfer_id"].is_null(), "{settled}");
+    assert_eq!(app.available("vpn-customer-7", "TZS").await, before + d("5000"));
     app.assert_ledger_balanced().await;
 }
 
