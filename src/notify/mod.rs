@@ -162,15 +162,7 @@ impl Worker for WebhookWorker {
         };
         let body = serde_json::to_vec(&Delivery {
             id: format!("evt_{}", event.id),
-            event_type: format!(
-                "{}.{}",
-                intent.kind,
-                if event.from_state.is_none() {
-                    "created"
-                } else {
-                    "state_changed"
-                }
-            ),
+            event_type: format!("{}.{}", intent.kind, delivery_type(&event)),
             created_at: event.at,
             data: DeliveryData {
                 intent: crate::api::views::IntentView::from_row(&intent),
@@ -220,6 +212,20 @@ impl Worker for WebhookWorker {
                 Err(JobError::Retryable(error))
             }
         }
+    }
+}
+
+/// What a delivery of `event` is, after its intent's kind: `created`,
+/// `state_changed`, or `late_success` (the provider's success, refused
+/// because the intent had already ended saying the money did not move:
+/// the only refused event an owner is told of).
+fn delivery_type(event: &intents::EventRow) -> &'static str {
+    if event.from_state.is_none() {
+        "created"
+    } else if event.outcome == "rejected" && event.event == crate::workflow::engine::PROVIDER_SUCCEEDED {
+        "late_success"
+    } else {
+        "state_changed"
     }
 }
 

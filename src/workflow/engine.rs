@@ -569,16 +569,21 @@ impl Engine {
         reason: String,
     ) -> Result<Applied, EngineError> {
         let now = self.inner.jobs.clock().sql_now();
+        // The provider says the money moved, and the intent ended saying
+        // it did not (its hold released, or nothing credited): a late
+        // success. Its owner is told (the product may have sent the money
+        // again meanwhile); other refusals concern nobody outside.
+        let late = event.name == PROVIDER_SUCCEEDED && self.ended_unpaid(&intent)?;
         let rejected = Self::new_event(&intent, event, None, "rejected", Some(&reason));
-        let (event_id, _) = intents::insert_event(tx, &rejected, None, now).await?;
+        let deliver_to = late.then_some(intent.owner.as_str());
+        let (event_id, endpoints) = intents::insert_event(tx, &rejected, deliver_to, now).await?;
         tracing::info!(intent_id = %intent.id, state = intent.state, event = event.name, reason, "event rejected");
-        if event.name == PROVIDER_SUCCEEDED && self.ended_unpaid(&intent)? {
-            // The provider says the money moved, and the intent ended
-            // saying it did not (its hold released, or nothing credited):
-            // no transition may follow, so a person must. Recorded as a late
+        if late {
+            // No transition may follow, so a person must. Recorded as a late
             // success, it is in every reconciliation report until a person
             // settles it with evidence.
             late_successes::record(tx, intent.id, event_id, now).await?;
+            self.deliver(tx, event_id, &endpoints).await?;
             metrics::counter!(
                 "tuma_late_successes_refused_total",
                 "kind" => intent.kind.clone(),

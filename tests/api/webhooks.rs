@@ -161,6 +161,56 @@ async fn state_changes_are_delivered_signed_and_retried_after_a_receiver_error()
 }
 
 #[tokio::test]
+async fn a_late_success_is_delivered_to_the_owner_and_other_refused_events_are_not() {
+    use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
+
+    let app = spawn_app_holding_payouts().await;
+    let (url, received) = receiver(Vec::new()).await;
+    assert_eq!(
+        register(&app, &app.key, &json!({ "url": url })).await.status(),
+        StatusCode::CREATED
+    );
+    let payout: Value = app
+        .create("/v1/payouts", &app.key, "k", &payout_body("1500", "0712345678"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = payout["id"].as_str().unwrap();
+    let cancel_path = format!("/v1/payouts/{id}/cancel");
+    let cancel = || app.post(&cancel_path, &app.key);
+    assert_eq!(cancel().await.status(), StatusCode::OK);
+    app.work("webhooks").await;
+    assert_eq!(received.lock().unwrap().deliveries.len(), 2, "created, then cancelled");
+    received.lock().unwrap().deliveries.clear();
+
+    // Cancelling it again is refused, and nobody outside hears of that.
+    assert_eq!(cancel().await.status(), StatusCode::CONFLICT);
+    // The provider then says the cancelled payout was paid: refused too
+    // (no transition leaves a final state), but its owner is told, since
+    // it may have sent the money again meanwhile.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let mut succeeded = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
+    succeeded.provider_ref = Some("QKL1LATE02");
+    let applied = app
+        .engine
+        .apply(&mut tx, id.parse().unwrap(), &succeeded)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(applied, Applied::Rejected { .. }), "{applied:?}");
+    assert_eq!(app.work("webhooks").await, 1);
+    let deliveries = std::mem::take(&mut received.lock().unwrap().deliveries);
+    assert_eq!(deliveries.len(), 1);
+    let event: Value = serde_json::from_slice(&deliveries[0].1).unwrap();
+    assert_eq!(event["type"], "payout.late_success", "{event}");
+    assert_eq!(event["data"]["intent"]["state"], "cancelled");
+    assert_eq!(event["data"]["event"]["event"], "provider_succeeded");
+    assert_eq!(event["data"]["event"]["outcome"], "rejected");
+    assert_eq!(event["data"]["event"]["provider_ref"], "QKL1LATE02");
+}
+
+#[tokio::test]
 async fn endpoint_registration_refuses_bad_urls_and_weak_secrets() {
     let app = spawn_app().await;
     for (body, field) in [
