@@ -132,6 +132,19 @@ async fn refresh_float(app: &TestApp) {
     .await;
 }
 
+/// Records the simulated M-Pesa float's opening balance (10,000,000 KES)
+/// in the ledger; the adjustment's status.
+async fn open_mpesa_float(app: &TestApp) -> StatusCode {
+    app.http
+        .post(app.url("/v1/floats/mpesa/adjustments"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "amount": "10000000", "currency": "KES", "reference": "opening-balance" }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 async fn report(app: &TestApp, query: &str) -> reqwest::Response {
     app.get(&format!("/v1/reports/reconciliation{query}"), &app.admin_key)
         .await
@@ -148,15 +161,7 @@ async fn reconciliation_flags_a_float_mismatch_an_unresolved_payout_and_an_orpha
     app.register_c2b().await;
     // The float as opened at Safaricom, recorded in the ledger once.
     for expected in [StatusCode::CREATED, StatusCode::OK] {
-        let adjusted = app
-            .http
-            .post(app.url("/v1/floats/mpesa/adjustments"))
-            .bearer_auth(&app.admin_key)
-            .json(&json!({ "amount": "10000000", "currency": "KES", "reference": "opening-balance" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(adjusted.status(), expected);
+        assert_eq!(open_mpesa_float(&app).await, expected);
     }
 
     // A payout that completes, a payment that matches nothing, and a
@@ -788,30 +793,22 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
 
     // Settling takes evidence and an admin; an intent without a late
     // success has nothing to settle.
-    let settle = |id: &str, key: &str, body: Value| {
-        let request = app
-            .http
-            .post(app.url(&format!("/v1/late-successes/{id}/settle")))
-            .bearer_auth(key)
-            .json(&body);
-        async move { request.send().await.unwrap() }
-    };
     let evidence = json!({ "evidence": "recovered by reversal, receipt TKL9REV001" });
     assert_eq!(
-        settle(&lost, &app.admin_key, json!({ "evidence": "  " }))
+        settle_late(app, &lost, &app.admin_key, json!({ "evidence": "  " }))
             .await
             .status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
-        settle(&lost, &app.key, evidence.clone()).await.status(),
+        settle_late(app, &lost, &app.key, evidence.clone()).await.status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        settle(&paid, &app.admin_key, evidence.clone()).await.status(),
+        settle_late(app, &paid, &app.admin_key, evidence.clone()).await.status(),
         StatusCode::NOT_FOUND
     );
-    let settled = settle(&lost, &app.admin_key, evidence.clone()).await;
+    let settled = settle_late(app, &lost, &app.admin_key, evidence.clone()).await;
     assert_eq!(settled.status(), StatusCode::OK);
     let settled: Value = settled.json().await.unwrap();
     assert_eq!(settled["id"], lost.as_str());
@@ -821,7 +818,7 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
         settled["settled_at"].is_string() && settled["settled_by"].is_string(),
         "{settled}"
     );
-    let again = settle(&lost, &app.admin_key, evidence).await;
+    let again = settle_late(app, &lost, &app.admin_key, evidence).await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
 
     let body: Value = report(&app, "").await.json().await.unwrap();
@@ -846,11 +843,11 @@ async fn late_success(app: &TestApp, id: &str) {
     assert!(matches!(applied, Applied::Rejected { .. }), "{applied:?}");
 }
 
-/// An admin's `POST /v1/late-successes/{id}/settle` with `body`.
-async fn settle_late(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+/// `POST /v1/late-successes/{id}/settle` with `body`, as `key`.
+async fn settle_late(app: &TestApp, id: &str, key: &str, body: Value) -> reqwest::Response {
     app.http
         .post(app.url(&format!("/v1/late-successes/{id}/settle")))
-        .bearer_auth(&app.admin_key)
+        .bearer_auth(key)
         .json(&body)
         .send()
         .await
@@ -861,15 +858,7 @@ async fn settle_late(app: &TestApp, id: &str, body: Value) -> reqwest::Response 
 async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_can_pay_and_the_float_then_matches() {
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let sim = app.sim.clone().unwrap();
-    let opened = app
-        .http
-        .post(app.url("/v1/floats/mpesa/adjustments"))
-        .bearer_auth(&app.admin_key)
-        .json(&json!({ "amount": "10000000", "currency": "KES", "reference": "opening-balance" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(opened.status(), StatusCode::CREATED);
+    assert_eq!(open_mpesa_float(&app).await, StatusCode::CREATED);
     app.fund(&app.admin_key, "late-1", "3000", "KES").await;
 
     // Daraja pays, then loses every word about it; an admin resolves the
@@ -896,9 +885,14 @@ async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_
     assert!(short < Decimal::ZERO, "{body}");
 
     assert_eq!(
-        settle_late(&app, &lost, json!({ "evidence": "paid", "outcome": "kept" }))
-            .await
-            .status(),
+        settle_late(
+            &app,
+            &lost,
+            &app.admin_key,
+            json!({ "evidence": "paid", "outcome": "kept" })
+        )
+        .await
+        .status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
     // Meanwhile the party spent what it got back: booking would overdraw
@@ -907,7 +901,7 @@ async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_
     let left = app.available("late-1", "KES").await;
     assert!(left < held, "{left} left, {held} to book");
     let evidence = json!({ "evidence": "statement line 4411: paid", "outcome": "booked" });
-    let refused = settle_late(&app, &lost, evidence.clone()).await;
+    let refused = settle_late(&app, &lost, &app.admin_key, evidence.clone()).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     let problem: Value = refused.json().await.unwrap();
     let detail = problem["detail"].as_str().unwrap();
@@ -919,7 +913,7 @@ async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_
     // Credited, the party pays for it: the hold posted again, leg for leg,
     // and the float agrees with the ledger.
     app.fund(&app.admin_key, "late-1", "500", "KES").await;
-    let booked = settle_late(&app, &lost, evidence.clone()).await;
+    let booked = settle_late(&app, &lost, &app.admin_key, evidence.clone()).await;
     assert_eq!(booked.status(), StatusCode::OK);
     let booked: Value = booked.json().await.unwrap();
     assert_eq!(booked["outcome"], "booked", "{booked}");
@@ -931,7 +925,10 @@ async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_
     assert_eq!(body["floats"][0]["matches"], true, "{body}");
     assert_eq!(money(&body["floats"][0]["difference"]), Decimal::ZERO, "{body}");
     assert_eq!(body["late_successes"].as_array().unwrap().len(), 0, "{body}");
-    assert_eq!(settle_late(&app, &lost, evidence).await.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        settle_late(&app, &lost, &app.admin_key, evidence).await.status(),
+        StatusCode::CONFLICT
+    );
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) FROM ledger_transfers WHERE intent_id = '{lost}' AND kind = 'late_success' AND state = 'posted'"
@@ -997,6 +994,7 @@ async fn a_late_success_of_a_failed_collection_booked_credits_its_payee_and_reco
     let settled = settle_late(
         &app,
         &booked,
+        &app.admin_key,
         json!({ "evidence": "paid, statement line 77", "outcome": "booked" }),
     )
     .await;
@@ -1006,6 +1004,7 @@ async fn a_late_success_of_a_failed_collection_booked_credits_its_payee_and_reco
     let settled = settle_late(
         &app,
         &recovered,
+        &app.admin_key,
         json!({ "evidence": "refunded to the payer, ticket 12" }),
     )
     .await;
