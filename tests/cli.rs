@@ -170,12 +170,13 @@ async fn serve_answers_health_readiness_and_metrics_then_stops_cleanly_on_sigter
     assert!(status.success(), "exit {status:?}: {stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker_rule() {
+/// Party `big` of owner `shop`, credited 200,000 KES, and a payout of
+/// `amount` KES from it to an M-Pesa number, admitted by policy as the API
+/// would (nothing runs it on).
+async fn funded_payout(db: &TestDb, amount: &str) -> (tuma::app::App, tuma::store::intents::IntentRow) {
     use tuma::domain::{Country, Currency, Money, Msisdn, PartyId};
     use tuma::ledger::{AccountKey, Leg, NewTransfer};
 
-    let db = TestDb::new().await;
     let app = tuma::app::assemble(common::config_with(""), db.pool.clone(), tuma::clock::Clock::Database).unwrap();
     let policy = tuma::policy::Policy::from_config(&common::config_with("")).unwrap();
     let mut tx = db.pool.begin().await.unwrap();
@@ -215,7 +216,7 @@ async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker
         owner: "shop".into(),
         created_by: "shop-backend".into(),
         party_id: PartyId::parse("big").unwrap(),
-        amount: Money::parse("76000", Currency::KES).unwrap(),
+        amount: Money::parse(amount, Currency::KES).unwrap(),
         msisdn: Msisdn::parse("0712345678", Country::KE).unwrap(),
         provider: "mpesa".into(),
         reference: "large".into(),
@@ -227,6 +228,13 @@ async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    (app, row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker_rule() {
+    let db = TestDb::new().await;
+    let (_app, row) = funded_payout(&db, "76000").await;
     assert_eq!(row.state, "awaiting_approval");
     let id = row.id.to_string();
 
@@ -249,6 +257,129 @@ async fn approvals_are_listed_and_decided_from_the_shell_under_the_maker_checker
         .await
         .unwrap();
     assert_eq!(state, "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_reconciliation_leaves_to_a_person_is_settled_from_the_shell_with_evidence() {
+    use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
+
+    let db = TestDb::new().await;
+    let (app, row) = funded_payout(&db, "1000").await;
+    let id = row.id.to_string();
+    // Its provider's every word was lost: it waits for a person.
+    sqlx::query("UPDATE intents SET state = 'unresolved' WHERE id = $1")
+        .bind(row.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let wallet = tuma::ledger::AccountKey::party("shop", "big", tuma::domain::Currency::KES);
+    let available = || async {
+        let mut conn = db.pool.acquire().await.unwrap();
+        tuma::ledger::available_of(&mut conn, &wallet).await.unwrap()
+    };
+    let held = rust_decimal::Decimal::from(200_000) - available().await;
+    let run = |args: &[&str]| tuma().args(args).env("DATABASE_URL", db.url()).output().unwrap();
+    let said = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+
+    let unsaid = run(&[
+        "review",
+        "resolve",
+        &id,
+        "--outcome",
+        "maybe",
+        "--evidence",
+        " ",
+        "--as",
+        "amina",
+    ]);
+    assert!(!unsaid.status.success());
+    assert!(
+        said(&unsaid).contains("--outcome: succeeded or failed")
+            && said(&unsaid).contains("--evidence: 1 to 500 characters"),
+        "{}",
+        said(&unsaid)
+    );
+    let resolved = run(&[
+        "review",
+        "resolve",
+        &id,
+        "--outcome",
+        "failed",
+        "--evidence",
+        "no statement line",
+        "--as",
+        "amina",
+    ]);
+    assert!(resolved.status.success(), "{}", said(&resolved));
+    let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        available().await,
+        rust_decimal::Decimal::from(200_000),
+        "its hold released"
+    );
+
+    // M-Pesa then says it paid after all: booked from the shell, the party
+    // pays for it.
+    let mut tx = db.pool.begin().await.unwrap();
+    let succeeded = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
+    let applied = app.engine.apply(&mut tx, row.id, &succeeded).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(applied, Applied::Rejected { .. }));
+    let settle = |outcome: &'static str| {
+        run(&[
+            "review",
+            "settle",
+            &id,
+            "--outcome",
+            outcome,
+            "--evidence",
+            "statement line 4411",
+            "--as",
+            "amina",
+        ])
+    };
+    let unknown = settle("kept");
+    assert!(!unknown.status.success());
+    assert!(
+        said(&unknown).contains("--outcome: recovered or booked"),
+        "{}",
+        said(&unknown)
+    );
+    let booked = settle("booked");
+    assert!(booked.status.success(), "{}", said(&booked));
+    assert!(said(&booked).contains("booked by transfer"), "{}", said(&booked));
+    assert_eq!(available().await, rust_decimal::Decimal::from(200_000) - held);
+    let again = settle("booked");
+    assert!(!again.status.success());
+    assert!(said(&again).contains("settled already, by amina"), "{}", said(&again));
+    let settled: (String, String) =
+        sqlx::query_as("SELECT settled_by, outcome FROM late_successes WHERE intent_id = $1")
+            .bind(row.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(settled, ("amina".to_owned(), "booked".to_owned()));
+
+    let missing = run(&["review", "callback", "999999", "--evidence", "looked", "--as", "amina"]);
+    assert!(!missing.status.success());
+    assert!(said(&missing).contains("no callback 999999"), "{}", said(&missing));
+    let nobody = run(&["review", "callback", "999999", "--evidence", "looked", "--as", " "]);
+    assert!(
+        said(&nobody).contains("--as must name who is acting"),
+        "{}",
+        said(&nobody)
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod jobs;
 mod keys;
 mod mpesa;
 mod reconcile;
+mod review;
 mod serve;
 mod simulate;
 mod users;
@@ -46,6 +47,11 @@ enum Command {
     /// Maker-checker: list payouts waiting for approval, approve or reject.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Settle what reconciliation leaves to a person, with evidence:
+    /// resolve an unresolved intent, settle a late success, record the
+    /// review of a listed callback (`tuma reconcile` lists them).
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
     /// Measure the engine on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -130,6 +136,7 @@ pub fn main() -> ExitCode {
             Command::Migrate => done(migrate(&config).await),
             Command::Serve => done(serve::run(config).await),
             Command::Approvals(command) => done(approvals::run(config, command).await),
+            Command::Review(command) => done(review::run(config, command).await),
             Command::Bench(command) => done(bench::run(config, command).await),
             Command::Jobs(command) => done(jobs::run(config, command).await),
             Command::Keys(command) => done(keys::run(config, command).await),
