@@ -56,6 +56,15 @@ async fn register(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// A payout of 1,500 KES created under idempotency key `key`: its view.
+async fn payout(app: &TestApp, key: &str) -> Value {
+    app.create("/v1/payouts", &app.key, key, &payout_body("1500", "0712345678"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The README's verification recipe, written as a receiver would.
 fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut timestamp = None;
@@ -89,12 +98,7 @@ async fn state_changes_are_delivered_signed_and_retried_after_a_receiver_error()
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"));
 
-    let payout: Value = app
-        .create("/v1/payouts", &app.key, "k", &payout_body("1500", "0712345678"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let payout = payout(&app, "k").await;
     // The first attempt meets the receiver's 500 and is scheduled again.
     assert_eq!(app.work("webhooks").await, 1);
     assert_eq!(received.lock().unwrap().deliveries.len(), 1);
@@ -170,12 +174,7 @@ async fn a_late_success_is_delivered_to_the_owner_and_other_refused_events_are_n
         register(&app, &app.key, &json!({ "url": url })).await.status(),
         StatusCode::CREATED
     );
-    let payout: Value = app
-        .create("/v1/payouts", &app.key, "k", &payout_body("1500", "0712345678"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let payout = payout(&app, "k").await;
     let id = payout["id"].as_str().unwrap();
     let cancel_path = format!("/v1/payouts/{id}/cancel");
     let cancel = || app.post(&cancel_path, &app.key);
