@@ -40,14 +40,15 @@ const FROM: &str = "FROM late_successes l
                     JOIN intent_events e ON e.id = l.event_id";
 
 /// Records the refused success `event_id` of `intent_id` unless one is
-/// recorded for it already (a provider repeating itself is the same money).
+/// recorded for it already (a provider repeating itself is the same money);
+/// whether it was the first.
 pub async fn record(
     conn: &mut PgConnection,
     intent_id: Uuid,
     event_id: i64,
     now: Option<DateTime<Utc>>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query(
         "INSERT INTO late_successes (intent_id, event_id, reported_at)
          VALUES ($1, $2, coalesce($3, now()))
          ON CONFLICT (intent_id) DO NOTHING",
@@ -57,7 +58,7 @@ pub async fn record(
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(recorded.rows_affected() == 1)
 }
 
 /// The late successes not yet settled that were reported before `until`,

@@ -582,8 +582,10 @@ impl Engine {
             // No transition may follow, so a person must. Recorded as a late
             // success, it is in every reconciliation report until a person
             // settles it with evidence.
-            late_successes::record(tx, intent.id, event_id, now).await?;
-            self.deliver(tx, event_id, &endpoints).await?;
+            if late_successes::record(tx, intent.id, event_id, now).await? {
+                // Told once: the provider saying it again is the same money.
+                self.deliver(tx, event_id, &endpoints).await?;
+            }
             metrics::counter!(
                 "tuma_late_successes_refused_total",
                 "kind" => intent.kind.clone(),
