@@ -618,14 +618,8 @@ async fn a_disbursement_the_provider_refuses_ends_the_loan_and_releases_the_lend
     // could not be booked by hand: the loan's books would not follow.
     use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
     let payout_id = payout["id"].as_str().unwrap();
-    let mut tx = app.db.pool.begin().await.unwrap();
     let succeeded = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
-    let applied = app
-        .engine
-        .apply(&mut tx, payout_id.parse().unwrap(), &succeeded)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let applied = app.apply(payout_id.parse().unwrap(), &succeeded).await;
     assert!(matches!(applied, Applied::Rejected { .. }));
     let settle = |outcome: &'static str| {
         let request = app

@@ -697,8 +697,6 @@ fn value_of(text: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_person_settles_it() {
-    use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
-
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let sim = app.sim.clone().unwrap();
     // One payout completes; another loses every word from Daraja, runs out
@@ -719,21 +717,8 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     // Then Daraja's delayed result says both were paid. The completed
     // payout's second word is a duplicate; the failed one's contradicts
     // its end: refused (nothing may move a final intent), but not lost.
-    let succeeded = |id: &str| {
-        let id: uuid::Uuid = id.parse().unwrap();
-        let engine = app.engine.clone();
-        let pool = app.db.pool.clone();
-        async move {
-            let mut tx = pool.begin().await.unwrap();
-            let mut event = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
-            event.provider_ref = Some("QKL1LATE00");
-            let applied = engine.apply(&mut tx, id, &event).await.unwrap();
-            tx.commit().await.unwrap();
-            applied
-        }
-    };
-    assert!(matches!(succeeded(&paid).await, Applied::Rejected { .. }));
-    assert!(matches!(succeeded(&lost).await, Applied::Rejected { .. }));
+    success_refused(&app, &paid, "QKL1LATE00").await;
+    success_refused(&app, &lost, "QKL1LATE00").await;
     assert_eq!(state_of(&app, &lost).await, "failed");
 
     let body: Value = report(&app, "").await.json().await.unwrap();
@@ -771,7 +756,7 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     );
 
     // The provider saying it again is the same money: still one line.
-    assert!(matches!(succeeded(&lost).await, Applied::Rejected { .. }));
+    success_refused(&app, &lost, "QKL1LATE00").await;
     // A day later it is still listed: nobody has settled it.
     app.advance(Duration::from_secs(86_400));
     let body: Value = report(&app, "").await.json().await.unwrap();
@@ -831,15 +816,14 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     app.assert_ledger_balanced().await;
 }
 
-/// The provider's success for intent `id`, after the intent ended: refused,
-/// and recorded as a late success.
-async fn late_success(app: &TestApp, id: &str) {
+/// M-Pesa's success, with `receipt`, for intent `id`, which has already
+/// ended: refused (a late success when it ended without the money, a
+/// duplicate when completed).
+async fn success_refused(app: &TestApp, id: &str, receipt: &'static str) {
     use tuma::workflow::engine::{Applied, Cause, Event, PROVIDER_SUCCEEDED};
-    let mut tx = app.db.pool.begin().await.unwrap();
     let mut event = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
-    event.provider_ref = Some("QKL1LATE01");
-    let applied = app.engine.apply(&mut tx, id.parse().unwrap(), &event).await.unwrap();
-    tx.commit().await.unwrap();
+    event.provider_ref = Some(receipt);
+    let applied = app.apply(id.parse().unwrap(), &event).await;
     assert!(matches!(applied, Applied::Rejected { .. }), "{applied:?}");
 }
 
@@ -877,7 +861,7 @@ async fn a_late_success_booked_takes_the_payout_from_its_party_once_the_balance_
     assert_eq!(app.available("late-1", "KES").await, d("3000"));
     // Then Daraja's delayed result says it was paid: the float is short of
     // the ledger by what the payout took.
-    late_success(&app, &lost).await;
+    success_refused(&app, &lost, "QKL1LATE01").await;
     refresh_float(&app).await;
     let body: Value = report(&app, "").await.json().await.unwrap();
     assert_eq!(body["floats"][0]["matches"], false, "{body}");
@@ -968,23 +952,18 @@ async fn a_late_success_of_a_failed_collection_booked_credits_its_payee_and_reco
                 .await
                 .unwrap();
             let id = created["id"].as_str().unwrap().to_owned();
-            let mut tx = app.db.pool.begin().await.unwrap();
-            app.engine
-                .apply(
-                    &mut tx,
-                    id.parse().unwrap(),
-                    &Event::new("prompt_failed", Cause::Api, "vodacom_tz"),
-                )
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
+            app.apply(
+                id.parse().unwrap(),
+                &Event::new("prompt_failed", Cause::Api, "vodacom_tz"),
+            )
+            .await;
             let state: String = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1::uuid")
                 .bind(&id)
                 .fetch_one(&app.db.pool)
                 .await
                 .unwrap();
             assert_eq!(state, "failed");
-            late_success(app, &id).await;
+            success_refused(app, &id, "QKL1LATE01").await;
             id
         }
     };

@@ -54,14 +54,7 @@ async fn events_of(app: &TestApp, id: Uuid) -> Vec<String> {
 }
 
 async fn apply(app: &TestApp, id: Uuid, event: &str, cause: Cause, actor: &str) -> Applied {
-    let mut tx = app.db.pool.begin().await.unwrap();
-    let applied = app
-        .engine
-        .apply(&mut tx, id, &Event::new(event, cause, actor))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    applied
+    app.apply(id, &Event::new(event, cause, actor)).await
 }
 
 async fn state(app: &TestApp, id: Uuid) -> String {

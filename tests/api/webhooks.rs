@@ -189,15 +189,9 @@ async fn a_late_success_is_delivered_to_the_owner_once_and_other_refused_events_
     // (no transition leaves a final state), but its owner is told, since
     // it may have sent the money again meanwhile.
     let succeed = || async {
-        let mut tx = app.db.pool.begin().await.unwrap();
         let mut succeeded = Event::new(PROVIDER_SUCCEEDED, Cause::Callback, "mpesa");
         succeeded.provider_ref = Some("QKL1LATE02");
-        let applied = app
-            .engine
-            .apply(&mut tx, id.parse().unwrap(), &succeeded)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let applied = app.apply(id.parse().unwrap(), &succeeded).await;
         assert!(matches!(applied, Applied::Rejected { .. }), "{applied:?}");
     };
     succeed().await;

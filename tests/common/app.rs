@@ -10,7 +10,7 @@ use tuma::clock::{Clock, ManualClock};
 use tuma::runner::Runner;
 use tuma::simulator::mpesa::{SimConfig, SimHandle};
 use tuma::simulator::{SimOptions, SimulatedProvider};
-use tuma::workflow::engine::Engine;
+use tuma::workflow::engine::{Applied, Engine, Event};
 
 use super::{config_with, TestDb};
 
@@ -276,6 +276,15 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    /// Applies `event` to intent `id` through the engine, in a transaction
+    /// of its own, as a provider's word or a timer would.
+    pub async fn apply(&self, id: uuid::Uuid, event: &Event<'_>) -> Applied {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        let applied = self.engine.apply(&mut tx, id, event).await.unwrap();
+        tx.commit().await.unwrap();
+        applied
     }
 
     /// Credits a party's balance.
