@@ -64,10 +64,8 @@ pub enum ReviewCommand {
 
 pub async fn run(config: Config, command: ReviewCommand) -> anyhow::Result<()> {
     let pool = crate::store::connect(&config.database).await?;
-    let default_tier = crate::policy::Policy::from_config(&config)
-        .map_err(|e| anyhow::anyhow!(e))?
-        .default_tier();
     let app = crate::app::assemble(config, pool.clone(), Clock::Database)?;
+    let default_tier = app.state.policy.default_tier();
     match command {
         ReviewCommand::Resolve {
             id,
