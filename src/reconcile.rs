@@ -115,7 +115,8 @@ pub struct CallbackLine {
     /// `unknown_token`, `unknown_request` (an app-wide callback naming a
     /// request id we never sent), `wrong_provider` (a token of another
     /// provider's intent), `unmatched`, `reference_mismatch`,
-    /// `contradicts_final` (a word the engine cannot read, such as Airtel's
+    /// `contradicts_final` (a failure about an intent that had ended
+    /// paid, or a word the engine cannot read, such as Airtel's
     /// "reversed", about an intent that had already ended),
     /// `amount_mismatch` (a success naming another amount or currency than
     /// its intent's), or

@@ -650,7 +650,11 @@ impl ProviderCallbacks {
             .map_err(JobError::retryable)?;
         let (outcome, detail) = match &applied {
             Applied::Moved { .. } => ("applied", note),
-            Applied::Rejected { reason, .. } => ("rejected", Some(reason.clone())),
+            Applied::Rejected {
+                reason,
+                contradicts_paid,
+                ..
+            } => (refused(*contradicts_paid), Some(reason.clone())),
             Applied::Lost { .. } => {
                 return Err(JobError::retryable("the intent changed while the callback was applied"));
             }
@@ -717,6 +721,18 @@ pub(crate) fn unreadable_outcome(engine: &Engine, intent: &IntentRow) -> &'stati
         "contradicts_final"
     } else {
         "ignored"
+    }
+}
+
+/// How a callback whose event the engine refused is finished: `rejected`,
+/// or `contradicts_final` when it said the money did not move of an intent
+/// that had ended saying it did ([`Applied::Rejected`]'s
+/// `contradicts_paid`), which the reconciliation report lists.
+pub(crate) fn refused(contradicts_paid: bool) -> &'static str {
+    if contradicts_paid {
+        "contradicts_final"
+    } else {
+        "rejected"
     }
 }
 
@@ -900,7 +916,11 @@ pub(crate) async fn apply_in<'a>(
     for (r, applied) in ready.iter().zip(applied) {
         let (outcome, detail) = match applied {
             Applied::Moved { .. } => ("applied", failure_detail(&r.outcome)),
-            Applied::Rejected { reason, .. } => ("rejected", Some(reason)),
+            Applied::Rejected {
+                reason,
+                contradicts_paid,
+                ..
+            } => (refused(contradicts_paid), Some(reason)),
             Applied::Lost { .. } => {
                 return Err(JobError::retryable("an intent changed while its callback was applied"));
             }

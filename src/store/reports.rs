@@ -117,7 +117,8 @@ pub struct UnmatchedCallback {
 
 /// The callbacks the reconciliation report lists, reviewed or not: one
 /// that named no intent of ours or not the one it claimed, a word the
-/// engine cannot read about an intent that had already ended, a success
+/// engine cannot read about an intent that had already ended or a failure
+/// about one that had ended paid (`contradicts_final`), a success
 /// for another amount than its intent's, and a C2B confirmation refused at
 /// the door (from outside the allow-list, or unreadable), whose money has
 /// no other way into the books.

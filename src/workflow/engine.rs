@@ -84,6 +84,10 @@ pub enum Applied {
         state: String,
         reason: String,
         event_id: i64,
+        /// The provider said the money did not move (`provider_failed`)
+        /// of an intent that had ended saying it did: a contradiction a
+        /// person must judge (see [`PROVIDER_FAILED`]).
+        contradicts_paid: bool,
     },
     /// Someone moved the intent between our read and our write. Normal
     /// under concurrency; nothing was written.
@@ -106,6 +110,13 @@ pub enum EngineError {
 /// intent that ended without it, it is a contradiction a person must
 /// settle: counted, logged, and listed by reconciliation.
 pub const PROVIDER_SUCCEEDED: &str = "provider_succeeded";
+
+/// The event by which a provider says the money did not move. Refused on
+/// an intent that ended saying it did (a payout completed on an admin's
+/// evidence, a collection credited), it is a contradiction too: the
+/// callback that told it is listed by reconciliation (`contradicts_final`)
+/// until a person reviews it.
+pub const PROVIDER_FAILED: &str = "provider_failed";
 
 /// A guard: may this event move this intent? `Err` says why not.
 pub type Guard = fn(&IntentRow, &Event<'_>) -> Result<(), String>;
@@ -553,11 +564,11 @@ impl Engine {
         }
     }
 
-    /// Whether `intent` sits in a final state that says its money did not
-    /// move ([`State::ends_unpaid`]).
-    fn ended_unpaid(&self, intent: &IntentRow) -> Result<bool, EngineError> {
+    /// Whether `intent` sits in a final state for which `ended` holds
+    /// ([`State::ends_unpaid`], [`State::ends_paid`]).
+    fn ended(&self, intent: &IntentRow, ended: fn(&State) -> bool) -> Result<bool, EngineError> {
         let workflow = self.workflow(&intent.kind)?;
-        Ok(workflow.state(&intent.state).is_some_and(State::ends_unpaid))
+        Ok(workflow.state(&intent.state).is_some_and(ended))
     }
 
     /// Records `event` as rejected on `intent` for `reason`.
@@ -573,7 +584,8 @@ impl Engine {
         // it did not (its hold released, or nothing credited): a late
         // success. Its owner is told (the product may have sent the money
         // again meanwhile); other refusals concern nobody outside.
-        let late = event.name == PROVIDER_SUCCEEDED && self.ended_unpaid(&intent)?;
+        let late = event.name == PROVIDER_SUCCEEDED && self.ended(&intent, State::ends_unpaid)?;
+        let contradicts_paid = event.name == PROVIDER_FAILED && self.ended(&intent, State::ends_paid)?;
         let rejected = Self::new_event(&intent, event, None, "rejected", Some(&reason));
         let deliver_to = late.then_some(intent.owner.as_str());
         let (event_id, endpoints) = intents::insert_event(tx, &rejected, deliver_to, now).await?;
@@ -603,10 +615,29 @@ impl Engine {
                  money may have moved that the ledger does not show; listed for reconciliation"
             );
         }
+        if contradicts_paid {
+            metrics::counter!(
+                "tuma_contradicting_failures_total",
+                "kind" => intent.kind.clone(),
+                "state" => intent.state.clone(),
+                "provider" => intent.provider.clone()
+            )
+            .increment(1);
+            tracing::warn!(
+                intent_id = %intent.id,
+                kind = intent.kind,
+                state = intent.state,
+                provider = intent.provider,
+                cause = event.cause.as_str(),
+                "the provider reported failure for an intent that had already ended paid: \
+                 the ledger may show money that did not move; a person must judge"
+            );
+        }
         Ok(Applied::Rejected {
             state: intent.state,
             reason,
             event_id,
+            contradicts_paid,
         })
     }
 

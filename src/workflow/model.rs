@@ -37,6 +37,12 @@ impl State {
     pub fn ends_unpaid(&self) -> bool {
         self.is_final && self.ledger != Some(LedgerEffect::Post)
     }
+
+    /// A final state that says the intent's money moved: it posts the
+    /// intent's transfer (a payout paid, a collection credited).
+    pub fn ends_paid(&self) -> bool {
+        self.is_final && self.ledger == Some(LedgerEffect::Post)
+    }
 }
 
 /// A state's effect on the ledger, applied in the same transaction as the

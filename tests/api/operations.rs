@@ -816,6 +816,63 @@ async fn a_success_reported_after_the_payout_ended_failed_is_listed_until_a_pers
     app.assert_ledger_balanced().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_reported_after_the_payout_was_resolved_paid_is_listed_for_a_person() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let lost = unresolved_payout(&app, &sim, "2000").await;
+    let request: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
+        .bind(&lost)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let token: String = sqlx::query_scalar("SELECT callback_token FROM intents WHERE id = $1::uuid")
+        .bind(&lost)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    // An admin, reading a statement line that was not this payout's,
+    // resolves it paid: the party is charged.
+    let resolved = resolve(
+        &app,
+        &lost,
+        json!({ "outcome": "succeeded", "evidence": "statement line 77", "receipt": "QKL3MISREAD" }),
+    )
+    .await;
+    assert_eq!(resolved.status(), StatusCode::OK);
+    assert_eq!(state_of(&app, &lost).await, "completed");
+    assert!(app.listed_callbacks().await.is_empty());
+
+    // Then Daraja's delayed result says it failed. Nothing may move a
+    // completed payout, but the books may show money that never left:
+    // the callback is listed for a person, not filed as a mere refusal.
+    sim.set_chaos(Chaos::default());
+    let failed = json!({ "Result": {
+        "ResultType": 0, "ResultCode": 2001, "ResultDesc": "The initiator information is invalid.",
+        "OriginatorConversationID": request, "ConversationID": "AG_LATE_FAIL", "TransactionID": "QKL3NOTPAID",
+    }});
+    let posted = app
+        .http
+        .post(app.url(&format!("/callbacks/mpesa/b2c-result/{token}")))
+        .json(&failed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::OK);
+    app.run_jobs().await;
+    assert_eq!(state_of(&app, &lost).await, "completed");
+    assert_eq!(app.listed_callbacks().await, ["contradicts_final"]);
+    let metrics = metrics_text(&app).await;
+    assert!(
+        value_of(
+            &metrics,
+            r#"tuma_contradicting_failures_total{kind="payout",state="completed",provider="mpesa"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    app.assert_ledger_balanced().await;
+}
+
 /// M-Pesa's success, with `receipt`, for intent `id`, which has already
 /// ended: refused (a late success when it ended without the money, a
 /// duplicate when completed).

@@ -404,7 +404,7 @@ async fn until_in_state(app: &TestApp, id: uuid::Uuid, state: &str, step: Durati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
+async fn a_reversal_or_a_failure_reported_after_a_payout_completed_goes_to_a_person() {
     let app = spawn_provider_app("airtel", SimOptions::default()).await;
     let id = create_payout(&app, "0702345678").await;
     let state = || async {
@@ -429,22 +429,26 @@ async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    // Airtel then says the same transaction was reversed.
-    let transaction = json!({ "id": request_id, "message": "Transaction reversed",
-                              "status_code": "TR", "airtel_money_id": receipt })
-    .to_string();
-    let hash = tuma::providers::airtel::wire::callback_hash(tuma::simulator::airtel::CALLBACK_HASH_KEY, &transaction);
-    let body = format!(r#"{{"transaction":{transaction},"hash":"{hash}"}}"#);
-    let answer = app
-        .http
-        .post(app.url(&format!("/callbacks/airtel/payment/{token}")))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success(), "{}", answer.status());
-    eventually(Duration::from_secs(10), "the reversal to be processed", || async {
+    // Airtel then says the same transaction was reversed, and then that
+    // it failed: neither is guessed at, both are for a person.
+    for (status, message) in [("TR", "Transaction reversed"), ("TF", "Transaction failed")] {
+        let transaction = json!({ "id": request_id, "message": message,
+                                  "status_code": status, "airtel_money_id": receipt })
+        .to_string();
+        let hash =
+            tuma::providers::airtel::wire::callback_hash(tuma::simulator::airtel::CALLBACK_HASH_KEY, &transaction);
+        let body = format!(r#"{{"transaction":{transaction},"hash":"{hash}"}}"#);
+        let answer = app
+            .http
+            .post(app.url(&format!("/callbacks/airtel/payment/{token}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+    }
+    eventually(Duration::from_secs(10), "the callbacks to be processed", || async {
         app.run_jobs().await;
         app.count("SELECT count(*) FROM callback_inbox WHERE outcome IS NULL")
             .await
@@ -457,7 +461,7 @@ async fn a_reversal_reported_after_a_payout_completed_goes_to_a_person() {
         "the engine does not guess what a reversal means"
     );
     assert!(!app.reconciliation_report().await.ok);
-    assert_eq!(app.listed_callbacks().await, ["contradicts_final"]);
+    assert_eq!(app.listed_callbacks().await, ["contradicts_final", "contradicts_final"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::codes;
 use super::wire::{B2cRequest, ResultEnvelope, StkCallbackEnvelope};
 use crate::providers::callbacks::{
-    amount_contradiction, awaits_its_request, begin_one, finish, finish_row, finish_with, unreadable_outcome,
+    amount_contradiction, awaits_its_request, begin_one, finish, finish_row, finish_with, refused, unreadable_outcome,
     CallbackGroups, CallbackJobs, CallbackProcessing, Ready,
 };
 use crate::providers::Outcome;
@@ -576,7 +576,7 @@ impl CallbackProcessing for Callbacks {
             .map_err(JobError::retryable)?;
         let outcome = match &applied {
             Applied::Moved { .. } => "applied",
-            Applied::Rejected { .. } => "rejected",
+            Applied::Rejected { contradicts_paid, .. } => refused(*contradicts_paid),
             Applied::Lost { .. } => {
                 return Err(JobError::retryable("the intent changed while the callback was applied"))
             }
