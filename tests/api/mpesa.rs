@@ -691,6 +691,62 @@ async fn a_success_for_another_amount_is_not_applied_and_goes_on_the_report() {
     app.assert_ledger_balanced().await;
 }
 
+/// Posts Daraja's Transaction Status answer (`conversation`, its own id)
+/// saying request `original` completed for `amount` KES with `receipt`,
+/// to the status URL of the intent whose callback token is `token`.
+async fn completed_status_answer(
+    app: &TestApp,
+    token: &str,
+    original: &str,
+    conversation: &str,
+    amount: u32,
+    receipt: &str,
+) -> StatusCode {
+    let answer = json!({ "Result": {
+        "ResultType": 0, "ResultCode": 0, "ResultDesc": "The service request is processed successfully.",
+        "OriginatorConversationID": format!("query-{conversation}"), "ConversationID": conversation,
+        "TransactionID": receipt,
+        "ResultParameters": { "ResultParameter": [
+            { "Key": "ReceiptNo", "Value": receipt },
+            { "Key": "TransactionStatus", "Value": "Completed" },
+            { "Key": "Amount", "Value": amount },
+            { "Key": "OriginatorConversationID", "Value": original },
+        ]},
+    }});
+    daraja_callback(app, "status-result", token, &answer).await.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_answer_for_another_amount_is_not_applied_either() {
+    let app = spawn_mpesa_app(losing_every_callback()).await;
+    let id = create(&app, "/v1/payouts", &payout("0712345678", "1500")).await;
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "payout", &id).await["state"], "processing");
+    let request = provider_ref(&app, &id).await;
+    let token = callback_token(&app, &id).await;
+    // The status answer comes to the same token URL as the result would:
+    // "completed" for ten times the amount is not taken on its word.
+    assert_eq!(
+        completed_status_answer(&app, &token, &request, "AG_1", 15_000, "QKL2WRONG0").await,
+        StatusCode::OK
+    );
+    app.run_jobs().await;
+    assert_eq!(fetch(&app, "payout", &id).await["state"], "processing");
+    assert_eq!(app.listed_callbacks().await, ["amount_mismatch"]);
+    // The right amount completes it, with the receipt it names.
+    assert_eq!(
+        completed_status_answer(&app, &token, &request, "AG_2", 1_500, "QKL2RIGHT0").await,
+        StatusCode::OK
+    );
+    let done = until_state(&app, "payout", &id, "completed").await;
+    assert_eq!(done["receipt"], "QKL2RIGHT0", "{done}");
+    assert_eq!(
+        events(&done).last().unwrap(),
+        &("provider_succeeded".to_owned(), "poll".to_owned())
+    );
+    app.assert_ledger_balanced().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_carrying_a_nul_character_is_applied_once_not_retried_to_death() {
     let app = spawn_mpesa_app(losing_every_callback()).await;

@@ -185,7 +185,10 @@ fn read(kind: &str, body: &[u8]) -> Result<Report, String> {
                 outcome,
                 provider_ref: original,
                 from_query: true,
-                amount: None,
+                // The status answer names the amount too, and comes to the
+                // same token URL as any callback: a success for another
+                // amount is no more believed from it than from the result.
+                amount: result.parameter_str("Amount").and_then(|a| a.trim().parse().ok()),
             })
         }
         "reversal-result" => {
