@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tuma::simulator::mpesa::SimConfig;
 use tuma::simulator::Chaos;
 
-use crate::common::app::{spawn_mpesa_app, TestApp};
+use crate::common::app::{spawn_mpesa_app, spawn_mpesa_app_with, TestApp};
 use crate::common::eventually;
 
 fn payout(msisdn: &str, amount: &str) -> Value {
@@ -745,6 +745,29 @@ async fn a_status_answer_for_another_amount_is_not_applied_either() {
         &("provider_succeeded".to_owned(), "poll".to_owned())
     );
     app.assert_ledger_balanced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_our_credentials_could_not_send_is_not_taken_as_sent() {
+    let app = spawn_mpesa_app_with(SimConfig::default(), |mpesa| {
+        mpesa.consumer_secret = "not-the-secret".to_owned().into();
+    })
+    .await;
+    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+    app.run_jobs().await;
+    // Daraja's OAuth refused our credentials, so no prompt went out: the
+    // job waits, dead, for an operator to mend them and retry it…
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "pending");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tuma_jobs WHERE state = 'dead' AND args->>'action' = 'prompt'")
+            .await,
+        1
+    );
+    // …and the intent is not taken for one whose prompt may be on the
+    // payer's phone: it can still be cancelled.
+    let cancelled = app.post(&format!("/v1/collections/{id}/cancel"), &app.key).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    assert_eq!(fetch(&app, "collection", &id).await["state"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,12 +102,14 @@ async fn keep_checkout(pool: &sqlx::PgPool, intent_id: uuid::Uuid, checkout: &st
     }
 }
 
-/// Withdraws [`start_sending`]'s mark when Daraja refused the request
-/// before processing it, so that the job's next attempt may send it.
-/// (Should this write fail, that attempt takes the request as sent: it
-/// waits for Daraja's word or its expiry, never sent twice.)
+/// Withdraws [`start_sending`]'s mark when the request never reached
+/// Daraja or was refused before processing (overloaded, or no token: our
+/// credentials refused), so that a later attempt may send it and, until
+/// then, the intent may still be cancelled. (Should this write fail, that
+/// attempt takes the request as sent: it waits for Daraja's word or its
+/// expiry, never sent twice.)
 async fn unstart_if_refused<T>(ctx: &ActionContext, answer: &Result<T, MpesaError>) -> Result<(), JobError> {
-    if busy(answer) {
+    if busy(answer) || matches!(answer, Err(MpesaError::Config(_))) {
         unstart_sending(ctx).await?;
     }
     Ok(())
