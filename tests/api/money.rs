@@ -640,6 +640,48 @@ async fn credits_whose_party_and_reference_split_at_a_colon_differently_are_two_
 }
 
 #[tokio::test]
+async fn a_credit_recorded_under_the_old_unescaped_key_is_not_credited_again() {
+    let app = spawn_app().await;
+    let body = json!({ "amount": "500", "currency": "KES", "reference": "50%off:spring" });
+    let credit = || post_json(&app, "/v1/parties/shop:7/credits", &app.admin_key, &body);
+    assert_eq!(credit().await.status(), StatusCode::CREATED);
+    // As a build before escaped keys wrote it: the parts joined as they were.
+    let rewritten = sqlx::query(
+        "UPDATE ledger_transfers SET key = 'credit:' || owner || ':shop:7:50%off:spring'
+         WHERE kind = 'credit' AND description = 'credit 50%off:spring'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rewritten.rows_affected(), 1);
+    sqlx::raw_sql(include_str!("../../migrations/20261205000027_credit_keys_escaped.sql"))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // Sent again after the upgrade, it finds its first one.
+    assert_eq!(credit().await.status(), StatusCode::OK);
+    assert_eq!(app.available("shop:7", "KES").await, d("500"));
+    // The migration leaves keys already in the new form as they are.
+    let keys = || async {
+        sqlx::query_scalar::<_, String>("SELECT key FROM ledger_transfers WHERE kind = 'credit'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap()
+    };
+    let before = keys().await;
+    sqlx::raw_sql(include_str!("../../migrations/20261205000027_credit_keys_escaped.sql"))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys().await, before);
+    assert!(
+        before.iter().any(|key| key.ends_with(":shop%3A7:50%25off%3Aspring")),
+        "{before:?}"
+    );
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
 async fn account_entries_page_newest_first_and_stay_within_their_owner() {
     let app = spawn_app().await;
     for i in 0..5 {
