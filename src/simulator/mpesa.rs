@@ -5,8 +5,11 @@
 //! Subscribers behave by the last digits of their number: `…001` cancels
 //! the prompt (1032), `…002` enters a wrong PIN (2001), `…003` never answers
 //! (1037 once the prompt times out), `…004` has too little money (1), `…005`
-//! waits for the test to answer ([`SimHandle::answer_prompt`]), `…009` is not
-//! an M-Pesa customer (B2C 2040, STK 1037). Everyone else pays.
+//! waits for the test to answer ([`SimHandle::answer_prompt`]), `…006` is
+//! busy with another transaction (the push is refused, `500.001.1001`
+//! "Unable to lock subscriber"; Daraja's alone among the simulators),
+//! `…009` is not an M-Pesa customer (B2C 2040, STK 1037). Everyone else
+//! pays.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -490,6 +493,7 @@ fn behaviour(msisdn: &str) -> &'static str {
         "003" => "never_answers",
         "004" => "insufficient",
         "005" => "manual",
+        "006" => "locked",
         "009" => "unregistered",
         _ => "pays",
     }
@@ -605,6 +609,14 @@ async fn stk_push(State(sim): State<Shared>, headers: HeaderMap, body: axum::bod
         }
         if request.amount < 1 || request.amount > 250_000 {
             return daraja_error(StatusCode::BAD_REQUEST, "400.002.02", "Bad Request - Invalid Amount");
+        }
+        if behaviour(&request.party_a) == "locked" {
+            // Busy with another transaction: no prompt is sent.
+            return daraja_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500.001.1001",
+                "Unable to lock subscriber, a transaction is already in process for the current subscriber",
+            );
         }
         let checkout_id = sim.next_id(&mut state, "ws_CO_");
         let merchant_suffix: u32 = state.rng.random_range(10_000..99_999);

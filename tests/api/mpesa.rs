@@ -749,25 +749,49 @@ async fn a_status_answer_for_another_amount_is_not_applied_either() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_our_credentials_could_not_send_is_not_taken_as_sent() {
-    let app = spawn_mpesa_app_with(SimConfig::default(), |mpesa| {
-        mpesa.consumer_secret = "not-the-secret".to_owned().into();
-    })
-    .await;
-    let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
-    app.run_jobs().await;
-    // Daraja's OAuth refused our credentials, so no prompt went out: the
-    // job waits, dead, for an operator to mend them and retry it…
-    assert_eq!(fetch(&app, "collection", &id).await["state"], "pending");
+    // Daraja's OAuth refusing the app's key and secret; Daraja refusing
+    // the push itself for a wrong passkey (`500.001.1001` "Wrong
+    // credentials", an HTTP 500 that is no ambiguous 5xx).
+    let misconfigured: [fn(&mut tuma::providers::mpesa::MpesaConfig); 2] = [
+        |mpesa| mpesa.consumer_secret = "not-the-secret".to_owned().into(),
+        |mpesa| mpesa.passkey = "not-the-passkey".to_owned().into(),
+    ];
+    for adjust in misconfigured {
+        let app = spawn_mpesa_app_with(SimConfig::default(), adjust).await;
+        let id = create(&app, "/v1/collections", &collection("0712345678", "300")).await;
+        app.run_jobs().await;
+        // No prompt went out: the job waits, dead, for an operator to
+        // mend the configuration and retry it…
+        assert_eq!(fetch(&app, "collection", &id).await["state"], "pending");
+        assert_eq!(
+            app.count("SELECT count(*) FROM tuma_jobs WHERE state = 'dead' AND args->>'action' = 'prompt'")
+                .await,
+            1
+        );
+        // …and the intent is not taken for one whose prompt may be on the
+        // payer's phone: it can still be cancelled.
+        let cancelled = app.post(&format!("/v1/collections/{id}/cancel"), &app.key).await;
+        assert_eq!(cancelled.status(), StatusCode::OK);
+        assert_eq!(fetch(&app, "collection", &id).await["state"], "cancelled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_to_a_subscriber_busy_with_another_transaction_fails_at_once() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    // Daraja refuses the push (`500.001.1001` "Unable to lock subscriber"):
+    // no prompt reached the phone, so the collection fails now instead of
+    // polling a prompt it cannot name into `unresolved`.
+    let id = create(&app, "/v1/collections", &collection("0712345006", "300")).await;
+    let failed = until_state(&app, "collection", &id, "failed").await;
     assert_eq!(
-        app.count("SELECT count(*) FROM tuma_jobs WHERE state = 'dead' AND args->>'action' = 'prompt'")
-            .await,
-        1
+        events(&failed),
+        vec![
+            ("create".to_owned(), "api".to_owned()),
+            ("prompt_failed".to_owned(), "api".to_owned())
+        ]
     );
-    // …and the intent is not taken for one whose prompt may be on the
-    // payer's phone: it can still be cancelled.
-    let cancelled = app.post(&format!("/v1/collections/{id}/cancel"), &app.key).await;
-    assert_eq!(cancelled.status(), StatusCode::OK);
-    assert_eq!(fetch(&app, "collection", &id).await["state"], "cancelled");
+    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -276,6 +276,33 @@ impl MpesaClient {
         }
     }
 
+    /// A push's error. Daraja answers several refusals with one code,
+    /// `500.001.1001`, and an HTTP 500, told apart only by the message: a
+    /// subscriber busy with another transaction, or our own shortcode and
+    /// passkey refused. No prompt goes out for any of them, so they are
+    /// refusals, not the ambiguous 5xx a push that may be on the payer's
+    /// phone is; a message not known here stays ambiguous.
+    fn classify_push(failure: Failure) -> MpesaError {
+        if let Failure::Daraja { error, .. } = &failure {
+            if error.error_code == "500.001.1001" {
+                let message = error.error_message.to_ascii_lowercase();
+                if message.contains("unable to lock subscriber") {
+                    return MpesaError::Rejected {
+                        code: error.error_code.clone(),
+                        message: error.error_message.clone(),
+                    };
+                }
+                if message.contains("wrong credentials") || message.contains("merchant does not exist") {
+                    return MpesaError::Config(format!(
+                        "Daraja refused the prompt: {} (check mpesa.stk_shortcode and passkey)",
+                        error.error_message
+                    ));
+                }
+            }
+        }
+        Self::classify(failure)
+    }
+
     fn stk_credentials(&self) -> (String, String) {
         let timestamp = daraja_timestamp(chrono::Utc::now());
         let password = stk_password(
@@ -316,7 +343,7 @@ impl MpesaClient {
         let accepted: StkPushResponse = self
             .post("/mpesa/stkpush/v1/processrequest", &request)
             .await
-            .map_err(Self::classify)?;
+            .map_err(Self::classify_push)?;
         accepted_code(&accepted.response_code, &accepted.response_description)?;
         Ok(accepted.checkout_request_id)
     }
