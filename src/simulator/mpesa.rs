@@ -125,6 +125,9 @@ struct Prompt {
 
 #[derive(Debug, Clone)]
 struct Disbursement {
+    /// The shortcode it was made from: a status query finds it only when
+    /// asked from there, as Daraja's does.
+    shortcode: String,
     conversation_id: String,
     msisdn: String,
     amount: u64,
@@ -148,9 +151,10 @@ struct SimState {
     payments: Vec<Payment>,
     /// Receipts already reversed.
     reversed: std::collections::HashSet<String>,
-    /// Each reversal request's result by its OriginatorConversationID:
-    /// `(ResultCode, reversal receipt, amount)`, for status queries.
-    reversals: HashMap<String, (String, Option<String>, u64)>,
+    /// Each reversal request's result by its OriginatorConversationID (the
+    /// shortcode it reversed on, its ResultCode, receipt and amount), for
+    /// status queries.
+    reversals: HashMap<String, Disbursement>,
     counter: u64,
     callbacks_lost: u64,
     callbacks_duplicated: u64,
@@ -848,6 +852,7 @@ async fn b2c(State(sim): State<Shared>, headers: HeaderMap, body: axum::body::By
         state.disbursements.insert(
             originator_id.clone(),
             Disbursement {
+                shortcode: request.party_a.clone(),
                 conversation_id: conversation_id.clone(),
                 msisdn: request.party_b.clone(),
                 amount: request.amount,
@@ -943,17 +948,12 @@ async fn transaction_status(State(sim): State<Shared>, headers: HeaderMap, body:
                 .find(|d| d.receipt.as_deref() == Some(request.transaction_id.as_str()))
                 .cloned()
         });
-        let reversal = state
-            .reversals
-            .get(&key)
-            .cloned()
-            .map(|(code, receipt, amount)| Disbursement {
-                conversation_id: key.clone(),
-                msisdn: String::new(),
-                amount,
-                code,
-                receipt,
-            });
+        let reversal = state.reversals.get(&key).cloned();
+        // Asked from another shortcode than its own, a request is not found.
+        let (found, reversal) = (
+            found.filter(|d| d.shortcode == request.party_a),
+            reversal.filter(|d| d.shortcode == request.party_a),
+        );
         // A customer's C2B payment into our shortcode, by its receipt.
         let paid_in = || {
             state
@@ -961,6 +961,7 @@ async fn transaction_status(State(sim): State<Shared>, headers: HeaderMap, body:
                 .iter()
                 .find(|p| p.kind == "c2b" && !request.transaction_id.is_empty() && p.receipt == request.transaction_id)
                 .map(|p| Disbursement {
+                    shortcode: request.party_a.clone(),
                     conversation_id: String::new(),
                     msisdn: p.msisdn.clone(),
                     amount: p.amount_kes,
@@ -1169,10 +1170,16 @@ async fn reversal(State(sim): State<Shared>, headers: HeaderMap, body: axum::bod
                 }
             }
         };
-        let amount = request["Amount"].as_u64().unwrap_or(0);
         state.reversals.insert(
             originator_id.clone(),
-            (code.to_owned(), reversal_receipt.clone(), amount),
+            Disbursement {
+                shortcode: request["ReceiverParty"].as_str().unwrap_or_default().to_owned(),
+                conversation_id: conversation_id.clone(),
+                msisdn: String::new(),
+                amount: request["Amount"].as_u64().unwrap_or(0),
+                code: code.to_owned(),
+                receipt: reversal_receipt.clone(),
+            },
         );
         let mut result = json!({
             "ResultType": 0, "ResultCode": code, "ResultDesc": description,

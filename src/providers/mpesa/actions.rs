@@ -273,6 +273,16 @@ pub async fn prompt(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circ
     }
 }
 
+/// The shortcode a reversal takes the money back on: the original
+/// payment's (a payout's B2C shortcode, a collection's or C2B payment's
+/// PayBill), as its intent was created with.
+fn reversal_party(intent: &IntentRow, client: &MpesaClient) -> String {
+    intent.metadata["receiver_party"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| client.config().c2b_shortcode.clone())
+}
+
 /// Ask M-Pesa what became of the request.
 pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Circuits) -> Result<(), JobError> {
     gate(&ctx, &circuits, "mpesa")?;
@@ -304,7 +314,14 @@ pub async fn query_status(ctx: ActionContext, client: Arc<MpesaClient>, circuits
         let result_url = callback_url(&client, "status-result", intent)?;
         let timeout_url = callback_url(&client, "status-timeout", intent)?;
         let started = std::time::Instant::now();
-        let answer = client.transaction_status(&reference, &result_url, &timeout_url).await;
+        let party = if intent.kind == "reversal" {
+            reversal_party(intent, &client)
+        } else {
+            client.config().b2c_shortcode.clone()
+        };
+        let answer = client
+            .transaction_status(&reference, &party, &result_url, &timeout_url)
+            .await;
         // Accepted: the answer comes by callback.
         note(
             &ctx,
@@ -333,10 +350,7 @@ pub async fn reverse(ctx: ActionContext, client: Arc<MpesaClient>, circuits: Cir
     gate(&ctx, &circuits, "mpesa")?;
     let intent = &ctx.intent;
     let amount = whole_kes(intent)?;
-    let receiver = intent.metadata["receiver_party"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| client.config().c2b_shortcode.clone());
+    let receiver = reversal_party(intent, &client);
     let remarks = intent.metadata["reason"].as_str().unwrap_or("reversal").to_owned();
     let result_url = callback_url(&client, "reversal-result", intent)?;
     let timeout_url = callback_url(&client, "reversal-timeout", intent)?;

@@ -407,28 +407,31 @@ impl MpesaClient {
         Ok(accepted.conversation_id)
     }
 
-    /// Asks for the status of the request sent under `originator_id`; the
-    /// answer arrives at `result_url`.
+    /// Asks for the status of the request sent under `originator_id` from
+    /// shortcode `party` (a B2C payment's is `b2c_shortcode`, a reversal's
+    /// the shortcode it reversed on: Daraja finds a transaction only from
+    /// the shortcode it belongs to); the answer arrives at `result_url`.
     pub async fn transaction_status(
         &self,
         originator_id: &str,
+        party: &str,
         result_url: &str,
         timeout_url: &str,
     ) -> Result<(), MpesaError> {
-        self.status_query(StatusOf::Request(originator_id), result_url, timeout_url)
+        self.status_query(StatusOf::Request(originator_id, party), result_url, timeout_url)
             .await
     }
 
     /// A Transaction Status query about `subject`.
     async fn status_query(&self, subject: StatusOf<'_>, result_url: &str, timeout_url: &str) -> Result<(), MpesaError> {
         let (transaction_id, original_conversation_id, party_a, remarks) = match subject {
-            StatusOf::Request(originator_id) => (
-                String::new(),
-                Some(originator_id.to_owned()),
-                &self.config.b2c_shortcode,
-                "status",
+            StatusOf::Request(originator_id, party) => (String::new(), Some(originator_id.to_owned()), party, "status"),
+            StatusOf::Receipt(receipt) => (
+                receipt.to_owned(),
+                None,
+                self.config.c2b_shortcode.as_str(),
+                "C2B confirmation",
             ),
-            StatusOf::Receipt(receipt) => (receipt.to_owned(), None, &self.config.c2b_shortcode, "C2B confirmation"),
         };
         let request = TransactionStatusRequest {
             initiator: self.config.initiator_name.clone(),
@@ -436,7 +439,7 @@ impl MpesaClient {
             command_id: "TransactionStatusQuery".to_owned(),
             transaction_id,
             original_conversation_id,
-            party_a: party_a.clone(),
+            party_a: party_a.to_owned(),
             identifier_type: "4".to_owned(),
             result_url: result_url.to_owned(),
             queue_timeout_url: timeout_url.to_owned(),
@@ -453,8 +456,9 @@ impl MpesaClient {
 
 /// What a Transaction Status query asks about.
 enum StatusOf<'a> {
-    /// A B2C request of ours, by its OriginatorConversationID.
-    Request(&'a str),
+    /// A request of ours, by its OriginatorConversationID, and the
+    /// shortcode it was made from.
+    Request(&'a str, &'a str),
     /// A C2B payment into our shortcode, by its M-Pesa receipt.
     Receipt(&'a str),
 }
