@@ -8,7 +8,10 @@
 //! `status.result_code`, then a router error's `status_code`; where the code
 //! leaves the outcome open (in process, or only "gateway OK"), the
 //! transaction's own status decides. Airtel's collection enquiry answers
-//! `DP00800001006` with a final `TS`, which this order reads correctly.
+//! `DP00800001006` with a final `TS`, which this order reads correctly. A
+//! code and a status that contradict each other (a success code beside
+//! `TF`, a failure code beside `TS`) are `Unknown`: the status query, or a
+//! person, decides.
 
 use super::wire::Envelope;
 use crate::providers::adapter::{CallError, Reply};
@@ -208,6 +211,11 @@ pub fn reading(envelope: &Envelope, call: Call) -> Result<Reply, CallError> {
             Some("TF" | "TE" | "TR") => unknown(code, "success code with a failed transaction status"),
             _ => Outcome::Succeeded,
         },
+        // Nor is a failure believed against a transaction Airtel itself
+        // calls successful: a payout failed on it could be paid twice.
+        Some((code, Meaning::Outcome(Outcome::Failed { .. }))) if status == Some("TS") => {
+            unknown(code, "failure code with a successful transaction status")
+        }
         Some((_, Meaning::Outcome(outcome))) => outcome,
         Some((code, Meaning::NotFound)) => match call {
             // Perhaps still arriving: the engine's poll budget bounds it.
@@ -335,6 +343,16 @@ mod tests {
             reading(&contradicting, Call::Status).unwrap().outcome,
             Outcome::Unknown { .. }
         ));
+        // The other way round: a failure code beside a successful status.
+        let paid_but_refused = envelope(
+            r#"{"data":{"transaction":{"airtel_money_id":"MP3","status":"TS"}},"status":{"response_code":"DP00900001003"}}"#,
+        );
+        for call in [Call::Send, Call::Status] {
+            assert!(matches!(
+                reading(&paid_but_refused, call).unwrap().outcome,
+                Outcome::Unknown { .. }
+            ));
+        }
     }
 
     #[test]
