@@ -118,6 +118,27 @@ pub const PROVIDER_SUCCEEDED: &str = "provider_succeeded";
 /// until a person reviews it.
 pub const PROVIDER_FAILED: &str = "provider_failed";
 
+/// Counts (in `counter`, by kind, state and provider) and logs as a
+/// warning a provider's `event` refused because it contradicts how
+/// `intent` ended.
+fn contradiction(counter: &'static str, intent: &IntentRow, event: &Event<'_>, message: &str) {
+    metrics::counter!(
+        counter,
+        "kind" => intent.kind.clone(),
+        "state" => intent.state.clone(),
+        "provider" => intent.provider.clone()
+    )
+    .increment(1);
+    tracing::warn!(
+        intent_id = %intent.id,
+        kind = intent.kind,
+        state = intent.state,
+        provider = intent.provider,
+        cause = event.cause.as_str(),
+        "{message}"
+    );
+}
+
 /// A guard: may this event move this intent? `Err` says why not.
 pub type Guard = fn(&IntentRow, &Event<'_>) -> Result<(), String>;
 
@@ -598,39 +619,21 @@ impl Engine {
                 // Told once: the provider saying it again is the same money.
                 self.deliver(tx, event_id, &endpoints).await?;
             }
-            metrics::counter!(
+            contradiction(
                 "tuma_late_successes_refused_total",
-                "kind" => intent.kind.clone(),
-                "state" => intent.state.clone(),
-                "provider" => intent.provider.clone()
-            )
-            .increment(1);
-            tracing::warn!(
-                intent_id = %intent.id,
-                kind = intent.kind,
-                state = intent.state,
-                provider = intent.provider,
-                cause = event.cause.as_str(),
+                &intent,
+                event,
                 "the provider reported success for an intent that had already ended without it: \
-                 money may have moved that the ledger does not show; listed for reconciliation"
+                 money may have moved that the ledger does not show; listed for reconciliation",
             );
         }
         if contradicts_paid {
-            metrics::counter!(
+            contradiction(
                 "tuma_contradicting_failures_total",
-                "kind" => intent.kind.clone(),
-                "state" => intent.state.clone(),
-                "provider" => intent.provider.clone()
-            )
-            .increment(1);
-            tracing::warn!(
-                intent_id = %intent.id,
-                kind = intent.kind,
-                state = intent.state,
-                provider = intent.provider,
-                cause = event.cause.as_str(),
+                &intent,
+                event,
                 "the provider reported failure for an intent that had already ended paid: \
-                 the ledger may show money that did not move; a person must judge"
+                 the ledger may show money that did not move; a person must judge",
             );
         }
         Ok(Applied::Rejected {

@@ -821,16 +821,12 @@ async fn a_failure_reported_after_the_payout_was_resolved_paid_is_listed_for_a_p
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let sim = app.sim.clone().unwrap();
     let lost = unresolved_payout(&app, &sim, "2000").await;
-    let request: String = sqlx::query_scalar("SELECT provider_ref FROM intents WHERE id = $1::uuid")
-        .bind(&lost)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    let token: String = sqlx::query_scalar("SELECT callback_token FROM intents WHERE id = $1::uuid")
-        .bind(&lost)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let (request, token): (String, String) =
+        sqlx::query_as("SELECT provider_ref, callback_token FROM intents WHERE id = $1::uuid")
+            .bind(&lost)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     // An admin, reading a statement line that was not this payout's,
     // resolves it paid: the party is charged.
     let resolved = resolve(
