@@ -178,7 +178,7 @@ pub async fn applied_keys(
         "SELECT DISTINCT c.provider, c.dedupe_key
          FROM callback_inbox c JOIN unnest($1::text[], $2::text[]) AS k(provider, dedupe_key)
            ON c.provider = k.provider AND c.dedupe_key = k.dedupe_key
-         WHERE c.id <> ALL($3) AND c.outcome IN ('applied', 'rejected')",
+         WHERE c.id <> ALL($3) AND c.outcome IN ('applied', 'rejected', 'contradicts_final')",
     )
     .bind(providers)
     .bind(dedupe_keys)
@@ -187,7 +187,9 @@ pub async fn applied_keys(
     .await
 }
 
-/// Whether an earlier callback with the same provider ids was applied.
+/// Whether an earlier callback with the same provider ids was applied (or
+/// refused, or listed as contradicting its intent's end: the same word
+/// again is a duplicate, not a second item for a person).
 pub async fn already_applied(
     conn: &mut PgConnection,
     provider: &str,
@@ -196,7 +198,8 @@ pub async fn already_applied(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM callback_inbox
-                        WHERE provider = $1 AND dedupe_key = $2 AND id <> $3 AND outcome IN ('applied', 'rejected'))",
+                        WHERE provider = $1 AND dedupe_key = $2 AND id <> $3
+                          AND outcome IN ('applied', 'rejected', 'contradicts_final'))",
     )
     .bind(provider)
     .bind(dedupe_key)
