@@ -642,37 +642,77 @@ async fn credits_whose_party_and_reference_split_at_a_colon_differently_are_two_
 #[tokio::test]
 async fn a_credit_recorded_under_the_old_unescaped_key_is_not_credited_again() {
     let app = spawn_app().await;
-    let body = json!({ "amount": "500", "currency": "KES", "reference": "50%off:spring" });
-    let credit = || post_json(&app, "/v1/parties/shop:7/credits", &app.admin_key, &body);
-    assert_eq!(credit().await.status(), StatusCode::CREATED);
-    // As a build before escaped keys wrote it: the parts joined as they were.
-    let rewritten = sqlx::query(
-        "UPDATE ledger_transfers SET key = 'credit:' || owner || ':shop:7:50%off:spring'
-         WHERE kind = 'credit' AND description = 'credit 50%off:spring'",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(rewritten.rows_affected(), 1);
-    sqlx::raw_sql(include_str!("../../migrations/20261205000027_credit_keys_escaped.sql"))
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    // Sent again after the upgrade, it finds its first one.
-    assert_eq!(credit().await.status(), StatusCode::OK);
+    let credit = |party: &'static str, reference: &'static str| {
+        let app = &app;
+        async move {
+            post_json(
+                app,
+                &format!("/v1/parties/{party}/credits"),
+                &app.admin_key,
+                &json!({ "amount": "500", "currency": "KES", "reference": reference }),
+            )
+            .await
+            .status()
+        }
+    };
+    // Rewrites a credit's key as a build before escaped keys wrote it:
+    // the parts joined as they were.
+    let unescaped = |party: &'static str, reference: &'static str| {
+        let app = &app;
+        async move {
+            let rewritten = sqlx::query(
+                "UPDATE ledger_transfers SET key = 'credit:' || owner || ':' || $1 || ':' || $2
+                 WHERE kind = 'credit' AND description = 'credit ' || $2
+                   AND key = 'credit:' || owner || ':' || replace(replace($1, '%', '%25'), ':', '%3A')
+                                      || ':' || replace(replace($2, '%', '%25'), ':', '%3A')",
+            )
+            .bind(party)
+            .bind(reference)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+            assert_eq!(rewritten.rows_affected(), 1);
+        }
+    };
+    let migrate = || async {
+        sqlx::raw_sql(include_str!("../../migrations/20261205000027_credit_keys_escaped.sql"))
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    };
+    let written = [("shop:7", "50%off:spring"), ("p", "a:b"), ("p", "a%3Ab"), ("q:1", "r")];
+    for (party, reference) in written {
+        assert_eq!(credit(party, reference).await, StatusCode::CREATED);
+    }
+    for (party, reference) in written {
+        unescaped(party, reference).await;
+    }
+    // One sent again between the two changes was credited a second time
+    // under the new key; the migration must not stop on it.
+    assert_eq!(credit("q:1", "r").await, StatusCode::CREATED);
+    // Party p's "a%3Ab", unescaped, has the key "a:b" takes escaped: the
+    // rewrite must not trip on it, whatever order the rows come in.
+    migrate().await;
+    // Sent again after the upgrade, each finds its first one.
+    for (party, reference) in written {
+        assert_eq!(credit(party, reference).await, StatusCode::OK, "{party} {reference}");
+    }
     assert_eq!(app.available("shop:7", "KES").await, d("500"));
+    assert_eq!(app.available("p", "KES").await, d("1000"));
+    assert_eq!(
+        app.available("q:1", "KES").await,
+        d("1000"),
+        "the double credit stays in the books"
+    );
     // The migration leaves keys already in the new form as they are.
     let keys = || async {
-        sqlx::query_scalar::<_, String>("SELECT key FROM ledger_transfers WHERE kind = 'credit'")
+        sqlx::query_scalar::<_, String>("SELECT key FROM ledger_transfers WHERE kind = 'credit' ORDER BY id")
             .fetch_all(&app.db.pool)
             .await
             .unwrap()
     };
     let before = keys().await;
-    sqlx::raw_sql(include_str!("../../migrations/20261205000027_credit_keys_escaped.sql"))
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    migrate().await;
     assert_eq!(keys().await, before);
     assert!(
         before.iter().any(|key| key.ends_with(":shop%3A7:50%25off%3Aspring")),
