@@ -509,6 +509,39 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
     app.assert_ledger_balanced().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_reversal_whose_result_is_lost_is_completed_by_the_status_poll() {
+    let app = spawn_mpesa_app(SimConfig::default()).await;
+    let sim = app.sim.clone().unwrap();
+    let paid = completed_payout(&app, "1000").await;
+    let receipt: String = sqlx::query_scalar("SELECT receipt FROM intents WHERE id = $1::uuid")
+        .bind(&paid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    // The payout went from the B2C shortcode, not the PayBill: so did its
+    // reversal, and that is where its status is asked.
+    sim.set_chaos(Chaos {
+        callback_loss_permille: 1000,
+        ..Chaos::default()
+    });
+    let reversal_id = reverse(&app, &receipt).await;
+    app.run_jobs().await;
+    let fetch = || reversal(&app, &reversal_id);
+    assert_eq!(fetch().await["state"], "processing");
+    sim.set_chaos(Chaos::default());
+    app.advance(Duration::from_secs(30));
+    eventually(Duration::from_secs(10), "the poll to find the reversal", || async {
+        app.run_jobs().await;
+        fetch().await["state"] == "completed"
+    })
+    .await;
+    let events = event_causes(&fetch().await);
+    assert!(events.contains(&"provider_succeeded:poll".to_owned()), "{events:?}");
+    assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
+    app.assert_ledger_balanced().await;
+}
+
 /// An intent's history as `event:cause`, in order.
 fn event_causes(intent: &Value) -> Vec<String> {
     intent["events"]
