@@ -613,48 +613,37 @@ async fn crediting_makes_the_party_and_the_same_reference_twice_is_a_no_op_and_a
     app.assert_ledger_balanced().await;
 }
 
+/// An admin's credit of 500 KES to `party` under `reference`; its status.
+async fn credit_500(app: &TestApp, party: &str, reference: &str) -> StatusCode {
+    post_json(
+        app,
+        &format!("/v1/parties/{party}/credits"),
+        &app.admin_key,
+        &json!({ "amount": "500", "currency": "KES", "reference": reference }),
+    )
+    .await
+    .status()
+}
+
 #[tokio::test]
 async fn credits_whose_party_and_reference_split_at_a_colon_differently_are_two_credits() {
     let app = spawn_app().await;
-    let credit = |party: &'static str, reference: &'static str| {
-        let app = &app;
-        async move {
-            post_json(
-                app,
-                &format!("/v1/parties/{party}/credits"),
-                &app.admin_key,
-                &json!({ "amount": "500", "currency": "KES", "reference": reference }),
-            )
-            .await
-        }
-    };
+    let credit = |party, reference| credit_500(&app, party, reference);
     // Party ids and references may both hold a colon: "a:b" with "c" and
     // "a" with "b:c" are different credits, not a replay of each other.
-    assert_eq!(credit("shop:7", "sale").await.status(), StatusCode::CREATED);
-    assert_eq!(credit("shop", "7:sale").await.status(), StatusCode::CREATED);
+    assert_eq!(credit("shop:7", "sale").await, StatusCode::CREATED);
+    assert_eq!(credit("shop", "7:sale").await, StatusCode::CREATED);
     assert_eq!(app.available("shop:7", "KES").await, d("500"));
     assert_eq!(app.available("shop", "KES").await, d("500"));
     // Each is still its own replay.
-    assert_eq!(credit("shop", "7:sale").await.status(), StatusCode::OK);
+    assert_eq!(credit("shop", "7:sale").await, StatusCode::OK);
     app.assert_ledger_balanced().await;
 }
 
 #[tokio::test]
 async fn a_credit_recorded_under_the_old_unescaped_key_is_not_credited_again() {
     let app = spawn_app().await;
-    let credit = |party: &'static str, reference: &'static str| {
-        let app = &app;
-        async move {
-            post_json(
-                app,
-                &format!("/v1/parties/{party}/credits"),
-                &app.admin_key,
-                &json!({ "amount": "500", "currency": "KES", "reference": reference }),
-            )
-            .await
-            .status()
-        }
-    };
+    let credit = |party, reference| credit_500(&app, party, reference);
     // Rewrites a credit's key as a build before escaped keys wrote it:
     // the parts joined as they were.
     let unescaped = |party: &'static str, reference: &'static str| {

@@ -485,28 +485,39 @@ async fn a_collection_reversal_whose_result_is_lost_is_completed_by_the_status_p
     let app = spawn_mpesa_app(SimConfig::default()).await;
     let sim = app.sim.clone().unwrap();
     let receipt = collected_donation(&app).await;
+    let reversal_id = reversal_with_its_result_lost(&app, &sim, &receipt).await;
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "held");
+    completed_by_the_status_poll(&app, &sim, &reversal_id).await;
+    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
+    app.assert_ledger_balanced().await;
+}
 
+/// Reverses `receipt` while Daraja loses every callback: the reversal is
+/// sent and waits, `processing`. Its id; the chaos is off again.
+async fn reversal_with_its_result_lost(app: &TestApp, sim: &SimHandle, receipt: &str) -> String {
     sim.set_chaos(Chaos {
         callback_loss_permille: 1000,
         ..Chaos::default()
     });
-    let reversal_id = reverse(&app, &receipt).await;
+    let reversal_id = reverse(app, receipt).await;
     app.run_jobs().await;
-    let fetch = || reversal(&app, &reversal_id);
-    assert_eq!(fetch().await["state"], "processing");
-    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO, "held");
+    assert_eq!(reversal(app, &reversal_id).await["state"], "processing");
     sim.set_chaos(Chaos::default());
+    reversal_id
+}
+
+/// The reversal `id`'s first status poll completes it, and M-Pesa holds
+/// one reversal.
+async fn completed_by_the_status_poll(app: &TestApp, sim: &SimHandle, id: &str) {
     app.advance(Duration::from_secs(30));
     eventually(Duration::from_secs(10), "the poll to find the reversal", || async {
         app.run_jobs().await;
-        fetch().await["state"] == "completed"
+        reversal(app, id).await["state"] == "completed"
     })
     .await;
-    let events = event_causes(&fetch().await);
+    let events = event_causes(&reversal(app, id).await);
     assert!(events.contains(&"provider_succeeded:poll".to_owned()), "{events:?}");
-    assert_eq!(app.available("donor-3", "KES").await, Decimal::ZERO);
     assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
-    app.assert_ledger_balanced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,24 +532,8 @@ async fn a_payout_reversal_whose_result_is_lost_is_completed_by_the_status_poll(
         .unwrap();
     // The payout went from the B2C shortcode, not the PayBill: so did its
     // reversal, and that is where its status is asked.
-    sim.set_chaos(Chaos {
-        callback_loss_permille: 1000,
-        ..Chaos::default()
-    });
-    let reversal_id = reverse(&app, &receipt).await;
-    app.run_jobs().await;
-    let fetch = || reversal(&app, &reversal_id);
-    assert_eq!(fetch().await["state"], "processing");
-    sim.set_chaos(Chaos::default());
-    app.advance(Duration::from_secs(30));
-    eventually(Duration::from_secs(10), "the poll to find the reversal", || async {
-        app.run_jobs().await;
-        fetch().await["state"] == "completed"
-    })
-    .await;
-    let events = event_causes(&fetch().await);
-    assert!(events.contains(&"provider_succeeded:poll".to_owned()), "{events:?}");
-    assert_eq!(sim.payments().iter().filter(|p| p.kind == "reversal").count(), 1);
+    let reversal_id = reversal_with_its_result_lost(&app, &sim, &receipt).await;
+    completed_by_the_status_poll(&app, &sim, &reversal_id).await;
     app.assert_ledger_balanced().await;
 }
 
